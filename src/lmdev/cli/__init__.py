@@ -1,0 +1,63 @@
+"""The ``lmdev`` command. Thin: parse -> call a core function -> render.
+
+Each command lives in its own module with ``add_parser(subparsers)`` and ``run(args) -> int``.
+Modules are imported lazily, so ``lmdev --help`` and ``lmdev doctor`` never import a framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from lmdev import __version__
+from lmdev.errors import LmdevError
+
+# command name -> module under lmdev.cli, in the order --help shows them
+COMMANDS = {
+    "doctor": "doctor",
+    "demo": "demo",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"lmdev: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="lmdev",
+        description="The local development environment for large AI models.",
+        epilog="Run `lmdev COMMAND --help` for a command's options. Docs: docs/commands/.",
+    )
+    parser.add_argument("--version", action="version", version=f"lmdev {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module in COMMANDS.items():
+        mod = importlib.import_module(f"lmdev.cli.{module}")
+        cmd = mod.add_parser(sub)
+        cmd.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except LmdevError as exc:
+        if args.debug:
+            raise
+        print(f"lmdev: error: {exc.message}" + (f" — {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lmdev: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,136 @@
+"""Software facts from package metadata and files on disk: nothing here imports a framework."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+
+from lmdev.probe.source import Source, normalise
+from lmdev.probe.types import SoftwareFacts, TorchBuild, ToolkitFacts
+
+# The distributions doctor reports (when installed), in display order.
+FRAMEWORKS = [
+    "torch", "torchvision", "torchaudio", "tensorflow", "tensorflow-cpu", "tf-keras", "keras",
+    "jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "lightning", "pytorch-lightning",
+    "transformers", "accelerate", "deepspeed", "bitsandbytes", "flash-attn", "triton",
+    "safetensors", "numpy", "nvidia-ml-py", "pynvml", "nvidia-ml-py3",
+]
+# NVIDIA runtime wheels: both the CUDA-12 names (nvidia-cudnn-cu12) and the CUDA-13 ones.
+NVIDIA_WHEEL = re.compile(r"^nvidia-(cudnn|nccl|cublas|cuda-runtime|cuda-nvrtc|cusparselt|nvshmem)(-cu\d+)?$")
+
+RELEVANT_ENV = [
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH",
+    "PYTORCH_CUDA_ALLOC_CONF", "KERAS_BACKEND", "KERAS_HOME", "HF_HOME", "HF_HUB_CACHE",
+    "TORCH_HOME", "XDG_CACHE_HOME", "PIP_CACHE_DIR", "VIRTUAL_ENV", "CONDA_PREFIX",
+    "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "TPU_NAME", "OMP_NUM_THREADS", "LMDEV_HOME",
+    "WSL_DISTRO_NAME", "NCCL_P2P_DISABLE", "NCCL_IB_DISABLE", "TF_CPP_MIN_LOG_LEVEL",
+]
+
+_SYSTEM_LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
+                    "/usr/local/cuda/lib64", "/usr/lib"]
+
+
+def collect_software(src: Source) -> SoftwareFacts:
+    env = src.env
+    dists = {d.name: d.version for d in src.distributions()}
+    sw = SoftwareFacts(
+        packages={name: dists[name] for name in FRAMEWORKS if name in dists}
+        | {name: v for name, v in sorted(dists.items()) if NVIDIA_WHEEL.match(name)},
+        env={k: env[k] for k in RELEVANT_ENV if k in env},
+    )
+    if "torch" in dists:
+        sw.torch = torch_build(src, dists["torch"])
+    tf = "tensorflow" if "tensorflow" in dists else "tensorflow-cpu" if "tensorflow-cpu" in dists else None
+    if tf:
+        sw.tensorflow_cuda = tensorflow_cuda(src, tf)
+    for major in ("12", "13"):
+        if f"jax-cuda{major}-plugin" in dists or f"jax-cuda{major}-pjrt" in dists:
+            sw.jax_cuda_plugin = major
+    if "keras" in dists:
+        sw.keras_backend = keras_backend(src)
+    sw.cuda_toolkit = cuda_toolkit(src)
+    sw.pynvml_providers = [
+        name for name in ("nvidia-ml-py", "pynvml", "nvidia-ml-py3")
+        if name in dists and any(f.split("/")[-1] == "pynvml.py" for f in src.dist_files(name) or [])
+    ]
+    if src.os == "linux":
+        sw.system_nccl = _system_nccl(src)
+    return sw
+
+
+def torch_build(src: Source, version: str) -> TorchBuild:
+    """torch's build from ``torch/version.py`` (read as text) and its version's local label."""
+    build = TorchBuild(version=version)
+    text = src.package_file("torch", "torch/version.py") or ""
+    cuda = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([\d.]+)['\"]", text, re.M)
+    hip = re.search(r"^hip\s*(?::[^=]*)?=\s*['\"]([\d.]+)['\"]", text, re.M)
+    if cuda:
+        build.cuda = cuda.group(1)
+    elif "+cu" in version:  # no version.py to read: trust the wheel's local label, +cu121 -> 12.1
+        digits = version.split("+cu")[1]
+        build.cuda = f"{digits[:-1]}.{digits[-1]}" if digits.isdigit() and len(digits) >= 2 else None
+    build.hip = hip.group(1) if hip else None
+    build.cpu_only = build.cuda is None and build.hip is None and (bool(text) or "+cpu" in version
+                                                                   or src.os == "darwin")
+    return build
+
+
+def tensorflow_cuda(src: Source, dist: str) -> str | None:
+    text = src.package_file(dist, "tensorflow/python/platform/build_info.py") or ""
+    m = re.search(r"['\"]cuda_version['\"]\s*:\s*['\"]([\d.]+)['\"]", text)
+    return m.group(1) if m else None
+
+
+def keras_backend(src: Source) -> str:
+    if src.env.get("KERAS_BACKEND"):
+        return src.env["KERAS_BACKEND"]
+    keras_home = src.env.get("KERAS_HOME") or posixpath.join(src.home, ".keras")
+    text = src.read_text(posixpath.join(keras_home, "keras.json"))
+    if text:
+        try:
+            return str(json.loads(text).get("backend", "tensorflow"))
+        except ValueError:
+            pass
+    return "tensorflow"  # Keras 3's default
+
+
+def cuda_toolkit(src: Source) -> ToolkitFacts:
+    env = src.env
+    home = env.get("CUDA_HOME") or env.get("CUDA_PATH")
+    nvcc = src.which("nvcc")
+    if nvcc is None:
+        for base in ([home] if home else []) + ["/usr/local/cuda"]:
+            candidate = posixpath.join(base, "bin", "nvcc")
+            if src.exists(candidate):
+                nvcc = candidate
+                break
+    tk = ToolkitFacts(nvcc_path=nvcc, cuda_home=home)
+    if nvcc is None:
+        return tk
+    root = posixpath.dirname(posixpath.dirname(nvcc))
+    if tk.cuda_home is None and src.exists(posixpath.join(root, "nvvm")):  # a toolkit's root
+        tk.cuda_home = root
+    version_json = src.read_text(posixpath.join(root, "version.json"))  # CUDA >= 11.1
+    if version_json:
+        try:
+            tk.cuda_version = ".".join(json.loads(version_json)["cuda"]["version"].split(".")[:2])
+            return tk
+        except (ValueError, KeyError, AttributeError):
+            pass
+    res = src.run([nvcc, "--version"], timeout=5)
+    m = re.search(r"release (\d+\.\d+)", res.stdout or "")
+    tk.cuda_version = m.group(1) if m else None
+    return tk
+
+
+def _system_nccl(src: Source) -> str | None:
+    for d in _SYSTEM_LIB_DIRS:
+        for name in src.listdir(d) or []:
+            if name.startswith("libnccl.so"):
+                return posixpath.join(d, name)
+    return None
+
+
+def installed(sw: SoftwareFacts, name: str) -> bool:
+    return normalise(name) in sw.packages
