@@ -94,7 +94,7 @@ def arch_supported(cc: str, archs: list[str]) -> bool:
     A cubin runs on GPUs of the same major version and an equal or higher minor (sm_80 code runs
     on sm_86 and sm_89); across major versions only PTX, which official wheels do not rely on.
     """
-    major, minor = version_tuple(cc)[:2]
+    major, minor = (version_tuple(cc) + (0, 0))[:2]  # "9" reads as 9.0
     for a in archs:
         if a.startswith("compute_"):
             continue  # PTX only
@@ -113,6 +113,21 @@ def _cc_of(arch: str) -> tuple[int, int]:
     return int(digits[:-1]), int(digits[-1])
 
 
+# The first CUDA release that supports each architecture; the driver of that release is the
+# oldest that runs the GPU at all. Source: CUDA Toolkit release notes and the CUDA C++
+# Programming Guide's compute-capability table.
+ARCH_MIN_CUDA = [("12.0", "12.8"), ("10.0", "12.8"), ("9.0", "11.8"), ("8.9", "11.8"),
+                 ("8.6", "11.1"), ("8.0", "11.0")]
+
+
+def min_cuda_for_arch(cc: str) -> str:
+    have = version_tuple(cc)[:2]
+    for arch, cuda in ARCH_MIN_CUDA:
+        if have >= version_tuple(arch):
+            return cuda
+    return "10.0"
+
+
 def arch_name(cc: str) -> str:
     return ARCH_NAMES.get(cc) or ARCH_NAMES.get(cc.split(".")[0], "unknown architecture")
 
@@ -122,14 +137,26 @@ def arch_name(cc: str) -> str:
 TORCH_WHEEL_CUDA = ["11.8", "12.6", "12.8", "12.9", "13.0"]
 
 
-def torch_wheel_for(driver_cuda: str | None, ccs: list[str]) -> str | None:
-    """The newest PyTorch CUDA wheel variant (``cu128``) that the driver runs and that carries
-    code for every GPU in ``ccs``; None when no variant fits."""
-    for cuda in reversed(TORCH_WHEEL_CUDA):
-        if driver_cuda and version_tuple(cuda) > version_tuple(driver_cuda):
-            continue
-        if all(arch_supported(cc, torch_arch_list(cuda)) for cc in ccs):
-            return "cu" + cuda.replace(".", "")
+def torch_wheel_for(driver_cuda: str | None, ccs: list[str], strict: bool = False) -> str | None:
+    """The PyTorch CUDA wheel variant (``cu128``) to install for this driver and these GPUs.
+
+    Prefers the newest variant the driver supports outright. Failing that, and unless ``strict``,
+    the oldest variant of the driver's own CUDA major: CUDA's minor-version compatibility runs it
+    on any driver of that major (PyTorch's cu12x wheels need only a 525+ driver). None when no
+    variant carries code for every GPU in ``ccs``."""
+    def fits(cuda: str) -> bool:
+        return all(arch_supported(cc, torch_arch_list(cuda)) for cc in ccs)
+
+    have = version_tuple(driver_cuda)[:2] if driver_cuda else None
+    if have is not None and any(version_tuple(min_cuda_for_arch(cc))[:2] > have for cc in ccs):
+        return None  # the driver predates the GPU itself: only a driver upgrade helps
+    exact = [c for c in TORCH_WHEEL_CUDA if fits(c) and (have is None or version_tuple(c)[:2] <= have)]
+    same_major = [c for c in TORCH_WHEEL_CUDA
+                  if fits(c) and have is not None and version_tuple(c)[0] == have[0]]
+    if exact and (strict or have is None or version_tuple(exact[-1])[0] == have[0] or not same_major):
+        return "cu" + exact[-1].replace(".", "")
+    if same_major and not strict:
+        return "cu" + same_major[0].replace(".", "")
     return None
 
 

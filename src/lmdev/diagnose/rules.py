@@ -70,8 +70,9 @@ def no_accelerator(f: Facts) -> Iterator[Hit]:
 
 @rule("gpu.driver_missing", "error", "An NVIDIA GPU is on the PCI bus but no driver answers")
 def driver_missing(f: Facts) -> Iterator[Hit]:
-    if f.accelerators.source == "pci":
-        names = ", ".join(g.pci_bus_id or g.name for g in _nvidia(f))
+    gpus = _nvidia(f)
+    if f.accelerators.source == "pci" and gpus:  # "pci" is also the source of Google TPUs
+        names = ", ".join(g.pci_bus_id or g.name for g in gpus)
         yield Hit(
             "NVIDIA GPU present but the driver is not loaded",
             f"PCI devices {names}; no NVML, nvidia-smi or /proc/driver/nvidia",
@@ -112,7 +113,7 @@ def memory_in_use(f: Facts) -> Iterator[Hit]:
             who = ", ".join(f"{p.name or '?'} (pid {p.pid}, {_gib(p.used_memory_bytes)})"
                             for p in g.processes) or "processes not visible from here"
             yield Hit(
-                f"GPU {g.index} has {_gib(used)} of {_gib(total)} already in use",
+                f"GPU {g.index} has {_gib(used)} of {_gib(g.memory_total_bytes)} already in use",
                 f"{g.name}: {who}",
                 "Stop the processes you do not need (`nvidia-smi` lists them; `kill PID`), or plan "
                 "with the memory that is left: `lmdev plan MODEL --hardware this` subtracts it.",
@@ -177,18 +178,31 @@ def visible_devices(f: Facts) -> Iterator[Hit]:
     if value is None or not gpus:
         return
     entries = [e.strip() for e in value.split(",") if e.strip()]
-    if not entries or entries[0] in ("-1", "NoDevFiles", "none"):
+
+    def valid(e: str) -> bool:
+        return (e.isdigit() and int(e) < len(gpus)) or e.startswith(("GPU-", "MIG-"))
+
+    # CUDA reads the list up to its first invalid entry and ignores the rest.
+    first_bad = next((i for i, e in enumerate(entries) if not valid(e)), None)
+    if entries and first_bad == 0 and entries[0].isdigit():
+        yield Hit(
+            f"CUDA_VISIBLE_DEVICES names GPU(s) that do not exist: {entries[0]}; CUDA sees no GPU",
+            f"CUDA_VISIBLE_DEVICES={value!r}; this machine has GPUs 0-{len(gpus) - 1}; CUDA stops "
+            "reading the list at the first invalid entry",
+            f"export CUDA_VISIBLE_DEVICES={','.join(str(i) for i in range(len(gpus)))}",
+        )
+    elif first_bad == 0 or not entries:
         yield Hit(
             "CUDA_VISIBLE_DEVICES hides every GPU",
             f"CUDA_VISIBLE_DEVICES={value!r} while {len(gpus)} GPU(s) are installed; "
             "CUDA programs will see none",
             "unset CUDA_VISIBLE_DEVICES (or set it to the GPUs to use, e.g. 0,1)",
         )
-        return
-    bad = [e for e in entries if e.isdigit() and int(e) >= len(gpus)]
-    if bad:
+    elif first_bad is not None:
+        seen = entries[:first_bad]
         yield Hit(
-            f"CUDA_VISIBLE_DEVICES names GPU(s) that do not exist: {', '.join(bad)}",
+            f"CUDA_VISIBLE_DEVICES has an invalid entry {entries[first_bad]!r}: only GPU(s) "
+            f"{','.join(seen)} are visible",
             f"CUDA_VISIBLE_DEVICES={value!r}; this machine has GPUs 0-{len(gpus) - 1}; CUDA stops "
             "reading the list at the first invalid entry",
             f"export CUDA_VISIBLE_DEVICES={','.join(str(i) for i in range(len(gpus)))}",
@@ -210,7 +224,8 @@ def torch_cpu_build(f: Facts) -> Iterator[Hit]:
     t, gpus = f.software.torch, _nvidia(f)
     if t and t.cpu_only and gpus:
         ccs = [g.compute_capability for g in gpus if g.compute_capability]
-        variant = torch_wheel_for(f.accelerators.cuda_driver_version, ccs)
+        driver_too_old = bool(f.accelerators.driver_version) and not f.accelerators.cuda_driver_version
+        variant = None if driver_too_old else torch_wheel_for(f.accelerators.cuda_driver_version, ccs)
         yield Hit(
             "PyTorch is a CPU-only build: the GPUs will not be used",
             f"torch {t.version} built without CUDA; {len(gpus)} NVIDIA GPU(s) ({gpus[0].name}), "
@@ -225,11 +240,14 @@ def torch_cuda_vs_driver(f: Facts) -> Iterator[Hit]:
     if not (t and t.cuda and driver_cuda and _nvidia(f)):
         return
     need, have = version_tuple(t.cuda)[:2], version_tuple(driver_cuda)[:2]
-    if need <= have:
+    if not need or not have or need <= have:
         return
     ccs = [g.compute_capability for g in _nvidia(f) if g.compute_capability]
-    fix = (f"upgrade the NVIDIA driver to {min_driver_for_cuda(t.cuda)} or newer, or install a "
-           f"build for your driver: {torch_install_command(torch_wheel_for(driver_cuda, ccs))}")
+    minimum = min_driver_for_cuda(t.cuda)
+    driver = f"{minimum} or newer" if minimum else f"one that supports CUDA {t.cuda}"
+    variant = torch_wheel_for(driver_cuda, ccs, strict=True)
+    fix = f"upgrade the NVIDIA driver to {driver}" + (
+        f", or install a build for your driver: {torch_install_command(variant)}" if variant else "")
     evidence = (f"torch {t.version} needs CUDA {t.cuda}; driver {f.accelerators.driver_version} "
                 f"supports up to CUDA {driver_cuda}")
     if need[0] > have[0]:
@@ -276,7 +294,8 @@ def torch_companions(f: Facts) -> Iterator[Hit]:
     expected = {
         # torchvision 0.(minor+15) pairs with torch 2.minor; torchaudio shares torch's version.
         "torchvision": (0, tv[1] + 15) if tv[0] == 2 else None,
-        "torchaudio": (tv[0], tv[1]),
+        # torch 1.x paired with torchaudio 0.x (1.13 <-> 0.13).
+        "torchaudio": (tv[0], tv[1]) if tv[0] >= 2 else (0, tv[1]),
     }
     torch_label = torch.partition("+")[2]
     for name, want in expected.items():
@@ -293,7 +312,8 @@ def torch_companions(f: Facts) -> Iterator[Hit]:
                 f"torch {torch} needs {name} {want_text}.x" + (f" built for +{torch_label}" if torch_label else "")
                 + "; a mismatch fails at import ('operator torchvision::nms does not exist') or crashes",
                 f"pip install --force-reinstall torch=={_base_version(torch)} '{name}=={want_text}.*'"
-                + (f" --index-url https://download.pytorch.org/whl/{torch_label}" if torch_label.startswith("cu") else ""),
+                + (f" --index-url https://download.pytorch.org/whl/{torch_label}"
+                   if torch_label.startswith(("cu", "cpu", "rocm", "xpu")) else ""),
             )
 
 
@@ -324,13 +344,12 @@ def nvcc_mismatch(f: Facts) -> Iterator[Hit]:
 @rule("cuda.framework_major_mismatch", "warning", "TensorFlow, JAX and PyTorch want different CUDA majors")
 def framework_cuda_majors(f: Facts) -> Iterator[Hit]:
     sw = f.software
-    wants = {}
-    if sw.torch and sw.torch.cuda:
-        wants["torch"] = _major(sw.torch.cuda)
-    if sw.tensorflow_cuda:
-        wants["tensorflow"] = _major(sw.tensorflow_cuda)
-    if sw.jax_cuda_plugin:
-        wants["jax"] = int(sw.jax_cuda_plugin)
+    found = {
+        "torch": _major(sw.torch.cuda) if sw.torch and sw.torch.cuda else None,
+        "tensorflow": _major(sw.tensorflow_cuda),
+        "jax": _major(sw.jax_cuda_plugin),
+    }
+    wants = {k: v for k, v in found.items() if v is not None}
     if len(set(wants.values())) > 1:
         listing = ", ".join(f"{k} CUDA {v}" for k, v in wants.items())
         yield Hit(

@@ -6,15 +6,15 @@ import json
 import posixpath
 import re
 
-from lmdev.probe.source import Source, normalise
-from lmdev.probe.types import SoftwareFacts, TorchBuild, ToolkitFacts
+from lmdev.probe.source import Source, guarded, normalise
+from lmdev.probe.types import ProbeError, SoftwareFacts, TorchBuild, ToolkitFacts
 
 # The distributions doctor reports (when installed), in display order.
 FRAMEWORKS = [
     "torch", "torchvision", "torchaudio", "tensorflow", "tensorflow-cpu", "tf-keras", "keras",
     "jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "lightning", "pytorch-lightning",
     "transformers", "accelerate", "deepspeed", "bitsandbytes", "flash-attn", "triton",
-    "safetensors", "numpy", "nvidia-ml-py", "pynvml", "nvidia-ml-py3",
+    "libtpu", "safetensors", "numpy", "nvidia-ml-py", "pynvml", "nvidia-ml-py3",
 ]
 # NVIDIA runtime wheels: both the CUDA-12 names (nvidia-cudnn-cu12) and the CUDA-13 ones.
 NVIDIA_WHEEL = re.compile(r"^nvidia-(cudnn|nccl|cublas|cuda-runtime|cuda-nvrtc|cusparselt|nvshmem)(-cu\d+)?$")
@@ -31,32 +31,43 @@ _SYSTEM_LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "
                     "/usr/local/cuda/lib64", "/usr/lib"]
 
 
-def collect_software(src: Source) -> SoftwareFacts:
+def collect_software(src: Source, errors: list[ProbeError] | None = None) -> SoftwareFacts:
+    """Installed frameworks and how they were built. A part that cannot be read is listed in
+    ``errors`` (when given) and the rest stands."""
+    errors = [] if errors is None else errors
     env = src.env
-    dists = {d.name: d.version for d in src.distributions()}
+    dists = {d.name: d.version for d in guarded("packages", src.distributions, [], errors)}
     sw = SoftwareFacts(
         packages={name: dists[name] for name in FRAMEWORKS if name in dists}
         | {name: v for name, v in sorted(dists.items()) if NVIDIA_WHEEL.match(name)},
         env={k: env[k] for k in RELEVANT_ENV if k in env},
     )
     if "torch" in dists:
-        sw.torch = torch_build(src, dists["torch"])
+        sw.torch = guarded("torch", lambda: torch_build(src, dists["torch"]),
+                           TorchBuild(version=dists["torch"]), errors)
     tf = "tensorflow" if "tensorflow" in dists else "tensorflow-cpu" if "tensorflow-cpu" in dists else None
     if tf:
-        sw.tensorflow_cuda = tensorflow_cuda(src, tf)
+        sw.tensorflow_cuda = guarded("tensorflow", lambda: tensorflow_cuda(src, tf), None, errors)
     for major in ("12", "13"):
         if f"jax-cuda{major}-plugin" in dists or f"jax-cuda{major}-pjrt" in dists:
             sw.jax_cuda_plugin = major
     if "keras" in dists:
-        sw.keras_backend = keras_backend(src)
-    sw.cuda_toolkit = cuda_toolkit(src)
-    sw.pynvml_providers = [
+        sw.keras_backend = guarded("keras", lambda: keras_backend(src), None, errors)
+    sw.cuda_toolkit = guarded("cuda toolkit", lambda: cuda_toolkit(src), ToolkitFacts(), errors)
+    # nvidia-ml-py and nvidia-ml-py3 ship a pynvml.py module; pynvml 8 to 11 a pynvml/ package
+    # (which import prefers over the module); pynvml >= 12 only pynvml_utils.
+    sw.pynvml_providers = guarded("pynvml", lambda: [
         name for name in ("nvidia-ml-py", "pynvml", "nvidia-ml-py3")
-        if name in dists and any(f.split("/")[-1] == "pynvml.py" for f in src.dist_files(name) or [])
-    ]
+        if name in dists and any(_ships_pynvml(f) for f in src.dist_files(name) or [])
+    ], [], errors)
     if src.os == "linux":
-        sw.system_nccl = _system_nccl(src)
+        sw.system_nccl = guarded("nccl", lambda: _system_nccl(src), None, errors)
     return sw
+
+
+def _ships_pynvml(record_entry: str) -> bool:
+    parts = record_entry.split("/")
+    return parts[-1] == "pynvml.py" or parts[-2:] == ["pynvml", "__init__.py"]
 
 
 def torch_build(src: Source, version: str) -> TorchBuild:
@@ -64,7 +75,8 @@ def torch_build(src: Source, version: str) -> TorchBuild:
     build = TorchBuild(version=version)
     text = src.package_file("torch", "torch/version.py") or ""
     cuda = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([\d.]+)['\"]", text, re.M)
-    hip = re.search(r"^hip\s*(?::[^=]*)?=\s*['\"]([\d.]+)['\"]", text, re.M)
+    # ROCm builds carry a build suffix: hip = '6.0.32830-d62f6a171'
+    hip = re.search(r"^hip\s*(?::[^=]*)?=\s*['\"]([\d.]+)[^'\"]*['\"]", text, re.M)
     if cuda:
         build.cuda = cuda.group(1)
     elif "+cu" in version:  # no version.py to read: trust the wheel's local label, +cu121 -> 12.1
@@ -78,7 +90,9 @@ def torch_build(src: Source, version: str) -> TorchBuild:
 
 def tensorflow_cuda(src: Source, dist: str) -> str | None:
     text = src.package_file(dist, "tensorflow/python/platform/build_info.py") or ""
-    m = re.search(r"['\"]cuda_version['\"]\s*:\s*['\"]([\d.]+)['\"]", text)
+    # TF >= 2.4 writes build_info = collections.OrderedDict([('cuda_version', '12.3'), ...]);
+    # older releases a dict literal {'cuda_version': '10.1', ...}.
+    m = re.search(r"['\"]cuda_version['\"]\s*[:,]\s*['\"]([\d.]+)['\"]", text)
     return m.group(1) if m else None
 
 
