@@ -1,0 +1,203 @@
+"""Crash-proof checkpoints, with no pickle anywhere.
+
+A checkpoint is a folder ``step-NNNNNNNN/`` holding
+
+- ``model.safetensors``: the weights;
+- ``optimizer.safetensors``: the optimizer's and the training state's tensors (Adam moments,
+  torch's RNG state, metric accumulators);
+- ``state.json``: everything else (step, data position, optimizer hyper-parameters, scheduler,
+  Python and NumPy RNG states, the model config, the best metric);
+- ``manifest.json``, written last: the sha256 and size of each file above.
+
+It is written into a temporary folder beside the final one, each file fsynced, then renamed into
+place and the parent folder fsynced: a crash at any moment leaves either the previous
+checkpoints alone or the new one complete. A checkpoint whose files do not match its manifest is
+corrupt; loading falls back to the one before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmdev.errors import LmdevError
+
+PREFIX = "step-"
+FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    step: int
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer.safetensors
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)  # model.safetensors
+    state: dict[str, Any] = field(default_factory=dict)  # state.json
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _crash_point(name: str) -> None:
+    """Tests set LMDEV_TEST_CRASH_AT to kill the process at a named point of the save."""
+    if os.environ.get("LMDEV_TEST_CRASH_AT") == name:
+        os._exit(137)
+
+
+def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
+         state: dict[str, Any]) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """Write checkpoint ``step`` under ``folder`` atomically; returns its path and its manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{PREFIX}{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder))
+    try:
+        # Tied weights share storage; safetensors wants each tensor once, so clone any alias.
+        seen: set[int] = set()
+        unique = {}
+        for k, v in weights.items():
+            v = v.detach().contiguous()
+            if v.data_ptr() in seen:
+                v = v.clone()
+            seen.add(v.data_ptr())
+            unique[k] = v.cpu()
+        save_file(unique, str(tmp / "model.safetensors"))
+        _crash_point("after_weights")
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
+        manifest = {}
+        for name in FILES:
+            _fsync_file(tmp / name)
+            manifest[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _fsync_file(tmp / "manifest.json")
+        _crash_point("before_rename")
+        if final.exists():  # a checkpoint of the same step from an earlier attempt
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final, manifest
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints (by name) in step order; temporary folders are ignored."""
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
+             and p.name[len(PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def verify(path: Path) -> str | None:
+    """None when the checkpoint matches its manifest, else what is wrong."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "manifest.json is missing or unreadable"
+    for name in FILES:
+        entry = manifest.get(name)
+        if not entry or not (path / name).is_file():
+            return f"{name} is missing"
+        if (path / name).stat().st_size != entry["bytes"] or _sha256(path / name) != entry["sha256"]:
+            return f"{name} does not match its sha256"
+    return None
+
+
+def load(path: Path) -> Checkpoint:
+    problem = verify(path)
+    if problem:
+        raise LmdevError(f"checkpoint {path} is corrupt: {problem}", "resume from an earlier checkpoint")
+    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    return Checkpoint(path, int(state["step"]), load_file(str(path / "optimizer.safetensors")),
+                      load_file(str(path / "model.safetensors")), state)
+
+
+def load_latest(folder: Path, warn: Any = None) -> Checkpoint | None:
+    """The newest checkpoint that verifies; a corrupt newer one is skipped with a warning."""
+    for path in reversed(list_checkpoints(folder)):
+        problem = verify(path)
+        if problem is None:
+            return load(path)
+        if warn:
+            warn(f"checkpoint {path.name} is corrupt ({problem}); using the one before it")
+    return None
+
+
+def prune(folder: Path, keep: int, protect: Path | None = None) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (and ``protect``, the best); also delete
+    temporary folders that a crash left behind."""
+    removed = []
+    for p in folder.glob(f".{PREFIX}*.tmp"):
+        shutil.rmtree(p, ignore_errors=True)
+    ckpts = list_checkpoints(folder)
+    for p in ckpts[:-keep] if keep else ckpts:
+        if protect is not None and p.resolve() == protect.resolve():
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+# --------------------------------------------------------------------------- optimizer state
+
+
+def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer's state_dict into tensors (for safetensors) and JSON-able rest."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in sd["state"].items():
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{idx}.{name}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, entry in rest.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(entry)
+    opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})

@@ -1,0 +1,329 @@
+"""The training config: YAML (or TOML) validated by pydantic, every error reported at once with
+its field path, any field overridable with ``--set a.b=c``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from lmdev.errors import LmdevError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- model
+
+
+class MLPConfig(_Strict):
+    type: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [128, 64])
+    activation: Literal["relu", "gelu", "tanh", "silu", "sigmoid"] = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class CNNConfig(_Strict):
+    type: Literal["cnn"] = "cnn"
+    channels: list[int] = Field(default_factory=lambda: [32, 64])
+    kernel_size: int = Field(3, ge=1)
+    hidden: int = Field(128, ge=1)
+    activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class GPTConfig(_Strict):
+    type: Literal["gpt"] = "gpt"
+    vocab_size: int | None = Field(None, ge=2, description="taken from the data when not given")
+    block_size: int = Field(128, ge=1, description="the longest sequence the model accepts")
+    n_layer: int = Field(4, ge=1)
+    n_head: int = Field(4, ge=1)
+    n_kv_head: int | None = Field(None, ge=1, description="grouped-query attention; default n_head")
+    n_embd: int = Field(128, ge=1)
+    ffn_hidden: int | None = Field(None, ge=1, description="default: 4*n_embd (gelu) or 8/3*n_embd (swiglu)")
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    position: Literal["rope", "learned"] = "rope"
+    mlp: Literal["swiglu", "gelu"] = "swiglu"
+    rope_theta: float = 10000.0
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    bias: bool = False
+    tie_embeddings: bool = True
+    activation_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _heads(self) -> GPTConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        kv = self.n_kv_head or self.n_head
+        if self.n_head % kv:
+            raise ValueError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({kv})")
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError("rope needs an even head size (n_embd / n_head)")
+        return self
+
+
+class PythonModelConfig(_Strict):
+    """``type: python:package.module:factory``; ``kwargs`` are passed to the factory."""
+
+    type: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+MODEL_TYPES = ["mlp", "cnn", "gpt", "python:package.module:factory"]
+
+
+def _model_tag(v: Any) -> str | None:
+    kind = v.get("type", "mlp") if isinstance(v, dict) else getattr(v, "type", None)
+    if isinstance(kind, str) and kind.startswith("python:"):
+        return "python"
+    return kind if kind in ("mlp", "cnn", "gpt") else None
+
+
+ModelConfig = Annotated[
+    Union[
+        Annotated[MLPConfig, Tag("mlp")],
+        Annotated[CNNConfig, Tag("cnn")],
+        Annotated[GPTConfig, Tag("gpt")],
+        Annotated[PythonModelConfig, Tag("python")],
+    ],
+    Discriminator(
+        _model_tag,
+        custom_error_type="unknown_model_type",
+        custom_error_message=f"unknown model type; valid: {', '.join(MODEL_TYPES)}",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- data
+
+
+class DataConfig(_Strict):
+    type: str = Field("digits", description="digits | csv:PATH | npy:PATH | text:PATH | synthetic | python:mod:fn")
+    batch_size: int = Field(64, ge=1, description="the global batch")
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    target: str | int | None = Field(None, description="csv: the label column (name or index); default the last")
+    task: Literal["auto", "classification", "regression"] = "auto"
+    seq_len: int = Field(128, ge=1, description="text: tokens per example")
+    tokenizer: Literal["byte", "tiktoken"] = "byte"
+    n_examples: int = Field(20000, ge=1, description="synthetic: how many problems to generate")
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        kind = v.split(":", 1)[0]
+        if kind not in DATA_TYPES:
+            raise ValueError(f"unknown data type {v!r}; valid: {', '.join(DATA_TYPE_HELP)}")
+        if kind in ("csv", "npy", "text", "python") and ":" not in v:
+            raise ValueError(f"{kind} data needs a path: {kind}:PATH")
+        return v
+
+
+DATA_TYPES = ["digits", "csv", "npy", "text", "synthetic", "python"]
+DATA_TYPE_HELP = ["digits", "csv:PATH", "npy:PATH", "text:PATH", "synthetic", "python:module:function"]
+
+
+# --------------------------------------------------------------------------- optimisation
+
+
+LOSSES = ["cross_entropy", "mse", "bce", "l1", "huber"]
+OPTIMIZERS = ["sgd", "momentum", "adam", "adamw"]
+
+
+class LossConfig(_Strict):
+    type: str = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    huber_delta: float = Field(1.0, gt=0.0)
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in LOSSES:
+            raise ValueError(f"unknown loss {v!r}; valid: {', '.join(LOSSES)}")
+        return v
+
+
+class OptimizerConfig(_Strict):
+    type: str = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {v!r}; valid: {', '.join(OPTIMIZERS)}")
+        return v
+
+
+class RegularizationConfig(_Strict):
+    l1: float = Field(0.0, ge=0.0, description="adds l1 * sum|θ| to the loss")
+    l2: float = Field(0.0, ge=0.0, description="adds l2 * sum θ² to the loss (not weight decay)")
+
+
+class ScheduleConfig(_Strict):
+    type: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class TrainLoopConfig(_Strict):
+    max_steps: int = Field(500, ge=1)
+    eval_every: int = Field(100, ge=1)
+    log_every: int = Field(10, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    grad_clip: float | None = Field(None, gt=0.0)
+    compile: bool = False
+    nan_policy: Literal["skip", "rollback", "stop"] = "skip"
+    max_nan_skips: int = Field(3, ge=0, description="skipped steps before a rollback")
+
+
+class CheckpointConfig(_Strict):
+    every: int = Field(100, ge=1)
+    keep: int = Field(3, ge=1)
+    keep_best: bool = True
+
+
+class TrainConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=MLPConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainLoopConfig = Field(default_factory=TrainLoopConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    device: str = "auto"
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_type(cls, v: Any) -> Any:
+        return {"type": v} if isinstance(v, str) else v
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss_name(cls, v: Any) -> Any:
+        return {"type": v} if isinstance(v, str) else v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError(f"unknown device {v!r}; valid: auto, cpu, cuda, cuda:N, mps")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``["optimizer.lr=0.01", "model.hidden=[64,32]"]`` applied to a raw config dict."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise LmdevError(f"--set {item!r} is not KEY=VALUE", "e.g. --set optimizer.lr=0.01")
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if isinstance(nxt, str) and p in ("model", "loss"):
+                nxt = {"type": nxt}
+            if not isinstance(nxt, dict):
+                nxt = {}
+            node[p] = nxt
+            node = nxt
+        node[parts[-1]] = _parse_value(value)
+    return data
+
+
+_MODEL_TAGS = ("mlp", "cnn", "gpt", "python")
+
+
+def format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        # drop the union tags pydantic puts in the path: model.gpt.n_head -> model.n_head
+        parts = [str(p) for i, p in enumerate(err["loc"])
+                 if not (i == 1 and err["loc"][0] == "model" and p in _MODEL_TAGS)]
+        loc = ".".join(parts) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}")
+    return f"{source}: {len(lines)} error(s) in the config\n" + "\n".join(lines)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LmdevError(f"config file {path} does not exist", "check the path, or start from examples/") from None
+    except OSError as exc:
+        raise LmdevError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # yaml, toml and json each have their own error type
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LmdevError(f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {first}",
+                         "fix the syntax at the position shown") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise LmdevError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
+    return data
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
+    """A validated config from a file path or a dict, with ``--set`` overrides applied.
+
+    Raises LmdevError listing every problem with its field path."""
+    if isinstance(source, dict):
+        data, label = json.loads(json.dumps(source)), "config"
+    else:
+        data, label = read_config_file(source), str(source)
+    data = apply_overrides(data, overrides or [])
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, label)) from None
+
+
+class ConfigError(LmdevError):
+    """A config with errors: the message holds every error, one per line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None)

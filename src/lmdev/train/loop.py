@@ -1,0 +1,478 @@
+"""The training loop: ``fit(config)``.
+
+One step draws the global batch, splits it into micro-batches (gradient accumulation), runs
+forward and backward under autocast, checks the loss is finite, clips, steps the optimizer and
+the schedule. Metrics accumulate on the device and are read only at log and eval intervals.
+Checkpoints are atomic; SIGTERM / SIGINT save one and stop cleanly; ``resume`` continues
+exactly where a checkpoint left off."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmdev.errors import LmdevError
+from lmdev.train import checkpoint as ckpt
+from lmdev.train.config import TrainConfig
+from lmdev.train.data import Batches, Data, describe, load_data
+from lmdev.train.losses import correct, make_loss, regularization
+from lmdev.train.models import build_model, count_parameters
+from lmdev.train.optim import make_optimizer, make_scheduler
+
+
+@dataclass
+class Progress:
+    step: int
+    max_steps: int
+    metrics: dict[str, float]
+
+
+@dataclass
+class TrainResult:
+    run_id: str | None
+    status: str  # finished | killed | failed
+    steps: int
+    train: dict[str, float] = field(default_factory=dict)
+    val: dict[str, float] = field(default_factory=dict)
+    checkpoint_dir: str | None = None
+    best_checkpoint: str | None = None
+    parameters: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class NaNStop(LmdevError):
+    exit_code = 1
+
+
+# --------------------------------------------------------------------------- device
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LmdevError(f"device {name} requested but CUDA is not available", "use device: auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise LmdevError("device mps requested but MPS is not available", "use device: auto or cpu")
+    return torch.device(name)
+
+
+def pick_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        if name == "fp16" and device.type == "cpu":
+            raise LmdevError("precision fp16 is not supported on the CPU", "use bf16 or fp32")
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"  # the CPU: bf16 only when asked
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    run: Any = None,
+    resume: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    base_dir: str | Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    handle_signals: bool = True,
+) -> TrainResult:
+    """Train ``config``. ``run`` is a tracking run (``lmdev.track.Run``) or None; ``resume`` a
+    checkpoint folder or a folder of checkpoints; checkpoints go to ``checkpoint_dir`` (default:
+    the run's folder, else ``./checkpoints``)."""
+    t_start = time.perf_counter()
+    tc = config.train
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+    precision = pick_precision(config.precision, device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    data = load_data(config.data, config.seed, Path(base_dir) if base_dir else None)
+    model = build_model(config.model, data.shape).to(device)
+    n_params = count_parameters(model)
+    loss_fn = make_loss(config.loss, data.shape.task)
+    opt = make_optimizer(model, config.optimizer, device)
+    sched = make_scheduler(opt, config.schedule, tc.max_steps)
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    batches = Batches(len(data.train), config.data.batch_size, config.seed)
+    if config.data.batch_size % tc.grad_accum:
+        raise LmdevError(f"data.batch_size {config.data.batch_size} is not divisible by train.grad_accum {tc.grad_accum}",
+                         "choose a batch size that splits evenly into micro-batches")
+    accum = tc.grad_accum
+    step_model = torch.compile(model) if tc.compile else model
+
+    folder = Path(checkpoint_dir) if checkpoint_dir else (Path(run.dir) / "checkpoints" if run is not None and getattr(run, "dir", None) else Path("checkpoints"))
+    state = _LoopState()
+    if resume is not None:
+        _restore(Path(resume), config, model, opt, sched, scaler, state, run)
+    _check_shapes(step_model, data, device)
+
+    if run is not None:
+        run.log_config(config.model_dump(mode="json"))
+        run.event(f"training on {device} in {precision}: {n_params:,} parameters; data: {describe(data)}")
+
+    stop_signal: list[int] = []
+    previous = _install_signals(stop_signal) if handle_signals else {}
+    classify = data.shape.task == "classification" or data.shape.task == "language_modeling"
+    tokens_per_example = data.shape.input_shape[0] if data.shape.kind == "tokens" else 0
+    zero = torch.zeros((), device=device)
+    acc_loss, acc_correct, acc_count = zero.clone(), zero.clone(), zero.clone()
+    acc_loss += state.acc_loss
+    acc_correct += state.acc_correct
+    acc_count += state.acc_count
+    last_log_time, last_log_step = time.perf_counter(), state.step
+    last_metrics: dict[str, float] = {}
+    val_metrics: dict[str, float] = {}
+    status = "finished"
+    model.train()
+    try:
+        step = state.step
+        while step < tc.max_steps:
+            if stop_signal:
+                status = "killed"
+                break
+            idx = batches.indices(step)
+            try:
+                loss_sum, n_correct = _train_step(step_model, model, data, idx, accum, device, precision,
+                                                  loss_fn, config, opt, scaler, classify)
+            except torch.cuda.OutOfMemoryError:
+                opt.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                if config.data.batch_size // accum <= 1:
+                    raise LmdevError("CUDA out of memory even with a micro-batch of 1",
+                                     "use a smaller model, bf16, or activation checkpointing") from None
+                accum *= 2
+                _event(run, f"CUDA out of memory: micro-batch halved to {config.data.batch_size // accum}, "
+                            f"gradient accumulation doubled to {accum} (global batch unchanged)", "warning")
+                continue
+            if not bool(torch.isfinite(loss_sum)):  # one scalar read per step: free on the CPU
+                opt.zero_grad(set_to_none=True)
+                state.nan_skips += 1
+                policy = tc.nan_policy
+                if policy == "stop":
+                    raise NaNStop(f"loss is not finite at step {step}", "lower the learning rate or use nan_policy: skip")
+                if policy == "skip" and state.nan_skips <= tc.max_nan_skips:
+                    _event(run, f"non-finite loss at step {step}: step skipped ({state.nan_skips}/{tc.max_nan_skips})", "warning")
+                    step += 1
+                    state.step = step
+                    sched.step()
+                    continue
+                latest = ckpt.load_latest(folder, warn=lambda m: _event(run, m, "warning"))
+                if latest is None:
+                    raise NaNStop(f"loss is not finite at step {step} and there is no checkpoint to roll back to",
+                                  "lower the learning rate, or checkpoint more often")
+                _event(run, f"non-finite loss at step {step}: rolled back to {latest.path.name}", "warning")
+                _apply_checkpoint(latest, model, opt, sched, scaler, state)
+                state.nan_skips = 0
+                step = state.step
+                acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
+                continue
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+            acc_loss += loss_sum.detach()
+            acc_correct += n_correct
+            acc_count += len(idx)
+            step += 1
+            state.step = step
+
+            if step % tc.log_every == 0 or step == tc.max_steps:
+                now = time.perf_counter()
+                n = acc_count.item()
+                last_metrics = {"train/loss": acc_loss.item() / max(n, 1), "train/lr": sched.get_last_lr()[0]}
+                if data.shape.task == "classification":
+                    last_metrics["train/accuracy"] = acc_correct.item() / max(n, 1)
+                dt = max(now - last_log_time, 1e-9)
+                last_metrics["train/samples_per_s"] = n / dt
+                last_metrics["train/steps_per_s"] = (step - last_log_step) / dt
+                if tokens_per_example:
+                    last_metrics["train/tokens_per_s"] = n * tokens_per_example / dt
+                if run is not None:
+                    run.log(last_metrics, step=step)
+                acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
+                last_log_time, last_log_step = now, step
+            if step % tc.eval_every == 0 or step == tc.max_steps:
+                val_metrics = evaluate(model, data, device, precision, loss_fn, config.data.batch_size)
+                if run is not None and val_metrics:
+                    run.log(val_metrics, step=step)
+                model.train()
+                if val_metrics and (state.best is None or val_metrics["val/loss"] < state.best):
+                    state.best, state.best_step = val_metrics["val/loss"], step
+            if step % config.checkpoint.every == 0 or step == tc.max_steps:
+                state.acc = (acc_loss, acc_correct, acc_count)
+                _save(folder, step, model, opt, sched, scaler, state, config, run, batches)
+            if on_progress:
+                on_progress(Progress(step, tc.max_steps, {**last_metrics, **val_metrics}))
+        if status == "killed":
+            state.acc = (acc_loss, acc_correct, acc_count)
+            _save(folder, state.step, model, opt, sched, scaler, state, config, run, batches)
+            _event(run, f"stopped by signal {stop_signal[0]}: checkpoint saved at step {state.step}", "warning")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    best = folder / f"{ckpt.PREFIX}{state.best_step:08d}" if state.best_step is not None else None
+    return TrainResult(
+        run_id=getattr(run, "id", None), status=status, steps=state.step, train=last_metrics, val=val_metrics,
+        checkpoint_dir=str(folder), best_checkpoint=str(best) if best and best.exists() else None,
+        parameters=n_params, device=str(device), precision=precision, seconds=time.perf_counter() - t_start,
+    )
+
+
+def _train_step(step_model: Any, model: torch.nn.Module, data: Data, idx: torch.Tensor, accum: int,
+                device: torch.device, precision: str, loss_fn: Any, config: TrainConfig, opt: Any,
+                scaler: Any, classify: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward over the global batch in ``accum`` micro-batches, then the update.
+    Returns the batch's summed loss and correct count, on the device, unsynchronised."""
+    loss_sum = torch.zeros((), device=device)
+    n_correct = torch.zeros((), device=device)
+    n = len(idx)
+    for part in idx.chunk(accum):
+        x, y = data.train.batch(part)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, precision):
+            out = step_model(x)
+            loss = loss_fn(out, y)
+        weight = len(part) / n
+        total = loss * weight
+        reg = regularization(model, config.regularization)
+        if reg is not None:
+            total = total + reg * weight
+        if scaler is not None:
+            scaler.scale(total).backward()
+        else:
+            total.backward()
+        loss_sum += loss.detach().float() * len(part)
+        if classify and data.shape.task == "classification":
+            n_correct += correct(out.detach(), y)
+    if not torch.isfinite(loss_sum):  # leave the weights alone; the caller applies the NaN policy
+        return loss_sum, n_correct
+    if scaler is not None:
+        scaler.unscale_(opt)
+    if config.train.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return loss_sum, n_correct
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: Data, device: torch.device, precision: str, loss_fn: Any,
+             batch_size: int, max_batches: int = 200) -> dict[str, float]:
+    if len(data.val) == 0:
+        return {}
+    model.eval()
+    total, n, right = torch.zeros((), device=device), 0, torch.zeros((), device=device)
+    order = torch.arange(len(data.val))
+    for b, part in enumerate(order.split(batch_size)):
+        if b >= max_batches:
+            break
+        x, y = data.val.batch(part)
+        x, y = x.to(device), y.to(device)
+        with _autocast(device, precision):
+            out = model(x)
+            loss = loss_fn(out, y)
+        total += loss.float() * len(part)
+        n += len(part)
+        if data.shape.task == "classification":
+            right += correct(out, y)
+    metrics = {"val/loss": total.item() / n}
+    if data.shape.task == "classification":
+        metrics["val/accuracy"] = right.item() / n
+    if data.shape.task == "language_modeling":
+        metrics["val/perplexity"] = math.exp(min(metrics["val/loss"], 50.0))
+    return metrics
+
+
+def _check_shapes(model: Any, data: Data, device: torch.device) -> None:
+    """Run the first batch once (no gradient) so a mismatch is caught with both shapes named."""
+    x, y = data.train.batch(torch.arange(min(2, len(data.train))))
+    was_training = model.training
+    model.eval()  # no dropout: the check must not draw from the RNG (resume stays exact)
+    try:
+        with torch.no_grad():
+            out = model(x.to(device))
+    except LmdevError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LmdevError(f"the model does not accept the data: input batch of shape {tuple(x.shape)} "
+                         f"({first})", "make the model's input size match the data's features") from None
+    finally:
+        model.train(was_training)
+    if data.shape.task == "classification" and out.shape[-1] < data.shape.n_outputs:
+        raise LmdevError(f"the model outputs {out.shape[-1]} values per example but the data has "
+                         f"{data.shape.n_outputs} classes (output shape {tuple(out.shape)}, labels shape {tuple(y.shape)})",
+                         "make the last layer's size the number of classes")
+    if data.shape.task == "regression" and tuple(out.shape[1:]) != tuple(y.shape[1:]):
+        raise LmdevError(f"the model's output shape {tuple(out.shape)} does not match the targets' {tuple(y.shape)}",
+                         "make the last layer's size the number of targets")
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class _LoopState:
+    step: int = 0
+    nan_skips: int = 0
+    best: float | None = None
+    best_step: int | None = None
+    acc_loss: float = 0.0
+    acc_correct: float = 0.0
+    acc_count: float = 0.0
+    acc: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+
+def _event(run: Any, message: str, level: str = "info") -> None:
+    if run is not None:
+        run.event(message, level=level)
+
+
+def _save(folder: Path, step: int, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
+          state: _LoopState, config: TrainConfig, run: Any, batches: Batches) -> None:
+    opt_tensors, opt_rest = ckpt.optimizer_to_flat(opt)
+    tensors = dict(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    acc = state.acc
+    if acc is not None:
+        tensors["acc.loss"], tensors["acc.correct"], tensors["acc.count"] = (t.detach().float().reshape(1) for t in acc)
+    np_state = np.random.get_state()
+    payload = {
+        "step": step,
+        "data_position": step,  # global batches drawn: the order is a function of (seed, position)
+        "nan_skips": state.nan_skips,
+        "best": state.best,
+        "best_step": state.best_step,
+        "optimizer": opt_rest,
+        "scheduler": sched.state_dict() | {"lr_lambdas": None},
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng_python": _jsonable_rng(random.getstate()),
+        "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "config": config.model_dump(mode="json"),
+    }
+    path, manifest = ckpt.save(folder, step, model.state_dict(), tensors, payload)
+    protect = folder / f"{ckpt.PREFIX}{state.best_step:08d}" if (config.checkpoint.keep_best and state.best_step) else None
+    ckpt.prune(folder, config.checkpoint.keep, protect)
+    if run is not None:
+        run.event(f"checkpoint saved at step {step}", level="info")
+        for name, entry in manifest.items():
+            if name.endswith(".safetensors"):
+                run.log_artifact(path / name, kind="checkpoint")
+
+
+def _jsonable_rng(state: tuple[Any, ...]) -> list[Any]:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _restore(path: Path, config: TrainConfig, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
+             state: _LoopState, run: Any) -> None:
+    if not path.exists():
+        raise LmdevError(f"nothing to resume at {path}", "give a run id, a run's checkpoints folder or a checkpoint")
+    warn = (lambda m: _event(run, m, "warning")) if run is not None else None
+    if (path / "manifest.json").exists():
+        problem = ckpt.verify(path)
+        found = ckpt.load(path) if problem is None else ckpt.load_latest(path.parent, warn)
+    else:
+        found = ckpt.load_latest(path, warn)
+    if found is None:
+        raise LmdevError(f"no complete checkpoint under {path}", "the run saved none before it stopped")
+    old_model = found.state["config"]["model"]
+    new_model = config.model.model_dump(mode="json")
+    if old_model != new_model:
+        diff = "; ".join(f"model.{k}: {old_model.get(k)!r} -> {new_model.get(k)!r}"
+                         for k in sorted(set(old_model) | set(new_model)) if old_model.get(k) != new_model.get(k))
+        raise LmdevError(f"cannot resume {found.path}: the model config changed ({diff})",
+                         "resume with the original model settings, or start a new run")
+    _apply_checkpoint(found, model, opt, sched, scaler, state)
+    if run is not None:
+        run.event(f"resumed from {found.path} at step {found.step}")
+
+
+def _apply_checkpoint(found: ckpt.Checkpoint, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
+                      state: _LoopState) -> None:
+    device = next(model.parameters()).device
+    model.load_state_dict({k: v.to(device) for k, v in found.weights.items()})
+    ckpt.optimizer_from_flat(opt, {k: v.to(device) if not k.endswith(".step") else v
+                                   for k, v in found.tensors.items()}, found.state["optimizer"])
+    sched_state = dict(found.state["scheduler"])
+    sched_state.pop("lr_lambdas", None)
+    sched.load_state_dict({**sched.state_dict(), **sched_state, "lr_lambdas": [None]})
+    if scaler is not None and found.state.get("scaler"):
+        scaler.load_state_dict(found.state["scaler"])
+    torch.set_rng_state(found.tensors["rng.torch"])
+    cuda_states = [found.tensors[k] for k in sorted(found.tensors) if k.startswith("rng.cuda.")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    py = found.state["rng_python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = found.state["rng_numpy"]
+    np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), *npst[2:]))
+    state.step = found.step
+    state.nan_skips = found.state.get("nan_skips", 0)
+    state.best, state.best_step = found.state.get("best"), found.state.get("best_step")
+    if "acc.loss" in found.tensors:
+        state.acc_loss = float(found.tensors["acc.loss"][0])
+        state.acc_correct = float(found.tensors["acc.correct"][0])
+        state.acc_count = float(found.tensors["acc.count"][0])
+
+
+def _install_signals(flag: list[int]) -> dict[int, Any]:
+    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint at the next step and stops."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.getsignal(sig)
+        signal.signal(sig, lambda signum, frame: flag.append(signum))
+    return previous
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("LMDEV_HOME", ".lmdev"))

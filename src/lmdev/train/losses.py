@@ -1,0 +1,75 @@
+"""Loss functions, regularisation terms and metrics, each the textbook formula."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmdev.errors import LmdevError
+from lmdev.train.config import LossConfig, RegularizationConfig
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_loss(cfg: LossConfig, task: str) -> LossFn:
+    """J(output, target) averaged over the batch (and over tokens for language modelling)."""
+    if cfg.type == "cross_entropy":
+        if task == "regression":
+            raise LmdevError("loss cross_entropy needs class labels but the data is a regression task",
+                             "use loss: mse, l1 or huber")
+
+        def cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), target.reshape(-1),
+                                   label_smoothing=cfg.label_smoothing)
+
+        return cross_entropy
+    if cfg.type == "bce":
+        def bce(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            if task == "classification":  # one output per class, each a yes/no
+                target = F.one_hot(target, out.shape[-1])
+            return F.binary_cross_entropy_with_logits(out.float(), target.float().reshape(out.shape))
+
+        return bce
+    regression = {"mse": F.mse_loss, "l1": F.l1_loss,
+                  "huber": lambda a, b: F.huber_loss(a, b, delta=cfg.huber_delta)}[cfg.type]
+
+    def pointwise(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if task == "classification":  # regress onto the one-hot vector
+            target = F.one_hot(target, out.shape[-1])
+        return regression(out.float(), target.float().reshape(out.shape))
+
+    return pointwise
+
+
+def regularization(model: nn.Module, cfg: RegularizationConfig) -> torch.Tensor | None:
+    """λ1·Σ|θ| + λ2·Σθ² over the weight matrices (biases and norm gains are left alone).
+
+    Their gradients are λ1·sign(θ) and 2·λ2·θ: an explicit term of the loss, unlike decoupled
+    weight decay, which the optimizer applies to θ directly."""
+    if not cfg.l1 and not cfg.l2:
+        return None
+    total: torch.Tensor | None = None
+    for p in _weights(model):
+        term = 0.0
+        if cfg.l1:
+            term = term + cfg.l1 * p.abs().sum()
+        if cfg.l2:
+            term = term + cfg.l2 * p.pow(2).sum()
+        total = term if total is None else total + term
+    return total
+
+
+def _weights(model: nn.Module) -> list[nn.Parameter]:
+    seen: dict[int, nn.Parameter] = {}
+    for p in model.parameters():
+        if p.requires_grad and p.ndim >= 2:
+            seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def correct(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How many predictions (argmax) equal the label, as a tensor (no host sync)."""
+    return (out.argmax(dim=-1) == target).sum()

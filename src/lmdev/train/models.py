@@ -1,0 +1,256 @@
+"""Models built from configs: an MLP, a small CNN, a decoder-only transformer (``gpt``) and any
+user ``nn.Module`` through ``python:package.module:factory``.
+
+The GPT reads top to bottom as the math it computes: token embedding (plus learned positions, or
+rotary position embedding inside attention), then ``n_layer`` blocks of
+``x + attention(norm(x))`` and ``x + mlp(norm(x))``, a final norm and the output projection
+(tied to the embedding by default)."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from lmdev.errors import LmdevError
+from lmdev.train.config import CNNConfig, GPTConfig, MLPConfig, PythonModelConfig
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "sigmoid": nn.Sigmoid}
+
+
+@dataclass
+class DataShape:
+    """What the data tells the model: its input and output sizes."""
+
+    kind: str  # "table" (x: [B, F]), "image" (x: [B, C, H, W]), "tokens" (x: [B, T] of ids)
+    input_shape: tuple[int, ...]  # per example, without the batch dimension
+    n_outputs: int  # classes, regression targets or vocabulary size
+    task: str  # "classification", "regression", "language_modeling"
+
+
+# --------------------------------------------------------------------------- MLP and CNN
+
+
+def build_mlp(cfg: MLPConfig, shape: DataShape) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(shape.input_shape)
+    for h in cfg.hidden:
+        layers += [nn.Linear(width, h), ACTIVATIONS[cfg.activation]()]
+        if cfg.dropout:
+            layers.append(nn.Dropout(cfg.dropout))
+        width = h
+    layers.append(nn.Linear(width, shape.n_outputs))
+    return nn.Sequential(*layers)
+
+
+def build_cnn(cfg: CNNConfig, shape: DataShape) -> nn.Module:
+    if shape.kind == "image":
+        c, h, w = shape.input_shape
+        reshape: nn.Module = nn.Identity()
+    else:  # a flat table whose width is a square (8x8 digits): read it as a 1-channel image
+        side = int(math.isqrt(math.prod(shape.input_shape)))
+        if side * side != math.prod(shape.input_shape):
+            raise LmdevError(f"the cnn model needs images; the data has {shape.input_shape[0]} features, "
+                             "not a square number", "use model type mlp for tables")
+        c, h, w = 1, side, side
+        reshape = nn.Unflatten(1, (1, side, side))
+    layers: list[nn.Module] = [reshape]
+    for out in cfg.channels:
+        layers += [nn.Conv2d(c, out, cfg.kernel_size, padding=cfg.kernel_size // 2),
+                   ACTIVATIONS[cfg.activation]()]
+        if h >= 4 and w >= 4:
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        c = out
+    layers += [nn.Flatten(), nn.Linear(c * h * w, cfg.hidden), ACTIVATIONS[cfg.activation]()]
+    if cfg.dropout:
+        layers.append(nn.Dropout(cfg.dropout))
+    layers.append(nn.Linear(cfg.hidden, shape.n_outputs))
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------- GPT
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def _norm(cfg: GPTConfig) -> nn.Module:
+    return RMSNorm(cfg.n_embd) if cfg.norm == "rmsnorm" else nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+
+
+def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation angles, [length, head_dim / 2]."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each (even, odd) pair of x [B, H, T, D] by its position's angle."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    cos, sin = cos[: x.shape[-2]].to(x.dtype), sin[: x.shape[-2]].to(x.dtype)
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with grouped-query heads (n_kv_head <= n_head)."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head, self.n_kv = cfg.n_head, cfg.n_kv_head or cfg.n_head
+        self.head_dim = cfg.n_embd // cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, (self.n_head + 2 * self.n_kv) * self.head_dim, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.rope = cfg.position == "rope"
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.n_head * self.head_dim, self.n_kv * self.head_dim, self.n_kv * self.head_dim], dim=-1)
+        q = q.view(b, t, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        if self.rope:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.n_kv != self.n_head:  # each key/value head serves n_head / n_kv query heads
+            k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.swiglu = cfg.mlp == "swiglu"
+        hidden = cfg.ffn_hidden or (int(8 * cfg.n_embd / 3) if self.swiglu else 4 * cfg.n_embd)
+        self.up = nn.Linear(cfg.n_embd, hidden * (2 if self.swiglu else 1), bias=cfg.bias)
+        self.down = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.swiglu:
+            gate, up = self.up(x).chunk(2, dim=-1)
+            return self.down(F.silu(gate) * up)
+        return self.down(F.gelu(self.up(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.norm1, self.attn = _norm(cfg), Attention(cfg)
+        self.norm2, self.mlp = _norm(cfg), MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), cos, sin))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        assert cfg.vocab_size is not None
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.pos = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.position == "learned" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = _norm(cfg)
+        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        if cfg.position == "rope":
+            cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            self.rope_cos = self.rope_sin = None
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith(("attn.proj.weight", "mlp.down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        t = idx.shape[1]
+        if t > self.cfg.block_size:
+            raise LmdevError(f"sequence of {t} tokens is longer than the model's block_size "
+                             f"{self.cfg.block_size}", "raise model.block_size or lower data.seq_len")
+        x = self.embed(idx)
+        if self.pos is not None:
+            x = x + self.pos(torch.arange(t, device=idx.device))
+        x = self.drop(x)
+        for block in self.blocks:
+            if self.cfg.activation_checkpointing and self.training:
+                x = checkpoint(block, x, self.rope_cos, self.rope_sin, use_reentrant=False)
+            else:
+                x = block(x, self.rope_cos, self.rope_sin)
+        return self.head(self.norm(x))
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def load_object(spec: str, what: str) -> object:
+    """``package.module:name`` -> the object (imports the module)."""
+    module, sep, name = spec.partition(":")
+    if not sep or not module or not name:
+        raise LmdevError(f"{what} {spec!r} is not of the form package.module:name",
+                         "e.g. python:mypkg.models:build")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise LmdevError(f"cannot import {module!r} for {what}: {exc}",
+                         "check the module is on PYTHONPATH (the config's folder is added)") from None
+    try:
+        return getattr(mod, name)
+    except AttributeError:
+        raise LmdevError(f"module {module!r} has no {name!r} for {what}") from None
+
+
+def build_model(cfg: MLPConfig | CNNConfig | GPTConfig | PythonModelConfig, shape: DataShape) -> nn.Module:
+    if isinstance(cfg, MLPConfig):
+        return build_mlp(cfg, shape)
+    if isinstance(cfg, CNNConfig):
+        return build_cnn(cfg, shape)
+    if isinstance(cfg, GPTConfig):
+        if shape.kind != "tokens":
+            raise LmdevError("the gpt model needs token data", "use data type text:PATH or synthetic")
+        if cfg.vocab_size is None:
+            cfg = cfg.model_copy(update={"vocab_size": shape.n_outputs})
+        elif cfg.vocab_size < shape.n_outputs:
+            raise LmdevError(f"model.vocab_size {cfg.vocab_size} is smaller than the data's "
+                             f"vocabulary {shape.n_outputs}", "remove model.vocab_size to take the data's")
+        return GPT(cfg)
+    factory = load_object(cfg.type.removeprefix("python:"), "model")
+    model = factory(**cfg.kwargs)  # type: ignore[operator]
+    if not isinstance(model, nn.Module):
+        raise LmdevError(f"model factory {cfg.type} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

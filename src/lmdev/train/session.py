@@ -1,0 +1,77 @@
+"""A training session: the run in the store around ``fit``: create it, resolve ``--resume``,
+record the outcome (finished, killed by a signal, failed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from lmdev.errors import LmdevError
+from lmdev.train.config import TrainConfig
+from lmdev.train.loop import Progress, TrainResult, fit
+
+
+def resolve_resume(ref: str, name: str, home: str | Path | None = None) -> tuple[Path, str | None]:
+    """What ``--resume REF`` points at: (checkpoint folder or checkpoint, the run id if any).
+
+    REF is a checkpoint path, a run id (prefix) or name; empty means the newest run named
+    ``name`` that saved a checkpoint."""
+    from lmdev.track.store import Store, run_dir
+    from lmdev.train.checkpoint import list_checkpoints
+
+    if ref and Path(ref).exists():
+        return Path(ref), None
+    store = Store.existing(home)
+    try:
+        if ref:
+            info = store.get_run(ref)
+        else:
+            candidates = [r for r in store.list_runs() if r.name == name
+                          and list_checkpoints(run_dir(store.home, r.id) / "checkpoints")]
+            if not candidates:
+                raise LmdevError(f"no earlier run named {name!r} has a checkpoint to resume",
+                                 "give the run id: lmdev train CONFIG --resume RUN (see lmdev runs list)")
+            info = candidates[0]
+        folder = run_dir(store.home, info.id) / "checkpoints"
+    finally:
+        store.close()
+    if not list_checkpoints(folder):
+        raise LmdevError(f"run {info.id} ({info.name}) saved no checkpoint", "start a new run instead")
+    return folder, info.id
+
+
+def train_session(
+    cfg: TrainConfig,
+    *,
+    resume: str | None = None,
+    base_dir: Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    telemetry: bool = True,
+    announce: Callable[[str], None] | None = None,
+    home: str | Path | None = None,
+) -> TrainResult:
+    import lmdev.track as track
+
+    resume_path, parent = (None, None)
+    if resume is not None:
+        resume_path, parent = resolve_resume(resume, cfg.name, home)
+    run = track.init(name=cfg.name, config=cfg.model_dump(mode="json"), parent=parent, home=home,
+                     telemetry=telemetry, tags=["lmdev-train"])
+    if announce:
+        announce(f"run [cyan]{run.id}[/] ({cfg.name})" + (f", resuming {resume_path}" if resume_path else ""))
+    try:
+        result = fit(cfg, run=run, resume=resume_path, base_dir=base_dir, on_progress=on_progress)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            run.event("interrupted", level="error")
+            run.finish("killed")
+        else:
+            run.event(f"{type(exc).__name__}: {exc}".splitlines()[0], level="error")
+            run.finish("failed")
+        raise
+    final = {f"final/{k}": v for k, v in {**result.train, **result.val}.items()}
+    if final:
+        run.log(final, step=result.steps)
+    run.finish(result.status)
+    return result
+
