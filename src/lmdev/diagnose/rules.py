@@ -381,9 +381,10 @@ def pynvml_clash(f: Facts) -> Iterator[Hit]:
     providers = f.software.pynvml_providers
     if len(providers) > 1:
         yield Hit(
-            "pynvml.py is installed by " + " and ".join(providers),
-            "the last one installed wins; the deprecated `pynvml` and `nvidia-ml-py3` ship old "
-            "bindings that miss newer NVML calls, and uninstalling one deletes the other's file",
+            "The pynvml module is installed by " + " and ".join(providers),
+            "only one of them is imported; the deprecated `pynvml` (before 12) and `nvidia-ml-py3` "
+            "ship old bindings that miss newer NVML calls, and uninstalling one can delete the "
+            "other's files",
             "pip uninstall -y " + " ".join(p for p in providers if p != "nvidia-ml-py")
             + " && pip install --force-reinstall nvidia-ml-py",
         )
@@ -411,8 +412,10 @@ def no_venv(f: Facts) -> Iterator[Hit]:
         yield Hit(
             "Python is not in a virtual environment",
             f"{py.executable} (prefix {py.prefix}); installing frameworks here mixes them with "
-            "the system's packages",
+            "the system's packages" + (f" (common inside a {f.host.container} container, where the "
+                                       "image is the environment)" if f.host.container else ""),
             "python3 -m venv .venv && . .venv/bin/activate (or `lmdev setup`)",
+            severity="info" if f.host.container else None,
         )
 
 
@@ -467,8 +470,8 @@ def low_ram(f: Facts) -> Iterator[Hit]:
         limit = " (container limit)" if mem.cgroup_limit_bytes and mem.cgroup_limit_bytes == total else ""
         yield Hit(
             f"{_gib(total)} RAM{limit} is little for {', '.join(present)}",
-            f"loading a checkpoint needs about twice its size in RAM; {', '.join(present)} want "
-            f"at least {want} GiB to train anything beyond toy models",
+            f"loading a checkpoint needs about twice its size in RAM; with {', '.join(present)} "
+            f"installed, plan for at least {want} GiB to train anything beyond toy models",
             "Use a machine or container with more memory, add swap for peaks, and load weights "
             "with mmap (safetensors does)",
         )

@@ -21,8 +21,8 @@ def collect(src: Source | None = None) -> Facts:
     with ThreadPoolExecutor(max_workers=3) as pool:
         gpus = pool.submit(guarded, "accelerators", lambda: collect_accelerators(src, gpu_errors),
                            AcceleratorFacts(), gpu_errors)
-        software = pool.submit(guarded, "software", lambda: collect_software(src), SoftwareFacts(),
-                               sw_errors)
+        software = pool.submit(guarded, "software", lambda: collect_software(src, sw_errors),
+                               SoftwareFacts(), sw_errors)
         host = guarded("host", lambda: collect_host(src, host_errors), HostFacts(), host_errors)
         facts = Facts(host=host, accelerators=gpus.result(), software=software.result())
     facts.probe_errors = host_errors + gpu_errors + sw_errors

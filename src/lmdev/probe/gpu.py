@@ -10,10 +10,13 @@ import re
 from typing import Any
 
 from lmdev.catalog.cuda import max_cuda_for_driver
-from lmdev.probe.source import Source
+from lmdev.probe.source import Source, guarded
 from lmdev.probe.types import AcceleratorFacts, GpuFacts, GpuProcess, ProbeError
 
 NVIDIA_VENDOR, AMD_VENDOR, GOOGLE_VENDOR = "0x10de", "0x1002", "0x1ae0"
+# PCI device ids of TPU chips (vendor 0x1ae0 also covers gVNIC and Google's NVMe on every GCP VM).
+# Source: JAX's jax/_src/hardware_utils.py (_TPU_PCI_DEVICE_IDS).
+TPU_DEVICE_IDS = {"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f"}
 
 # NVML's clocks-event (throttle) reason bits, named as nvidia-smi names them.
 THROTTLE_BITS = {
@@ -49,15 +52,19 @@ def pci_devices(src: Source) -> list[dict[str, str]]:
 
 
 def collect_accelerators(src: Source, errors: list[ProbeError]) -> AcceleratorFacts:
-    pci = pci_devices(src) if src.os == "linux" else []
+    # Each part is guarded on its own: an unreadable /sys must not hide what NVML says.
+    pci = guarded("pci", lambda: pci_devices(src), [], errors) if src.os == "linux" else []
     nvidia_on_bus = [d for d in pci if d["vendor"] == NVIDIA_VENDOR and d["class"].startswith("0x03")]
-    facts = collect_nvidia(src, errors, hardware_seen=bool(nvidia_on_bus))
+    facts = guarded("nvidia", lambda: collect_nvidia(src, errors, hardware_seen=bool(nvidia_on_bus)),
+                    AcceleratorFacts(), errors)
     if not facts.gpus and nvidia_on_bus:
         # The card is on the bus but no driver answers: report it by PCI id so rules can say so.
         facts.source = "pci"
         facts.gpus = [GpuFacts(index=i, vendor="nvidia", name=f"NVIDIA GPU (PCI device {d['device']})",
                                pci_bus_id=d["address"]) for i, d in enumerate(nvidia_on_bus)]
-    others = _amd(src, pci) + _apple(src) + _tpu(src, pci)
+    others = (guarded("amd", lambda: _amd(src, pci), [], errors)
+              + guarded("apple", lambda: _apple(src), [], errors)
+              + guarded("tpu", lambda: _tpu(src, pci), [], errors))
     for gpu in others:
         gpu.index = len(facts.gpus)
         facts.gpus.append(gpu)
@@ -174,7 +181,7 @@ def read_nvml(nv: Any) -> dict[str, Any]:
             snap["devices"].append(d)
         if count > 1:
             snap["pcie_ancestor"] = [
-                [0 if i == j else (opt("nvmlDeviceGetTopologyCommonAncestor", a, b) or 50)
+                [0 if i == j else _or_sys(opt("nvmlDeviceGetTopologyCommonAncestor", a, b))
                  for j, b in enumerate(handles)]
                 for i, a in enumerate(handles)
             ]
@@ -184,6 +191,11 @@ def read_nvml(nv: Any) -> dict[str, Any]:
             nv.nvmlShutdown()
         except Exception:
             pass
+
+
+def _or_sys(level: Any) -> int:
+    # 0 is NVML_TOPOLOGY_INTERNAL (two GPUs on one board), a real answer; None: not readable.
+    return 50 if level is None else int(level)
 
 
 def _proc_mem(p: Any) -> int | None:
@@ -241,7 +253,10 @@ def facts_from_nvml(snap: dict[str, Any], src: Source) -> AcceleratorFacts:
 
 
 def _process_name(src: Source, pid: int) -> str | None:
-    comm = src.read_text(f"/proc/{pid}/comm")
+    try:
+        comm = src.read_text(f"/proc/{pid}/comm")
+    except Exception:  # another user's process under hidepid: the name is unknown, the GPU is not
+        return None
     return comm.strip() if comm else None
 
 
@@ -286,7 +301,8 @@ def _from_nvidia_smi(src: Source, errors: list[ProbeError]) -> AcceleratorFacts:
         return AcceleratorFacts()
     if res.returncode != 0:
         msg = (res.stdout + res.stderr).strip().splitlines()
-        errors.append(ProbeError("nvidia-smi", f"nvidia-smi failed: {msg[0] if msg else res.returncode}"))
+        why = msg[0] if msg else "could not be run" if res.not_found else f"exit status {res.returncode}"
+        errors.append(ProbeError("nvidia-smi", f"nvidia-smi failed: {why}"))
         return AcceleratorFacts()
     facts = AcceleratorFacts(source="nvidia-smi")
     for line in res.stdout.strip().splitlines():
@@ -369,6 +385,6 @@ def _apple(src: Source) -> list[GpuFacts]:
 
 def _tpu(src: Source, pci: list[dict[str, str]]) -> list[GpuFacts]:
     accel = [d for d in src.listdir("/dev") or [] if re.fullmatch(r"accel\d+", d)]
-    google = [d for d in pci if d["vendor"] == GOOGLE_VENDOR]
+    google = [d for d in pci if d["vendor"] == GOOGLE_VENDOR and d["device"] in TPU_DEVICE_IDS]
     count = max(len(accel), len(google))
     return [GpuFacts(index=0, vendor="google", name="Google TPU") for _ in range(count)]

@@ -32,7 +32,7 @@ def collect_host(src: Source, errors: list[ProbeError]) -> HostFacts:
             host.virtual_machine = guarded("vm", lambda: _virtual_machine(src), None, errors)
         host.cpu = guarded("cpu", lambda: _cpu_linux(src), CpuFacts(architecture=src.machine), errors)
         host.memory = guarded("memory", lambda: _memory_linux(src), MemoryFacts(), errors)
-        shm = src.disk_usage("/dev/shm")
+        shm = guarded("shm", lambda: src.disk_usage("/dev/shm"), None, errors)
         host.shm_bytes = shm[0] if shm else None
     elif src.os == "darwin":
         host.os_name = guarded("os", lambda: _macos_name(src), None, errors)
@@ -189,6 +189,7 @@ def _cpu_darwin(src: Source) -> CpuFacts:
     else:
         flags = (_sysctl(src, "machdep.cpu.features") or "").lower().split()
         flags += (_sysctl(src, "machdep.cpu.leaf7_features") or "").lower().split()
+        flags = ["avx" if f == "avx1.0" else f for f in flags]  # Intel Macs spell AVX "AVX1.0"
         cpu.features = [f for f in ("avx", "avx2", "fma", "avx512f") if f in flags]
     return cpu
 

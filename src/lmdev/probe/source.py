@@ -383,7 +383,7 @@ class FixtureSource:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FixtureSource:
-        data = dict(data)
+        data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_note": a comment
         data.pop("description", None)
         data.pop("expected_findings", None)
         python = PythonFacts(**data.pop("python", {}))
