@@ -9,17 +9,44 @@ HELP = "walk through lmdev on this machine with bundled data"
 
 # Stages that later capabilities add to the demo, in the order they will run.
 COMING = [
-    ("lmdev train", "train the founding document's MLP on the bundled digits and a small GPT"),
-    ("lmdev runs / lmdev ui", "every run tracked in an embedded store, with a live dashboard"),
-    ("lmdev plan / lmdev bench", "will a model fit, how long will it take, what to buy"),
+    ("lmdev ui", "a live dashboard of the runs: curves, hardware, comparisons"),
     ("lmdev compress", "prune, quantise and distil, with an honest before/after report"),
     ("lmdev secure / lmdev audit", "encryption, model scanning, signing, an audit log"),
 ]
 
-
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    return sub.add_parser("demo", help=HELP, description="Run lmdev's stages on this machine, "
-                          "on bundled data, in a few minutes.")
+    p = sub.add_parser("demo", help=HELP, description="Run lmdev's stages on this machine, on "
+                       "bundled and generated data, in a few minutes: doctor, then training a "
+                       "digits MLP and a small GPT, each tracked in the run store.")
+    p.add_argument("--quick", action="store_true", help="train for a few steps only (a smoke test)")
+    return p
+
+
+def demo_configs(quick: bool) -> list[Any]:
+    """The two training configs of the demo, as validated TrainConfigs."""
+    from lmdev.train.config import load_config
+
+    digits = load_config({
+        "name": "demo-digits-mlp", "seed": 0,
+        "model": {"type": "mlp", "hidden": [128, 64], "activation": "relu"},
+        "data": {"type": "digits", "batch_size": 64, "val_fraction": 0.2},
+        "loss": "cross_entropy",
+        "optimizer": {"type": "sgd", "lr": 0.1},
+        "train": {"max_steps": 30 if quick else 1500, "eval_every": 10 if quick else 250, "log_every": 10},
+        "checkpoint": {"every": 30 if quick else 500, "keep": 2},
+    })
+    gpt = load_config({
+        "name": "demo-arithmetic-gpt", "seed": 0,
+        "model": {"type": "gpt", "n_layer": 4, "n_head": 4, "n_kv_head": 2, "n_embd": 128, "block_size": 64},
+        "data": {"type": "synthetic", "batch_size": 32, "seq_len": 64, "n_examples": 40000, "val_fraction": 0.05},
+        "optimizer": {"type": "adamw", "lr": 3e-3, "weight_decay": 0.1, "betas": [0.9, 0.95]},
+        "schedule": {"type": "cosine", "warmup_steps": 5 if quick else 50, "min_lr_ratio": 0.1},
+        "train": {"max_steps": 20 if quick else 600, "eval_every": 10 if quick else 200, "log_every": 10 if quick else 20,
+                  "grad_clip": 1.0},
+        "checkpoint": {"every": 20 if quick else 300, "keep": 2},
+        "precision": "auto",
+    })
+    return [digits, gpt]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,11 +56,45 @@ def run(args: argparse.Namespace) -> int:
     from lmdev.diagnose.report import doctor
 
     console = Console(highlight=False)
-    console.rule("[bold]Stage 1 of 1 — lmdev doctor: is this machine set up right?")
+    console.rule("[bold]Stage 1 of 3 — lmdev doctor: is this machine set up right?")
     render(doctor())
+
+    from lmdev.cli.train import _summary, progress_bar
+    from lmdev.train.session import train_session
+
+    results = []
+    stages = [("Stage 2 of 3 — lmdev train: the founding document's MLP on handwritten digits",),
+              ("Stage 3 of 3 — lmdev train: a small GPT learns arithmetic from a generated corpus",)]
+    for (title,), cfg in zip(stages, demo_configs(args.quick)):
+        console.rule(f"[bold]{title}")
+        console.print(f"[dim]{_describe(cfg)}[/]")
+        with progress_bar(console, cfg) as on_progress:
+            result = train_session(cfg, on_progress=on_progress, announce=console.print)
+        _summary(result)
+        results.append(result)
+        if result.status != "finished":
+            return 1
+
+    console.rule("[bold]What you can do now")
+    for r in results:
+        console.print(f"  [cyan]lmdev runs show {r.run_id}[/]   metrics, events and checkpoints of {r.run_id}")
+    console.print("  [cyan]lmdev runs list[/]   every run in this store (.lmdev/)")
+    if len(results) == 2:
+        console.print(f"  [cyan]lmdev runs compare {results[0].run_id} {results[1].run_id}[/]")
+    console.print("  [cyan]lmdev train examples/digits_mlp.yaml --set optimizer.lr=0.05[/]   train your own")
+    console.print("  [cyan]lmdev doctor --deep[/]   also test each installed framework")
     console.rule("[bold]Still to come")
     for command, what in COMING:
         console.print(f"  [cyan]{command}[/] — {what}")
-    console.print("\nRun [cyan]lmdev doctor --deep[/] to also test each installed framework, "
-                  "and [cyan]lmdev doctor --html report.html[/] for a page to share.")
     return 0
+
+
+def _describe(cfg: Any) -> str:
+    m = cfg.model
+    if m.type == "mlp":
+        model = f"MLP {'-'.join(map(str, m.hidden))}, {m.activation}"
+    else:
+        model = (f"GPT {m.n_layer} layers × {m.n_embd} wide, {m.n_head} heads ({m.n_kv_head or m.n_head} kv), "
+                 f"{m.position}, {m.norm}, {m.mlp}")
+    return (f"{model}; data {cfg.data.type}, batch {cfg.data.batch_size}; {cfg.optimizer.type} lr "
+            f"{cfg.optimizer.lr}; {cfg.train.max_steps} steps")

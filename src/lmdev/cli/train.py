@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +59,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _with_progress(cfg: Any, args: argparse.Namespace, base_dir: Path) -> Any:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from lmdev.train.session import train_session
 
     console = Console(highlight=False)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with progress_bar(console, cfg) as on_progress:
+        return train_session(cfg, resume=args.resume, base_dir=base_dir, on_progress=on_progress,
+                             telemetry=not args.no_telemetry, announce=console.print)
+
+
+@contextlib.contextmanager
+def progress_bar(console: Any, cfg: Any) -> Iterator[Callable[[Any], None]]:
+    """A rich progress bar (step, loss, validation, throughput, ETA); yields the callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(cfg.name, total=cfg.train.max_steps, info="starting")
@@ -81,8 +92,7 @@ def _with_progress(cfg: Any, args: argparse.Namespace, base_dir: Path) -> Any:
                 parts.append(f"{rate:,.0f} {'tok' if 'train/tokens_per_s' in m else 'samples'}/s")
             bar.update(task, completed=p.step, info=" · ".join(parts))
 
-        return train_session(cfg, resume=args.resume, base_dir=base_dir, on_progress=on_progress,
-                             telemetry=not args.no_telemetry, announce=lambda m: console.print(m))
+        yield on_progress
 
 
 def _summary(result: Any) -> None:

@@ -73,9 +73,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _crash_point(name: str) -> None:
-    """Tests set LMDEV_TEST_CRASH_AT to kill the process at a named point of the save."""
-    if os.environ.get("LMDEV_TEST_CRASH_AT") == name:
+def _crash_point(name: str, step: int) -> None:
+    """Tests set LMDEV_TEST_CRASH_AT to kill the process at a named point of the save:
+    ``NAME`` (the first save that reaches it) or ``NAME:STEP`` (only the save of that step)."""
+    want = os.environ.get("LMDEV_TEST_CRASH_AT")
+    if want and want in (name, f"{name}:{step}"):
         os._exit(137)
 
 
@@ -96,7 +98,7 @@ def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dic
             seen.add(v.data_ptr())
             unique[k] = v.cpu()
         save_file(unique, str(tmp / "model.safetensors"))
-        _crash_point("after_weights")
+        _crash_point("after_weights", step)
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "optimizer.safetensors"))
         (tmp / "state.json").write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
         manifest = {}
@@ -105,7 +107,7 @@ def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dic
             manifest[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         _fsync_file(tmp / "manifest.json")
-        _crash_point("before_rename")
+        _crash_point("before_rename", step)
         if final.exists():  # a checkpoint of the same step from an earlier attempt
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -81,13 +81,21 @@ class PythonModelConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-MODEL_TYPES = ["mlp", "cnn", "gpt", "python:package.module:factory"]
+class HFModelConfig(_Strict):
+    """``type: hf:PATH``: a local Hugging Face causal-LM folder (config.json + safetensors);
+    needs transformers. ``from_config: true`` builds it with random weights from config.json."""
+
+    type: str
+    from_config: bool = False
+
+
+MODEL_TYPES = ["mlp", "cnn", "gpt", "python:package.module:factory", "hf:PATH"]
 
 
 def _model_tag(v: Any) -> str | None:
     kind = v.get("type", "mlp") if isinstance(v, dict) else getattr(v, "type", None)
-    if isinstance(kind, str) and kind.startswith("python:"):
-        return "python"
+    if isinstance(kind, str) and kind.startswith(("python:", "hf:")):
+        return kind.split(":", 1)[0]
     return kind if kind in ("mlp", "cnn", "gpt") else None
 
 
@@ -97,6 +105,7 @@ ModelConfig = Annotated[
         Annotated[CNNConfig, Tag("cnn")],
         Annotated[GPTConfig, Tag("gpt")],
         Annotated[PythonModelConfig, Tag("python")],
+        Annotated[HFModelConfig, Tag("hf")],
     ],
     Discriminator(
         _model_tag,
@@ -125,20 +134,21 @@ class DataConfig(_Strict):
         kind = v.split(":", 1)[0]
         if kind not in DATA_TYPES:
             raise ValueError(f"unknown data type {v!r}; valid: {', '.join(DATA_TYPE_HELP)}")
-        if kind in ("csv", "npy", "text", "python") and ":" not in v:
+        if kind not in ("digits", "synthetic") and ":" not in v:
             raise ValueError(f"{kind} data needs a path: {kind}:PATH")
         return v
 
 
-DATA_TYPES = ["digits", "csv", "npy", "text", "synthetic", "python"]
-DATA_TYPE_HELP = ["digits", "csv:PATH", "npy:PATH", "text:PATH", "synthetic", "python:module:function"]
+DATA_TYPES = ["digits", "csv", "npy", "parquet", "text", "synthetic", "sparse", "python"]
+DATA_TYPE_HELP = ["digits", "csv:PATH", "npy:PATH", "parquet:PATH", "text:PATH", "synthetic", "sparse:PATH",
+                  "python:module:function"]
 
 
 # --------------------------------------------------------------------------- optimisation
 
 
 LOSSES = ["cross_entropy", "mse", "bce", "l1", "huber"]
-OPTIMIZERS = ["sgd", "momentum", "adam", "adamw"]
+OPTIMIZERS = ["sgd", "momentum", "adam", "adamw", "sparse_adam"]
 
 
 class LossConfig(_Strict):
@@ -262,7 +272,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-_MODEL_TAGS = ("mlp", "cnn", "gpt", "python")
+_MODEL_TAGS = ("mlp", "cnn", "gpt", "python", "hf")
 
 
 def format_errors(exc: ValidationError, source: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,13 @@ class Split:
     y: torch.Tensor | None = None
     tokens: np.ndarray | None = None  # uint8 / uint16 / uint32, possibly a memmap
     seq_len: int = 0
+    csr: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None  # (indptr, indices, data, n_features)
 
     def __len__(self) -> int:
         if self.tokens is not None:
             return max(0, (len(self.tokens) - 1) // self.seq_len)
+        if self.csr is not None:
+            return len(self.csr[0]) - 1
         assert self.x is not None
         return len(self.x)
 
@@ -43,7 +47,21 @@ class Split:
             window = np.stack([self.tokens[s: s + self.seq_len + 1] for s in starts]).astype(np.int64)
             t = torch.from_numpy(window)
             return t[:, :-1], t[:, 1:]
-        assert self.x is not None and self.y is not None
+        assert self.y is not None
+        if self.csr is not None:  # the rows of a CSR matrix, as a torch sparse CSR batch
+            indptr, indices, values, width = self.csr
+            rows = index.numpy()
+            starts, ends = indptr[rows], indptr[rows + 1]
+            cols = np.concatenate([indices[a:b] for a, b in zip(starts, ends)]) if len(rows) else indices[:0]
+            vals = np.concatenate([values[a:b] for a, b in zip(starts, ends)]) if len(rows) else values[:0]
+            crow = np.concatenate([[0], np.cumsum(ends - starts)])
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                x = torch.sparse_csr_tensor(
+                    torch.from_numpy(crow.astype(np.int64)), torch.from_numpy(cols.astype(np.int64)),
+                    torch.from_numpy(vals.astype(np.float32)), (len(rows), width), check_invariants=False)
+            return x, self.y[index]
+        assert self.x is not None
         return self.x[index], self.y[index]
 
 
@@ -83,10 +101,14 @@ def load_data(cfg: DataConfig, seed: int, base_dir: Path | None = None, cache_di
     if kind == "digits":
         x, y = load_digits()
         return _table(x / 16.0, y, cfg, seed, "classification", "digits")
-    if kind in ("csv", "npy"):
+    if kind in ("csv", "npy", "parquet"):
         path = _resolve(arg, base_dir)
-        x, y, task = _read_csv(path, cfg) if kind == "csv" else _read_npy(path, cfg)
+        reader = {"csv": _read_csv, "npy": _read_npy, "parquet": _read_parquet}[kind]
+        x, y, task = reader(path, cfg)
         return _table(x, y, cfg, seed, task, _file_digest(path))
+    if kind == "sparse":
+        path = _resolve(arg, base_dir)
+        return _sparse(path, cfg, seed)
     if kind == "text":
         path = _resolve(arg, base_dir)
         tokens, vocab, digest = _tokens_from_text(path, cfg, cache_dir)
@@ -198,6 +220,57 @@ def _read_npy(path: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str]
         y, x = table[:, col], np.delete(table, col % table.shape[1], axis=1)
     task = cfg.task if cfg.task != "auto" else _guess_task(y)
     return x.astype(np.float32), y, task
+
+
+def _read_parquet(path: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LmdevError("parquet data needs the pyarrow package", "pip install pyarrow") from None
+    table = pq.read_table(path)
+    names = table.column_names
+    target = cfg.target if cfg.target is not None else names[-1]
+    if isinstance(target, int) or str(target).lstrip("-").isdigit():
+        target = names[int(target)]
+    if target not in names:
+        raise LmdevError(f"{path} has no column {target!r}", f"columns: {', '.join(names)}")
+    try:
+        x = np.column_stack([table.column(n).to_numpy().astype(np.float32) for n in names if n != target])
+    except (ValueError, TypeError) as exc:
+        raise LmdevError(f"{path} has a column that is not numeric ({exc})", "tables must be numeric") from None
+    y = table.column(target).to_numpy()
+    task = cfg.task if cfg.task != "auto" else _guess_task(y)
+    return x, y, task
+
+
+def _sparse(path: Path, cfg: DataConfig, seed: int) -> Data:
+    """A CSR matrix and its labels in one .npz: arrays indptr, indices, data, shape and y
+    (``np.savez(path, indptr=X.indptr, indices=X.indices, data=X.data, shape=X.shape, y=y)``)."""
+    with np.load(path, allow_pickle=False) as z:
+        missing = {"indptr", "indices", "data", "shape", "y"} - set(z.files)
+        if missing:
+            raise LmdevError(f"{path} lacks the arrays {', '.join(sorted(missing))}",
+                             "save a CSR matrix as indptr, indices, data, shape plus labels y")
+        indptr, indices, values, shape, y = (z[k] for k in ("indptr", "indices", "data", "shape", "y"))
+    n, width = int(shape[0]), int(shape[1])
+    if len(indptr) != n + 1 or len(y) != n:
+        raise LmdevError(f"{path}: indptr has {len(indptr)} entries and y {len(y)} for {n} rows",
+                         "indptr needs rows+1 entries and y one label per row")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(n * cfg.val_fraction))
+    task = cfg.task if cfg.task != "auto" else _guess_task(y)
+    yt = torch.from_numpy(y.astype(np.int64)) if task == "classification" else torch.from_numpy(y.astype(np.float32)).reshape(n, -1)
+
+    def subset(rows: np.ndarray) -> Split:
+        lengths = indptr[rows + 1] - indptr[rows]
+        sub_ptr = np.concatenate([[0], np.cumsum(lengths)])
+        sub_idx = np.concatenate([indices[indptr[r]:indptr[r + 1]] for r in rows]) if len(rows) else indices[:0]
+        sub_val = np.concatenate([values[indptr[r]:indptr[r + 1]] for r in rows]) if len(rows) else values[:0]
+        return Split(y=yt[torch.from_numpy(rows)], csr=(sub_ptr, sub_idx, sub_val, width))
+
+    n_out = int(y.max()) + 1 if task == "classification" else yt.shape[1]
+    shape_ = DataShape("sparse", (width,), n_out, task)
+    return Data(shape_, subset(order[n_val:]), subset(order[:n_val]), _file_digest(path))
 
 
 def _table(x: np.ndarray, y: np.ndarray, cfg: DataConfig, seed: int, task: str, digest: str) -> Data:

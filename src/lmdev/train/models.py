@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmdev.errors import LmdevError
-from lmdev.train.config import CNNConfig, GPTConfig, MLPConfig, PythonModelConfig
+from lmdev.train.config import CNNConfig, GPTConfig, HFModelConfig, MLPConfig, PythonModelConfig
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU, "sigmoid": nn.Sigmoid}
 
@@ -27,7 +27,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiL
 class DataShape:
     """What the data tells the model: its input and output sizes."""
 
-    kind: str  # "table" (x: [B, F]), "image" (x: [B, C, H, W]), "tokens" (x: [B, T] of ids)
+    kind: str  # "table" (x: [B, F]), "image" ([B, C, H, W]), "tokens" ([B, T] of ids), "sparse" (CSR [B, F])
     input_shape: tuple[int, ...]  # per example, without the batch dimension
     n_outputs: int  # classes, regression targets or vocabulary size
     task: str  # "classification", "regression", "language_modeling"
@@ -36,10 +36,36 @@ class DataShape:
 # --------------------------------------------------------------------------- MLP and CNN
 
 
+class SparseLinear(nn.Module):
+    """x @ W + b for a sparse CSR batch x [B, F], as a sparse embedding: the rows of W that a
+    batch touches are gathered and summed, weighted by x's values, and only those rows get a
+    gradient (a sparse one: train with sparse_adam or sgd)."""
+
+    def __init__(self, n_features: int, out: int) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(n_features, out, mode="sum", sparse=True)
+        self.bias = nn.Parameter(torch.zeros(out))
+        nn.init.normal_(self.bag.weight, std=1.0 / math.sqrt(n_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        crow = x.crow_indices()
+        return self.bag(x.col_indices(), crow[:-1], per_sample_weights=x.values()) + self.bias
+
+
 def build_mlp(cfg: MLPConfig, shape: DataShape) -> nn.Module:
-    layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(shape.input_shape)
-    for h in cfg.hidden:
+    layers: list[nn.Module] = []
+    hidden = list(cfg.hidden)
+    if shape.kind == "sparse":  # the first layer reads the sparse input
+        if not hidden:
+            return nn.Sequential(SparseLinear(width, shape.n_outputs))
+        width = hidden.pop(0)
+        layers += [SparseLinear(math.prod(shape.input_shape), width), ACTIVATIONS[cfg.activation]()]
+        if cfg.dropout:
+            layers.append(nn.Dropout(cfg.dropout))
+    else:
+        layers.append(nn.Flatten())
+    for h in hidden:
         layers += [nn.Linear(width, h), ACTIVATIONS[cfg.activation]()]
         if cfg.dropout:
             layers.append(nn.Dropout(cfg.dropout))
@@ -231,7 +257,43 @@ def load_object(spec: str, what: str) -> object:
         raise LmdevError(f"module {module!r} has no {name!r} for {what}") from None
 
 
-def build_model(cfg: MLPConfig | CNNConfig | GPTConfig | PythonModelConfig, shape: DataShape) -> nn.Module:
+class HFCausalLM(nn.Module):
+    """A Hugging Face causal LM that returns its logits, like lmdev's own GPT."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.inner(input_ids=idx, use_cache=False).logits
+
+
+def build_hf(cfg: HFModelConfig, shape: DataShape) -> nn.Module:
+    from pathlib import Path
+
+    path = Path(cfg.type.removeprefix("hf:")).expanduser()
+    if not (path / "config.json").is_file():
+        raise LmdevError(f"{path} is not a Hugging Face model folder (no config.json)",
+                         "give the folder holding config.json and model.safetensors")
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+    except ImportError:
+        raise LmdevError("hf: models need the transformers package", "pip install transformers") from None
+    if shape.kind != "tokens":
+        raise LmdevError("hf: models are causal language models and need token data",
+                         "use data type text:PATH or synthetic")
+    if cfg.from_config:
+        inner = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
+    else:
+        inner = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    vocab = inner.get_input_embeddings().num_embeddings
+    if vocab < shape.n_outputs:
+        raise LmdevError(f"the model's vocabulary ({vocab}) is smaller than the data's ({shape.n_outputs})")
+    return HFCausalLM(inner)
+
+
+def build_model(cfg: MLPConfig | CNNConfig | GPTConfig | PythonModelConfig | HFModelConfig,
+                shape: DataShape) -> nn.Module:
     if isinstance(cfg, MLPConfig):
         return build_mlp(cfg, shape)
     if isinstance(cfg, CNNConfig):
@@ -245,6 +307,8 @@ def build_model(cfg: MLPConfig | CNNConfig | GPTConfig | PythonModelConfig, shap
             raise LmdevError(f"model.vocab_size {cfg.vocab_size} is smaller than the data's "
                              f"vocabulary {shape.n_outputs}", "remove model.vocab_size to take the data's")
         return GPT(cfg)
+    if isinstance(cfg, HFModelConfig):
+        return build_hf(cfg, shape)
     factory = load_object(cfg.type.removeprefix("python:"), "model")
     model = factory(**cfg.kwargs)  # type: ignore[operator]
     if not isinstance(model, nn.Module):

@@ -7,6 +7,7 @@ into the gradient (adam) or weight decay decoupled from it (adamw, Loshchilov & 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,10 +21,52 @@ def make_optimizer(model: nn.Module, cfg: OptimizerConfig, device: torch.device)
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.type == "momentum":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum or 0.9, weight_decay=cfg.weight_decay)
+    if cfg.type == "sparse_adam":
+        return SparseDenseAdam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     fused = device.type == "cuda"  # one kernel for the whole update on GPU
     cls = torch.optim.Adam if cfg.type == "adam" else torch.optim.AdamW
     return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
                fused=fused or None)
+
+
+class SparseDenseAdam(torch.optim.Optimizer):
+    """Adam that also takes sparse gradients (sparse embeddings): for a sparse gradient only the
+    rows it touches are updated, their moments too ("lazy" Adam, as torch's SparseAdam); dense
+    gradients get the ordinary Adam update. One optimizer for a model with both kinds."""
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.zeros(())
+                    st["exp_avg"] = torch.zeros_like(p)
+                    st["exp_avg_sq"] = torch.zeros_like(p)
+                st["step"] += 1
+                t = float(st["step"])
+                c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+                m, v = st["exp_avg"], st["exp_avg_sq"]
+                if p.grad.is_sparse:
+                    g = p.grad.coalesce()
+                    rows, vals = g.indices()[0], g.values()
+                    m_rows = m[rows].mul_(b1).add_(vals, alpha=1 - b1)
+                    v_rows = v[rows].mul_(b2).addcmul_(vals, vals, value=1 - b2)
+                    m[rows], v[rows] = m_rows, v_rows
+                    p[rows] -= lr * (m_rows / c1) / ((v_rows / c2).sqrt() + eps)
+                else:
+                    m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                    v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                    p.sub_(lr * (m / c1) / ((v / c2).sqrt() + eps))
+        return loss
 
 
 def lr_factor(step: int, max_steps: int, cfg: ScheduleConfig) -> float:
