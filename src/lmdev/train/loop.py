@@ -127,8 +127,12 @@ def fit(
         torch.backends.cudnn.allow_tf32 = True
 
     data = load_data(config.data, config.seed, Path(base_dir) if base_dir else None)
+    if device.type != "cpu":
+        _place_tables(data, device)
     model = build_model(config.model, data.shape).to(device)
     n_params = count_parameters(model)
+    flops_per_example = _flops_per_example(model, config, data, n_params)
+    peak = _peak_flops(device, precision)
     loss_fn = make_loss(config.loss, data.shape.task)
     opt = make_optimizer(model, config.optimizer, device)
     sched = make_scheduler(opt, config.schedule, tc.max_steps)
@@ -225,6 +229,8 @@ def fit(
                 last_metrics["train/steps_per_s"] = (step - last_log_step) / dt
                 if tokens_per_example:
                     last_metrics["train/tokens_per_s"] = n * tokens_per_example / dt
+                if peak:  # model FLOPs utilisation: achieved training FLOP/s over the device's peak
+                    last_metrics["train/mfu"] = n * flops_per_example / dt / peak
                 if run is not None:
                     run.log(last_metrics, step=step)
                 acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
@@ -266,7 +272,10 @@ def _train_step(step_model: Any, model: torch.nn.Module, data: Data, idx: torch.
     n = len(idx)
     for part in idx.chunk(accum):
         x, y = data.train.batch(part)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if x.device != device:  # pinned host memory lets the copy overlap the GPU's work
+            if device.type == "cuda" and not x.is_sparse_csr:
+                x, y = x.pin_memory(), y.pin_memory()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _autocast(device, precision):
             out = step_model(x)
             loss = loss_fn(out, y)
@@ -303,7 +312,7 @@ def evaluate(model: torch.nn.Module, data: Data, device: torch.device, precision
         return {}
     model.eval()
     total, n, right = torch.zeros((), device=device), 0, torch.zeros((), device=device)
-    order = torch.arange(len(data.val))
+    order = torch.arange(len(data.val), device=data.val.x.device if data.val.x is not None else "cpu")
     for b, part in enumerate(order.split(batch_size)):
         if b >= max_batches:
             break
@@ -322,6 +331,43 @@ def evaluate(model: torch.nn.Module, data: Data, device: torch.device, precision
     if data.shape.task == "language_modeling":
         metrics["val/perplexity"] = math.exp(min(metrics["val/loss"], 50.0))
     return metrics
+
+
+def _place_tables(data: Data, device: torch.device, limit: int = 2 * 1024**3) -> None:
+    """Dense tables that fit move to the device once: a batch is then an index on the device."""
+    for split in (data.train, data.val):
+        if split.x is not None and split.y is not None and split.x.numel() * 4 < limit:
+            split.x, split.y = split.x.to(device), split.y.to(device)
+
+
+def _flops_per_example(model: torch.nn.Module, config: TrainConfig, data: Data, n_params: int) -> float:
+    """Training FLOPs per example: 6 per parameter per token (forward 2, backward 4), plus
+    attention's 12·layers·width·sequence per token for the GPT (Kaplan et al. 2020; PaLM's MFU)."""
+    from lmdev.train.config import GPTConfig
+
+    if data.shape.kind == "tokens":
+        t = data.shape.input_shape[0]
+        per_token = 6.0 * n_params
+        if isinstance(config.model, GPTConfig):
+            per_token += 12.0 * config.model.n_layer * config.model.n_embd * t
+        return per_token * t
+    return 6.0 * n_params
+
+
+def _peak_flops(device: torch.device, precision: str) -> float | None:
+    """The device's dense peak for this precision, from the catalog (None on the CPU or when the
+    device is not in the catalog)."""
+    if device.type != "cuda":
+        return None
+    try:
+        from lmdev.catalog.gpus import find_gpu
+
+        gpu = find_gpu(torch.cuda.get_device_name(device))
+    except Exception:
+        return None
+    if gpu is None:
+        return None
+    return gpu.peak({"fp32": "tf32", "bf16": "bf16", "fp16": "fp16"}[precision])
 
 
 def _check_shapes(model: Any, data: Data, device: torch.device) -> None:
