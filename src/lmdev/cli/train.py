@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +31,37 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout, nothing else")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-telemetry", action="store_true", help="do not sample system metrics")
+    d = p.add_argument_group("several workers (torchrun's elastic launcher; gloo on CPU, NCCL on GPU)")
+    d.add_argument("--nproc", type=_positive_int, metavar="N", help="workers on this machine (one GPU each)")
+    d.add_argument("--nnodes", type=_positive_int, default=1, metavar="M", help="machines taking part (default 1)")
+    d.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's rank, 0..M-1")
+    d.add_argument("--master-addr", metavar="ADDR", help="address of the node with rank 0")
+    d.add_argument("--master-port", type=_port, metavar="PORT", help="its port (default 29500)")
+    d.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="a c10d rendezvous endpoint instead of master addr/port")
+    d.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                   help="restart failed workers up to K times; they resume from the latest checkpoint")
+    d.add_argument("--join-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long to wait for every node to join (default 300)")
+    d.add_argument("--dry-run", action="store_true",
+                   help="print the torchrun command line and the per-rank batch, and exit")
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError("a port is at most 65535")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,9 +75,15 @@ def run(args: argparse.Namespace) -> int:
 
         sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
+    distributed = args.nproc is not None or args.nnodes > 1 or args.dry_run
+    if distributed and not _inside_worker():
+        return _launch(cfg, args)
     from lmdev.train.session import train_session
 
     base_dir = Path(args.config).resolve().parent
+    if _inside_worker() and os.environ.get("RANK", "0") != "0":  # rank 0 speaks for all
+        result = train_session(cfg, resume=args.resume, base_dir=base_dir, telemetry=not args.no_telemetry)
+        return 0 if result.status == "finished" else 1
     if args.json:
         result = train_session(cfg, resume=args.resume, base_dir=base_dir, telemetry=not args.no_telemetry)
         json.dump(result.to_dict(), sys.stdout, indent=2)
@@ -55,6 +92,85 @@ def run(args: argparse.Namespace) -> int:
     result = _with_progress(cfg, args, base_dir)
     _summary(result)
     return 0 if result.status == "finished" else 1
+
+
+def _inside_worker() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _worker_args(args: argparse.Namespace) -> list[str]:
+    """The ``lmdev train`` arguments each worker gets (everything but the launcher's own)."""
+    out = [str(Path(args.config).resolve())]
+    for item in args.overrides:
+        out += ["--set", item]
+    if args.name:
+        out += ["--name", args.name]
+    if args.resume is not None:
+        out += ["--resume"] + ([args.resume] if args.resume else [])
+    if args.json:
+        out.append("--json")
+    if args.no_telemetry:
+        out.append("--no-telemetry")
+    return out
+
+
+def _launch(cfg: Any, args: argparse.Namespace) -> int:
+    import shlex
+    import subprocess
+
+    from lmdev.errors import LmdevError
+    from lmdev.train.distributed import check_global_batch, port_in_use, torchrun_command
+
+    nproc = args.nproc or 1
+    world = nproc * args.nnodes
+    check_global_batch(cfg.data.batch_size, world, cfg.train.grad_accum)
+    if cfg.device.startswith("cuda") or cfg.device == "auto":
+        gpus = _visible_gpus()
+        if cfg.device.startswith("cuda") and gpus == 0:
+            raise LmdevError(f"device {cfg.device} asked for, but no GPU is visible", "use device: cpu or auto")
+        if gpus and nproc > gpus:
+            raise LmdevError(f"--nproc {nproc} is more than the {gpus} GPU(s) on this machine",
+                             f"use --nproc {gpus} (one GPU per worker), or device: cpu")
+    if args.nnodes > 1 and not (args.master_addr or args.rdzv_endpoint):
+        raise LmdevError("--nnodes > 1 needs --master-addr (and --master-port) or --rdzv-endpoint",
+                         "give the address of the node with --node-rank 0")
+    if not 0 <= args.node_rank < args.nnodes:
+        raise LmdevError(f"--node-rank {args.node_rank} is outside 0..{args.nnodes - 1}")
+    port = args.master_port or 29500
+    if args.nnodes > 1 and args.node_rank == 0 and not args.rdzv_endpoint and not args.dry_run \
+            and port_in_use(args.master_addr or "127.0.0.1", port):
+        raise LmdevError(f"port {port} on {args.master_addr} is already in use",
+                         f"choose another with --master-port (e.g. {port + 1})")
+    cmd = torchrun_command(_worker_args(args), nproc, args.nnodes, args.node_rank, args.master_addr,
+                           args.master_port, args.rdzv_endpoint, args.max_restarts, args.join_timeout)
+    per_rank = cfg.data.batch_size // world
+    micro = per_rank // cfg.train.grad_accum
+    plan = (f"{world} worker(s) ({nproc} per node x {args.nnodes} node(s)); global batch "
+            f"{cfg.data.batch_size} = {per_rank} per rank" + (f" in {cfg.train.grad_accum} micro-batches of {micro}"
+                                                             if cfg.train.grad_accum > 1 else ""))
+    if args.dry_run:
+        print(plan)
+        print(shlex.join(cmd))
+        return 0
+    print(f"lmdev: launching {plan}", file=sys.stderr)
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
+    import time
+
+    t0 = time.monotonic()
+    code = subprocess.run(cmd, env=env).returncode
+    if code != 0 and args.nnodes > 1 and time.monotonic() - t0 >= args.join_timeout:
+        raise LmdevError(f"not every node joined within {args.join_timeout:g} s (expected {args.nnodes} nodes)",
+                         "start `lmdev train --nnodes ...` on every node, check the address and "
+                         "firewall, or raise --join-timeout")
+    if code != 0:
+        print(f"lmdev: the workers failed (exit status {code}); see their output above", file=sys.stderr)
+    return 1 if code else 0
+
+
+def _visible_gpus() -> int:
+    from lmdev.probe.collect import collect
+
+    return sum(1 for g in collect().accelerators.gpus if g.vendor == "nvidia")
 
 
 def _with_progress(cfg: Any, args: argparse.Namespace, base_dir: Path) -> Any:

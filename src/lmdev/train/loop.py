@@ -9,6 +9,7 @@ exactly where a checkpoint left off."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -26,6 +27,7 @@ from lmdev.errors import LmdevError
 from lmdev.train import checkpoint as ckpt
 from lmdev.train.config import TrainConfig
 from lmdev.train.data import Batches, Data, describe, load_data
+from lmdev.train.distributed import Dist, check_global_batch, check_same_config, from_env
 from lmdev.train.losses import correct, make_loss, regularization
 from lmdev.train.models import build_model, count_parameters
 from lmdev.train.optim import make_optimizer, make_scheduler
@@ -120,8 +122,13 @@ def fit(
     t_start = time.perf_counter()
     tc = config.train
     seed_everything(config.seed)
-    device = pick_device(config.device)
+    d = from_env(config.device)
+    device = torch.device("cuda", d.local_rank) if d.backend == "nccl" else (
+        torch.device("cpu") if d.enabled else pick_device(config.device))
     precision = pick_precision(config.precision, device)
+    check_same_config(d, json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    if not d.is_main:
+        on_progress = None
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -138,21 +145,30 @@ def fit(
     sched = make_scheduler(opt, config.schedule, tc.max_steps)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     batches = Batches(len(data.train), config.data.batch_size, config.seed)
-    if config.data.batch_size % tc.grad_accum:
-        raise LmdevError(f"data.batch_size {config.data.batch_size} is not divisible by train.grad_accum {tc.grad_accum}",
-                         "choose a batch size that splits evenly into micro-batches")
+    check_global_batch(config.data.batch_size, d.world, tc.grad_accum)
     accum = tc.grad_accum
-    step_model = torch.compile(model) if tc.compile else model
+    step_model: Any = model
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        step_model = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
+    if tc.compile:
+        step_model = torch.compile(step_model)
 
     folder = Path(checkpoint_dir) if checkpoint_dir else (Path(run.dir) / "checkpoints" if run is not None and getattr(run, "dir", None) else Path("checkpoints"))
     state = _LoopState()
     if resume is not None:
         _restore(Path(resume), config, model, opt, sched, scaler, state, run)
-    _check_shapes(step_model, data, device)
+        if not d.is_main:  # the saved accumulators are the sum over ranks: rank 0 carries them
+            state.acc_loss = state.acc_correct = state.acc_count = 0.0
+    _check_shapes(model, data, device)
 
-    if run is not None:
+    if run is not None and d.is_main:
         run.log_config(config.model_dump(mode="json"))
-        run.event(f"training on {device} in {precision}: {n_params:,} parameters; data: {describe(data)}")
+        workers = f" on {d.world} workers ({d.backend})" if d.enabled else ""
+        run.event(f"training on {device} in {precision}{workers}: {n_params:,} parameters; data: {describe(data)}")
+    if not d.is_main:
+        run = _RankEvents(run, d.rank)  # other ranks record events (labelled), never metrics
 
     stop_signal: list[int] = []
     previous = _install_signals(stop_signal) if handle_signals else {}
@@ -171,24 +187,28 @@ def fit(
     try:
         step = state.step
         while step < tc.max_steps:
-            if stop_signal:
-                status = "killed"
-                break
-            idx = batches.indices(step)
+            idx = d.shard(batches.indices(step))
             try:
-                loss_sum, n_correct = _train_step(step_model, model, data, idx, accum, device, precision,
-                                                  loss_fn, config, opt, scaler, classify)
+                loss_sum, n_correct = _forward_backward(step_model, model, data, idx, accum, device, precision,
+                                                        loss_fn, config, scaler, classify, d.enabled)
             except torch.cuda.OutOfMemoryError:
                 opt.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
-                if config.data.batch_size // accum <= 1:
+                if d.enabled or config.data.batch_size // accum <= 1:
                     raise LmdevError("CUDA out of memory even with a micro-batch of 1",
                                      "use a smaller model, bf16, or activation checkpointing") from None
                 accum *= 2
                 _event(run, f"CUDA out of memory: micro-batch halved to {config.data.batch_size // accum}, "
                             f"gradient accumulation doubled to {accum} (global batch unchanged)", "warning")
                 continue
-            if not bool(torch.isfinite(loss_sum)):  # one scalar read per step: free on the CPU
+            # One scalar read per step (free on the CPU); with several workers, every rank must
+            # agree to step, to skip or to stop, else they would drift apart or hang.
+            finite, go_on = d.all_true(bool(torch.isfinite(loss_sum)), not stop_signal)
+            if not go_on:
+                opt.zero_grad(set_to_none=True)
+                status = "killed"
+                break
+            if not finite:
                 opt.zero_grad(set_to_none=True)
                 state.nan_skips += 1
                 policy = tc.nan_policy
@@ -200,6 +220,7 @@ def fit(
                     state.step = step
                     sched.step()
                     continue
+                d.barrier()
                 latest = ckpt.load_latest(folder, warn=lambda m: _event(run, m, "warning"))
                 if latest is None:
                     raise NaNStop(f"loss is not finite at step {step} and there is no checkpoint to roll back to",
@@ -210,6 +231,7 @@ def fit(
                 step = state.step
                 acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
                 continue
+            _update(model, opt, scaler, config)
             opt.zero_grad(set_to_none=True)
             sched.step()
             acc_loss += loss_sum.detach()
@@ -220,6 +242,7 @@ def fit(
 
             if step % tc.log_every == 0 or step == tc.max_steps:
                 now = time.perf_counter()
+                d.sum_(acc_loss, acc_correct, acc_count)  # global-batch values, as one worker logs
                 n = acc_count.item()
                 last_metrics = {"train/loss": acc_loss.item() / max(n, 1), "train/lr": sched.get_last_lr()[0]}
                 if data.shape.task == "classification":
@@ -231,29 +254,29 @@ def fit(
                     last_metrics["train/tokens_per_s"] = n * tokens_per_example / dt
                 if peak:  # model FLOPs utilisation: achieved training FLOP/s over the device's peak
                     last_metrics["train/mfu"] = n * flops_per_example / dt / peak
-                if run is not None:
+                if run is not None and d.is_main:
                     run.log(last_metrics, step=step)
                 acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
                 last_log_time, last_log_step = now, step
             if step % tc.eval_every == 0 or step == tc.max_steps:
-                val_metrics = evaluate(model, data, device, precision, loss_fn, config.data.batch_size)
-                if run is not None and val_metrics:
+                val_metrics = evaluate(model, data, device, precision, loss_fn, config.data.batch_size, d=d)
+                if run is not None and val_metrics and d.is_main:
                     run.log(val_metrics, step=step)
                 model.train()
                 if val_metrics and (state.best is None or val_metrics["val/loss"] < state.best):
                     state.best, state.best_step = val_metrics["val/loss"], step
             if step % config.checkpoint.every == 0 or step == tc.max_steps:
-                state.acc = (acc_loss, acc_correct, acc_count)
-                _save(folder, step, model, opt, sched, scaler, state, config, run, batches)
+                _save_all(d, folder, step, model, opt, sched, scaler, state, config, run, (acc_loss, acc_correct, acc_count))
             if on_progress:
                 on_progress(Progress(step, tc.max_steps, {**last_metrics, **val_metrics}))
         if status == "killed":
-            state.acc = (acc_loss, acc_correct, acc_count)
-            _save(folder, state.step, model, opt, sched, scaler, state, config, run, batches)
-            _event(run, f"stopped by signal {stop_signal[0]}: checkpoint saved at step {state.step}", "warning")
+            _save_all(d, folder, state.step, model, opt, sched, scaler, state, config, run, (acc_loss, acc_correct, acc_count))
+            why = f"signal {stop_signal[0]}" if stop_signal else "a signal to another worker"
+            _event(run, f"stopped by {why}: checkpoint saved at step {state.step}", "warning")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        d.close()
     best = folder / f"{ckpt.PREFIX}{state.best_step:08d}" if state.best_step is not None else None
     return TrainResult(
         run_id=getattr(run, "id", None), status=status, steps=state.step, train=last_metrics, val=val_metrics,
@@ -262,37 +285,44 @@ def fit(
     )
 
 
-def _train_step(step_model: Any, model: torch.nn.Module, data: Data, idx: torch.Tensor, accum: int,
-                device: torch.device, precision: str, loss_fn: Any, config: TrainConfig, opt: Any,
-                scaler: Any, classify: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward and backward over the global batch in ``accum`` micro-batches, then the update.
-    Returns the batch's summed loss and correct count, on the device, unsynchronised."""
+def _forward_backward(step_model: Any, model: torch.nn.Module, data: Data, idx: torch.Tensor, accum: int,
+                      device: torch.device, precision: str, loss_fn: Any, config: TrainConfig,
+                      scaler: Any, classify: bool, ddp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward over this rank's share of the global batch, in ``accum``
+    micro-batches (DDP synchronises the gradients on the last one only). Returns the summed
+    loss and correct count, on the device, unsynchronised."""
     loss_sum = torch.zeros((), device=device)
     n_correct = torch.zeros((), device=device)
     n = len(idx)
-    for part in idx.chunk(accum):
+    parts = idx.chunk(accum)
+    for i, part in enumerate(parts):
         x, y = data.train.batch(part)
         if x.device != device:  # pinned host memory lets the copy overlap the GPU's work
             if device.type == "cuda" and not x.is_sparse_csr:
                 x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, precision):
-            out = step_model(x)
-            loss = loss_fn(out, y)
-        weight = len(part) / n
-        total = loss * weight
-        reg = regularization(model, config.regularization)
-        if reg is not None:
-            total = total + reg * weight
-        if scaler is not None:
-            scaler.scale(total).backward()
-        else:
-            total.backward()
+        sync = contextlib.nullcontext() if not ddp or i == len(parts) - 1 else step_model.no_sync()
+        with sync:
+            with _autocast(device, precision):
+                out = step_model(x)
+                loss = loss_fn(out, y)
+            weight = len(part) / n
+            total = loss * weight
+            reg = regularization(model, config.regularization)
+            if reg is not None:
+                total = total + reg * weight
+            if scaler is not None:
+                scaler.scale(total).backward()
+            else:
+                total.backward()
         loss_sum += loss.detach().float() * len(part)
         if classify and data.shape.task == "classification":
             n_correct += correct(out.detach(), y)
-    if not torch.isfinite(loss_sum):  # leave the weights alone; the caller applies the NaN policy
-        return loss_sum, n_correct
+    return loss_sum, n_correct
+
+
+def _update(model: torch.nn.Module, opt: Any, scaler: Any, config: TrainConfig) -> None:
+    """Clip and apply the gradients (unscaling them first under fp16)."""
     if scaler is not None:
         scaler.unscale_(opt)
     if config.train.grad_clip:
@@ -302,29 +332,36 @@ def _train_step(step_model: Any, model: torch.nn.Module, data: Data, idx: torch.
         scaler.update()
     else:
         opt.step()
-    return loss_sum, n_correct
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: Data, device: torch.device, precision: str, loss_fn: Any,
-             batch_size: int, max_batches: int = 200) -> dict[str, float]:
+             batch_size: int, max_batches: int = 200, d: Dist | None = None) -> dict[str, float]:
+    """Loss (and accuracy / perplexity) over the validation split; with several workers each
+    evaluates every world-th batch and the sums are combined."""
     if len(data.val) == 0:
         return {}
+    d = d or Dist()
     model.eval()
-    total, n, right = torch.zeros((), device=device), 0, torch.zeros((), device=device)
+    total, right = torch.zeros((), device=device), torch.zeros((), device=device)
+    count = torch.zeros((), device=device)
     order = torch.arange(len(data.val), device=data.val.x.device if data.val.x is not None else "cpu")
     for b, part in enumerate(order.split(batch_size)):
         if b >= max_batches:
             break
+        if b % d.world != d.rank:
+            continue
         x, y = data.val.batch(part)
         x, y = x.to(device), y.to(device)
         with _autocast(device, precision):
             out = model(x)
             loss = loss_fn(out, y)
         total += loss.float() * len(part)
-        n += len(part)
+        count += len(part)
         if data.shape.task == "classification":
             right += correct(out, y)
+    d.sum_(total, right, count)
+    n = count.item()
     metrics = {"val/loss": total.item() / n}
     if data.shape.task == "classification":
         metrics["val/accuracy"] = right.item() / n
@@ -416,7 +453,7 @@ def _event(run: Any, message: str, level: str = "info") -> None:
 
 
 def _save(folder: Path, step: int, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
-          state: _LoopState, config: TrainConfig, run: Any, batches: Batches) -> None:
+          state: _LoopState, config: TrainConfig, run: Any) -> None:
     opt_tensors, opt_rest = ckpt.optimizer_to_flat(opt)
     tensors = dict(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -448,6 +485,34 @@ def _save(folder: Path, step: int, model: torch.nn.Module, opt: Any, sched: Any,
         for name, entry in manifest.items():
             if name.endswith(".safetensors"):
                 run.log_artifact(path / name, kind="checkpoint")
+
+
+def _save_all(d: Dist, folder: Path, step: int, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
+              state: _LoopState, config: TrainConfig, run: Any, acc: tuple[torch.Tensor, ...]) -> None:
+    """Rank 0 writes the checkpoint (DDP keeps every rank's state identical); the others wait.
+    The metric accumulators are saved as their sum over ranks."""
+    totals = tuple(t.detach().clone() for t in acc)
+    d.sum_(*totals)
+    if d.is_main:
+        state.acc = totals  # type: ignore[assignment]
+        _save(folder, step, model, opt, sched, scaler, state, config, run)
+    d.barrier()
+
+
+class _RankEvents:
+    """What ranks other than 0 see of the run: their events, labelled with their rank."""
+
+    def __init__(self, run: Any, rank: int) -> None:
+        self._run, self._rank = run, rank
+        self.id = getattr(run, "id", None)
+        self.dir = getattr(run, "dir", None)
+
+    def event(self, message: str, level: str = "info") -> None:
+        if self._run is not None:
+            self._run.event(f"[rank {self._rank}] {message}", level=level)
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 def _jsonable_rng(state: tuple[Any, ...]) -> list[Any]:

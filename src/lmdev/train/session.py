@@ -3,6 +3,7 @@ record the outcome (finished, killed by a signal, failed)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,14 @@ def train_session(
         resume_path, parent = resolve_resume(resume, cfg.name, home)
     run = track.init(name=cfg.name, config=cfg.model_dump(mode="json"), parent=parent, home=home,
                      telemetry=telemetry, tags=["lmdev-train"])
+    if resume_path is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0 and run.dir:
+        # torchrun restarted this worker (--max-restarts): carry on from the run's own checkpoint
+        from lmdev.train.checkpoint import list_checkpoints
+
+        own = Path(run.dir) / "checkpoints"
+        if list_checkpoints(own):
+            resume_path = own
+            run.event(f"worker restarted by the elastic launcher: resuming from {own}", level="warning")
     if announce:
         announce(f"run [cyan]{run.id}[/] ({cfg.name})" + (f", resuming {resume_path}" if resume_path else ""))
     try:

@@ -1,0 +1,146 @@
+"""Several workers, one result: torch.distributed glue for the training loop.
+
+Workers are started by torchrun's elastic launcher (``lmdev train --nproc N``), which sets
+RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT. Each rank takes its contiguous share
+of every global batch, DistributedDataParallel averages the gradients, and metrics are summed
+across ranks at log intervals only, so a run's numbers do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from lmdev.errors import LmdevError
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, idx: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous share of a global batch."""
+        if not self.enabled:
+            return idx
+        return idx.chunk(self.world)[self.rank]
+
+    def sum_(self, *tensors: torch.Tensor) -> None:
+        """Sum tensors across ranks, in place (one collective for all of them)."""
+        if not self.enabled:
+            return
+        flat = torch.stack([t.reshape(()) .float() for t in tensors])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        for t, v in zip(tensors, flat):
+            t.copy_(v.to(t.dtype))
+
+    def all_true(self, *flags: bool) -> list[bool]:
+        """Each flag AND-ed across ranks (every rank must agree to skip or to stop)."""
+        if not self.enabled:
+            return list(flags)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=self.device_for_collectives())
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return [bool(v) for v in t.tolist()]
+
+    def any_true(self, flag: bool) -> bool:
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device_for_collectives())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def device_for_collectives(self) -> torch.device:
+        return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def from_env(device_name: str, timeout_s: float = 300.0) -> Dist:
+    """Join the process group torchrun set up (a no-op for a single process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return Dist(rank=rank, world=world, local_rank=local, backend=backend)
+
+
+def check_same_config(d: Dist, config_json: str) -> None:
+    """Every rank must train the same config: compare a hash of it across ranks."""
+    if not d.enabled:
+        return
+    import hashlib
+
+    h = int(hashlib.sha256(config_json.encode()).hexdigest()[:12], 16)
+    t = torch.tensor([h, -h], dtype=torch.float64, device=d.device_for_collectives())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if t[0].item() != h or -t[1].item() != h:
+        raise LmdevError(f"rank {d.rank}: the workers were started with different configs",
+                         "give every node the same config file and --set options")
+
+
+def check_global_batch(batch_size: int, world: int, accum: int) -> None:
+    if batch_size % (world * accum):
+        raise LmdevError(
+            f"data.batch_size {batch_size} (the global batch) does not split evenly over "
+            f"{world} worker(s) x {accum} accumulation step(s)",
+            f"use a batch size divisible by {world * accum}")
+
+
+# --------------------------------------------------------------------------- the launcher
+
+
+def torchrun_command(config_args: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
+                     master_addr: str | None = None, master_port: int | None = None,
+                     rdzv_endpoint: str | None = None, max_restarts: int = 0,
+                     join_timeout: float = 300.0, python: str | None = None) -> list[str]:
+    """The torchrun command line that runs ``lmdev train`` on ``nproc`` workers of this node."""
+    cmd = [python or sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           f"--max-restarts={max_restarts}"]
+    if nnodes == 1 and not rdzv_endpoint and not master_addr:
+        cmd.append("--standalone")
+    elif rdzv_endpoint:
+        cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
+                f"--rdzv-conf=join_timeout={int(join_timeout)}"]
+    else:
+        cmd += [f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={master_addr or '127.0.0.1'}",
+                f"--master-port={master_port or 29500}", f"--rdzv-conf=timeout={int(join_timeout)}"]
+    return cmd + ["-m", "lmdev", "train", *config_args]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
