@@ -225,3 +225,61 @@ def test_different_configs_across_nodes_are_refused(tmp_path):
     outs = [p.communicate(timeout=240) for p in procs]
     assert all(p.returncode != 0 for p in procs)
     assert any("started with different configs" in err for _, err in outs)
+
+
+FSDP_GPT = {"model": {"type": "gpt", "n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 32},
+            "data": {"type": "synthetic", "batch_size": 16, "seq_len": 32, "n_examples": 4000},
+            "optimizer": {"type": "adamw", "lr": 0.003},
+            "train": {"max_steps": 40, "eval_every": 20, "log_every": 10},
+            "checkpoint": {"every": 20, "keep": 3}, "strategy": "fsdp"}
+
+
+def test_fsdp_matches_one_worker_and_reshards_to_one(tmp_path):
+    home = tmp_path / ".lmdev"
+    cfg = _config(tmp_path, **FSDP_GPT)
+    sharded = _summary(_lmdev(home, str(cfg), "--json", "--no-telemetry", "--nproc", "2"))
+    one = _summary(_lmdev(home, str(cfg), "--json", "--no-telemetry"))
+    for (_, x), (_, y) in zip(_losses(home, sharded["run_id"]), _losses(home, one["run_id"])):
+        assert abs(x - y) <= TOLERANCE * abs(y)
+    ckpt = Path(sharded["checkpoint_dir"])
+    if not ckpt.is_absolute():
+        ckpt = tmp_path / ckpt
+    last = ckpt / "step-00000040"
+    assert (last / "dcp" / ".metadata").is_file() and not (last / "model.safetensors").exists()
+    with Store(home) as store:
+        events = [e.message for e in store.events(store.get_run(sharded["run_id"]))]
+    assert any("2 workers (gloo, fsdp)" in m for m in events)
+
+    # the 2-worker sharded checkpoint continues on 1 worker exactly as 1 worker would have
+    resumed = _summary(_lmdev(home, str(cfg), "--json", "--no-telemetry", "--set", "train.max_steps=60",
+                              "--resume", sharded["run_id"]))
+    straight = _summary(_lmdev(home, str(cfg), "--json", "--no-telemetry", "--set", "train.max_steps=60"))
+    a, b = dict(_losses(home, resumed["run_id"])), dict(_losses(home, straight["run_id"]))
+    assert set(a) == {50, 60}
+    for step in (50, 60):
+        assert abs(a[step] - b[step]) <= TOLERANCE * b[step]
+
+    # and exports to one safetensors file that loads into the model
+    out = tmp_path / "weights.safetensors"
+    res = subprocess.run([sys.executable, "-m", "lmdev", "checkpoint", "export", str(last), str(out)],
+                         capture_output=True, text=True, env=_env(home), cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    from safetensors.torch import load_file
+
+    from lmdev.train.config import load_config
+    from lmdev.train.models import DataShape, build_model
+
+    model_cfg = load_config(str(cfg)).model.model_copy(update={"vocab_size": 256})
+    model = build_model(model_cfg, DataShape("tokens", (32,), 256, "language_modeling"))
+    model.load_state_dict(load_file(str(out)), strict=True)
+
+    verify = subprocess.run([sys.executable, "-m", "lmdev", "checkpoint", "verify", str(last)],
+                            capture_output=True, text=True, env=_env(home), cwd=tmp_path, timeout=60)
+    assert verify.returncode == 0 and "ok (sharded" in verify.stdout
+    shard = next((last / "dcp").glob("*.distcp"))
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    verify = subprocess.run([sys.executable, "-m", "lmdev", "checkpoint", "verify", str(last)],
+                            capture_output=True, text=True, env=_env(home), cwd=tmp_path, timeout=60)
+    assert verify.returncode == 1 and "does not match its sha256" in verify.stdout

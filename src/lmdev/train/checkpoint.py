@@ -99,23 +99,107 @@ def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dic
             unique[k] = v.cpu()
         save_file(unique, str(tmp / "model.safetensors"))
         _crash_point("after_weights", step)
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "optimizer.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
-        manifest = {}
-        for name in FILES:
-            _fsync_file(tmp / name)
-            manifest[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        _fsync_file(tmp / "manifest.json")
-        _crash_point("before_rename", step)
-        if final.exists():  # a checkpoint of the same step from an earlier attempt
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(folder)
+        return final, _seal(tmp, final, folder, tensors, state)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final, manifest
+
+
+def _seal(tmp: Path, final: Path, folder: Path, tensors: dict[str, torch.Tensor],
+          state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Write the small files, fsync everything, write the manifest, rename into place."""
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
+    manifest = {}
+    for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        _fsync_file(f)
+        manifest[f.relative_to(tmp).as_posix()] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
+    for sub in {f.parent for f in tmp.rglob("*") if f.is_file()}:
+        _fsync_dir(sub)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    _fsync_file(tmp / "manifest.json")
+    _crash_point("before_rename", int(state.get("step", -1)))
+    if final.exists():  # a checkpoint of the same step from an earlier attempt
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(folder)
+    return manifest
+
+
+def save_sharded(folder: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                 tensors: dict[str, torch.Tensor], state: dict[str, Any], is_main: bool,
+                 barrier: Any) -> Path:
+    """Every rank writes its shards with torch.distributed.checkpoint into ``dcp/``; rank 0 then
+    adds the small files and seals the folder as :func:`save` does. Loadable at any number of
+    workers, with or without FSDP; :func:`export_safetensors` makes one file of it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    final = folder / f"{PREFIX}{step:08d}"
+    tmp = folder / f".{final.name}.sharded.tmp"
+    if is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    barrier()
+    model_sd, optim_sd = get_state_dict(model, opt)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
+    barrier()
+    if is_main:
+        try:
+            _seal(tmp, final, folder, tensors, state)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    barrier()
+    return final
+
+
+def load_sharded_into(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Load a sharded checkpoint into ``model`` and ``opt``, whatever their sharding now."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    import warnings
+
+    model_sd, optim_sd = get_state_dict(model, opt)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path / "dcp"))
+    set_state_dict(model, opt, model_state_dict=model_sd, optim_state_dict=optim_sd)
+
+
+def export_safetensors(path: Path, out: Path) -> Path:
+    """One safetensors file of a checkpoint's weights (gathering a sharded one's shards)."""
+    from lmdev.fsutil import atomic_write_bytes
+
+    problem = verify(path)
+    if problem:
+        raise LmdevError(f"checkpoint {path} is corrupt: {problem}", "export an earlier checkpoint")
+    if (path / "model.safetensors").is_file():
+        weights = load_file(str(path / "model.safetensors"))
+    else:
+        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = _load_state_dict_from_keys(checkpoint_id=str(path / "dcp"))
+        weights = {k.removeprefix("model."): v for k, v in _flatten(loaded).items() if k.startswith("model.")}
+    from safetensors.torch import save
+
+    weights = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).contiguous() for k, v in weights.items()}
+    return atomic_write_bytes(out, save(weights))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -133,13 +217,24 @@ def verify(path: Path) -> str | None:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "manifest.json is missing or unreadable"
+    if "state.json" not in manifest:
+        return "state.json is missing"
+    if "model.safetensors" not in manifest and "dcp/.metadata" not in manifest:
+        return "model.safetensors is missing"
     for name in FILES:
-        entry = manifest.get(name)
-        if not entry or not (path / name).is_file():
+        if name != "model.safetensors" and name not in manifest:
             return f"{name} is missing"
-        if (path / name).stat().st_size != entry["bytes"] or _sha256(path / name) != entry["sha256"]:
+    for name, entry in manifest.items():
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != entry["bytes"] or _sha256(f) != entry["sha256"]:
             return f"{name} does not match its sha256"
     return None
+
+
+def is_sharded(path: Path) -> bool:
+    return (path / "dcp" / ".metadata").is_file()
 
 
 def load(path: Path) -> Checkpoint:
@@ -147,8 +242,8 @@ def load(path: Path) -> Checkpoint:
     if problem:
         raise LmdevError(f"checkpoint {path} is corrupt: {problem}", "resume from an earlier checkpoint")
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    return Checkpoint(path, int(state["step"]), load_file(str(path / "optimizer.safetensors")),
-                      load_file(str(path / "model.safetensors")), state)
+    weights = load_file(str(path / "model.safetensors")) if (path / "model.safetensors").is_file() else {}
+    return Checkpoint(path, int(state["step"]), load_file(str(path / "optimizer.safetensors")), weights, state)
 
 
 def load_latest(folder: Path, warn: Any = None) -> Checkpoint | None:

@@ -208,6 +208,11 @@ class CheckpointConfig(_Strict):
     keep_best: bool = True
 
 
+class FSDPConfig(_Strict):
+    cpu_offload: bool = Field(False, description="keep sharded parameters and optimizer state in host memory")
+    reshard_after_forward: bool = Field(True, description="free gathered parameters after forward (less memory)")
+
+
 class TrainConfig(_Strict):
     name: str = "run"
     seed: int = 0
@@ -221,6 +226,10 @@ class TrainConfig(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     device: str = "auto"
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="with several workers: ddp, fsdp, or auto (fsdp when the model's training "
+        "state does not fit one device)")
+    fsdp: FSDPConfig = Field(default_factory=FSDPConfig)
 
     @field_validator("model", mode="before")
     @classmethod

@@ -91,6 +91,41 @@ def from_env(device_name: str, timeout_s: float = 300.0) -> Dist:
     return Dist(rank=rank, world=world, local_rank=local, backend=backend)
 
 
+def choose_strategy(requested: str, d: Dist, n_params: int, device: torch.device) -> str:
+    """``single`` for one worker; else ddp or fsdp. ``auto`` takes fsdp when the model states of
+    Adam training (16 bytes per parameter: weights, gradients, two moments) need more than 70% of
+    one GPU, ddp otherwise."""
+    if not d.enabled:
+        return "single"
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        if 16 * n_params > 0.7 * total:
+            return "fsdp"
+    return "ddp"
+
+
+def shard_model(model: torch.nn.Module, precision: str, cpu_offload: bool, reshard: bool) -> torch.nn.Module:
+    """FSDP2: shard each transformer block (or each layer with parameters) and then the root, so
+    a block's parameters are gathered only while it runs."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+
+    kwargs: dict = {"reshard_after_forward": reshard}
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    if cpu_offload:
+        kwargs["offload_policy"] = CPUOffloadPolicy()
+    blocks = getattr(model, "blocks", None)
+    units = list(blocks) if blocks is not None else [
+        m for m in model.children() if any(True for _ in m.parameters(recurse=True))]
+    for unit in units:
+        fully_shard(unit, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
 def check_same_config(d: Dist, config_json: str) -> None:
     """Every rank must train the same config: compare a hash of it across ranks."""
     if not d.enabled:

@@ -27,7 +27,14 @@ from lmdev.errors import LmdevError
 from lmdev.train import checkpoint as ckpt
 from lmdev.train.config import TrainConfig
 from lmdev.train.data import Batches, Data, describe, load_data
-from lmdev.train.distributed import Dist, check_global_batch, check_same_config, from_env
+from lmdev.train.distributed import (
+    Dist,
+    check_global_batch,
+    check_same_config,
+    choose_strategy,
+    from_env,
+    shard_model,
+)
 from lmdev.train.losses import correct, make_loss, regularization
 from lmdev.train.models import build_model, count_parameters
 from lmdev.train.optim import make_optimizer, make_scheduler
@@ -141,14 +148,22 @@ def fit(
     flops_per_example = _flops_per_example(model, config, data, n_params)
     peak = _peak_flops(device, precision)
     loss_fn = make_loss(config.loss, data.shape.task)
+    strategy = choose_strategy(config.strategy, d, n_params, device)
+    if strategy == "fsdp":
+        if config.regularization.l1 or config.regularization.l2:
+            raise LmdevError("regularization.l1 / l2 are not supported with strategy fsdp",
+                             "use optimizer.weight_decay, or strategy ddp")
+        if scaler_needed(precision):
+            raise LmdevError("precision fp16 is not supported with strategy fsdp", "use bf16 or fp32")
+        shard_model(model, precision, config.fsdp.cpu_offload, config.fsdp.reshard_after_forward)
     opt = make_optimizer(model, config.optimizer, device)
     sched = make_scheduler(opt, config.schedule, tc.max_steps)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if scaler_needed(precision) else None
     batches = Batches(len(data.train), config.data.batch_size, config.seed)
     check_global_batch(config.data.batch_size, d.world, tc.grad_accum)
     accum = tc.grad_accum
     step_model: Any = model
-    if d.enabled:
+    if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         step_model = DDP(model, device_ids=[d.local_rank] if device.type == "cuda" else None)
@@ -158,14 +173,14 @@ def fit(
     folder = Path(checkpoint_dir) if checkpoint_dir else (Path(run.dir) / "checkpoints" if run is not None and getattr(run, "dir", None) else Path("checkpoints"))
     state = _LoopState()
     if resume is not None:
-        _restore(Path(resume), config, model, opt, sched, scaler, state, run)
+        _restore(Path(resume), config, model, opt, sched, scaler, state, run, d)
         if not d.is_main:  # the saved accumulators are the sum over ranks: rank 0 carries them
             state.acc_loss = state.acc_correct = state.acc_count = 0.0
     _check_shapes(model, data, device)
 
     if run is not None and d.is_main:
         run.log_config(config.model_dump(mode="json"))
-        workers = f" on {d.world} workers ({d.backend})" if d.enabled else ""
+        workers = f" on {d.world} workers ({d.backend}, {strategy})" if d.enabled else ""
         run.event(f"training on {device} in {precision}{workers}: {n_params:,} parameters; data: {describe(data)}")
     if not d.is_main:
         run = _RankEvents(run, d.rank)  # other ranks record events (labelled), never metrics
@@ -190,7 +205,7 @@ def fit(
             idx = d.shard(batches.indices(step))
             try:
                 loss_sum, n_correct = _forward_backward(step_model, model, data, idx, accum, device, precision,
-                                                        loss_fn, config, scaler, classify, d.enabled)
+                                                        loss_fn, config, scaler, classify, strategy)
             except torch.cuda.OutOfMemoryError:
                 opt.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
@@ -226,7 +241,7 @@ def fit(
                     raise NaNStop(f"loss is not finite at step {step} and there is no checkpoint to roll back to",
                                   "lower the learning rate, or checkpoint more often")
                 _event(run, f"non-finite loss at step {step}: rolled back to {latest.path.name}", "warning")
-                _apply_checkpoint(latest, model, opt, sched, scaler, state)
+                _apply_checkpoint(latest, model, opt, sched, scaler, state, d)
                 state.nan_skips = 0
                 step = state.step
                 acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
@@ -259,18 +274,21 @@ def fit(
                 acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
                 last_log_time, last_log_step = now, step
             if step % tc.eval_every == 0 or step == tc.max_steps:
-                val_metrics = evaluate(model, data, device, precision, loss_fn, config.data.batch_size, d=d)
+                # FSDP ranks must run the same forwards (they gather parameters together), so each
+                # evaluates everything; DDP ranks share the batches out.
+                val_metrics = evaluate(model, data, device, precision, loss_fn, config.data.batch_size,
+                                       d=d if strategy == "ddp" else None)
                 if run is not None and val_metrics and d.is_main:
                     run.log(val_metrics, step=step)
                 model.train()
                 if val_metrics and (state.best is None or val_metrics["val/loss"] < state.best):
                     state.best, state.best_step = val_metrics["val/loss"], step
             if step % config.checkpoint.every == 0 or step == tc.max_steps:
-                _save_all(d, folder, step, model, opt, sched, scaler, state, config, run, (acc_loss, acc_correct, acc_count))
+                _save_all(d, strategy, folder, step, model, opt, sched, scaler, state, config, run, (acc_loss, acc_correct, acc_count))
             if on_progress:
                 on_progress(Progress(step, tc.max_steps, {**last_metrics, **val_metrics}))
         if status == "killed":
-            _save_all(d, folder, state.step, model, opt, sched, scaler, state, config, run, (acc_loss, acc_correct, acc_count))
+            _save_all(d, strategy, folder, state.step, model, opt, sched, scaler, state, config, run, (acc_loss, acc_correct, acc_count))
             why = f"signal {stop_signal[0]}" if stop_signal else "a signal to another worker"
             _event(run, f"stopped by {why}: checkpoint saved at step {state.step}", "warning")
     finally:
@@ -287,7 +305,7 @@ def fit(
 
 def _forward_backward(step_model: Any, model: torch.nn.Module, data: Data, idx: torch.Tensor, accum: int,
                       device: torch.device, precision: str, loss_fn: Any, config: TrainConfig,
-                      scaler: Any, classify: bool, ddp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                      scaler: Any, classify: bool, strategy: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward over this rank's share of the global batch, in ``accum``
     micro-batches (DDP synchronises the gradients on the last one only). Returns the summed
     loss and correct count, on the device, unsynchronised."""
@@ -301,7 +319,10 @@ def _forward_backward(step_model: Any, model: torch.nn.Module, data: Data, idx: 
             if device.type == "cuda" and not x.is_sparse_csr:
                 x, y = x.pin_memory(), y.pin_memory()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        sync = contextlib.nullcontext() if not ddp or i == len(parts) - 1 else step_model.no_sync()
+        last = i == len(parts) - 1
+        if strategy == "fsdp":  # reduce-scatter the gradients on the last micro-batch only
+            model.set_requires_gradient_sync(last)
+        sync = step_model.no_sync() if strategy == "ddp" and not last else contextlib.nullcontext()
         with sync:
             with _autocast(device, precision):
                 out = step_model(x)
@@ -452,17 +473,22 @@ def _event(run: Any, message: str, level: str = "info") -> None:
         run.event(message, level=level)
 
 
-def _save(folder: Path, step: int, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
-          state: _LoopState, config: TrainConfig, run: Any) -> None:
-    opt_tensors, opt_rest = ckpt.optimizer_to_flat(opt)
-    tensors = dict(opt_tensors)
+def _state_payload(opt: Any, sched: Any, scaler: Any, state: _LoopState, config: TrainConfig,
+                   step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Everything but the weights: tensors for optimizer.safetensors, the rest for state.json.
+    ``opt`` None: the optimizer is saved elsewhere (sharded)."""
+    tensors: dict[str, torch.Tensor] = {}
+    opt_rest = None
+    if opt is not None:
+        opt_tensors, opt_rest = ckpt.optimizer_to_flat(opt)
+        tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    acc = state.acc
-    if acc is not None:
-        tensors["acc.loss"], tensors["acc.correct"], tensors["acc.count"] = (t.detach().float().reshape(1) for t in acc)
+    if state.acc is not None:
+        tensors["acc.loss"], tensors["acc.correct"], tensors["acc.count"] = (
+            t.detach().float().reshape(1) for t in state.acc)
     np_state = np.random.get_state()
     payload = {
         "step": step,
@@ -477,24 +503,43 @@ def _save(folder: Path, step: int, model: torch.nn.Module, opt: Any, sched: Any,
         "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         "config": config.model_dump(mode="json"),
     }
-    path, manifest = ckpt.save(folder, step, model.state_dict(), tensors, payload)
+    return tensors, payload
+
+
+def _save(folder: Path, step: int, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
+          state: _LoopState, config: TrainConfig, run: Any) -> None:
+    tensors, payload = _state_payload(opt, sched, scaler, state, config, step)
+    path, _ = ckpt.save(folder, step, model.state_dict(), tensors, payload)
+    _after_save(folder, path, state, config, run, step)
+
+
+def _after_save(folder: Path, path: Path, state: _LoopState, config: TrainConfig, run: Any, step: int) -> None:
+    """Prune old checkpoints (keeping the best) and record the new one's files as artifacts."""
     protect = folder / f"{ckpt.PREFIX}{state.best_step:08d}" if (config.checkpoint.keep_best and state.best_step) else None
     ckpt.prune(folder, config.checkpoint.keep, protect)
     if run is not None:
         run.event(f"checkpoint saved at step {step}", level="info")
-        for name, entry in manifest.items():
-            if name.endswith(".safetensors"):
-                run.log_artifact(path / name, kind="checkpoint")
+        for f in sorted(path.glob("*.safetensors")):
+            run.log_artifact(f, kind="checkpoint")
+        if ckpt.is_sharded(path):
+            run.log_artifact(path / "manifest.json", kind="checkpoint")
 
 
-def _save_all(d: Dist, folder: Path, step: int, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
-              state: _LoopState, config: TrainConfig, run: Any, acc: tuple[torch.Tensor, ...]) -> None:
-    """Rank 0 writes the checkpoint (DDP keeps every rank's state identical); the others wait.
-    The metric accumulators are saved as their sum over ranks."""
+def _save_all(d: Dist, strategy: str, folder: Path, step: int, model: torch.nn.Module, opt: Any, sched: Any,
+              scaler: Any, state: _LoopState, config: TrainConfig, run: Any, acc: tuple[torch.Tensor, ...]) -> None:
+    """Rank 0 writes the checkpoint (DDP keeps every rank's state identical) while the others
+    wait; under FSDP every rank writes its shards. Metric accumulators are saved as their sum
+    over ranks."""
     totals = tuple(t.detach().clone() for t in acc)
     d.sum_(*totals)
+    state.acc = totals  # type: ignore[assignment]
+    if strategy == "fsdp":
+        tensors, payload = _state_payload(None, sched, scaler, state, config, step)
+        path = ckpt.save_sharded(folder, step, model, opt, tensors, payload, d.is_main, d.barrier)
+        if d.is_main:
+            _after_save(folder, path, state, config, run, step)
+        return
     if d.is_main:
-        state.acc = totals  # type: ignore[assignment]
         _save(folder, step, model, opt, sched, scaler, state, config, run)
     d.barrier()
 
@@ -521,7 +566,7 @@ def _jsonable_rng(state: tuple[Any, ...]) -> list[Any]:
 
 
 def _restore(path: Path, config: TrainConfig, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
-             state: _LoopState, run: Any) -> None:
+             state: _LoopState, run: Any, d: Dist) -> None:
     if not path.exists():
         raise LmdevError(f"nothing to resume at {path}", "give a run id, a run's checkpoints folder or a checkpoint")
     warn = (lambda m: _event(run, m, "warning")) if run is not None else None
@@ -539,17 +584,23 @@ def _restore(path: Path, config: TrainConfig, model: torch.nn.Module, opt: Any, 
                          for k in sorted(set(old_model) | set(new_model)) if old_model.get(k) != new_model.get(k))
         raise LmdevError(f"cannot resume {found.path}: the model config changed ({diff})",
                          "resume with the original model settings, or start a new run")
-    _apply_checkpoint(found, model, opt, sched, scaler, state)
-    if run is not None:
+    _apply_checkpoint(found, model, opt, sched, scaler, state, d)
+    if run is not None and d.is_main:
         run.event(f"resumed from {found.path} at step {found.step}")
 
 
 def _apply_checkpoint(found: ckpt.Checkpoint, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
-                      state: _LoopState) -> None:
-    device = next(model.parameters()).device
-    model.load_state_dict({k: v.to(device) for k, v in found.weights.items()})
-    ckpt.optimizer_from_flat(opt, {k: v.to(device) if not k.endswith(".step") else v
-                                   for k, v in found.tensors.items()}, found.state["optimizer"])
+                      state: _LoopState, d: Dist | None = None) -> None:
+    if ckpt.is_sharded(found.path):  # torch.distributed.checkpoint reshards to this world size
+        ckpt.load_sharded_into(found.path, model, opt)
+    elif _is_fsdp(model):
+        raise LmdevError(f"{found.path} was saved without FSDP and cannot be loaded into a sharded model",
+                         "resume it with strategy: ddp (or on one worker)")
+    else:
+        device = next(model.parameters()).device
+        model.load_state_dict({k: v.to(device) for k, v in found.weights.items()})
+        ckpt.optimizer_from_flat(opt, {k: v.to(device) if not k.endswith(".step") else v
+                                       for k, v in found.tensors.items()}, found.state["optimizer"])
     sched_state = dict(found.state["scheduler"])
     sched_state.pop("lr_lambdas", None)
     sched.load_state_dict({**sched.state_dict(), **sched_state, "lr_lambdas": [None]})
@@ -570,6 +621,14 @@ def _apply_checkpoint(found: ckpt.Checkpoint, model: torch.nn.Module, opt: Any, 
         state.acc_loss = float(found.tensors["acc.loss"][0])
         state.acc_correct = float(found.tensors["acc.correct"][0])
         state.acc_count = float(found.tensors["acc.count"][0])
+
+
+def _is_fsdp(model: torch.nn.Module) -> bool:
+    return hasattr(model, "set_requires_gradient_sync")
+
+
+def scaler_needed(precision: str) -> bool:
+    return precision == "fp16"
 
 
 def _install_signals(flag: list[int]) -> dict[int, Any]:

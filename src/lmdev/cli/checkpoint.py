@@ -1,0 +1,42 @@
+"""``lmdev checkpoint``: check and export training checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+HELP = "verify a training checkpoint, or export its weights to one safetensors file"
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("checkpoint", help=HELP, description=HELP + ". A checkpoint is a "
+                       "step-NNNNNNNN folder under .lmdev/runs/<run>/checkpoints/.")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+    v = verbs.add_parser("verify", help="check every file against the checkpoint's manifest (exit 1 if not)")
+    v.add_argument("path", metavar="CHECKPOINT")
+    e = verbs.add_parser("export", help="write the weights (gathered from shards if sharded) as one safetensors file")
+    e.add_argument("path", metavar="CHECKPOINT")
+    e.add_argument("out", metavar="OUT.safetensors")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from lmdev.errors import LmdevError
+    from lmdev.train import checkpoint as ckpt
+
+    path = Path(args.path)
+    if not (path / "manifest.json").exists() and not (path / "state.json").exists():
+        raise LmdevError(f"{path} is not a checkpoint folder (no manifest.json)",
+                         "give a step-NNNNNNNN folder under .lmdev/runs/<run>/checkpoints/")
+    if args.verb == "verify":
+        problem = ckpt.verify(path)
+        if problem:
+            print(f"{path}: CORRUPT — {problem}")
+            return 1
+        kind = "sharded (torch.distributed.checkpoint)" if ckpt.is_sharded(path) else "safetensors"
+        print(f"{path}: ok ({kind}; every file matches its sha256)")
+        return 0
+    out = ckpt.export_safetensors(path, Path(args.out))
+    print(f"wrote {out}")
+    return 0
