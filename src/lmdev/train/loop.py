@@ -291,6 +291,10 @@ def fit(
             _save_all(d, strategy, folder, state.step, model, opt, sched, scaler, state, config, run, (acc_loss, acc_correct, acc_count))
             why = f"signal {stop_signal[0]}" if stop_signal else "a signal to another worker"
             _event(run, f"stopped by {why}: checkpoint saved at step {state.step}", "warning")
+    except BaseException as exc:
+        if not isinstance(exc, LmdevError):  # say which rank failed where, then let it propagate
+            _event(run, f"failed at step {state.step}: {type(exc).__name__}: {exc}".splitlines()[0][:500], "error")
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
