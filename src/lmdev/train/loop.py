@@ -14,6 +14,7 @@ import math
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -140,6 +141,9 @@ def fit(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
+    for folder_on_path in (str(Path(base_dir).resolve()) if base_dir else None, os.getcwd()):
+        if folder_on_path and folder_on_path not in sys.path:  # for python:module:... in the config
+            sys.path.insert(0, folder_on_path)
     data = load_data(config.data, config.seed, Path(base_dir) if base_dir else None)
     if device.type != "cpu":
         _place_tables(data, device)
@@ -432,6 +436,18 @@ def _peak_flops(device: torch.device, precision: str) -> float | None:
     return gpu.peak({"fp32": "tf32", "bf16": "bf16", "fp16": "fp16"}[precision])
 
 
+def _expected_input(model: torch.nn.Module) -> str:
+    """What the model's first layer takes, in words: "the model's first layer is Linear(10 -> 32)"."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear):
+            return f"the model's first layer is Linear({m.in_features} -> {m.out_features}), expecting {m.in_features} features"
+        if isinstance(m, torch.nn.Conv2d):
+            return f"the model's first layer is Conv2d with {m.in_channels} input channel(s)"
+        if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+            return f"the model's first layer is an embedding of {m.num_embeddings} entries"
+    return "the model's input"
+
+
 def _check_shapes(model: Any, data: Data, device: torch.device) -> None:
     """Run the first batch once (no gradient) so a mismatch is caught with both shapes named."""
     x, y = data.train.batch(torch.arange(min(2, len(data.train))))
@@ -444,8 +460,9 @@ def _check_shapes(model: Any, data: Data, device: torch.device) -> None:
         raise
     except (RuntimeError, ValueError, IndexError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LmdevError(f"the model does not accept the data: input batch of shape {tuple(x.shape)} "
-                         f"({first})", "make the model's input size match the data's features") from None
+        raise LmdevError(f"the model does not accept the data: {_expected_input(model)}, but the data's "
+                         f"batches have shape {tuple(x.shape)} ({first})",
+                         "make the model's input size match the data's features") from None
     finally:
         model.train(was_training)
     if data.shape.task == "classification" and out.shape[-1] < data.shape.n_outputs:
