@@ -18,3 +18,8 @@ class LmdevError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class LmdevWarning(UserWarning):
+    """Something the user should know that does not stop the command (a corrupt checkpoint
+    skipped, a run that cannot be recorded). The CLI prints it as ``lmdev: warning: ...``."""

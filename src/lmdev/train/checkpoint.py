@@ -237,8 +237,10 @@ def is_sharded(path: Path) -> bool:
     return (path / "dcp" / ".metadata").is_file()
 
 
-def load(path: Path) -> Checkpoint:
-    problem = verify(path)
+def load(path: Path, *, check: bool = True) -> Checkpoint:
+    """Read a checkpoint; ``check=False`` when the caller has just verified it (hashing a large
+    checkpoint twice doubles the reading)."""
+    problem = verify(path) if check else None
     if problem:
         raise LmdevError(f"checkpoint {path} is corrupt: {problem}", "resume from an earlier checkpoint")
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
@@ -246,12 +248,16 @@ def load(path: Path) -> Checkpoint:
     return Checkpoint(path, int(state["step"]), load_file(str(path / "optimizer.safetensors")), weights, state)
 
 
-def load_latest(folder: Path, warn: Any = None) -> Checkpoint | None:
-    """The newest checkpoint that verifies; a corrupt newer one is skipped with a warning."""
+def load_latest(folder: Path, warn: Any = None, before: int | None = None) -> Checkpoint | None:
+    """The newest checkpoint that verifies; a corrupt newer one is skipped with a warning.
+    With ``before``, only checkpoints of earlier steps are considered (the fallback for a
+    corrupt checkpoint that was asked for by name)."""
     for path in reversed(list_checkpoints(folder)):
+        if before is not None and int(path.name[len(PREFIX):]) >= before:
+            continue
         problem = verify(path)
         if problem is None:
-            return load(path)
+            return load(path, check=False)
         if warn:
             warn(f"checkpoint {path.name} is corrupt ({problem}); using the one before it")
     return None

@@ -28,16 +28,19 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------- model
 
 
+Width = Annotated[int, Field(gt=0)]
+
+
 class MLPConfig(_Strict):
     type: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [128, 64])
+    hidden: list[Width] = Field(default_factory=lambda: [128, 64])
     activation: Literal["relu", "gelu", "tanh", "silu", "sigmoid"] = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class CNNConfig(_Strict):
     type: Literal["cnn"] = "cnn"
-    channels: list[int] = Field(default_factory=lambda: [32, 64])
+    channels: list[Width] = Field(default_factory=lambda: [32, 64])
     kernel_size: int = Field(3, ge=1)
     hidden: int = Field(128, ge=1)
     activation: Literal["relu", "gelu", "tanh", "silu"] = "relu"
@@ -64,14 +67,27 @@ class GPTConfig(_Strict):
 
     @model_validator(mode="after")
     def _heads(self) -> GPTConfig:
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        kv = self.n_kv_head or self.n_head
-        if self.n_head % kv:
-            raise ValueError(f"n_head ({self.n_head}) must be divisible by n_kv_head ({kv})")
-        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError("rope needs an even head size (n_embd / n_head)")
+        problems = gpt_cross_field_errors(self.model_dump())
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+
+def gpt_cross_field_errors(m: dict[str, Any]) -> list[str]:
+    """The GPT checks that involve several fields (run on the raw values too, so that they are
+    reported alongside single-field errors instead of on the next attempt)."""
+    out = []
+    embd, head, kv = m.get("n_embd", 128), m.get("n_head", 4), m.get("n_kv_head")
+    if not all(isinstance(v, int) and v > 0 for v in (embd, head)):
+        return out
+    if embd % head:
+        out.append(f"n_embd ({embd}) must be divisible by n_head ({head})")
+    elif m.get("position", "rope") == "rope" and (embd // head) % 2:
+        out.append("rope needs an even head size (n_embd / n_head)")
+    kv = kv if isinstance(kv, int) and kv > 0 else head
+    if head % kv:
+        out.append(f"n_head ({head}) must be divisible by n_kv_head ({kv})")
+    return out
 
 
 class PythonModelConfig(_Strict):
@@ -200,6 +216,7 @@ class TrainLoopConfig(_Strict):
     compile: bool = False
     nan_policy: Literal["skip", "rollback", "stop"] = "skip"
     max_nan_skips: int = Field(3, ge=0, description="skipped steps before a rollback")
+    max_rollbacks: int = Field(3, ge=0, description="rollbacks before the run stops")
 
 
 class CheckpointConfig(_Strict):
@@ -235,6 +252,11 @@ class TrainConfig(_Strict):
     @classmethod
     def _model_type(cls, v: Any) -> Any:
         return {"type": v} if isinstance(v, str) else v
+
+    @field_validator("name", "device", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
     @field_validator("loss", mode="before")
     @classmethod
@@ -317,8 +339,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
     except Exception as exc:  # yaml, toml and json each have their own error type
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LmdevError(f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {first}",
-                         "fix the syntax at the position shown") from None
+        mark = getattr(exc, "problem_mark", None)  # PyYAML: where it went wrong
+        if mark is not None:
+            first = f"line {mark.line + 1}, column {mark.column + 1}: {getattr(exc, 'problem', None) or first}"
+        kind = {"toml": "TOML", "json": "JSON"}.get(path.suffix.lstrip("."), "YAML")
+        raise LmdevError(f"{path} is not valid {kind}: {first}", "fix the syntax at the position shown") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -338,7 +363,15 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, label)) from None
+        message = format_errors(exc, label)
+        model = data.get("model")
+        if isinstance(model, dict) and model.get("type") == "gpt":
+            extra = [e for e in gpt_cross_field_errors(model) if e not in message]
+            if extra:
+                lines = message.split("\n")
+                lines += [f"  model: {e}" for e in extra]
+                message = f"{label}: {len(lines) - 1} error(s) in the config\n" + "\n".join(lines[1:])
+        raise ConfigError(message) from None
 
 
 class ConfigError(LmdevError):

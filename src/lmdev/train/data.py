@@ -87,7 +87,7 @@ class Batches:
     def indices(self, k: int) -> torch.Tensor:
         epoch, b = divmod(k, self.per_epoch)
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % (2**63 - 1))
             self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
         return self._perm[b * self.batch_size: (b + 1) * self.batch_size]
 
@@ -305,6 +305,8 @@ def _token_data(tokens: np.ndarray, vocab: int, cfg: DataConfig, digest: str) ->
 
 def _tokens_from_text(path: Path, cfg: DataConfig, cache_dir: Path | None) -> tuple[np.ndarray, int, str]:
     digest = _file_digest(path)
+    if path.stat().st_size == 0:
+        raise LmdevError(f"{path} is empty", "give a text file with some text in it")
     if cfg.tokenizer == "byte":
         # The file itself is the token array: memory-mapped, so corpora larger than RAM work.
         return np.memmap(path, dtype=np.uint8, mode="r"), 256, digest

@@ -108,7 +108,7 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed % (2**63 - 1))
 
 
 # --------------------------------------------------------------------------- fit
@@ -206,56 +206,64 @@ def fit(
     try:
         step = state.step
         while step < tc.max_steps:
-            idx = d.shard(batches.indices(step))
-            try:
-                loss_sum, n_correct = _forward_backward(step_model, model, data, idx, accum, device, precision,
-                                                        loss_fn, config, scaler, classify, strategy)
-            except torch.cuda.OutOfMemoryError:
-                opt.zero_grad(set_to_none=True)
-                torch.cuda.empty_cache()
-                if d.enabled or config.data.batch_size // accum <= 1:
-                    raise LmdevError("CUDA out of memory even with a micro-batch of 1",
-                                     "use a smaller model, bf16, or activation checkpointing") from None
-                accum *= 2
-                _event(run, f"CUDA out of memory: micro-batch halved to {config.data.batch_size // accum}, "
-                            f"gradient accumulation doubled to {accum} (global batch unchanged)", "warning")
-                continue
-            # One scalar read per step (free on the CPU); with several workers, every rank must
-            # agree to step, to skip or to stop, else they would drift apart or hang.
-            finite, go_on = d.all_true(bool(torch.isfinite(loss_sum)), not stop_signal)
-            if not go_on:
-                opt.zero_grad(set_to_none=True)
+            # A signal to any worker stops them all, before this step draws a batch or a random
+            # number: the checkpoint then holds exactly the state of an uninterrupted run.
+            if d.any_true(bool(stop_signal)):
                 status = "killed"
                 break
-            if not finite:
-                opt.zero_grad(set_to_none=True)
-                state.nan_skips += 1
-                policy = tc.nan_policy
-                if policy == "stop":
-                    raise NaNStop(f"loss is not finite at step {step}", "lower the learning rate or use nan_policy: skip")
-                if policy == "skip" and state.nan_skips <= tc.max_nan_skips:
-                    _event(run, f"non-finite loss at step {step}: step skipped ({state.nan_skips}/{tc.max_nan_skips})", "warning")
-                    step += 1
-                    state.step = step
-                    sched.step()
+            idx = d.shard(batches.indices(step))
+            finite: bool | None = None  # None: the step's batch is skipped without being run
+            if step in state.poisoned:
+                _event(run, f"step {step}: skipping the batch that made the loss non-finite before the rollback",
+                       "warning")
+            else:
+                try:
+                    loss_sum, n_correct = _forward_backward(step_model, model, data, idx, accum, device, precision,
+                                                            loss_fn, config, scaler, classify, strategy)
+                except torch.cuda.OutOfMemoryError:
+                    opt.zero_grad(set_to_none=True)
+                    torch.cuda.empty_cache()
+                    if d.enabled or config.data.batch_size // accum <= 1:
+                        raise LmdevError("CUDA out of memory even with a micro-batch of 1",
+                                         "use a smaller model, bf16, or activation checkpointing") from None
+                    accum *= 2
+                    _event(run, f"CUDA out of memory: micro-batch halved to {config.data.batch_size // accum}, "
+                                f"gradient accumulation doubled to {accum} (global batch unchanged)", "warning")
                     continue
-                d.barrier()
-                latest = ckpt.load_latest(folder, warn=lambda m: _event(run, m, "warning"))
-                if latest is None:
-                    raise NaNStop(f"loss is not finite at step {step} and there is no checkpoint to roll back to",
-                                  "lower the learning rate, or checkpoint more often")
-                _event(run, f"non-finite loss at step {step}: rolled back to {latest.path.name}", "warning")
-                _apply_checkpoint(latest, model, opt, sched, scaler, state, d)
-                state.nan_skips = 0
-                step = state.step
-                acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
-                continue
-            _update(model, opt, scaler, config)
+                # One scalar read per step (free on the CPU); with several workers every rank
+                # must agree to step or to skip, else they would drift apart or hang.
+                finite = d.all_true(bool(torch.isfinite(loss_sum)))[0]
+            if finite:
+                _update(model, opt, scaler, config)
+                acc_loss += loss_sum.detach()
+                acc_correct += n_correct
+                acc_count += len(idx)
             opt.zero_grad(set_to_none=True)
+            if finite is False:
+                state.nan_skips += 1
+                if tc.nan_policy == "stop":
+                    raise NaNStop(f"loss is not finite at step {step}", "lower the learning rate or use nan_policy: skip")
+                if tc.nan_policy == "skip" and state.nan_skips <= tc.max_nan_skips:
+                    _event(run, f"non-finite loss at step {step}: step skipped ({state.nan_skips}/{tc.max_nan_skips})",
+                           "warning")
+                else:
+                    if state.rollbacks >= tc.max_rollbacks:
+                        raise NaNStop(f"loss is not finite at step {step} after {state.rollbacks} rollback(s)",
+                                      "lower the learning rate, clip gradients (train.grad_clip) or check the data")
+                    d.barrier()
+                    latest = ckpt.load_latest(folder, warn=lambda m: _warn(run, m))
+                    if latest is None:
+                        raise NaNStop(f"loss is not finite at step {step} and there is no checkpoint to roll back to",
+                                      "lower the learning rate, or checkpoint more often")
+                    _event(run, f"non-finite loss at step {step}: rolled back to {latest.path.name}", "warning")
+                    poisoned, rollbacks = state.poisoned | {step}, state.rollbacks + 1
+                    _apply_checkpoint(latest, model, opt, sched, scaler, state, d)
+                    # the replay is exact, so skip the offending batch when it comes round again
+                    state.poisoned, state.rollbacks, state.nan_skips = poisoned, rollbacks, 0
+                    step = state.step
+                    acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
+                    continue
             sched.step()
-            acc_loss += loss_sum.detach()
-            acc_correct += n_correct
-            acc_count += len(idx)
             step += 1
             state.step = step
 
@@ -263,9 +271,11 @@ def fit(
                 now = time.perf_counter()
                 d.sum_(acc_loss, acc_correct, acc_count)  # global-batch values, as one worker logs
                 n = acc_count.item()
-                last_metrics = {"train/loss": acc_loss.item() / max(n, 1), "train/lr": sched.get_last_lr()[0]}
-                if data.shape.task == "classification":
-                    last_metrics["train/accuracy"] = acc_correct.item() / max(n, 1)
+                last_metrics = {"train/lr": sched.get_last_lr()[0]}
+                if n:  # an interval whose every step was skipped has no loss to report
+                    last_metrics["train/loss"] = acc_loss.item() / n
+                if data.shape.task == "classification" and n:
+                    last_metrics["train/accuracy"] = acc_correct.item() / n
                 dt = max(now - last_log_time, 1e-9)
                 last_metrics["train/samples_per_s"] = n / dt
                 last_metrics["train/steps_per_s"] = (step - last_log_step) / dt
@@ -487,11 +497,23 @@ class _LoopState:
     acc_correct: float = 0.0
     acc_count: float = 0.0
     acc: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    poisoned: set[int] = field(default_factory=set)  # steps whose batch is skipped after a rollback
+    rollbacks: int = 0
 
 
 def _event(run: Any, message: str, level: str = "info") -> None:
     if run is not None:
         run.event(message, level=level)
+
+
+def _warn(run: Any, message: str) -> None:
+    """Something the user must see (a corrupt checkpoint skipped): a run event and a warning."""
+    import warnings
+
+    from lmdev.errors import LmdevWarning
+
+    _event(run, message, "warning")
+    warnings.warn(message, LmdevWarning, stacklevel=2)
 
 
 def _state_payload(opt: Any, sched: Any, scaler: Any, state: _LoopState, config: TrainConfig,
@@ -515,6 +537,8 @@ def _state_payload(opt: Any, sched: Any, scaler: Any, state: _LoopState, config:
         "step": step,
         "data_position": step,  # global batches drawn: the order is a function of (seed, position)
         "nan_skips": state.nan_skips,
+        "skip_steps": sorted(state.poisoned),
+        "rollbacks": state.rollbacks,
         "best": state.best,
         "best_step": state.best_step,
         "optimizer": opt_rest,
@@ -590,10 +614,24 @@ def _restore(path: Path, config: TrainConfig, model: torch.nn.Module, opt: Any, 
              state: _LoopState, run: Any, d: Dist) -> None:
     if not path.exists():
         raise LmdevError(f"nothing to resume at {path}", "give a run id, a run's checkpoints folder or a checkpoint")
-    warn = (lambda m: _event(run, m, "warning")) if run is not None else None
-    if (path / "manifest.json").exists():
+    def warn(message: str) -> None:
+        if d.is_main:
+            _warn(run, message)
+
+    if (path / "manifest.json").exists():  # one checkpoint: it, or the newest valid one before it
         problem = ckpt.verify(path)
-        found = ckpt.load(path) if problem is None else ckpt.load_latest(path.parent, warn)
+        found = ckpt.load(path, check=False) if problem is None else None
+        if problem is not None:
+            warn(f"checkpoint {path.name} is corrupt ({problem}); using the one before it")
+            step = int(path.name[len(ckpt.PREFIX):]) if path.name[len(ckpt.PREFIX):].isdigit() else None
+            for earlier in reversed(ckpt.list_checkpoints(path.parent)):
+                if step is not None and int(earlier.name[len(ckpt.PREFIX):]) >= step:
+                    continue
+                trouble = ckpt.verify(earlier)
+                if trouble is None:
+                    found = ckpt.load(earlier, check=False)
+                    break
+                warn(f"checkpoint {earlier.name} is corrupt ({trouble}); using the one before it")
     else:
         found = ckpt.load_latest(path, warn)
     if found is None:
@@ -637,6 +675,8 @@ def _apply_checkpoint(found: ckpt.Checkpoint, model: torch.nn.Module, opt: Any, 
     np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), *npst[2:]))
     state.step = found.step
     state.nan_skips = found.state.get("nan_skips", 0)
+    state.poisoned = set(found.state.get("skip_steps", []))
+    state.rollbacks = found.state.get("rollbacks", 0)
     state.best, state.best_step = found.state.get("best"), found.state.get("best_step")
     if "acc.loss" in found.tensors:
         state.acc_loss = float(found.tensors["acc.loss"][0])
