@@ -1,0 +1,47 @@
+"""A Hugging Face ``TrainerCallback`` that records a ``transformers.Trainer`` into a run.
+
+    trainer = Trainer(..., callbacks=[LmdevTrainerCallback()])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import TrainerCallback
+
+from lmdev.integrations._common import ensure_run, numeric
+from lmdev.track.run import Run
+
+
+class LmdevTrainerCallback(TrainerCallback):  # type: ignore[misc]
+    """Record the Trainer's logs (loss, learning rate, eval metrics) at its global step."""
+
+    def __init__(self, run: Run | None = None, **init_kwargs: Any) -> None:
+        self._given = run
+        self._init_kwargs = init_kwargs
+        self.run: Run | None = None
+        self._created = False
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        self.run, self._created = ensure_run(self._given, **self._init_kwargs)
+        config: dict[str, Any] = {"framework": "transformers"}
+        try:
+            config.update({k: v for k, v in args.to_dict().items()
+                           if isinstance(v, (int, float, str, bool)) or v is None})
+        except Exception:
+            pass
+        self.run.log_config(config)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if self.run is not None and state.is_world_process_zero:
+            self.run.log(numeric(logs), step=state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.run is None:
+            return
+        if self._created:
+            self.run.finish()
+        else:
+            self.run.flush()

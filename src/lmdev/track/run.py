@@ -1,0 +1,473 @@
+"""A run being recorded: the caller appends to in-memory buffers; a writer thread batches them
+into the store.
+
+The training thread's cost of ``run.log`` is a type check per value, a dict copy and a
+``deque.append`` (thread-safe without a lock). The writer wakes every ``flush_interval`` seconds
+(sooner while a backlog builds up), converts values (scalar tensors on an accelerator in one
+batch, so there is one device sync per flush rather than one per call), and writes everything
+in one transaction. A process that dies loses at most what was logged since the last flush.
+
+If the store cannot be written (disk full, read-only, I/O error) the run keeps accepting calls,
+warns once, drops what it cannot write and records an error event once writing works again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lmdev.errors import LmdevError
+from lmdev.track.store import Store, pack_chunk, run_dir
+from lmdev.track.types import RunInfo
+
+_now = time.time
+_BUSY_BACKLOG = 20_000  # entries waiting: the writer flushes again at once instead of sleeping
+_MAX_PENDING_CHUNKS = 100_000  # chunks kept for a retry while the store is locked by others
+_CHUNK = 65_536  # points per stored chunk at most
+
+
+from lmdev.errors import LmdevWarning  # noqa: E402 - re-exported: recording problems warn with it
+
+
+def _coerce(key: Any, value: Any) -> Any:
+    """A loggable value: a float or int, or a detached scalar tensor on an accelerator.
+
+    Raises TypeError naming the key for anything that is not a single number.
+    """
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, numbers.Real):  # int/float subclasses, numpy scalars, Fraction...
+        return float(value)
+    if isinstance(value, (str, bytes, bytearray)):
+        raise TypeError(f"cannot log {key!r}: {type(value).__name__} {value!r:.40} is not a number")
+    numel = getattr(value, "numel", None)
+    if callable(numel) and hasattr(value, "detach"):  # a torch tensor
+        if numel() != 1:
+            raise TypeError(f"cannot log {key!r}: a tensor of shape {tuple(value.shape)} is not a "
+                            "scalar (log one number per key)")
+        if value.is_complex():
+            raise TypeError(f"cannot log {key!r}: a complex tensor is not a real number")
+        value = value.detach().reshape(())
+        if value.device.type == "cpu":
+            return float(value.item())  # no device to wait for
+        return value.clone()  # converted by the writer, in a batch; clone: the caller may reuse it
+    size = getattr(value, "size", None)
+    if size == 1 and hasattr(value, "item") and hasattr(value, "dtype"):  # numpy array of one
+        try:
+            return float(value.item())
+        except (TypeError, ValueError):
+            pass
+    if hasattr(type(value), "__float__") and not hasattr(value, "__len__"):  # TF eager scalars, Decimal
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(f"cannot log {key!r}: {type(value).__name__} is not a number (log ints, floats "
+                    "or scalar tensors)")
+
+
+def _tensor_values(tensors: list[Any]) -> list[float]:
+    """Scalar tensors (possibly on an accelerator) -> floats, with one transfer per device."""
+    import torch
+
+    out: list[float] = [0.0] * len(tensors)
+    by_device: dict[Any, list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_device.setdefault(t.device, []).append(i)
+    for device, idx in by_device.items():
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        values = torch.stack([tensors[i].to(dtype) for i in idx]).tolist()
+        for i, v in zip(idx, values):
+            out[i] = v
+    return out
+
+
+def _plain_values(values: list[Any]) -> list[float]:
+    """Values of one key as floats: accelerator tensors read in one batch, huge ints as floats."""
+    out: list[Any] = list(values)
+    tensors = [i for i, v in enumerate(values) if type(v) is not float and type(v) is not int]
+    if tensors:
+        for i, value in zip(tensors, _tensor_values([values[i] for i in tensors])):
+            out[i] = value
+    for i, v in enumerate(out):
+        if type(v) is int and not -(1 << 53) <= v <= (1 << 53):
+            try:
+                out[i] = float(v)
+            except OverflowError:
+                out[i] = math.inf if v > 0 else -math.inf
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    """Config values to something JSON can hold (dataclasses, Namespaces, paths, numbers)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return _jsonable(dataclasses.asdict(value))
+    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
+        return _jsonable(vars(value))
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Run:
+    """A run being recorded. Create one with ``lmdev.init()``; see docs/api/tracking.md."""
+
+    def __init__(self, info: RunInfo, store: Store | None, *, rank: int = 0, owner: bool = True,
+                 log_metrics: bool = True, flush_interval: float = 1.0,
+                 pid_start: float | None = None) -> None:
+        self.info = info
+        self.rank = rank
+        self.owner = owner  # sets the final status; False for other ranks and `lmdev run` children
+        self.flush_interval = float(flush_interval)
+        self._store = store
+        self._home = store.home if store is not None else None
+        self._rid = 0
+        self._next_step = 0
+        self._mute = not log_metrics
+        self._finished = False
+        self._forked = False
+        self._metrics: deque[tuple[int, float, dict[str, Any]]] = deque()
+        self._system: deque[tuple[float, int, str, str, float]] = deque()
+        self._events: deque[tuple[float, str, str, str]] = deque()
+        self._artifacts: deque[tuple[Path, str]] = deque()
+        self._pending: dict[str, list[tuple[Any, ...]]] | None = None
+        self._lock = threading.Lock()  # one flush at a time (writer thread or finish/flush)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._failed: str | None = None  # the store error that is making us drop data
+        self._dropped = 0
+        self._warned = False
+        self._last_beat = 0.0
+        self._sampler: Any = None
+        if store is not None:
+            try:
+                self._rid = store.create_run(info, pid_start)
+            except (sqlite3.Error, LmdevError) as exc:
+                self._store_failed(exc)
+                store.close()
+                self._store = None  # nothing can be attached to a run that was never created
+        self._thread = threading.Thread(target=self._loop, name=f"lmdev-writer-{info.id}", daemon=True)
+        self._thread.start()
+
+    # -- the public API -----------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def dir(self) -> Path | None:
+        """This run's folder for artifacts and logs: ``$LMDEV_HOME/runs/<id>``."""
+        return None if self._home is None else run_dir(self._home, self.id)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
+        """Record scalar metrics at ``step`` (default: one more than the last step logged).
+
+        Values are ints, floats, numpy scalars or scalar tensors (not synchronised here).
+        Non-numeric values raise TypeError naming the key; NaN and Inf are stored and flagged.
+        Returns at once: the writer thread stores the values within ``flush_interval``.
+        """
+        if self._mute:
+            return
+        if step is None:
+            step = self._next_step
+        elif type(step) is not int:
+            step = int(step)
+        self._next_step = step + 1
+        for k, v in data.items():
+            t = type(v)
+            if t is not float and t is not int or type(k) is not str:
+                self._metrics.append((step, _now(), {str(k): _coerce(k, v) for k, v in data.items()}))
+                return
+        self._metrics.append((step, _now(), dict(data)))
+
+    def event(self, message: str, level: str = "info", **data: Any) -> None:
+        """Record an event (a checkpoint saved, a NaN skipped, a warning...)."""
+        if level not in ("debug", "info", "warning", "error"):
+            raise ValueError(f"level must be debug, info, warning or error, not {level!r}")
+        if self._finished or self._forked:
+            return
+        self._events.append((_now(), level, str(message), json.dumps(_jsonable(data), sort_keys=True)))
+
+    def log_artifact(self, path: str | os.PathLike[str], kind: str = "file", copy: bool = False) -> Path:
+        """Record a file (its size and sha256, hashed by the writer thread).
+
+        With ``copy=True`` the file is first copied into this run's folder and that copy is
+        recorded. Returns the recorded path.
+        """
+        src = Path(path)
+        if not src.is_file():
+            raise LmdevError(f"cannot log artifact {src}: no such file", "give the path of a file")
+        if copy and self.dir is not None:
+            dest_dir = self.dir / "artifacts"
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            dest = dest_dir / src.name
+            shutil.copy2(src, dest)
+            src = dest
+        src = src.resolve()
+        self._artifacts.append((src, kind))
+        self._wake.set()
+        return src
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """Merge entries into the run's config (hyperparameters known only after ``init``)."""
+        items = _jsonable(dict(config))
+        self.info.config.update(items)
+        self._write_run(lambda s: s.merge_run_json(self._rid, "config", items))
+
+    def fingerprint(self, name: str, data: Any) -> str:
+        """Record a data fingerprint (sha256) of a file, bytes or an array under ``name``."""
+        if isinstance(data, (str, os.PathLike)) and Path(data).is_file():
+            digest = sha256_file(Path(data))
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            digest = hashlib.sha256(data).hexdigest()
+        elif hasattr(data, "tobytes"):
+            digest = hashlib.sha256(data.tobytes()).hexdigest()
+        elif hasattr(data, "numpy") and hasattr(data, "detach"):
+            digest = hashlib.sha256(data.detach().cpu().numpy().tobytes()).hexdigest()
+        else:
+            raise TypeError(f"cannot fingerprint {name!r}: give a file path, bytes or an array")
+        self.info.data_fingerprints[name] = digest
+        self._write_run(lambda s: s.merge_run_json(self._rid, "data_fingerprints", {name: digest}))
+        return digest
+
+    def flush(self) -> None:
+        """Write everything logged so far, now (blocks until it is stored)."""
+        if not self._forked:
+            self._flush()
+
+    def finish(self, status: str = "finished", exit_code: int | None = None) -> None:
+        """Stop telemetry, write everything, and record the final status. Safe to call twice."""
+        if self._finished or self._forked:
+            return
+        self._finished = True
+        self._mute = True
+        if self._sampler is not None:
+            self._sampler.stop()
+            try:  # a last reading: even a run shorter than the interval has one
+                self._add_system(self._sampler.sample())
+            except Exception:
+                pass
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=120)
+        self._flush()
+        if self.owner:
+            fields: dict[str, Any] = {"status": status, "end_time": _now()}
+            if exit_code is not None:
+                fields["exit_code"] = exit_code
+            self.info.status = status  # type: ignore[assignment]
+            self.info.end_time = fields["end_time"]
+            self._write_run(lambda s: s.update_run(self._rid, **fields))
+        if self._store is not None:
+            self._store.close()
+        from lmdev.track import api
+
+        api._forget(self)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.finish()
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.event("interrupted (KeyboardInterrupt)", level="error")
+            self.finish("killed")
+        else:
+            self.event(f"{exc_type.__name__}: {exc}", level="error")
+            self.finish("failed")
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, name={self.name!r}, status={self.info.status!r})"
+
+    # -- for integrations and telemetry ------------------------------------------------------
+
+    def _add_system(self, samples: list[tuple[float, int, str, str, float]]) -> None:
+        if not self._forked:
+            self._system.extend(samples)
+
+    def _after_fork(self) -> None:
+        """In a forked child (a DataLoader worker): the writer thread and connection are not ours."""
+        self._forked = True
+        self._mute = True
+        self._finished = True
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    def _write_run(self, fn: Any) -> None:
+        if self._store is None:
+            return
+        with self._lock:
+            try:
+                fn(self._store)
+            except sqlite3.Error as exc:
+                self._store_failed(exc)
+
+    def _loop(self) -> None:
+        busy = False
+        while not self._stop.is_set():
+            self._wake.wait(0.001 if busy else self.flush_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            busy = self._flush() > _BUSY_BACKLOG
+
+    def _drain(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Take what is buffered and turn it into rows for the store (registering new keys).
+
+        Metrics become one chunk per key (``store.pack_chunk``): the per-value work is a dict
+        lookup and three list appends; packing and checking run at C speed.
+        """
+        store = self._store
+        assert store is not None
+        rid = self._rid
+        metrics = self._metrics
+        popleft = metrics.popleft
+        entries = [popleft() for _ in range(len(metrics))]
+        groups: dict[str, tuple[list[int], list[float], list[Any]]] = {}
+        get = groups.get
+        for step, t, data in entries:
+            for k, v in data.items():
+                g = get(k)
+                if g is None:
+                    g = groups[k] = ([], [], [])
+                g[0].append(step)
+                g[1].append(t)
+                g[2].append(v)
+        ids = store._key_ids
+        new = [k for k in groups if k not in ids]
+        if new:
+            with store.write() as c:
+                store.key_ids(c, new)
+        chunks = []
+        for k, (steps, times, values) in groups.items():
+            try:
+                total = sum(values)  # tensors would sum too: hence the type check
+                plain = type(total) is float or (type(total) is int and -(1 << 62) < total < (1 << 62))
+            except (TypeError, OverflowError):
+                plain = False
+            if not plain:
+                values = _plain_values(values)
+            for i in range(0, len(steps), _CHUNK):
+                chunks.append(pack_chunk(rid, ids[k], steps[i:i + _CHUNK], times[i:i + _CHUNK],
+                                         values[i:i + _CHUNK]))
+        out: dict[str, list[tuple[Any, ...]]] = {"metrics": chunks}
+        system = self._system
+        out["system"] = [(rid, *system.popleft()) for _ in range(len(system))]
+        events = self._events
+        out["events"] = [(rid, *events.popleft()) for _ in range(len(events))]
+        arts = []
+        for _ in range(len(self._artifacts)):
+            path, kind = self._artifacts.popleft()
+            try:
+                arts.append((rid, str(path), kind, path.stat().st_size, sha256_file(path), _now()))
+            except OSError as exc:
+                out["events"].append((rid, _now(), "warning", f"artifact {path} not recorded: {exc}", "{}"))
+        out["artifacts"] = arts
+        return out
+
+    def _merge_pending(self, batch: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
+        if self._pending is None:
+            return batch
+        return {k: self._pending.get(k, []) + v for k, v in batch.items()}
+
+    def _flush(self) -> int:
+        """Write what is buffered; returns how many log calls it took from the buffer."""
+        with self._lock:
+            n = len(self._metrics)
+            if self._store is None:
+                self._metrics.clear()
+                self._system.clear()
+                self._events.clear()
+                self._artifacts.clear()
+                return n
+            try:
+                batch = self._merge_pending(self._drain())
+            except sqlite3.Error as exc:  # registering new keys failed: those values are lost
+                self._dropped += n
+                self._store_failed(exc)
+                return n
+            except Exception as exc:  # a tensor that cannot be read: never break training
+                self._warn_once(f"lmdev: could not convert logged values ({exc}); they are dropped")
+                return n
+            self._pending = None
+            if not any(batch.values()) and _now() - self._last_beat < self.flush_interval:
+                return n
+            now = _now()
+            try:
+                self._write(batch, now)
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" in text or "busy" in text) and len(batch["metrics"]) < _MAX_PENDING_CHUNKS:
+                    self._pending = batch  # another process held the lock too long: retry later
+                else:
+                    self._lost(batch, exc)
+            except sqlite3.Error as exc:
+                self._lost(batch, exc)
+            return n
+
+    def _write(self, batch: dict[str, list[tuple[Any, ...]]], now: float) -> None:
+        store = self._store
+        assert store is not None
+        events = batch["events"]
+        if self._failed is not None:  # the store works again: say what was lost
+            events = [*events, (self._rid, now, "error", f"{self._dropped} values were not stored: "
+                                f"{self._failed}", "{}")]
+        store.insert_batch(self._rid, metrics=batch["metrics"], system=batch["system"], events=events,
+                           artifacts=batch["artifacts"], heartbeat=now)
+        self._last_beat = now
+        if self._failed is not None:
+            self._failed = None
+            self._dropped = 0
+
+    def _lost(self, batch: dict[str, list[tuple[Any, ...]]], exc: BaseException) -> None:
+        self._dropped += sum(chunk[2] for chunk in batch["metrics"]) + len(batch["system"])
+        self._store_failed(exc)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        path = self._store.path if self._store is not None else "the run store"
+        self._failed = f"{type(exc).__name__}: {exc}"
+        self._warn_once(f"lmdev: cannot write to {path} ({exc}); training continues but metrics of "
+                        f"run {self.id} are being dropped")
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(message, LmdevWarning, stacklevel=2)
