@@ -144,7 +144,17 @@ def test_deep_imports_torch_in_a_subprocess():
     assert "cpu" in torch_check["devices"]
 
 
-def test_demo_runs_doctor_and_says_what_comes_next():
-    res = run_lmdev("demo")
-    assert res.returncode == 0, res.stderr
+def test_demo_runs_doctor_then_trains_and_tracks_two_models(tmp_path):
+    res = run_lmdev("demo", "--quick", cwd=tmp_path, env={"LMDEV_HOME": str(tmp_path / ".lmdev"),
+                                                           "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
     assert "lmdev doctor" in res.stdout and "Still to come" in res.stdout
+    from lmdev.track.store import Store
+
+    with Store(tmp_path / ".lmdev") as store:
+        runs = {r.name: r for r in store.list_runs()}
+        assert set(runs) == {"demo-digits-mlp", "demo-arithmetic-gpt"}
+        assert all(r.status == "finished" for r in runs.values())
+        for r in runs.values():
+            assert f"lmdev runs show {r.id}" in res.stdout
+            assert "val/loss" in store.metrics(r, ["val/loss"])

@@ -17,8 +17,18 @@ from lmdev.errors import LmdevError
 # command name -> module under lmdev.cli, in the order --help shows them
 COMMANDS = {
     "doctor": "doctor",
+    "train": "train",
+    "checkpoint": "checkpoint",
+    "run": "run",
+    "runs": "runs",
+    "ui": "ui",
+    "plan": "plan",
+    "bench": "bench",
     "demo": "demo",
 }
+
+
+_default_show_warning = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,7 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    from lmdev.errors import LmdevWarning
+
+    if issubclass(category, LmdevWarning):
+        print(f"lmdev: warning: {message}", file=sys.stderr)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    global _default_show_warning
+    if warnings.showwarning is not _show_warning:
+        _default_show_warning = warnings.showwarning
+        warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 HELP = "check this machine: hardware, drivers, frameworks; findings with fixes"
@@ -84,10 +85,13 @@ def _load_snapshot(path: str) -> Any:
     from lmdev.probe.source import FixtureSource
 
     try:
-        return FixtureSource.load(path)
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+        return FixtureSource.from_dict(data)
     except FileNotFoundError:
         raise LmdevError(f"snapshot {path} does not exist", "record one with `lmdev doctor --record PATH`") from None
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise LmdevError(f"snapshot {path} is not a doctor snapshot ({exc})",
                          "record one with `lmdev doctor --record PATH`") from None
 
