@@ -1,0 +1,382 @@
+"""Memory of one device for a task and shape: every part added up, nothing hidden.
+
+Parts (bytes, per device):
+
+- weights: parameters at their storage precision (mixed-precision training: the fp32 master
+  weights plus the half-precision copies autocast keeps for the forward and backward pass).
+- gradients: one per trainable parameter, in the master precision.
+- optimizer: states per trainable parameter (Adam: two fp32 moments; SGD: momentum).
+- activations: what the forward pass saves for the backward pass, per layer and token, from the
+  model's real shapes. The baseline is Korthikanti et al. 2022 ("Reducing Activation Recomputation
+  in Large Transformer Models", sbh(34 + 5as/h) per layer), adjusted term by term for grouped KV
+  heads, gated (SwiGLU/GeGLU) or plain MLPs, the attention implementation (eager keeps the
+  s x s scores; sdpa/flash keep only q, k, v, the output and a log-sum-exp), dropout masks,
+  norms computed in fp32, autocast's per-matmul input copies, mixture-of-experts routing and
+  activation checkpointing (only each layer's input is kept, one layer is recomputed at a time).
+- logits: batch x sequence x vocabulary; in training the logits, their log-softmax and both
+  gradients are alive together at the start of the backward pass (fp32 for the loss).
+- kv_cache: inference only, 2 x layers x KV heads x head dim x tokens.
+- overhead: framework memory: CUDA context, cuBLAS workspaces, the caching allocator's reserve
+  (a fraction of the transient allocations: activations, logits, KV cache) on a GPU; on a CPU,
+  allocator slack. Measured values (``lmdev plan --measure``) replace the defaults.
+- overlap: subtracted. PyTorch frees activations during the backward pass while it creates the
+  gradients, so both are never held in full at the same time; the peak is the larger of the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lmdev.catalog.models import ModelSpec, attention_params, mlp_params, param_count
+from lmdev.errors import LmdevError
+
+MiB = 1024**2
+GiB = 1024**3
+
+TASKS = ("infer", "train", "lora", "qlora")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
+OPTIMIZERS = ("adamw", "adam", "sgd", "adamw8bit")
+ATTENTIONS = ("eager", "sdpa", "flash")
+STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
+OFFLOADS = ("optimizer", "params")
+
+# bytes per parameter of stored weights (int8/int4: per-block scales included, bitsandbytes layout)
+WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0 + 4 / 64, "int4": 0.5 + 0.127 / 8 * 8 / 8 + 2 / 64}
+OPTIMIZER_BYTES = {"adamw": 8.0, "adam": 8.0, "sgd": 4.0, "adamw8bit": 2.0 + 8 / 256}
+
+# GPU framework overhead defaults (replaced by measured values when there are some)
+CUDA_CONTEXT_BYTES = 500 * MiB  # CUDA context + kernels loaded by torch: ~300-700 MB by GPU and version
+CUBLAS_WORKSPACE_BYTES = 32 * MiB  # cuBLAS/cuBLASLt workspaces (Hopper: 32 MiB per handle)
+ALLOCATOR_RESERVE = 0.10  # caching allocator: reserved beyond the transient allocations (fragmentation)
+CPU_OVERHEAD_BYTES = 24 * MiB  # allocator slack and per-thread kernel buffers on a CPU
+
+
+@dataclass
+class Workload:
+    """What to run: the task and its shape. ``batch`` is the micro-batch per device."""
+
+    task: str = "train"
+    precision: str = "bf16"
+    optimizer: str = "adamw"
+    batch: int = 1
+    seq: int = 2048
+    grad_accum: int = 1
+    activation_checkpointing: bool = False
+    attention: str = "sdpa"
+    devices: int = 1
+    strategy: str = "ddp"
+    offload: str | None = None
+    lora_rank: int = 16
+    new_tokens: int = 0  # inference: tokens generated after the prompt (the cache holds seq in all)
+
+    def validate(self) -> None:
+        for name, value, allowed in (("task", self.task, TASKS), ("precision", self.precision, PRECISIONS),
+                                     ("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("attention", self.attention, ATTENTIONS),
+                                     ("strategy", self.strategy, STRATEGIES)):
+            if value not in allowed:
+                raise LmdevError(f"unknown {name} {value!r}", f"choose one of {', '.join(allowed)}")
+        if self.offload is not None and self.offload not in OFFLOADS:
+            raise LmdevError(f"unknown offload {self.offload!r}", "choose optimizer or params")
+        for name in ("batch", "seq", "grad_accum", "devices", "lora_rank"):
+            if getattr(self, name) < 1:
+                raise LmdevError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}",
+                                 "pass a positive integer")
+        if self.task == "train" and self.precision in ("int8", "int4"):
+            raise LmdevError(f"full training in {self.precision} is not supported",
+                             "train in bf16/fp16/fp32, or use --task qlora (4-bit base, trained adapters)")
+
+    @property
+    def training(self) -> bool:
+        return self.task != "infer"
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+
+@dataclass
+class Memory:
+    """Bytes per device. ``total_bytes`` = sum of the parts - ``overlap_bytes``."""
+
+    weights_bytes: int = 0
+    gradients_bytes: int = 0
+    optimizer_bytes: int = 0
+    activations_bytes: int = 0
+    logits_bytes: int = 0
+    kv_cache_bytes: int = 0
+    overhead_bytes: int = 0
+    overlap_bytes: int = 0
+    cpu_offload_bytes: int = 0  # held in host RAM instead (offload), not part of the total
+    notes: list[str] = field(default_factory=list)
+
+    PARTS = ("weights", "gradients", "optimizer", "activations", "logits", "kv_cache", "overhead")
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(getattr(self, f"{p}_bytes") for p in self.PARTS) - self.overlap_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["total_bytes"] = self.total_bytes
+        return d
+
+
+# --- activations -----------------------------------------------------------------------------
+
+def _act_bytes(w: Workload) -> int:
+    """Bytes of an activation element: fp32 training/inference keeps fp32, otherwise half."""
+    return 4 if w.precision == "fp32" else 2
+
+
+def _mixed(w: Workload) -> bool:
+    return w.training and w.precision in ("bf16", "fp16", "int8", "int4")
+
+
+def _act_saves(activation: str) -> int:
+    """Tensors of MLP width an activation function saves for its backward (its output excluded)."""
+    if activation in ("gelu_new", "gelu_fast", "gelu_python", "gelu_python_tanh", "quick_gelu"):
+        return 4  # written out in Python: input, tanh output and two intermediates
+    return 1  # native kernels (silu, gelu, gelu_pytorch_tanh, relu): the input
+
+
+def layer_activation_bytes(spec: ModelSpec, w: Workload, device: str = "gpu") -> float:
+    """Bytes one transformer layer saves for the backward pass, per token (training)."""
+    a = _act_bytes(w)
+    mixed = _mixed(w)
+    h, q, kv, f = spec.hidden, spec.q_dim, spec.kv_dim, spec.ffn
+    s = w.seq
+    total = 0.0
+    # norms: RMSNorm (computed in fp32) keeps its input and the normalised tensor; LayerNorm its input
+    per_norm = 2 * h * 4 if spec.norm == "rmsnorm" else h * 4
+    total += spec.norms_per_layer * per_norm if spec.norms_per_layer <= 2 else 2 * per_norm + \
+        (spec.norms_per_layer - 2) * h * 4
+    # inputs of the projections: one shared tensor, or under autocast one half copy per matmul
+    qkv_mm = 1 if spec.family in ("gpt2", "phi3", "lmdev-gpt") else 3  # fused q/k/v projection or three
+    up_mm = (1 if spec.family in ("phi3", "lmdev-gpt") else 2) if spec.gated else 1  # fused gate/up or two
+    if mixed:
+        total += (qkv_mm + up_mm) * h * a
+    else:
+        total += 2 * h * a
+    # attention
+    if w.attention == "eager":
+        kv_saved = 2 * q if spec.kv_heads != spec.n_heads else 2 * kv
+        total += (q + kv_saved) * a  # q, k, v (k, v repeated to every query head)
+        # softmax probabilities, kept in fp32 (fp32 training, or autocast's fp32 softmax) plus the
+        # half copy the next matmul saves under mixed precision
+        total += spec.n_heads * s * (4 + (a if a < 4 else 0))
+        if spec.attn_dropout > 0:
+            total += spec.n_heads * s * (1 + a)
+        total += q * a  # output projection input
+    elif spec.attn_dropout > 0 and w.attention == "sdpa" and device == "cpu":
+        # PyTorch's CPU flash kernel has no dropout: the math kernel runs and keeps the scaled q and k,
+        # v, the probabilities, the dropout mask and the dropped probabilities
+        total += (2 * q + 2 * kv) * a + spec.n_heads * s * (2 * a + 1)
+        total += 2 * q * a  # output, output projection input
+    else:
+        if spec.family == "lmdev-gpt":
+            kv = q  # lmdev's gpt repeats the KV heads for every query head before the kernel
+        total += (q + 2 * kv) * a  # q, k, v saved by the kernel
+        total += 2 * q * a + spec.n_heads * 4  # kernel output, output projection input, log-sum-exp
+    if spec.hidden_dropout > 0:
+        total += 2 * h  # two residual dropout masks (bool)
+    # MLP
+    experts = spec.experts_per_token if spec.moe else 1
+    if spec.gated:
+        mlp = (3 + _act_saves(spec.activation)) * f * a  # gate, act(gate), up, product
+    else:
+        mlp = (1 + _act_saves(spec.activation)) * f * a  # act input/intermediates, down input
+        if spec.hidden_dropout > 0:
+            mlp += 0
+    total += mlp * experts
+    if spec.moe:
+        total += experts * h * a + spec.n_experts * 4 * 2  # token copies per expert, router logits
+    return total
+
+
+def activations_bytes(spec: ModelSpec, w: Workload, device: str = "gpu") -> int:
+    if not w.training:
+        return int(inference_transient_bytes(spec, w))
+    tokens = w.tokens
+    per_layer = layer_activation_bytes(spec, w, device)
+    resid = 4
+    if w.activation_checkpointing:
+        kept = spec.n_layers * spec.hidden * resid  # each layer's input
+        layers = kept + 2 * per_layer  # one layer recomputed, with its gradients in flight
+    else:
+        layers = spec.n_layers * per_layer
+    # outside the layers: final norm and the LM head's input, embedding dropout
+    a = _act_bytes(w)
+    head = 2 * spec.hidden * 4 + spec.hidden * (a if _mixed(w) else 4)
+    if spec.hidden_dropout > 0:
+        head += spec.hidden
+    return int(tokens * (layers + head))
+
+
+def inference_transient_bytes(spec: ModelSpec, w: Workload) -> float:
+    """Largest set of temporaries alive at once in one layer during the prefill (no gradients)."""
+    a = 4 if w.precision == "fp32" else 2
+    h, q, kv, f = spec.hidden, spec.q_dim, spec.kv_dim, spec.ffn
+    experts = spec.experts_per_token if spec.moe else 1
+    attn = (3 * h) * 4 + (2 * q + 2 * kv) * a
+    if w.attention == "eager":
+        attn += spec.n_heads * w.seq * (4 + a)
+    # gated: act(gate), up and their product; plain: the input and what the activation computes
+    mlp = 2 * h * 4 + ((2 + _act_saves(spec.activation)) if spec.gated else (1 + _act_saves(spec.activation))) \
+        * f * a * experts
+    return w.tokens * max(attn, mlp)
+
+
+def logits_bytes(spec: ModelSpec, w: Workload) -> int:
+    if spec.encoder and not w.training:
+        return int(w.tokens * spec.hidden * 4)
+    if not w.training:
+        return int(w.batch * spec.vocab * 4 * 2)  # generation: the last position only
+    # logits (fp32, or half + an fp32 copy), log-softmax, and both gradients at the backward's start
+    per_token = 16 if w.precision == "fp32" else 14
+    return int(w.tokens * spec.vocab * per_token)
+
+
+def kv_cache_bytes(spec: ModelSpec, w: Workload) -> int:
+    if w.training or spec.encoder:
+        return 0
+    a = 4 if w.precision == "fp32" else 2
+    return int(2 * spec.n_layers * spec.kv_dim * w.tokens * a)
+
+
+# --- parameters, gradients, optimizer ----------------------------------------------------------
+
+def half_weight_copies_bytes(spec: ModelSpec, w: Workload) -> int:
+    """Autocast casts each matmul weight to half precision once per forward pass; the copies stay
+    alive (saved for the backward) until the backward pass has used them. With activation
+    checkpointing the layers save nothing, so only the LM head's copy is kept."""
+    head = spec.vocab * spec.hidden
+    if w.activation_checkpointing:
+        return 2 * head
+    return 2 * (spec.n_layers * (attention_params(spec) + mlp_params(spec) * spec.n_experts) + head)
+
+
+def lora_params(spec: ModelSpec, rank: int) -> int:
+    """LoRA adapters on every linear layer of every block (PEFT's ``all-linear``)."""
+    h, q, kv, f = spec.hidden, spec.q_dim, spec.kv_dim, spec.ffn
+    attn = rank * ((h + q) + 2 * (h + kv) + (q + h))
+    mlp = rank * ((3 if spec.gated else 2) * (h + f)) * spec.n_experts
+    return spec.n_layers * (attn + mlp)
+
+
+def _shard(w: Workload, part: str) -> int:
+    """How many devices a part is split across."""
+    if w.devices <= 1:
+        return 1
+    if w.strategy in ("fsdp", "zero3"):
+        return w.devices
+    if w.strategy == "zero2" and part in ("gradients", "optimizer"):
+        return w.devices
+    return 1
+
+
+def estimate_memory(spec: ModelSpec, w: Workload, *, device: str = "gpu",
+                    overhead: dict[str, float] | None = None) -> Memory:
+    """Per-device memory of ``w`` on a ``device`` kind (``gpu`` or ``cpu``).
+
+    ``overhead`` holds learned framework terms (``context_bytes``, ``reserve_fraction``,
+    ``cpu_bytes``) that replace the defaults."""
+    w.validate()
+    P = param_count(spec)
+    m = Memory()
+    learned = overhead or {}
+    n_dev = w.devices
+
+    # weights and what is trained
+    copies = 0  # autocast's half-precision weight copies: held by the graph until the backward frees them
+    if w.task in ("lora", "qlora"):
+        base = "int4" if w.task == "qlora" else ("fp32" if w.precision == "fp32" else "bf16")
+        trainable = lora_params(spec, w.lora_rank)
+        m.weights_bytes = int(P * WEIGHT_BYTES[base] + trainable * 4)
+        m.notes.append(f"{w.task}: base weights frozen in {base}, {trainable:,} adapter parameters "
+                       f"(rank {w.lora_rank}, all linear layers) trained in fp32")
+    elif w.task == "train":
+        trainable = P
+        m.weights_bytes = int(P * 4)
+        if _mixed(w):
+            copies = half_weight_copies_bytes(spec, w)
+            m.weights_bytes += copies
+            m.notes.append(f"mixed precision: fp32 master weights, {w.precision} copies for the matmuls")
+    else:
+        trainable = 0
+        m.weights_bytes = int(P * WEIGHT_BYTES[w.precision])
+    m.weights_bytes //= _shard(w, "weights")
+    if _shard(w, "weights") > 1 and w.training:  # FSDP: the gathered layers in flight (current + prefetched)
+        m.weights_bytes += int(2 * (attention_params(spec) + mlp_params(spec) * spec.n_experts) *
+                               (2 if _mixed(w) else 4))
+
+    if w.training:
+        m.gradients_bytes = int(trainable * 4) // _shard(w, "gradients")
+        m.optimizer_bytes = int(trainable * OPTIMIZER_BYTES[w.optimizer]) // _shard(w, "optimizer")
+        if w.devices > 1 and w.strategy == "ddp":
+            m.gradients_bytes += int(trainable * 4)  # DDP's flat gradient buckets for all-reduce
+            m.notes.append("DDP keeps a second copy of the gradients in its all-reduce buckets")
+
+    if w.offload == "optimizer" and w.training:
+        m.cpu_offload_bytes += m.optimizer_bytes + int(trainable * 4) // _shard(w, "optimizer")
+        m.optimizer_bytes = 0
+        m.notes.append("optimizer states (and fp32 master weights' update) in host RAM")
+    if w.offload == "params":
+        held = int(2 * (attention_params(spec) + mlp_params(spec) * spec.n_experts) *
+                   WEIGHT_BYTES.get(w.precision if not w.training else "bf16", 2))
+        m.cpu_offload_bytes += max(0, m.weights_bytes - held)
+        m.weights_bytes = min(m.weights_bytes, held)
+        m.notes.append("parameters in host RAM, streamed in one layer at a time")
+
+    m.activations_bytes = activations_bytes(spec, w, device)
+    m.logits_bytes = logits_bytes(spec, w)
+    m.kv_cache_bytes = kv_cache_bytes(spec, w) // (n_dev if n_dev > 1 and not w.training else 1)
+
+    if w.training:
+        # activations and logits are freed in the backward pass while gradients are created
+        transient = m.activations_bytes + m.logits_bytes + copies // _shard(w, "weights")
+        m.overlap_bytes = min(transient, m.gradients_bytes)
+
+    # the caching allocator's reserve grows with the transient allocations (states are allocated once)
+    dynamic = m.activations_bytes + m.logits_bytes + m.kv_cache_bytes + copies
+    if device == "cpu":
+        m.overhead_bytes = int(learned.get("cpu_bytes", CPU_OVERHEAD_BYTES))
+        m.notes.append("CPU: memory in use; glibc's default allocator keeps freed heap memory and can add "
+                       "5-30% (export MALLOC_MMAP_THRESHOLD_=1048576 to avoid it)")
+    else:
+        reserve = float(learned.get("reserve_fraction", ALLOCATOR_RESERVE))
+        context = int(learned.get("context_bytes", CUDA_CONTEXT_BYTES))
+        m.overhead_bytes = context + CUBLAS_WORKSPACE_BYTES + int(reserve * dynamic)
+    return m
+
+
+def largest(fits: Any, lo: int, hi: int) -> int:
+    """Largest integer in [lo, hi] for which ``fits`` holds (0 when even ``lo`` does not)."""
+    if not fits(lo):
+        return 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def human(n: float) -> str:
+    for unit, size in (("TiB", 1024**4), ("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}" if abs(n) < 100 * size else f"{n / size:.0f} {unit}"
+    return f"{int(n)} B"
+
+
+__all__ = [
+    "Memory",
+    "Workload",
+    "estimate_memory",
+    "human",
+    "largest",
+    "layer_activation_bytes",
+    "lora_params",
+]
