@@ -1,0 +1,470 @@
+"""The dashboard server: a read-only JSON API over the run store and the single-page interface.
+
+``create_app(home, token=None, ...)`` builds the FastAPI app; ``lmdev ui`` serves it with uvicorn.
+
+Security (docs/commands/ui.md): only GET and HEAD; a Host-header allowlist (DNS rebinding);
+no CORS headers at all; a strict Content-Security-Policy (no inline script), frame denial and
+nosniff on every answer; with a token, every request needs it (``?token=`` once, then an
+HttpOnly SameSite=Strict cookie, or ``Authorization: Bearer``), compared in constant time;
+run files are served only from inside the run's folder in the store.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from lmdev.errors import LmdevError
+from lmdev.ui import data as D
+from lmdev.ui.downsample import DEFAULT_POINTS, MAX_POINTS, series
+
+STATIC = Path(__file__).parent / "static"
+COOKIE = "lmdev_ui_token"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+OUTPUT_FILES = ("stdout.log", "stderr.log", "output.log")
+OUTPUT_TAIL_BYTES = 64 * 1024
+MAX_COMPARE = 50
+
+
+def is_loopback_name(host: str) -> bool:
+    """Only these hosts may be served without a token (127.0.0.2 and the like need one)."""
+    return host.strip("[]").lower() in LOOPBACK_NAMES
+
+
+def _host_only(header: str) -> str:
+    header = header.strip().lower()
+    if header.startswith("["):  # [::1]:6006
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def default_allowed_hosts(bind: str) -> set[str]:
+    hosts = {"127.0.0.1", "localhost", "::1", bind.strip("[]").lower()}
+    if bind in ("0.0.0.0", "::"):  # every address of this machine, and its name
+        import socket
+
+        import psutil
+
+        hosts.add(socket.gethostname().lower())
+        hosts.add(socket.getfqdn().lower())
+        for addrs in psutil.net_if_addrs().values():
+            for a in addrs:
+                if a.family in (socket.AF_INET, socket.AF_INET6):
+                    hosts.add(a.address.split("%")[0].lower())
+    return hosts
+
+
+def _error(status: int, message: str, hint: str | None = None, kind: str = "error") -> JSONResponse:
+    return JSONResponse({"error": {"kind": kind, "message": message, "hint": hint}}, status_code=status)
+
+
+def _page(status: int, title: str, text: str) -> HTMLResponse:
+    from html import escape
+
+    body = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)} - lmdev</title>"
+            f"<link rel=stylesheet href=/static/app.css></head><body class=plain><main class=plain-page>"
+            f"<h1>{escape(title)}</h1><p>{escape(text)}</p><p><a href=/>Back to the runs</a></p></main></body></html>")
+    return HTMLResponse(body, status_code=status)
+
+
+def create_app(home: str | os.PathLike[str] | None = None, token: str | None = None, *,
+               allowed_hosts: Iterable[str] | None = None, bind: str = "127.0.0.1",
+               doctor: Any = None) -> FastAPI:
+    """The dashboard app over the store at ``home`` (default: $LMDEV_HOME or ./.lmdev).
+
+    ``token``: when set, every request must carry it. ``allowed_hosts``: the Host header values
+    accepted (default: loopback names plus ``bind``). ``doctor``: a function returning the doctor
+    report as a dict (default: ``lmdev.diagnose.report.doctor().to_dict()``), for tests.
+    """
+    from lmdev.track.store import home as store_home
+
+    root = store_home(home).absolute()
+    reader = D.Reader(root)
+    hosts = {h.lower().strip("[]") for h in (allowed_hosts if allowed_hosts is not None else default_allowed_hosts(bind))}
+    token_bytes = token.encode() if token else None
+    app = FastAPI(title="lmdev ui", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.home = root
+    app.state.token = token
+
+    def token_ok(given: str | None) -> bool:
+        return bool(given) and token_bytes is not None and hmac.compare_digest(given.encode(), token_bytes)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Response:
+        host = _host_only(request.headers.get("host", ""))
+        if host not in hosts:
+            resp: Response = _error(400, f"host {host!r} is not allowed",
+                                    "open the dashboard with the address `lmdev ui` printed (DNS rebinding guard)",
+                                    "host")
+        elif request.method not in ("GET", "HEAD"):
+            resp = _error(405, f"{request.method} is not allowed: the dashboard is read-only", None, "method")
+            resp.headers["Allow"] = "GET, HEAD"
+        elif token_bytes is not None and not _authorised(request):
+            resp = _unauthorised(request)
+        elif token_bytes is not None and token_ok(request.query_params.get("token")) \
+                and not request.url.path.startswith("/api/"):
+            # the token came in the URL: keep it in a cookie and drop it from the address bar
+            query = urllib.parse.urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
+            resp = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
+            _set_cookie(resp)
+        else:
+            if request.method == "HEAD":  # answered as a GET; the server sends no body
+                request.scope["method"] = "GET"
+            resp = await call_next(request)
+            if token_bytes is not None and token_ok(request.query_params.get("token")):
+                _set_cookie(resp)
+        for k, v in SECURITY_HEADERS.items():
+            resp.headers[k] = v
+        if request.url.path.startswith("/api/"):
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    def _authorised(request: Request) -> bool:
+        auth = request.headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        return (token_ok(request.cookies.get(COOKIE)) or token_ok(bearer)
+                or token_ok(request.query_params.get("token")))
+
+    def _set_cookie(resp: Response) -> None:
+        resp.set_cookie(COOKIE, token or "", httponly=True, samesite="strict", path="/")
+
+    def _unauthorised(request: Request) -> Response:
+        if request.url.path.startswith("/api/"):
+            return _error(401, "a token is needed", "open the URL with ?token=... that `lmdev ui` printed", "auth")
+        return _page(401, "Token needed", "This dashboard needs its token: open the address with ?token=... "
+                     "that `lmdev ui` printed when it started.")
+
+    @app.exception_handler(LmdevError)
+    async def lmdev_error(request: Request, exc: LmdevError) -> Response:
+        if exc.message.startswith(("no run", "no such")):
+            status, kind = 404, "not_found"
+        elif isinstance(exc, D.NoStore):
+            status, kind = 503, "no_store"
+        elif "run store" in exc.message:
+            status, kind = 503, "store"
+        else:  # bad input (an unknown precision for the planner...)
+            status, kind = 400, "bad_request"
+        return _error(status, exc.message, exc.hint, kind)
+
+    # -- pages --------------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # -- the API ------------------------------------------------------------------------------
+
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        try:
+            with reader.store() as st:
+                n = st.conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+            return {"ok": True, "store": str(reader.path), "runs": n, "error": None, "auth": token is not None}
+        except LmdevError as exc:
+            return {"ok": False, "store": str(reader.path), "runs": 0, "auth": token is not None,
+                    "error": {"kind": "no_store" if isinstance(exc, D.NoStore) else "store",
+                              "message": exc.message, "hint": exc.hint}}
+
+    @app.get("/api/runs")
+    def runs(project: str | None = None, status: str | None = None, limit: int | None = Query(None, ge=1)) -> dict[str, Any]:
+        with reader.store() as st:
+            infos = st.list_runs(project=project, limit=limit)
+            metrics = D.table_metrics(st)
+        rows = []
+        for info in infos:
+            row = D.run_row(info)
+            if status and row["live_status"] != status:
+                continue
+            row["metrics"] = metrics.get(info.id, {})
+            row.pop("config", None)  # the Run and Compare pages fetch it; the table does not need it
+            row.pop("framework_versions", None)
+            row.pop("data_fingerprints", None)
+            row.pop("command", None)
+            rows.append(row)
+        return {"runs": rows, "now": time.time()}
+
+    @app.get("/api/runs/{ref}")
+    def run_detail(ref: str) -> dict[str, Any]:
+        with reader.store() as st:
+            info = st.get_run(ref)
+            summaries = st.summaries(info)
+            cursor = D.metrics_cursor(st, info)
+            system_keys = [r[0] for r in st.conn.execute(
+                "SELECT DISTINCT device || '/' || key || CASE WHEN rank THEN '/rank' || rank ELSE '' END "
+                "FROM system_metrics WHERE run = ?", (st._rid(info.id),))]
+        row = D.run_row(info)
+        row["summaries"] = [{"key": s.key, "count": s.count, "first_step": s.first_step, "last_step": s.last_step,
+                             "last": D.json_float(s.last), "min": D.json_float(s.min), "max": D.json_float(s.max),
+                             "nonfinite": s.nonfinite, "higher_is_better": D.higher_is_better(s.key)}
+                            for s in summaries]
+        row["system_keys"] = sorted(system_keys)
+        row["cursor"] = cursor
+        row["output_files"] = [n for n in OUTPUT_FILES if (_run_folder(info.id) / n).is_file()]
+        return row
+
+    @app.get("/api/runs/{ref}/state")
+    def run_state(ref: str) -> dict[str, Any]:
+        """Cheap: what a page polls to know whether anything new arrived."""
+        with reader.store() as st:
+            info = st.get_run(ref)
+            cursor = D.metrics_cursor(st, info)
+        return {"id": info.id, "status": info.status, "live_status": D.live_status(info),
+                "heartbeat": info.heartbeat, "end_time": info.end_time, "duration": info.duration,
+                "cursor": cursor, "now": time.time()}
+
+    @app.get("/api/runs/{ref}/metrics")
+    def run_metrics(ref: str, keys: str = Query(..., description="comma-separated metric keys"),
+                    points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS)) -> dict[str, Any]:
+        wanted = [k for k in keys.split(",") if k][:200]
+        with reader.store() as st:
+            info = st.get_run(ref)
+            arrays = D.metric_arrays(st, info, wanted)
+        return {"id": info.id, "start_time": info.start_time,
+                "series": {k: series(*arrays[k], points=points) for k in wanted if k in arrays}}
+
+    @app.get("/api/runs/{ref}/system")
+    def run_system(ref: str, points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS)) -> dict[str, Any]:
+        import numpy as np
+
+        with reader.store() as st:
+            info = st.get_run(ref)
+            groups = D.system_series(st, info)
+        out = {}
+        for name, (times, values) in sorted(groups.items()):
+            s = series(np.zeros(len(times), dtype=np.int64), times, values, points=points)
+            s.pop("step")
+            out[name] = s
+        return {"id": info.id, "start_time": info.start_time, "series": out}
+
+    @app.get("/api/runs/{ref}/events")
+    def run_events(ref: str) -> dict[str, Any]:
+        with reader.store() as st:
+            info = st.get_run(ref)
+            events = st.events(info)
+        return {"id": info.id, "events": [{"time": e.time, "level": e.level, "message": e.message, "data": e.data}
+                                          for e in events[-2000:]], "count": len(events)}
+
+    def _run_folder(run_id: str) -> Path:
+        return root / "runs" / run_id
+
+    def _inside(path: Path, folder: Path) -> bool:
+        try:
+            path.resolve(strict=True).relative_to(folder.resolve(strict=True))
+            return True
+        except (OSError, ValueError, RuntimeError):
+            return False
+
+    @app.get("/api/runs/{ref}/artifacts")
+    def run_artifacts(ref: str) -> dict[str, Any]:
+        with reader.store() as st:
+            info = st.get_run(ref)
+            arts = st.artifacts(info)
+        folder = _run_folder(info.id)
+        out = []
+        for a in arts:
+            p = Path(a.path)
+            rel = None
+            if p.is_absolute() and _inside(p, folder):
+                rel = p.resolve().relative_to(folder.resolve()).as_posix()
+            out.append({"path": a.path, "kind": a.kind, "size": a.size, "sha256": a.sha256, "time": a.time,
+                        "exists": p.is_file(), "download": rel and f"/api/runs/{urllib.parse.quote(info.id)}/files/"
+                        + urllib.parse.quote(rel)})
+        return {"id": info.id, "artifacts": out}
+
+    @app.get("/api/runs/{ref}/output")
+    def run_output(ref: str, bytes_: int = Query(OUTPUT_TAIL_BYTES, alias="bytes", ge=1, le=1 << 20)) -> dict[str, Any]:
+        with reader.store() as st:
+            info = st.get_run(ref)
+        folder = _run_folder(info.id)
+        out = {}
+        for name in OUTPUT_FILES:
+            p = folder / name
+            if p.is_file() and _inside(p, folder):
+                size = p.stat().st_size
+                with open(p, "rb") as f:
+                    f.seek(max(0, size - bytes_))
+                    out[name] = {"size": size, "tail": f.read().decode("utf-8", "replace"), "truncated": size > bytes_}
+        return {"id": info.id, "files": out}
+
+    @app.get("/api/runs/{ref}/files/{rel:path}")
+    def run_file(ref: str, rel: str, request: Request) -> Response:
+        """A file of the run's folder; nothing outside it (no .., no encoded .., no absolute path,
+        no symlink out)."""
+        raw = request.url.path.split("/files/", 1)[-1]
+        bad = _bad_path(rel) or _bad_path(urllib.parse.unquote(raw))
+        if bad:
+            return _error(400, f"refused path: {bad}", "artifact paths are relative to the run's folder", "path")
+        with reader.store() as st:
+            info = st.get_run(ref)
+        folder = _run_folder(info.id)
+        target = folder / rel
+        if not _inside(target, folder) or not _inside(target, root):
+            return _error(404, "no such file in this run's folder", None, "not_found")
+        if not target.resolve().is_file():
+            return _error(404, "no such file in this run's folder", None, "not_found")
+        return FileResponse(target.resolve(), media_type="application/octet-stream", filename=target.name)
+
+    @app.get("/api/compare")
+    def compare(runs: str = Query(..., description="comma-separated run ids"), key: str | None = None,
+                points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS)) -> dict[str, Any]:
+        refs = [r for r in runs.split(",") if r][:MAX_COMPARE]
+        with reader.store() as st:
+            infos = [st.get_run(r) for r in refs]
+            keys: dict[str, int] = {}
+            for info in infos:
+                for s in st.summaries(info):
+                    keys[s.key] = keys.get(s.key, 0) + 1
+            out = {}
+            if key:
+                for info in infos:
+                    arrays = D.metric_arrays(st, info, [key])
+                    if key in arrays:
+                        out[info.id] = series(*arrays[key], points=points)
+        return {"runs": [{"id": i.id, "name": i.name, "start_time": i.start_time, "status": D.live_status(i)}
+                         for i in infos],
+                "keys": sorted(keys), "common_keys": sorted(k for k, n in keys.items() if n == len(infos)),
+                "key": key, "series": out, "config_diff": config_diff([i.config for i in infos])}
+
+    machine_cache: dict[str, Any] = {}
+    machine_lock = threading.Lock()
+
+    @app.get("/api/machine")
+    def machine(refresh: bool = False) -> dict[str, Any]:
+        with machine_lock:
+            cached = machine_cache.get("doctor")
+            if refresh or cached is None or time.time() - cached[0] > 300:
+                try:
+                    if doctor is not None:
+                        report = doctor()
+                    else:
+                        from lmdev.diagnose.report import doctor as run_doctor
+
+                        report = run_doctor().to_dict()
+                    cached = (time.time(), report, None)
+                except Exception as exc:  # a probe bug must not take the dashboard down
+                    cached = (time.time(), None, f"{type(exc).__name__}: {exc}")
+                machine_cache["doctor"] = cached
+        bench = None
+        bench_path = root / "bench" / "latest.json"
+        if bench_path.is_file():
+            try:
+                bench = json.loads(bench_path.read_text("utf-8"))
+            except (OSError, ValueError):
+                bench = None
+        return {"collected": cached[0], "doctor": cached[1], "doctor_error": cached[2], "bench": bench,
+                "bench_path": str(bench_path)}
+
+    _add_plan_routes(app)
+
+    @app.get("/api/{rest:path}", include_in_schema=False)
+    def api_404(rest: str) -> Response:
+        return _error(404, f"no API endpoint /api/{rest}", None, "not_found")
+
+    @app.get("/{rest:path}", include_in_schema=False)
+    def page_404(rest: str) -> Response:
+        return _page(404, "Not found", f"There is no page /{rest}.")
+
+    return app
+
+
+def _bad_path(rel: str) -> str | None:
+    if not rel:
+        return "empty"
+    if "\x00" in rel:
+        return "NUL byte"
+    if "\\" in rel:
+        return "backslash"
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
+        return "absolute path"
+    if "%" in rel:  # still encoded after decoding: double encoding
+        return "encoded characters"
+    if any(part in ("..", ".") for part in rel.split("/")):
+        return "'..' or '.' segment"
+    return None
+
+
+def config_diff(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The flattened config keys whose values differ between the runs (or are missing in some)."""
+    flat = [_flatten(c) for c in configs]
+    keys = sorted(set().union(*flat)) if flat else []
+    out = []
+    for k in keys:
+        values = [f.get(k, _MISSING) for f in flat]
+        encoded = {json.dumps(v, sort_keys=True, default=str) for v in values}
+        if len(encoded) > 1:
+            out.append({"key": k, "values": [None if v is _MISSING else v for v in values],
+                        "missing": [v is _MISSING for v in values]})
+    return out
+
+
+_MISSING = object()
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix or "value": d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, name))
+        else:
+            out[name] = v
+    return out
+
+
+def _add_plan_routes(app: FastAPI) -> None:
+    """The Plan page's API: the same planner as `lmdev plan` (when it is installed)."""
+    try:
+        from lmdev.plan.advisor import make_plan
+        from lmdev.plan.hardware import resolve_hardware
+        from lmdev.plan.memory import ATTENTIONS, OPTIMIZERS, PRECISIONS, TASKS, Workload
+        from lmdev.plan.model_input import resolve_model
+    except ImportError:
+        return
+
+    @app.get("/api/plan/options")
+    def plan_options() -> dict[str, Any]:
+        from lmdev.catalog.gpus import gpus
+        from lmdev.catalog.models import presets
+
+        return {"available": True, "models": sorted(presets()), "hardware": ["this", *sorted(gpus())],
+                "tasks": list(TASKS), "precisions": list(PRECISIONS), "optimizers": list(OPTIMIZERS),
+                "attentions": list(ATTENTIONS)}
+
+    @app.get("/api/plan")
+    def plan(model: str, task: str = "train", precision: str = "bf16", batch: int = Query(1, ge=1, le=1 << 16),
+             seq: int = Query(2048, ge=1, le=1 << 22), hardware: str = "this", optimizer: str = "adamw",
+             devices: int = Query(1, ge=1, le=4096), activation_checkpointing: bool = False) -> dict[str, Any]:
+        from lmdev.catalog.models import presets
+
+        if model not in presets():  # only catalog presets: a typed path is never read
+            raise LmdevError(f"no such model preset {model!r}", "pick one of the catalog's presets")
+        spec, source = resolve_model(model)
+        w = Workload(task=task, precision=precision, optimizer=optimizer, batch=batch, seq=seq, devices=devices,
+                     activation_checkpointing=activation_checkpointing)
+        hws = resolve_hardware(hardware)
+        return make_plan(spec, w, hws, source=source).to_dict()

@@ -1,0 +1,720 @@
+/* lmdev dashboard: a small single-page app over the read-only JSON API (/api/...).
+   Text from the store is only ever put in the page with textContent: nothing is evaluated.
+   window.lmdev exposes the drawn charts for tests and benchmarks (window.lmdev.charts). */
+(function () {
+  "use strict";
+
+  const COLORS = ["#5aa9ff", "#f2994a", "#3fb950", "#e5534b", "#b083f0", "#39c5cf", "#d29922", "#ec6cb9",
+    "#8ddb8c", "#a5d6ff"];
+  const POLL_MS = 1000;
+  const MAX_CHARTS_PER_GROUP = 24;
+  const state = { timers: [], charts: new Map(), smoothing: 0.6, xmode: "step", log: false, plan: false };
+  const lmdev = { charts: state.charts, ready: false, firstChartAt: null, renders: 0 };
+  window.lmdev = lmdev;
+
+  // -- helpers ---------------------------------------------------------------------------------
+
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    if (attrs) {
+      for (const [k, v] of Object.entries(attrs)) {
+        if (v === undefined || v === null || v === false) continue;
+        if (k === "class") e.className = v;
+        else if (k === "text") e.textContent = v;
+        else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+        else e.setAttribute(k, v === true ? "" : String(v));
+      }
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return e;
+  }
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      const err = (body && body.error) || {};
+      super(err.message || ("HTTP " + status));
+      this.status = status; this.hint = err.hint; this.kind = err.kind;
+    }
+  }
+
+  async function api(path) {
+    const r = await fetch(path, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    let body = null;
+    try { body = await r.json(); } catch (e) { body = null; }
+    if (!r.ok) throw new ApiError(r.status, body);
+    return body;
+  }
+
+  function banner(message, hint) {
+    const b = document.getElementById("banner");
+    b.replaceChildren();
+    if (!message) { b.hidden = true; return; }
+    b.append(el("strong", { text: message }));
+    if (hint) b.append(el("span", { class: "hint", text: hint }));
+    b.hidden = false;
+  }
+
+  function showError(view, err) {
+    if (err instanceof ApiError && err.status === 404) {
+      view.replaceChildren(el("div", { class: "empty", id: "not-found" },
+        el("h1", { text: "Not found" }), el("p", { text: err.message }), el("a", { href: "#/", text: "Back to the runs" })));
+      return;
+    }
+    banner(err.message || String(err), err.hint || "");
+    view.replaceChildren(el("div", { class: "empty", text: "Nothing to show." }));
+  }
+
+  function fmtNum(v) {
+    if (v === null || v === undefined) return "–";
+    if (typeof v === "string") return v.toUpperCase() === "NAN" ? "NaN" : v === "inf" ? "+Inf" : v === "-inf" ? "−Inf" : v;
+    const a = Math.abs(v);
+    if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(3);
+    return Number.isInteger(v) ? String(v) : v.toPrecision(5).replace(/\.?0+$/, "");
+  }
+  function fmtAxis(v, bytes) {
+    if (v === null || v === undefined) return "";
+    if (bytes && v >= 0) return fmtBytes(v).replace(".0 ", " ");
+    const a = Math.abs(v);
+    if (a >= 1e9) return +(v / 1e9).toPrecision(3) + "G";
+    if (a >= 1e6) return +(v / 1e6).toPrecision(3) + "M";
+    if (a >= 1e4) return +(v / 1e3).toPrecision(3) + "k";
+    return String(+v.toPrecision(6));
+  }
+  function fmtDur(s) {
+    if (s === null || s === undefined) return "–";
+    s = Math.max(0, Math.round(s));
+    const h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60, x = s % 60;
+    return h ? `${h}h ${m}m ${x}s` : m ? `${m}m ${x}s` : `${x}s`;
+  }
+  function fmtTime(t) { return t ? new Date(t * 1000).toLocaleString() : "–"; }
+  function fmtBytes(n) {
+    if (n === null || n === undefined) return "–";
+    const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
+    while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : String(n)) + " " + u[i];
+  }
+  function badge(status) { return el("span", { class: "badge " + status, text: status }); }
+  function clearTimers() { state.timers.forEach(clearInterval); state.timers = []; }
+  function every(ms, fn) { state.timers.push(setInterval(fn, ms)); }
+  function destroyCharts() { for (const c of state.charts.values()) c.plot.destroy(); state.charts.clear(); }
+  function params(hash) { const i = hash.indexOf("?"); return new URLSearchParams(i < 0 ? "" : hash.slice(i + 1)); }
+  function groupOf(key) { const i = key.indexOf("/"); return i < 0 ? "(no prefix)" : key.slice(0, i); }
+  function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
+
+  // TensorBoard's smoothing: an exponential moving average, debiased so the first points are not
+  // pulled towards zero. Non-finite values stay gaps and do not enter the average.
+  function smooth(values, weight) {
+    if (!weight) return values.slice();
+    const out = new Array(values.length);
+    let last = 0, n = 0;
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i];
+      if (v === null || !isFinite(v)) { out[i] = null; continue; }
+      last = last * weight + (1 - weight) * v; n++;
+      out[i] = last / (1 - Math.pow(weight, n));
+    }
+    return out;
+  }
+
+  function xValues(s, mode, start) {
+    if (mode === "step") return s.step;
+    if (mode === "wall") return s.time;
+    return s.time.map((t) => t - start);
+  }
+
+  // -- charts ----------------------------------------------------------------------------------
+
+  function chartOpts(width, title, series, xmode, logScale, extra) {
+    const grid = { stroke: cssVar("--grid"), width: 1 };
+    const axis = { stroke: cssVar("--muted"), grid, ticks: grid };
+    return Object.assign({
+      width, height: 220, title: undefined, padding: [8, 18, 0, 0],
+      scales: { x: { time: xmode === "wall" }, y: logScale ? { distr: 3 } : {} },
+      axes: [Object.assign({}, axis, xmode === "rel" ? { label: "seconds" } : {}),
+        Object.assign({ size: 78, values: (u, splits) => splits.map((v) => fmtAxis(v, /bytes/.test(title))) }, axis)],
+      series: [{ label: xmode === "step" ? "step" : xmode === "wall" ? "time" : "s" }].concat(series),
+      cursor: { sync: { key: "lmdev-" + (extra && extra.syncKey || "m") }, drag: { x: true, y: false } },
+      legend: { live: true },
+    }, extra && extra.opts || {});
+  }
+
+  function widthOf(node) { return Math.max(300, Math.floor(node.getBoundingClientRect().width) - 4); }
+
+  // A chart of one metric (raw + smoothed) or several runs' metric (compare): data = {name: series}
+  function drawChart(card, id, named, opts) {
+    const { xmode, logScale, smoothing, start } = opts;
+    const names = Object.keys(named);
+    const xs = new Set();
+    const perName = names.map((n) => {
+      const s = named[n];
+      const x = xValues(s, xmode, start[n] !== undefined ? start[n] : start);
+      x.forEach((v) => xs.add(v));
+      return { x, s };
+    });
+    const single = names.length === 1;
+    // one x array for all series (uPlot's aligned data); runs with other x values get nulls
+    const xAll = single ? perName[0].x : Array.from(xs).sort((a, b) => a - b);
+    const data = [xAll];
+    const series = [];
+    perName.forEach(({ x, s }, i) => {
+      let raw = s.value;
+      if (logScale) raw = raw.map((v) => (v !== null && v > 0 ? v : null));
+      const sm = smooth(raw, smoothing);
+      const color = COLORS[i % COLORS.length];
+      const align = (arr) => {
+        if (single) return arr;
+        const m = new Map(); x.forEach((xv, j) => m.set(xv, arr[j]));
+        return xAll.map((xv) => (m.has(xv) ? m.get(xv) : undefined));
+      };
+      if (smoothing > 0) {
+        series.push({ label: (single ? "raw" : names[i] + " raw"), stroke: color + "66", width: 1, spanGaps: false,
+          points: { show: false } });
+        data.push(align(raw));
+      }
+      series.push({ label: single && !opts.useNames ? (smoothing > 0 ? "smoothed" : "value") : names[i], stroke: color, width: 1.6,
+        spanGaps: false, points: { show: raw.length < 60 } });
+      data.push(align(sm));
+    });
+    let entry = state.charts.get(id);
+    const width = widthOf(card);
+    if (entry && entry.signature === series.map((s) => s.label).join("|") + xmode + logScale) {
+      entry.plot.setData(data);
+    } else {
+      if (entry) entry.plot.destroy();
+      const host = card.querySelector(".plot");
+      host.replaceChildren();
+      const plot = new uPlot(chartOpts(width, id, series, xmode, logScale, opts), data, host);
+      entry = { plot, signature: series.map((s) => s.label).join("|") + xmode + logScale };
+      state.charts.set(id, entry);
+    }
+    entry.raw = named; entry.data = data; entry.labels = series.map((s) => s.label);
+    lmdev.renders++;
+    if (lmdev.firstChartAt === null) lmdev.firstChartAt = performance.now();
+    // flags: NaN / Inf are gaps; say where they are
+    const note = card.querySelector(".note");
+    const parts = [];
+    names.forEach((n) => {
+      const s = named[n];
+      if (s.nonfinite) {
+        const first = s.flags.length ? s.flags[0] : null;
+        const at = first ? ` (first: ${first[1]} at step ${s.step[first[0]]})` : "";
+        parts.push((single ? "" : n + ": ") + `${s.nonfinite} non-finite value${s.nonfinite > 1 ? "s" : ""}${at}, shown as gaps`);
+      }
+    });
+    const counts = names.map((n) => named[n]).filter((s) => s.downsampled);
+    if (parts.length) { note.textContent = "⚠ " + parts.join("; "); note.classList.add("flagged"); card.dataset.flagged = "1"; }
+    else if (counts.length) { note.textContent = `${counts[0].returned} of ${counts[0].count} points (shape-preserving downsampling)`; note.classList.remove("flagged"); }
+    else { note.textContent = ""; note.classList.remove("flagged"); }
+  }
+
+  function chartCard(id, title) {
+    return el("div", { class: "card chart", "data-key": id }, el("h3", { text: title }), el("div", { class: "plot" }),
+      el("div", { class: "note" }));
+  }
+
+  // -- runs page -------------------------------------------------------------------------------
+
+  async function runsPage(view) {
+    const st = { sort: "start_time", dir: -1, q: "", status: "", project: "", selected: new Set(), runs: [] };
+    const search = el("input", { type: "search", id: "run-search", placeholder: "Search name, id, tag, host…", size: 30 });
+    const statusSel = el("select", { id: "status-filter" }, ["", "running", "finished", "failed", "killed"].map(
+      (s) => el("option", { value: s, text: s || "any status" })));
+    const projectSel = el("select", { id: "project-filter" }, el("option", { value: "", text: "any project" }));
+    const cmpBtn = el("button", { class: "primary", id: "compare-selected", disabled: true, text: "Compare selected" });
+    const count = el("span", { class: "muted small" });
+    const table = el("table", { id: "runs-table" });
+    view.replaceChildren(el("h1", { text: "Runs" }),
+      el("div", { class: "toolbar" }, search, statusSel, projectSel, cmpBtn, count), table);
+    search.addEventListener("input", () => { st.q = search.value.toLowerCase(); render(); });
+    statusSel.addEventListener("change", () => { st.status = statusSel.value; render(); });
+    projectSel.addEventListener("change", () => { st.project = projectSel.value; render(); });
+    cmpBtn.addEventListener("click", () => { location.hash = "#/compare?runs=" + encodeURIComponent([...st.selected].join(",")); });
+
+    function keyColumns(runs) {
+      const freq = new Map();
+      for (const r of runs) for (const k of Object.keys(r.metrics || {})) freq.set(k, (freq.get(k) || 0) + 1);
+      const pri = (k) => (k.startsWith("final/") ? 10 : 0) + (/val.*loss/.test(k) ? 0 : /loss/.test(k) ? 1 : /acc/.test(k) ? 2 : 3);
+      return [...freq.keys()].sort((a, b) => pri(a) - pri(b) || freq.get(b) - freq.get(a) || a.localeCompare(b)).slice(0, 4);
+    }
+
+    function sortValue(r, key) {
+      if (key.startsWith("m:")) {
+        const m = (r.metrics || {})[key.slice(2)];
+        return m && typeof m.last === "number" ? m.last : null;
+      }
+      if (key === "status") return r.live_status;
+      return r[key];
+    }
+
+    function render() {
+      const runs = st.runs.filter((r) => {
+        if (st.status && r.live_status !== st.status) return false;
+        if (st.project && r.project !== st.project) return false;
+        if (!st.q) return true;
+        const hay = [r.name, r.id, r.host, r.project, ...(r.tags || [])].join(" ").toLowerCase();
+        return st.q.split(/\s+/).every((w) => hay.includes(w));
+      });
+      runs.sort((a, b) => {
+        const x = sortValue(a, st.sort), y = sortValue(b, st.sort);
+        if (x === y) return 0;
+        if (x === null || x === undefined) return 1;
+        if (y === null || y === undefined) return -1;
+        return (x < y ? -1 : 1) * st.dir;
+      });
+      const keys = keyColumns(st.runs);
+      const cols = [["", null], ["Name", "name"], ["Status", "status"], ["Project", "project"], ["Started", "start_time"],
+        ["Duration", "duration"]].concat(keys.map((k) => [k, "m:" + k])).concat([["Tags", null], ["Host", "host"]]);
+      const head = el("tr", null, cols.map(([label, key]) => {
+        const th = el("th", { class: key ? "sortable" : "", text: label, title: key && key.startsWith("m:") ? "last (best)" : null });
+        if (key === st.sort) th.classList.add(st.dir > 0 ? "sorted-asc" : "sorted-desc");
+        if (key) th.addEventListener("click", () => { st.dir = st.sort === key ? -st.dir : (key === "name" ? 1 : -1); st.sort = key; render(); });
+        return th;
+      }));
+      const body = el("tbody");
+      for (const r of runs) {
+        const box = el("input", { type: "checkbox", "aria-label": "select " + r.name, "data-id": r.id });
+        box.checked = st.selected.has(r.id);
+        box.addEventListener("change", () => { box.checked ? st.selected.add(r.id) : st.selected.delete(r.id); updateBtn(); });
+        const cells = [el("td", null, box),
+          el("td", null, el("a", { href: "#/run/" + encodeURIComponent(r.id), text: r.name, class: "run-link" }),
+            el("div", { class: "muted small mono", text: r.id })),
+          el("td", null, badge(r.live_status)), el("td", { text: r.project }), el("td", { text: fmtTime(r.start_time) }),
+          el("td", { class: "num", text: fmtDur(r.duration) })];
+        for (const k of keys) {
+          const m = (r.metrics || {})[k];
+          cells.push(el("td", { class: "num" }, m ? fmtNum(m.last) : "–",
+            m ? el("span", { class: "muted small", text: " (" + fmtNum(m.best) + ")" }) : null));
+        }
+        cells.push(el("td", null, (r.tags || []).map((t) => el("span", { class: "tag", text: t }))));
+        cells.push(el("td", { class: "small", text: r.host }));
+        body.append(el("tr", { "data-run": r.id }, cells));
+      }
+      table.replaceChildren(el("thead", null, head), body);
+      if (!runs.length) table.append(el("tbody", null, el("tr", null, el("td", { colspan: cols.length, class: "empty",
+        text: st.runs.length ? "No run matches the filter." : "No runs yet: `lmdev demo` or `lmdev train` records some." }))));
+      count.textContent = `${runs.length} of ${st.runs.length} runs`;
+      updateBtn();
+    }
+    function updateBtn() { cmpBtn.disabled = st.selected.size < 2; cmpBtn.textContent = `Compare selected (${st.selected.size})`; }
+
+    async function load() {
+      const data = await api("/api/runs");
+      st.runs = data.runs;
+      const projects = [...new Set(data.runs.map((r) => r.project))].sort();
+      if (projectSel.options.length !== projects.length + 1) {
+        projectSel.replaceChildren(el("option", { value: "", text: "any project" }), projects.map((p) => el("option", { value: p, text: p })));
+        projectSel.value = st.project;
+      }
+      render();
+      if (!lmdev.ready) lmdev.tableAt = performance.now();
+      lmdev.ready = true;
+    }
+    await load();
+    every(5000, () => { if (!document.hidden) load().catch(() => {}); });
+  }
+
+  // -- run page --------------------------------------------------------------------------------
+
+  async function runPage(view, runId) {
+    const run = await api("/api/runs/" + encodeURIComponent(runId));
+    const keys = run.summaries.map((s) => s.key);
+    const summaryOf = new Map(run.summaries.map((s) => [s.key, s]));
+    const head = el("div", null,
+      el("h1", null, run.name + " ", el("span", { id: "run-status" }, badge(run.live_status))),
+      el("div", { class: "meta" },
+        el("span", null, "id ", el("b", { class: "mono", text: run.id })),
+        el("span", null, "project ", el("b", { text: run.project })),
+        el("span", null, "started ", el("b", { text: fmtTime(run.start_time) })),
+        el("span", null, "duration ", el("b", { id: "run-duration", text: fmtDur(run.duration) })),
+        el("span", null, "host ", el("b", { text: run.host || "–" })),
+        run.git_commit ? el("span", null, "git ", el("b", { class: "mono", text: run.git_commit.slice(0, 10) + (run.git_dirty ? " (dirty)" : "") })) : null,
+        run.exit_code !== null && run.exit_code !== undefined ? el("span", null, "exit code ", el("b", { text: String(run.exit_code) })) : null,
+        (run.tags || []).length ? el("span", null, (run.tags || []).map((t) => el("span", { class: "tag", text: t }))) : null));
+
+    const slider = el("input", { type: "range", id: "smoothing", min: 0, max: 0.99, step: 0.01, value: state.smoothing });
+    const sliderVal = el("span", { class: "mono", text: state.smoothing.toFixed(2) });
+    const xSel = el("select", { id: "xaxis" }, [["step", "step"], ["wall", "wall time"], ["rel", "relative time"]].map(
+      ([v, t]) => el("option", { value: v, text: t })));
+    xSel.value = state.xmode;
+    const logBox = el("input", { type: "checkbox", id: "logscale" });
+    logBox.checked = state.log;
+    const keySearch = el("input", { type: "search", id: "key-search", placeholder: `Search ${keys.length} metrics…`, size: 28 });
+    const toolbar = el("div", { class: "toolbar" },
+      el("label", null, "Smoothing", slider, sliderVal), el("label", null, "X axis", xSel),
+      el("label", null, logBox, "log scale"), keySearch, el("span", { id: "live", class: "muted small" }));
+
+    const tabs = ["Metrics", "System", "Config", "Events", "Artifacts", "Output"];
+    const panes = {};
+    const tabBar = el("div", { class: "tabs" });
+    for (const t of tabs) {
+      panes[t] = el("section", { id: "pane-" + t.toLowerCase(), hidden: t !== "Metrics" });
+      const b = el("button", { type: "button", text: t, "data-tab": t, class: t === "Metrics" ? "active" : "" });
+      b.addEventListener("click", () => {
+        tabBar.querySelectorAll("button").forEach((x) => x.classList.toggle("active", x === b));
+        for (const k of tabs) panes[k].hidden = k !== t;
+        if (t === "System") loadSystem();
+        if (t === "Output") panes.Output.querySelectorAll("pre").forEach((pre) => { pre.scrollTop = pre.scrollHeight; });
+      });
+      tabBar.append(b);
+    }
+    view.replaceChildren(head, toolbar, tabBar, ...tabs.map((t) => panes[t]));
+
+    // metrics, grouped by prefix; a group's charts are made when it is open
+    const groups = new Map();
+    for (const k of keys) { const g = groupOf(k); if (!groups.has(g)) groups.set(g, []); groups.get(g).push(k); }
+    const cache = new Map(); // key -> series
+    const openGroups = new Set();
+    const singlePoint = (g) => groups.get(g).every((k) => (summaryOf.get(k) || {}).count <= 1);
+    const groupNames = [...groups.keys()].sort((a, b) => {
+      const p = (g) => (singlePoint(g) ? 9 : g === "train" ? 0 : g === "val" ? 1 : g === "test" ? 2 : 3);
+      return p(a) - p(b) || a.localeCompare(b);
+    });
+    let autoOpen = 0;
+    function visibleKeys(g) {
+      const q = keySearch.value.trim().toLowerCase();
+      return groups.get(g).filter((k) => !q || k.toLowerCase().includes(q));
+    }
+    function renderGroups() {
+      const pane = panes.Metrics;
+      pane.replaceChildren();
+      if (!keys.length) { pane.append(el("div", { class: "empty", text: "This run has no metrics yet." })); return; }
+      let shownGroups = 0;
+      for (const g of groupNames) {
+        const ks = visibleKeys(g);
+        if (!ks.length) continue;
+        shownGroups++;
+        const det = el("details", { class: "group", "data-group": g });
+        if (openGroups.has(g)) det.open = true;
+        det.append(el("summary", null, g + " ", el("span", { class: "muted", text: `(${ks.length})` })));
+        const grid = el("div", { class: "grid" });
+        det.append(grid);
+        det.addEventListener("toggle", () => {
+          if (det.open) { openGroups.add(g); fillGroup(grid, ks); } else { openGroups.delete(g); grid.replaceChildren(); dropCharts(ks); }
+        });
+        pane.append(det);
+        if (det.open) fillGroup(grid, ks);
+      }
+      if (!shownGroups) pane.append(el("div", { class: "empty", text: "No metric matches the search." }));
+    }
+    function dropCharts(ks) { for (const k of ks) { const c = state.charts.get(k); if (c) { c.plot.destroy(); state.charts.delete(k); } } }
+    async function fillGroup(grid, ks) {
+      const shown = ks.slice(0, MAX_CHARTS_PER_GROUP);
+      grid.replaceChildren(...shown.map((k) => chartCard(k, k)));
+      if (ks.length > shown.length) grid.append(el("div", { class: "muted small", text: `${ks.length - shown.length} more: narrow the search to see them.` }));
+      const need = shown.filter((k) => !cache.has(k));
+      if (need.length) await fetchKeys(need);
+      for (const k of shown) drawKey(k, grid);
+    }
+    async function fetchKeys(ks) {
+      for (let i = 0; i < ks.length; i += 40) {
+        const part = ks.slice(i, i + 40);
+        const d = await api(`/api/runs/${encodeURIComponent(run.id)}/metrics?keys=${encodeURIComponent(part.join(","))}`);
+        for (const [k, s] of Object.entries(d.series)) cache.set(k, s);
+      }
+    }
+    function drawKey(k, root) {
+      const card = (root || view).querySelector(`.card[data-key="${CSS.escape(k)}"]`);
+      const s = cache.get(k);
+      if (!card || !s) return;
+      drawChart(card, k, { [k]: s }, { xmode: state.xmode, logScale: state.log, smoothing: state.smoothing, start: run.start_time });
+    }
+    function redrawAll() { for (const k of cache.keys()) drawKey(k); }
+    // the groups open at first: train/val/test and the first ones, up to a few charts
+    for (const g of groupNames) {
+      if (autoOpen >= 12) break;
+      const n = groups.get(g).length;
+      if (n <= MAX_CHARTS_PER_GROUP && !singlePoint(g)) { openGroups.add(g); autoOpen += n; }
+    }
+    renderGroups();
+
+    slider.addEventListener("input", () => { state.smoothing = +slider.value; sliderVal.textContent = state.smoothing.toFixed(2); redrawAll(); });
+    xSel.addEventListener("change", () => { state.xmode = xSel.value; redrawAll(); if (!panes.System.hidden) loadSystem(); });
+    logBox.addEventListener("change", () => { state.log = logBox.checked; redrawAll(); });
+    keySearch.addEventListener("input", () => { renderGroups(); });
+
+    // system charts: one per metric kind, every device/rank a series, on the run's time axis
+    let sysLoaded = false;
+    async function loadSystem() {
+      const pane = panes.System;
+      const d = await api(`/api/runs/${encodeURIComponent(run.id)}/system`);
+      const names = Object.keys(d.series);
+      if (!names.length) { pane.replaceChildren(el("div", { class: "empty", text: "No system samples (telemetry was off)." })); return; }
+      const kinds = new Map();
+      for (const n of names) {
+        const parts = n.split("/"); const kind = parts[1]; const who = parts[0] + (parts[2] ? "/" + parts[2] : "");
+        if (!kinds.has(kind)) kinds.set(kind, {});
+        kinds.get(kind)[who] = Object.assign({ step: d.series[n].time.map(() => 0) }, d.series[n]);
+      }
+      const xmode = state.xmode === "wall" ? "wall" : "rel";
+      if (!sysLoaded) {
+        pane.replaceChildren(el("p", { class: "muted small", text: "Sampled by the run's telemetry; x axis: " + (xmode === "wall" ? "wall time" : "seconds since the run started") + "." }),
+          el("div", { class: "grid" }, [...kinds.keys()].sort().map((k) => chartCard("sys:" + k, k))));
+        sysLoaded = true;
+      }
+      for (const [kind, named] of kinds) {
+        const card = pane.querySelector(`.card[data-key="${CSS.escape("sys:" + kind)}"]`);
+        if (card) drawChart(card, "sys:" + kind, named, { xmode, logScale: false, smoothing: 0, start: run.start_time, syncKey: "sys", useNames: true });
+      }
+    }
+
+    panes.Config.append(el("pre", { id: "config", text: JSON.stringify(run.config, null, 2) }),
+      el("h2", { text: "Versions" }), el("pre", { text: JSON.stringify(run.framework_versions || {}, null, 2) }),
+      run.command ? el("div", null, el("h2", { text: "Command" }), el("pre", { text: run.command.join(" ") })) : null);
+
+    async function loadEvents() {
+      const d = await api(`/api/runs/${encodeURIComponent(run.id)}/events`);
+      const rows = d.events.slice().reverse().map((e) => el("tr", null, el("td", { class: "small", text: fmtTime(e.time) }),
+        el("td", null, badge(e.level)), el("td", { text: e.message }),
+        el("td", { class: "mono small", text: Object.keys(e.data || {}).length ? JSON.stringify(e.data) : "" })));
+      panes.Events.replaceChildren(rows.length ? el("table", { id: "events" }, el("thead", null, el("tr", null,
+        ["Time", "Level", "Message", "Data"].map((h) => el("th", { text: h })))), el("tbody", null, rows))
+        : el("div", { class: "empty", text: "No events." }));
+    }
+    async function loadArtifacts() {
+      const d = await api(`/api/runs/${encodeURIComponent(run.id)}/artifacts`);
+      const rows = d.artifacts.map((a) => el("tr", null,
+        el("td", { class: "mono small" }, a.download ? el("a", { href: a.download, text: a.path, download: "" }) : a.path,
+          a.exists ? null : el("span", { class: "muted", text: " (missing)" })),
+        el("td", { text: a.kind }), el("td", { class: "num", text: fmtBytes(a.size) }),
+        el("td", { class: "mono small", text: a.sha256, title: "sha256" }), el("td", { class: "small", text: fmtTime(a.time) })));
+      panes.Artifacts.replaceChildren(rows.length ? el("table", { id: "artifacts" }, el("thead", null, el("tr", null,
+        ["Path", "Kind", "Size", "sha256", "Time"].map((h) => el("th", { text: h })))), el("tbody", null, rows))
+        : el("div", { class: "empty", text: "No artifacts." }));
+    }
+    async function loadOutput() {
+      const d = await api(`/api/runs/${encodeURIComponent(run.id)}/output`);
+      const names = Object.keys(d.files);
+      panes.Output.replaceChildren(...(names.length ? names.map((n) => el("div", null,
+        el("h2", { text: n + (d.files[n].truncated ? " (last 64 KiB)" : "") }), el("pre", { text: d.files[n].tail })))
+        : [el("div", { class: "empty", text: "No captured output for this run (runs started with `lmdev run` keep it)." })]));
+      panes.Output.querySelectorAll("pre").forEach((pre) => { pre.scrollTop = pre.scrollHeight; });  // the tail is what matters
+    }
+    await Promise.all([loadEvents(), loadArtifacts(), loadOutput()]);
+
+    // live updates: poll a cheap state endpoint; fetch only when something new was recorded
+    let cursor = JSON.stringify(run.cursor);
+    let knownKeys = keys.length;
+    const live = document.getElementById("live");
+    async function poll() {
+      const s = await api(`/api/runs/${encodeURIComponent(run.id)}/state`);
+      document.getElementById("run-status").replaceChildren(badge(s.live_status));
+      document.getElementById("run-duration").textContent = fmtDur(s.duration);
+      live.textContent = s.live_status === "running" ? "● live" : "";
+      const c = JSON.stringify(s.cursor);
+      if (c === cursor) return;
+      cursor = c;
+      const fresh = await api("/api/runs/" + encodeURIComponent(run.id));
+      if (fresh.summaries.length !== knownKeys) {  // new metric keys: regroup
+        knownKeys = fresh.summaries.length;
+        for (const sm of fresh.summaries) if (!summaryOf.has(sm.key)) { summaryOf.set(sm.key, sm); keys.push(sm.key); const g = groupOf(sm.key); if (!groups.has(g)) { groups.set(g, []); groupNames.push(g); if (groups.size <= 4) openGroups.add(g); } groups.get(g).push(sm.key); }
+        cache.clear(); renderGroups();
+      } else {
+        const open = [...cache.keys()];
+        if (open.length) { await fetchKeys(open); redrawAll(); }
+      }
+      if (!panes.System.hidden) loadSystem();
+      loadEvents(); loadArtifacts(); loadOutput();
+    }
+    if (run.live_status === "running") live.textContent = "● live";
+    every(POLL_MS, () => { if (!document.hidden) poll().catch(() => {}); });
+    lmdev.ready = true;
+  }
+
+  // -- compare page ----------------------------------------------------------------------------
+
+  async function comparePage(view, hash) {
+    const p = params(hash);
+    const ids = (p.get("runs") || "").split(",").filter(Boolean);
+    if (ids.length < 2) {
+      view.replaceChildren(el("h1", { text: "Compare" }), el("p", { class: "muted", text: "Select two or more runs on the Runs page and press “Compare selected”." }),
+        el("a", { href: "#/", text: "Go to the runs" }));
+      lmdev.ready = true;
+      return;
+    }
+    let d = await api("/api/compare?runs=" + encodeURIComponent(ids.join(",")));
+    const keys = d.common_keys.length ? d.common_keys : d.keys;
+    const pref = ["val/loss", "train/loss", "loss"];
+    let key = p.get("key") || pref.find((k) => keys.includes(k)) || keys[0];
+    const keySel = el("select", { id: "compare-key" }, keys.map((k) => el("option", { value: k, text: k })));
+    if (key) keySel.value = key;
+    const slider = el("input", { type: "range", id: "smoothing", min: 0, max: 0.99, step: 0.01, value: state.smoothing });
+    const xSel = el("select", { id: "xaxis" }, [["step", "step"], ["rel", "relative time"], ["wall", "wall time"]].map(([v, t]) => el("option", { value: v, text: t })));
+    xSel.value = state.xmode;
+    const card = chartCard("compare", key || "");
+    const diff = el("section", { id: "config-diff" });
+    view.replaceChildren(el("h1", { text: `Compare ${d.runs.length} runs` }),
+      el("div", { class: "legend-list" }, d.runs.map((r, i) => el("span", null, el("span", { class: "swatch", "data-color": i }),
+        el("a", { href: "#/run/" + encodeURIComponent(r.id), text: r.name }), " ", el("span", { class: "muted mono small", text: r.id })))),
+      el("div", { class: "toolbar" }, el("label", null, "Metric", keySel), el("label", null, "Smoothing", slider), el("label", null, "X axis", xSel)),
+      card, el("h2", { text: "Config differences" }), diff);
+    view.querySelectorAll(".swatch").forEach((s) => { s.style.background = COLORS[+s.dataset.color % COLORS.length]; });
+    const names = new Map(d.runs.map((r) => [r.id, r.name]));
+    const starts = new Map(d.runs.map((r) => [r.id, r.start_time]));
+    async function draw(refetch) {
+      if (!key) { card.querySelector(".note").textContent = "These runs have no metrics."; return; }
+      if (refetch) d = await api("/api/compare?runs=" + encodeURIComponent(ids.join(",")) + "&key=" + encodeURIComponent(key));
+      card.querySelector("h3").textContent = key;
+      const named = {}; const start = {};
+      const seen = new Map();
+      for (const r of d.runs) {
+        if (!d.series[r.id]) continue;
+        let label = names.get(r.id); if (seen.has(label)) label += " " + r.id.slice(0, 6); seen.set(label, 1);
+        named[label] = d.series[r.id]; start[label] = starts.get(r.id);
+      }
+      drawChart(card, "compare", named, { xmode: state.xmode, logScale: false, smoothing: state.smoothing, start, syncKey: "c" });
+    }
+    keySel.addEventListener("change", () => { key = keySel.value; draw(true); });
+    slider.addEventListener("input", () => { state.smoothing = +slider.value; draw(false); });
+    xSel.addEventListener("change", () => { state.xmode = xSel.value; draw(false); });
+    await draw(true);
+    if (!d.config_diff.length) diff.append(el("p", { class: "muted", text: "The configs are the same." }));
+    else diff.append(el("table", { id: "diff-table" }, el("thead", null, el("tr", null, el("th", { text: "key" }),
+      d.runs.map((r) => el("th", { text: r.name })))), el("tbody", null, d.config_diff.map((row) => el("tr", null,
+      el("td", { class: "mono small", text: row.key }), row.values.map((v, i) => el("td", { class: "mono small" + (row.missing[i] ? " muted" : ""),
+        text: row.missing[i] ? "(missing)" : JSON.stringify(v) })))))));
+    lmdev.ready = true;
+  }
+
+  // -- machine page ----------------------------------------------------------------------------
+
+  async function machinePage(view) {
+    view.replaceChildren(el("h1", { text: "Machine" }), el("p", { class: "muted", text: "Running lmdev doctor…" }));
+    const d = await api("/api/machine");
+    const refresh = el("button", { type: "button", text: "Run doctor again" });
+    refresh.addEventListener("click", async () => { refresh.disabled = true; await api("/api/machine?refresh=1"); render(); });
+    const out = [el("h1", { text: "Machine" })];
+    const r = d.doctor;
+    if (!r) out.push(el("div", { class: "banner", text: "doctor failed: " + (d.doctor_error || "unknown error") }));
+    else {
+      const h = r.facts.host || {}; const acc = r.facts.accelerators || {};
+      out.push(el("div", { class: "meta" },
+        el("span", null, "status ", badge(r.summary.status === "ok" ? "finished" : r.summary.status === "errors" ? "error" : "warning")),
+        el("span", null, "host ", el("b", { text: h.hostname || "–" })), el("span", null, "OS ", el("b", { text: h.os_name || h.os || "–" })),
+        el("span", null, "CPU ", el("b", { text: ((h.cpu || {}).model || "–") + ` (${(h.cpu || {}).threads || "?"} threads)` })),
+        el("span", null, "RAM ", el("b", { text: fmtBytes((h.memory || {}).total_bytes) })),
+        el("span", null, "GPUs ", el("b", { text: (acc.gpus || []).map((g) => g.name).join(", ") || "none" })),
+        el("span", null, "collected ", el("b", { text: r.collected_at })), refresh));
+      out.push(el("h2", { text: `Findings: ${r.summary.errors} errors, ${r.summary.warnings} warnings, ${r.summary.infos} notes` }));
+      const order = { error: 0, warning: 1, info: 2 };
+      const fs = r.findings.slice().sort((a, b) => order[a.severity] - order[b.severity]);
+      if (!fs.length) out.push(el("p", { class: "muted", text: "No findings: this machine looks right." }));
+      for (const f of fs) out.push(el("div", { class: "finding " + f.severity, "data-id": f.id },
+        el("div", null, badge(f.severity), " ", el("strong", { text: f.title }), " ", el("span", { class: "muted mono small", text: f.id })),
+        el("div", { class: "small muted", text: f.evidence }), el("div", { class: "fix" }, el("b", { text: "Fix: " }), f.fix)));
+      out.push(el("details", null, el("summary", { text: "All facts (lmdev doctor --json)" }), el("pre", { text: JSON.stringify(r.facts, null, 2) })));
+    }
+    out.push(el("h2", { text: "Benchmarks" }));
+    if (d.bench) out.push(el("pre", { id: "bench", text: JSON.stringify(d.bench, null, 2) }));
+    else out.push(el("p", { class: "muted", text: `No saved bench results (${d.bench_path}): run \`lmdev bench\` to measure this machine.` }));
+    view.replaceChildren(...out);
+    lmdev.ready = true;
+    async function render() { await machinePage(view); }
+  }
+
+  // -- plan page -------------------------------------------------------------------------------
+
+  async function planPage(view) {
+    const o = await api("/api/plan/options");
+    const f = {
+      model: el("select", { id: "plan-model" }, o.models.map((m) => el("option", { value: m, text: m }))),
+      task: el("select", { id: "plan-task" }, o.tasks.map((m) => el("option", { value: m, text: m }))),
+      precision: el("select", { id: "plan-precision" }, o.precisions.map((m) => el("option", { value: m, text: m }))),
+      optimizer: el("select", { id: "plan-optimizer" }, o.optimizers.map((m) => el("option", { value: m, text: m }))),
+      batch: el("input", { type: "number", id: "plan-batch", min: 1, value: 1 }),
+      seq: el("input", { type: "number", id: "plan-seq", min: 1, value: 2048 }),
+      devices: el("input", { type: "number", id: "plan-devices", min: 1, value: 1 }),
+      hardware: el("select", { id: "plan-hardware" }, o.hardware.map((m) => el("option", { value: m, text: m === "this" ? "this machine" : m }))),
+    };
+    f.task.value = "train"; f.precision.value = "bf16";
+    const go = el("button", { class: "primary", type: "button", id: "plan-go", text: "Plan" });
+    const result = el("section", { id: "plan-result" });
+    view.replaceChildren(el("h1", { text: "Plan" }), el("p", { class: "muted", text: "The same planner as `lmdev plan`: will it fit, and how long will it take?" }),
+      el("div", { class: "form-grid" }, Object.entries(f).map(([k, input]) => el("label", null, k, input))), go, result);
+    go.addEventListener("click", run);
+    async function run() {
+      const q = new URLSearchParams(Object.fromEntries(Object.entries(f).map(([k, i]) => [k, i.value])));
+      result.replaceChildren(el("p", { class: "muted", text: "Planning…" }));
+      let p;
+      try { p = await api("/api/plan?" + q.toString()); } catch (e) { result.replaceChildren(el("div", { class: "banner", text: e.message + (e.hint ? " — " + e.hint : "") })); return; }
+      const mem = p.memory; const cap = p.hardware.memory_bytes - (p.hardware.used_bytes || 0);
+      const parts = ["weights", "gradients", "optimizer", "activations", "logits", "kv_cache", "overhead"];
+      const scale = Math.max(mem.total_bytes, cap);
+      const bar = el("div", { class: "bar", id: "plan-bar" });
+      const legend = el("div", { class: "legend-list" });
+      parts.forEach((part, i) => {
+        const b = mem[part + "_bytes"] || 0; if (!b) return;
+        const s = el("span", { title: `${part}: ${fmtBytes(b)}` }); s.style.width = (100 * b / scale) + "%"; s.style.background = COLORS[i];
+        bar.append(s);
+        const sw = el("span", { class: "swatch" }); sw.style.background = COLORS[i];
+        legend.append(el("span", null, sw, `${part} ${fmtBytes(b)}`));
+      });
+      const capLine = el("div", { class: "small muted", text: `capacity ${fmtBytes(cap)} per device (${p.hardware.name}); needs ${fmtBytes(mem.total_bytes)}` });
+      result.replaceChildren(el("h2", { id: "plan-verdict" }, el("span", { class: "badge " + (p.fits ? "finished" : "failed"), text: p.fits ? "fits" : "does not fit" }), " " + p.model.name + " on " + p.hardware.name,
+        el("span", { class: "muted", text: ` — headroom ${fmtBytes(p.headroom_bytes)}, max batch ${p.max_batch}, max sequence ${p.max_seq}` })),
+        bar, legend, capLine,
+        p.warnings.length ? el("ul", null, p.warnings.map((w) => el("li", { text: w }))) : null,
+        el("h2", { text: "Recommendations" }), p.recommendations.length ? el("table", { id: "plan-recs" }, el("thead", null, el("tr", null,
+          ["Change", "Memory", "Fits", "Trade-off"].map((h) => el("th", { text: h })))), el("tbody", null, p.recommendations.map((r) => el("tr", null,
+          el("td", { text: r.description || r.action }), el("td", { class: "num", text: fmtBytes(r.total_bytes) }),
+          el("td", null, el("span", { class: "badge " + (r.fits ? "finished" : "failed"), text: r.fits ? "fits" : "too big" })),
+          el("td", { class: "small muted", text: r.tradeoff || "" }))))) : el("p", { class: "muted", text: "None needed." }),
+        el("details", null, el("summary", { text: "The whole plan (lmdev plan --json)" }), el("pre", { text: JSON.stringify(p, null, 2) })));
+    }
+    lmdev.ready = true;
+  }
+
+  // -- router ----------------------------------------------------------------------------------
+
+  async function route() {
+    clearTimers(); destroyCharts(); banner(null);
+    lmdev.ready = false; lmdev.firstChartAt = null;
+    const view = document.getElementById("view");
+    const hash = location.hash || "#/";
+    const path = hash.split("?")[0];
+    const page = path.startsWith("#/run/") ? "runs" : path.slice(2) || "runs";
+    document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === page));
+    try {
+      const health = await api("/api/health");
+      document.getElementById("store-path").textContent = health.store;
+      if (!health.ok) {
+        banner(health.error.message, health.error.hint);
+        if (path !== "#/machine" && path !== "#/plan") {
+          view.replaceChildren(el("div", { class: "empty", id: "store-error", text: "No runs to show until the store is readable." }));
+          lmdev.ready = true;
+          return;
+        }
+      }
+      if (path === "#/" || path === "") await runsPage(view);
+      else if (path.startsWith("#/run/")) await runPage(view, decodeURIComponent(path.slice(6)));
+      else if (path === "#/compare") await comparePage(view, hash);
+      else if (path === "#/machine") await machinePage(view);
+      else if (path === "#/plan" && state.plan) await planPage(view);
+      else throw new ApiError(404, { error: { message: "There is no page " + path.slice(1) + "." } });
+    } catch (err) {
+      showError(view, err);
+      lmdev.ready = true;
+    }
+  }
+
+  function theme(t) {
+    document.documentElement.dataset.theme = t;
+    document.getElementById("theme").textContent = t === "dark" ? "Light" : "Dark";
+    try { localStorage.setItem("lmdev-theme", t); } catch (e) { /* private mode */ }
+  }
+
+  window.addEventListener("DOMContentLoaded", async () => {
+    let t = null;
+    try { t = localStorage.getItem("lmdev-theme"); } catch (e) { t = null; }
+    theme(t || (matchMedia("(prefers-color-scheme: light)").matches ? "light" : "dark"));
+    document.getElementById("theme").addEventListener("click", () => {
+      theme(document.documentElement.dataset.theme === "dark" ? "light" : "dark");
+      route();
+    });
+    try { await api("/api/plan/options"); state.plan = true; document.getElementById("nav-plan").hidden = false; } catch (e) { state.plan = false; }
+    window.addEventListener("hashchange", route);
+    route();
+  });
+})();

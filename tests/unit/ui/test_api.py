@@ -1,0 +1,190 @@
+"""The dashboard's read-only JSON API over a prepared store."""
+
+import json
+
+from fastapi.testclient import TestClient
+
+from lmdev.ui.server import create_app
+from tests.unit.ui.conftest import BASE
+
+
+def test_runs_lists_the_runs_with_key_metrics(client, ids):
+    r = client.get("/api/runs")
+    assert r.status_code == 200
+    runs = {row["name"]: row for row in r.json()["runs"]}
+    assert set(runs) == {"digits-mlp", "tiny-gpt"}
+    mlp = runs["digits-mlp"]
+    assert mlp["id"] == ids["digits-mlp"]
+    assert mlp["live_status"] == "finished" and mlp["tags"] == ["demo", "mlp"] and mlp["host"]
+    assert mlp["duration"] is not None
+    loss = mlp["metrics"]["train/loss"]
+    assert loss["count"] == 200 and abs(loss["last"] - (2.0 * 2.718281828 ** (-199 / 40) + 0.1)) < 1e-6
+    assert loss["best"] == loss["min"]  # lower is better for a loss
+    acc = mlp["metrics"]["val/accuracy"]
+    assert acc["best"] == acc["max"] and acc["higher_is_better"]
+    assert runs["tiny-gpt"]["metrics"]["val/loss"]["count"] == 6
+
+
+def test_runs_filters_by_status(client):
+    assert client.get("/api/runs?status=running").json()["runs"] == []
+    assert len(client.get("/api/runs?status=finished").json()["runs"]) == 2
+
+
+def test_run_detail_by_id_prefix_and_name(client, ids):
+    rid = ids["digits-mlp"]
+    d = client.get(f"/api/runs/{rid}").json()
+    assert d["id"] == rid and d["config"]["model"]["width"] == 64
+    keys = {s["key"]: s for s in d["summaries"]}
+    assert set(keys) == {"train/loss", "train/tokens_per_s", "val/loss", "val/accuracy", "train/grad_norm"}
+    assert keys["train/grad_norm"]["nonfinite"] == 2
+    assert d["system_keys"] == ["gpu:0/gpu_util_percent", "host/cpu_percent"]
+    assert d["output_files"] == ["stdout.log"]
+    assert client.get(f"/api/runs/{rid[:6]}").json()["id"] == rid
+    assert client.get("/api/runs/tiny-gpt").json()["id"] == ids["tiny-gpt"]
+
+
+def test_metrics_series_and_nonfinite_flags(client, ids):
+    rid = ids["digits-mlp"]
+    d = client.get(f"/api/runs/{rid}/metrics", params={"keys": "train/loss,train/grad_norm,nope"}).json()
+    assert set(d["series"]) == {"train/loss", "train/grad_norm"}
+    loss = d["series"]["train/loss"]
+    assert loss["step"] == list(range(200)) and loss["count"] == 200 and not loss["downsampled"]
+    assert all(isinstance(v, float) for v in loss["value"])
+    g = d["series"]["train/grad_norm"]
+    assert g["step"] == [200, 201, 202, 203]
+    assert g["value"] == [None, 1.5, None, 1.2]  # gaps in the line
+    assert g["flags"] == [[0, "nan"], [2, "inf"]] and g["nonfinite"] == 2
+    # the JSON is strict: no NaN/Infinity literals
+    json.loads(client.get(f"/api/runs/{rid}/metrics", params={"keys": "train/grad_norm"}).text,
+               parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+
+
+def test_metrics_are_downsampled_to_the_requested_points(client, ids):
+    s = client.get(f"/api/runs/{ids['digits-mlp']}/metrics", params={"keys": "train/loss", "points": 40}).json()
+    loss = s["series"]["train/loss"]
+    assert loss["downsampled"] and loss["returned"] <= 40 and loss["count"] == 200
+    assert loss["step"][0] == 0 and loss["step"][-1] == 199
+    assert client.get(f"/api/runs/{ids['digits-mlp']}/metrics", params={"keys": "train/loss", "points": 10**9}).status_code == 422
+
+
+def test_state_is_a_cheap_cursor(client, ids):
+    s = client.get(f"/api/runs/{ids['digits-mlp']}/state").json()
+    assert s["live_status"] == "finished" and s["cursor"]["points"] == 200 + 200 + 10 + 10 + 4
+    assert s["cursor"]["events"] >= 2 and s["cursor"]["artifacts"] == 1
+
+
+def test_system_events_artifacts_output(client, ids):
+    rid = ids["digits-mlp"]
+    sysd = client.get(f"/api/runs/{rid}/system").json()["series"]
+    assert sysd["host/cpu_percent"]["value"][:3] == [10.0, 11.0, 12.0]
+    assert len(sysd["gpu:0/gpu_util_percent"]["time"]) == 10
+    ev = client.get(f"/api/runs/{rid}/events").json()["events"]
+    assert [e["message"] for e in ev if e["level"] != "debug"][:2] == ["checkpoint saved", "loss spike"]
+    arts = client.get(f"/api/runs/{rid}/artifacts").json()["artifacts"]
+    assert len(arts) == 1 and arts[0]["kind"] == "checkpoint" and arts[0]["size"] == 700
+    import hashlib
+
+    assert arts[0]["sha256"] == hashlib.sha256(b"weights" * 100).hexdigest()
+    assert arts[0]["download"] == f"/api/runs/{rid}/files/checkpoints/step-200.safetensors"
+    r = client.get(arts[0]["download"])
+    assert r.status_code == 200 and r.content == b"weights" * 100
+    assert r.headers["content-type"] == "application/octet-stream"
+    out = client.get(f"/api/runs/{rid}/output", params={"bytes": 20}).json()["files"]["stdout.log"]
+    assert out["tail"].endswith("done training\n") and out["truncated"] and len(out["tail"]) == 20
+
+
+def test_compare_overlays_runs_and_diffs_configs(client, ids):
+    both = f"{ids['digits-mlp']},{ids['tiny-gpt']}"
+    d = client.get("/api/compare", params={"runs": both, "key": "val/loss"}).json()
+    assert set(d["series"]) == {ids["digits-mlp"], ids["tiny-gpt"]}
+    assert "val/loss" in d["common_keys"] and "val/accuracy" not in d["common_keys"]
+    diff = {row["key"]: row["values"] for row in d["config_diff"]}
+    assert diff == {"lr": [0.01, 0.001], "model.kind": ["mlp", "gpt"], "model.width": [64, 128]}
+
+
+def test_unknown_run_is_a_404_not_a_crash(client):
+    for path in ("/api/runs/nope", "/api/runs/nope/metrics?keys=a", "/api/runs/nope/state",
+                 "/api/runs/nope/files/x", "/api/compare?runs=nope,also"):
+        r = client.get(path)
+        assert r.status_code == 404, path
+        assert r.json()["error"]["kind"] == "not_found"
+    assert client.get("/api/nothing/here").status_code == 404
+    page = client.get("/no/such/page")
+    assert page.status_code == 404 and "text/html" in page.headers["content-type"]
+
+
+def test_index_and_static_assets(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "<script" in r.text
+    assert "<script>" not in r.text  # no inline script: every script is a file
+    for asset in ("/static/app.js", "/static/app.css", "/static/vendor/uPlot.iife.min.js",
+                  "/static/vendor/uPlot.min.css", "/static/vendor/uPlot.LICENSE"):
+        assert client.get(asset).status_code == 200, asset
+
+
+def test_missing_store_is_explained(tmp_path):
+    with TestClient(create_app(tmp_path / "nothing"), base_url=BASE) as c:
+        h = c.get("/api/health").json()
+        assert not h["ok"] and h["error"]["kind"] == "no_store" and "lmdev demo" in h["error"]["hint"]
+        r = c.get("/api/runs")
+        assert r.status_code == 503 and r.json()["error"]["kind"] == "no_store"
+    assert not (tmp_path / "nothing" / "lmdev.db").exists()  # the dashboard creates nothing
+
+
+def test_corrupt_store_is_explained(tmp_path):
+    (tmp_path / "lmdev.db").write_bytes(b"this is not a database" * 100)
+    with TestClient(create_app(tmp_path), base_url=BASE) as c:
+        h = c.get("/api/health").json()
+        assert not h["ok"] and h["error"]["kind"] == "store"
+        assert "mv " in h["error"]["hint"]
+        r = c.get("/api/runs")
+        assert r.status_code == 503 and "not a readable SQLite database" in r.json()["error"]["message"]
+
+
+def test_many_metric_keys(tmp_path):
+    from lmdev import track
+
+    run = track.init("wide", home=tmp_path, telemetry=False, flush_interval=0.05)
+    for step in range(3):
+        run.log({f"layer{i // 100}/param{i}/grad": float(i + step) for i in range(2000)}, step=step)
+    run.finish()
+    with TestClient(create_app(tmp_path), base_url=BASE) as c:
+        d = c.get(f"/api/runs/{run.id}").json()
+        assert len(d["summaries"]) == 2000
+        keys = ",".join(s["key"] for s in d["summaries"][:150])
+        m = c.get(f"/api/runs/{run.id}/metrics", params={"keys": keys}).json()
+        assert len(m["series"]) == 150
+        assert len(c.get("/api/runs").json()["runs"]) == 1
+
+
+def test_machine_page_data(client, prepared):
+    d = client.get("/api/machine").json()
+    assert d["doctor"]["summary"]["status"] == "ok" and d["bench"] is None
+
+
+def test_machine_with_the_real_doctor_and_saved_bench(tmp_path, prepared):
+    _home, _ = prepared
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "latest.json").write_text('{"matmul": {"cpu": 1.0}}')
+    with TestClient(create_app(tmp_path), base_url=BASE) as c:
+        d = c.get("/api/machine").json()
+        assert d["doctor"]["schema"] == "lmdev.doctor/1"
+        assert {"id", "severity", "title", "evidence", "fix"} <= set(d["doctor"]["findings"][0]) if d["doctor"]["findings"] else True
+        assert d["bench"] == {"matmul": {"cpu": 1.0}}
+
+
+def test_plan_uses_the_planner(client):
+    o = client.get("/api/plan/options")
+    if o.status_code == 404:  # the planner is not installed
+        return
+    opts = o.json()
+    assert "this" in opts["hardware"] and opts["models"]
+    model = opts["models"][0]
+    p = client.get("/api/plan", params={"model": model, "hardware": opts["hardware"][1], "batch": 2, "seq": 128})
+    assert p.status_code == 200
+    plan = p.json()
+    assert plan["schema"] == "lmdev.plan/1" and plan["memory"]["total_bytes"] > 0 and "fits" in plan
+    bad = client.get("/api/plan", params={"model": "../../etc/passwd"})
+    assert bad.status_code == 404  # only catalog presets: nothing the user types is read or run
+    bad = client.get("/api/plan", params={"model": model, "precision": "fp7"})
+    assert bad.status_code == 400 and "precision" in bad.json()["error"]["message"]
