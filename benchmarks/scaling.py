@@ -50,7 +50,7 @@ def measure(cfg: dict, steps: int, nproc: int, threads: int, home: Path) -> floa
 
     with Store(home) as store:
         series = store.metrics(store.get_run(run_id), ["train/samples_per_s"])["train/samples_per_s"]
-    return statistics.median(v for _, _, v in series[1:])
+    return statistics.median(v for _, v, _ in series[1:])
 
 
 def main() -> int:

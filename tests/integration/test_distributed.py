@@ -58,7 +58,7 @@ def _lmdev(home: Path, *args: str, timeout: float = 240) -> subprocess.Completed
 def _losses(home: Path, run_id: str) -> list[tuple[int, float]]:
     with Store(home) as store:
         run = store.get_run(run_id)
-        return [(step, value) for step, _, value in store.metrics(run, ["train/loss"])["train/loss"]]
+        return [(step, value) for step, value, _ in store.metrics(run, ["train/loss"])["train/loss"]]
 
 
 def _summary(res: subprocess.CompletedProcess) -> dict:
@@ -84,7 +84,7 @@ def test_two_workers_log_the_same_curve_as_one(tmp_path):
     assert abs(one["val"]["val/loss"] - two["val"]["val/loss"]) <= TOLERANCE * one["val"]["val/loss"]
     with Store(home) as store:
         events = [e.message for e in store.events(store.get_run(two["run_id"]))]
-    assert any("on 2 workers (gloo)" in m for m in events)
+    assert any("on 2 workers (gloo, ddp)" in m for m in events)
 
 
 def test_two_launchers_as_two_nodes(tmp_path):

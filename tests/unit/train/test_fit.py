@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lmdev.errors import LmdevWarning, LmdevError
+from lmdev.errors import LmdevError, LmdevWarning
 from lmdev.train import checkpoint as ckpt
 from lmdev.train import fit
 from lmdev.train.config import ConfigError, load_config
@@ -46,7 +46,8 @@ def test_resume_from_a_corrupt_explicit_checkpoint_uses_the_one_before(tmp_path:
     data = bytearray(weights.read_bytes())
     data[-2] ^= 0xFF
     weights.write_bytes(bytes(data))
-    fit(TINY, track=False, resume=str(tmp_path / "ck" / "step-00000020"), checkpoint_dir=tmp_path / "r")
+    with pytest.warns(LmdevWarning, match="step-00000020 is corrupt"):
+        fit(TINY, track=False, resume=str(tmp_path / "ck" / "step-00000020"), checkpoint_dir=tmp_path / "r")
     # resumed from step 10: steps 20, 30 and 40 are trained again
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "r")] == ["step-00000020", "step-00000030",
                                                                        "step-00000040"]
