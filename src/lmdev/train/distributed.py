@@ -49,6 +49,14 @@ class Dist:
         for t, v in zip(tensors, flat):
             t.copy_(v.to(t.dtype))
 
+    def sum_list(self, values: list[float]) -> list[float]:
+        """Python numbers summed across ranks (float64), returned as a new list."""
+        if not self.enabled:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device_for_collectives())
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
     def all_true(self, *flags: bool) -> list[bool]:
         """Each flag AND-ed across ranks (every rank must agree to skip or to stop)."""
         if not self.enabled:

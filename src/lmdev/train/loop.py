@@ -179,7 +179,7 @@ def fit(
     if resume is not None:
         _restore(Path(resume), config, model, opt, sched, scaler, state, run, d)
         if not d.is_main:  # the saved accumulators are the sum over ranks: rank 0 carries them
-            state.acc_loss = state.acc_correct = state.acc_count = 0.0
+            state.acc = None
     _check_shapes(model, data, device)
 
     if run is not None and d.is_main:
@@ -191,13 +191,11 @@ def fit(
 
     stop_signal: list[int] = []
     previous = _install_signals(stop_signal) if handle_signals else {}
-    classify = data.shape.task == "classification" or data.shape.task == "language_modeling"
+    classification = data.shape.task == "classification"
     tokens_per_example = data.shape.input_shape[0] if data.shape.kind == "tokens" else 0
-    zero = torch.zeros((), device=device)
-    acc_loss, acc_correct, acc_count = zero.clone(), zero.clone(), zero.clone()
-    acc_loss += state.acc_loss
-    acc_correct += state.acc_correct
-    acc_count += state.acc_count
+    acc = _Acc(device, state.acc)
+    # a constant schedule without warm-up never changes the learning rate: no need to step it
+    schedule_moves = config.schedule.type != "constant" or config.schedule.warmup_steps > 0
     last_log_time, last_log_step = time.perf_counter(), state.step
     last_metrics: dict[str, float] = {}
     val_metrics: dict[str, float] = {}
@@ -213,13 +211,17 @@ def fit(
                 break
             idx = d.shard(batches.indices(step))
             finite: bool | None = None  # None: the step's batch is skipped without being run
+            # training accuracy is read on the batch of each logging step (the argmax costs as much
+            # as a small model's step, so it is not computed on every batch)
+            log_step = (step + 1) % tc.log_every == 0 or step + 1 == tc.max_steps
+            want_correct = classification and log_step
             if step in state.poisoned:
                 _event(run, f"step {step}: skipping the batch that made the loss non-finite before the rollback",
                        "warning")
             else:
                 try:
                     loss_sum, n_correct = _forward_backward(step_model, model, data, idx, accum, device, precision,
-                                                            loss_fn, config, scaler, classify, strategy)
+                                                            loss_fn, config, scaler, want_correct, strategy)
                 except torch.cuda.OutOfMemoryError:
                     opt.zero_grad(set_to_none=True)
                     torch.cuda.empty_cache()
@@ -232,12 +234,10 @@ def fit(
                     continue
                 # One scalar read per step (free on the CPU); with several workers every rank
                 # must agree to step or to skip, else they would drift apart or hang.
-                finite = d.all_true(bool(torch.isfinite(loss_sum)))[0]
+                finite = d.all_true(math.isfinite(loss_sum) if acc.host else bool(torch.isfinite(loss_sum)))[0]
             if finite:
                 _update(model, opt, scaler, config)
-                acc_loss += loss_sum.detach()
-                acc_correct += n_correct
-                acc_count += len(idx)
+                acc.add(loss_sum, len(idx), n_correct, len(idx) if want_correct else 0)
             opt.zero_grad(set_to_none=True)
             if finite is False:
                 state.nan_skips += 1
@@ -261,21 +261,21 @@ def fit(
                     # the replay is exact, so skip the offending batch when it comes round again
                     state.poisoned, state.rollbacks, state.nan_skips = poisoned, rollbacks, 0
                     step = state.step
-                    acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
+                    acc = _Acc(device, state.acc if d.is_main else None)  # the checkpoint's sums
                     continue
-            sched.step()
+            if schedule_moves:
+                sched.step()
             step += 1
             state.step = step
 
             if step % tc.log_every == 0 or step == tc.max_steps:
                 now = time.perf_counter()
-                d.sum_(acc_loss, acc_correct, acc_count)  # global-batch values, as one worker logs
-                n = acc_count.item()
+                loss_total, n, n_right, n_checked = acc.totals(d)  # global-batch values, as one worker logs
                 last_metrics = {"train/lr": sched.get_last_lr()[0]}
                 if n:  # an interval whose every step was skipped has no loss to report
-                    last_metrics["train/loss"] = acc_loss.item() / n
-                if data.shape.task == "classification" and n:
-                    last_metrics["train/accuracy"] = acc_correct.item() / n
+                    last_metrics["train/loss"] = loss_total / n
+                if n_checked:
+                    last_metrics["train/accuracy"] = n_right / n_checked
                 dt = max(now - last_log_time, 1e-9)
                 last_metrics["train/samples_per_s"] = n / dt
                 last_metrics["train/steps_per_s"] = (step - last_log_step) / dt
@@ -285,7 +285,7 @@ def fit(
                     last_metrics["train/mfu"] = n * flops_per_example / dt / peak
                 if run is not None and d.is_main:
                     run.log(last_metrics, step=step)
-                acc_loss.zero_(), acc_correct.zero_(), acc_count.zero_()
+                acc.reset()
                 last_log_time, last_log_step = now, step
             if step % tc.eval_every == 0 or step == tc.max_steps:
                 # FSDP ranks must run the same forwards (they gather parameters together), so each
@@ -298,11 +298,11 @@ def fit(
                 if val_metrics and (state.best is None or val_metrics["val/loss"] < state.best):
                     state.best, state.best_step = val_metrics["val/loss"], step
             if step % config.checkpoint.every == 0 or step == tc.max_steps:
-                _save_all(d, strategy, folder, step, model, opt, sched, scaler, state, config, run, (acc_loss, acc_correct, acc_count))
+                _save_all(d, strategy, folder, step, model, opt, sched, scaler, state, config, run, acc)
             if on_progress:
                 on_progress(Progress(step, tc.max_steps, {**last_metrics, **val_metrics}))
         if status == "killed":
-            _save_all(d, strategy, folder, state.step, model, opt, sched, scaler, state, config, run, (acc_loss, acc_correct, acc_count))
+            _save_all(d, strategy, folder, state.step, model, opt, sched, scaler, state, config, run, acc)
             why = f"signal {stop_signal[0]}" if stop_signal else "a signal to another worker"
             _event(run, f"stopped by {why}: checkpoint saved at step {state.step}", "warning")
     except BaseException as exc:
@@ -323,14 +323,16 @@ def fit(
 
 def _forward_backward(step_model: Any, model: torch.nn.Module, data: Data, idx: torch.Tensor, accum: int,
                       device: torch.device, precision: str, loss_fn: Any, config: TrainConfig,
-                      scaler: Any, classify: bool, strategy: str) -> tuple[torch.Tensor, torch.Tensor]:
+                      scaler: Any, want_correct: bool, strategy: str) -> tuple[Any, Any]:
     """Forward and backward over this rank's share of the global batch, in ``accum``
     micro-batches (DDP synchronises the gradients on the last one only). Returns the summed
-    loss and correct count, on the device, unsynchronised."""
-    loss_sum = torch.zeros((), device=device)
-    n_correct = torch.zeros((), device=device)
+    loss and (if asked) the correct count: Python floats on the CPU, where reading a scalar is
+    free; unsynchronised device tensors elsewhere."""
+    host = device.type == "cpu"
+    loss_sum: Any = 0.0 if host else torch.zeros((), device=device)
+    n_correct: Any = 0.0 if host else torch.zeros((), device=device)
     n = len(idx)
-    parts = idx.chunk(accum)
+    parts = (idx,) if accum == 1 else idx.chunk(accum)
     for i, part in enumerate(parts):
         x, y = data.train.batch(part)
         if x.device != device:  # pinned host memory lets the copy overlap the GPU's work
@@ -346,7 +348,7 @@ def _forward_backward(step_model: Any, model: torch.nn.Module, data: Data, idx: 
                 out = step_model(x)
                 loss = loss_fn(out, y)
             weight = len(part) / n
-            total = loss * weight
+            total = loss if len(parts) == 1 else loss * weight
             reg = regularization(model, config.regularization)
             if reg is not None:
                 total = total + reg * weight
@@ -354,10 +356,47 @@ def _forward_backward(step_model: Any, model: torch.nn.Module, data: Data, idx: 
                 scaler.scale(total).backward()
             else:
                 total.backward()
-        loss_sum += loss.detach().float() * len(part)
-        if classify and data.shape.task == "classification":
-            n_correct += correct(out.detach(), y)
+        if host:
+            loss_sum += loss.item() * len(part)
+        else:
+            loss_sum += loss.detach().float() * len(part)
+        if want_correct:
+            right = correct(out.detach(), y)
+            n_correct += right.item() if host else right
     return loss_sum, n_correct
+
+
+class _Acc:
+    """Sums between two logs: loss, examples, correct predictions, examples checked for them.
+    Python floats (float64) on the CPU; a device tensor elsewhere, so no step waits on the GPU."""
+
+    def __init__(self, device: torch.device, start: list[float] | None = None) -> None:
+        self.host = device.type == "cpu"
+        self.device = device
+        self.reset()
+        if start:
+            self.add(*start)
+
+    def reset(self) -> None:
+        self.values: Any = [0.0, 0.0, 0.0, 0.0] if self.host else torch.zeros(4, device=self.device,
+                                                                             dtype=torch.float64)
+
+    def add(self, loss_sum: Any, count: float, n_correct: Any, checked: float) -> None:
+        if self.host:
+            v = self.values
+            v[0] += loss_sum
+            v[1] += count
+            v[2] += n_correct
+            v[3] += checked
+        else:
+            self.values += torch.stack([torch.as_tensor(loss_sum, device=self.device).double().reshape(()),
+                                        torch.tensor(float(count), device=self.device, dtype=torch.float64),
+                                        torch.as_tensor(n_correct, device=self.device).double().reshape(()),
+                                        torch.tensor(float(checked), device=self.device, dtype=torch.float64)])
+
+    def totals(self, d: Dist) -> list[float]:
+        """The sums over every rank (a collective when there are several)."""
+        return d.sum_list(self.values if self.host else self.values.tolist())
 
 
 def _update(model: torch.nn.Module, opt: Any, scaler: Any, config: TrainConfig) -> None:
@@ -493,10 +532,7 @@ class _LoopState:
     nan_skips: int = 0
     best: float | None = None
     best_step: int | None = None
-    acc_loss: float = 0.0
-    acc_correct: float = 0.0
-    acc_count: float = 0.0
-    acc: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    acc: list[float] | None = None  # the metric sums since the last log, saved with a checkpoint
     poisoned: set[int] = field(default_factory=set)  # steps whose batch is skipped after a rollback
     rollbacks: int = 0
 
@@ -530,8 +566,7 @@ def _state_payload(opt: Any, sched: Any, scaler: Any, state: _LoopState, config:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
     if state.acc is not None:
-        tensors["acc.loss"], tensors["acc.correct"], tensors["acc.count"] = (
-            t.detach().float().reshape(1) for t in state.acc)
+        tensors["acc"] = torch.tensor(state.acc, dtype=torch.float64)
     np_state = np.random.get_state()
     payload = {
         "step": step,
@@ -571,13 +606,11 @@ def _after_save(folder: Path, path: Path, state: _LoopState, config: TrainConfig
 
 
 def _save_all(d: Dist, strategy: str, folder: Path, step: int, model: torch.nn.Module, opt: Any, sched: Any,
-              scaler: Any, state: _LoopState, config: TrainConfig, run: Any, acc: tuple[torch.Tensor, ...]) -> None:
+              scaler: Any, state: _LoopState, config: TrainConfig, run: Any, acc: _Acc) -> None:
     """Rank 0 writes the checkpoint (DDP keeps every rank's state identical) while the others
     wait; under FSDP every rank writes its shards. Metric accumulators are saved as their sum
     over ranks."""
-    totals = tuple(t.detach().clone() for t in acc)
-    d.sum_(*totals)
-    state.acc = totals  # type: ignore[assignment]
+    state.acc = acc.totals(d)
     if strategy == "fsdp":
         tensors, payload = _state_payload(None, sched, scaler, state, config, step)
         path = ckpt.save_sharded(folder, step, model, opt, tensors, payload, d.is_main, d.barrier)
@@ -678,10 +711,7 @@ def _apply_checkpoint(found: ckpt.Checkpoint, model: torch.nn.Module, opt: Any, 
     state.poisoned = set(found.state.get("skip_steps", []))
     state.rollbacks = found.state.get("rollbacks", 0)
     state.best, state.best_step = found.state.get("best"), found.state.get("best_step")
-    if "acc.loss" in found.tensors:
-        state.acc_loss = float(found.tensors["acc.loss"][0])
-        state.acc_correct = float(found.tensors["acc.correct"][0])
-        state.acc_count = float(found.tensors["acc.count"][0])
+    state.acc = found.tensors["acc"].tolist() if "acc" in found.tensors else None
 
 
 def _is_fsdp(model: torch.nn.Module) -> bool:
