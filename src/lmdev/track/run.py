@@ -39,6 +39,7 @@ _CHUNK = 65_536  # points per stored chunk at most
 
 
 from lmdev.errors import LmdevWarning  # noqa: E402 - re-exported: recording problems warn with it
+from lmdev.fsutil import sha256_file  # noqa: E402
 
 
 def _coerce(key: Any, value: Any) -> Any:
@@ -127,14 +128,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, numbers.Real):
         return float(value)
     return str(value)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Run:

@@ -17,7 +17,6 @@ corrupt; loading falls back to the one before it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmdev.errors import LmdevError
+from lmdev.fsutil import sha256_file
 
 PREFIX = "step-"
 FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
@@ -42,14 +42,6 @@ class Checkpoint:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # optimizer.safetensors
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # model.safetensors
     state: dict[str, Any] = field(default_factory=dict)  # state.json
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -113,7 +105,7 @@ def _seal(tmp: Path, final: Path, folder: Path, tensors: dict[str, torch.Tensor]
     manifest = {}
     for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
         _fsync_file(f)
-        manifest[f.relative_to(tmp).as_posix()] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
+        manifest[f.relative_to(tmp).as_posix()] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
     for sub in {f.parent for f in tmp.rglob("*") if f.is_file()}:
         _fsync_dir(sub)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
@@ -228,7 +220,7 @@ def verify(path: Path) -> str | None:
         f = path / name
         if not f.is_file():
             return f"{name} is missing"
-        if f.stat().st_size != entry["bytes"] or _sha256(f) != entry["sha256"]:
+        if f.stat().st_size != entry["bytes"] or sha256_file(f) != entry["sha256"]:
             return f"{name} does not match its sha256"
     return None
 

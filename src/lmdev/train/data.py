@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from lmdev.errors import LmdevError
+from lmdev.fsutil import sha256_file
 from lmdev.train.config import DataConfig
 from lmdev.train.models import DataShape
 
@@ -100,12 +101,12 @@ def load_data(cfg: DataConfig, seed: int, base_dir: Path | None = None, cache_di
     base_dir = base_dir or Path.cwd()
     if kind == "digits":
         x, y = load_digits()
-        return _table(x / 16.0, y, cfg, seed, "classification", "digits")
+        return _table(x / 16.0, y, cfg, seed, "classification", hashlib.sha256(x.tobytes()).hexdigest())
     if kind in ("csv", "npy", "parquet"):
         path = _resolve(arg, base_dir)
         reader = {"csv": _read_csv, "npy": _read_npy, "parquet": _read_parquet}[kind]
         x, y, task = reader(path, cfg)
-        return _table(x, y, cfg, seed, task, _file_digest(path))
+        return _table(x, y, cfg, seed, task, sha256_file(path))
     if kind == "sparse":
         path = _resolve(arg, base_dir)
         return _sparse(path, cfg, seed)
@@ -154,14 +155,6 @@ def _resolve(arg: str, base_dir: Path) -> Path:
     if not path.is_file():
         raise LmdevError(f"data file {path} does not exist", "check data.type's path (relative to the config file)")
     return path
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _guess_task(y: np.ndarray) -> str:
@@ -270,7 +263,7 @@ def _sparse(path: Path, cfg: DataConfig, seed: int) -> Data:
 
     n_out = int(y.max()) + 1 if task == "classification" else yt.shape[1]
     shape_ = DataShape("sparse", (width,), n_out, task)
-    return Data(shape_, subset(order[n_val:]), subset(order[:n_val]), _file_digest(path))
+    return Data(shape_, subset(order[n_val:]), subset(order[:n_val]), sha256_file(path))
 
 
 def _table(x: np.ndarray, y: np.ndarray, cfg: DataConfig, seed: int, task: str, digest: str) -> Data:
@@ -304,7 +297,7 @@ def _token_data(tokens: np.ndarray, vocab: int, cfg: DataConfig, digest: str) ->
 
 
 def _tokens_from_text(path: Path, cfg: DataConfig, cache_dir: Path | None) -> tuple[np.ndarray, int, str]:
-    digest = _file_digest(path)
+    digest = sha256_file(path)
     if path.stat().st_size == 0:
         raise LmdevError(f"{path} is empty", "give a text file with some text in it")
     if cfg.tokenizer == "byte":
