@@ -5,6 +5,13 @@ from pathlib import Path
 
 import pytest
 
+# torch.compile's Triton bindings segfault when imported after TensorFlow (which Keras and some
+# TensorBoard paths load into this process); importing them first makes either order safe.
+try:
+    import torch._dynamo  # noqa: F401
+except ImportError:
+    pass
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "machines"
 
