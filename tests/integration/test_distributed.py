@@ -283,3 +283,14 @@ def test_fsdp_matches_one_worker_and_reshards_to_one(tmp_path):
     verify = subprocess.run([sys.executable, "-m", "lmdev", "checkpoint", "verify", str(last)],
                             capture_output=True, text=True, env=_env(home), cwd=tmp_path, timeout=60)
     assert verify.returncode == 1 and "does not match its sha256" in verify.stdout
+
+
+def test_plan_prints_the_launch_of_a_training_config(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-m", "lmdev", "plan", str(root / "examples" / "arithmetic_gpt.yaml"),
+                          "--devices", "4", "--json"], capture_output=True, text=True, timeout=120,
+                         env=_env(tmp_path / ".lmdev"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    launch = json.loads(res.stdout)["launch"]
+    assert launch["workers"] == 4 and launch["per_rank_batch"] == 8
+    assert "--nproc-per-node=4" in launch["torchrun"] and launch["lmdev"][-2:] == ["--nproc", "4"]

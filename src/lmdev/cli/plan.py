@@ -117,12 +117,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"lmdev: warning: {msg}", file=sys.stderr)
     if args.measure:
         plan.measurement = _measure(spec, w, hws[0], calibration_key, calibration, quiet=args.json)
+    launch = _launch(args.model, source, w)
     if args.json:
-        json.dump(plan.to_dict(), sys.stdout, indent=2)
+        doc = plan.to_dict()
+        if launch:
+            doc["launch"] = launch
+        json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         render(plan)
+        if launch:
+            _render_launch(launch)
     return 0
+
+
+def _launch(model: str, source: str, w: Any) -> dict[str, Any] | None:
+    """For an lmdev training config on several devices: the per-rank batch and the exact
+    commands (``lmdev train --nproc`` and the torchrun line a scheduler can run)."""
+    if w.devices <= 1 or not w.training or not source.startswith("lmdev training config"):
+        return None
+    from lmdev.train.config import read_config_file
+    from lmdev.train.launch import launch_plan
+
+    raw = read_config_file(model)
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    return launch_plan(model, int(data.get("batch_size", 64)), int(train.get("grad_accum", 1)), w.devices)
+
+
+def _render_launch(launch: dict[str, Any]) -> None:
+    import shlex
+
+    per_rank = launch["per_rank_batch"]
+    print(f"\nrun it on {launch['workers']} workers: global batch split into "
+          + (f"{per_rank} per rank" if per_rank else "uneven shares (choose a batch divisible by the workers)"))
+    print("  " + shlex.join(launch["lmdev"]))
+    print("  " + shlex.join(launch["torchrun"]))
 
 
 def _measure(spec: Any, w: Any, hw: Any, key: str | None, calibration: dict[str, float],

@@ -119,7 +119,7 @@ def _launch(cfg: Any, args: argparse.Namespace) -> int:
     import subprocess
 
     from lmdev.errors import LmdevError
-    from lmdev.train.distributed import check_global_batch, port_in_use, torchrun_command
+    from lmdev.train.launch import check_global_batch, port_in_use, torchrun_command
 
     nproc = args.nproc or 1
     world = nproc * args.nnodes

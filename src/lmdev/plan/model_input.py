@@ -68,8 +68,14 @@ def spec_from_lmdev_config(model: dict[str, Any], where: str) -> ModelSpec:
 
 
 def _data_vocab(data: Any) -> int | None:
-    """The vocabulary the trainer would take from text data: bytes (256) or tiktoken's GPT-2 (50257)."""
-    if not isinstance(data, dict) or not str(data.get("type", "")).startswith("text"):
+    """The vocabulary the trainer would take from token data: bytes (256; the generated
+    ``synthetic`` corpus is byte-level too) or tiktoken's GPT-2 (50257)."""
+    if not isinstance(data, dict):
+        return None
+    kind = str(data.get("type", ""))
+    if kind == "synthetic":
+        return 256
+    if not kind.startswith("text"):
         return None
     return 50257 if data.get("tokenizer") == "tiktoken" else 256
 

@@ -28,9 +28,9 @@ from lmdev.errors import LmdevError
 from lmdev.train import checkpoint as ckpt
 from lmdev.train.config import TrainConfig
 from lmdev.train.data import Batches, Data, describe, load_data
+from lmdev.train.launch import check_global_batch
 from lmdev.train.distributed import (
     Dist,
-    check_global_batch,
     check_same_config,
     choose_strategy,
     from_env,

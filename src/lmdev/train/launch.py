@@ -1,0 +1,61 @@
+"""The torchrun command line for ``lmdev train`` on several workers: plain data, no torch import
+(``lmdev plan`` prints it too)."""
+
+from __future__ import annotations
+
+import sys
+
+from lmdev.errors import LmdevError
+
+
+def torchrun_command(config_args: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
+                     master_addr: str | None = None, master_port: int | None = None,
+                     rdzv_endpoint: str | None = None, max_restarts: int = 0,
+                     join_timeout: float = 300.0, python: str | None = None) -> list[str]:
+    """The torchrun command line that runs ``lmdev train`` on ``nproc`` workers of this node."""
+    cmd = [python or sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
+           f"--max-restarts={max_restarts}"]
+    if nnodes == 1 and not rdzv_endpoint and not master_addr:
+        cmd.append("--standalone")
+    elif rdzv_endpoint:
+        cmd += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
+                f"--rdzv-conf=join_timeout={int(join_timeout)}"]
+    else:
+        cmd += [f"--nnodes={nnodes}", f"--node-rank={node_rank}", f"--master-addr={master_addr or '127.0.0.1'}",
+                f"--master-port={master_port or 29500}", f"--rdzv-conf=timeout={int(join_timeout)}"]
+    return cmd + ["-m", "lmdev", "train", *config_args]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def launch_plan(config_path: str, batch_size: int, grad_accum: int, nproc: int, nnodes: int = 1) -> dict:
+    """The per-rank batch and the commands that run ``config_path`` on nproc x nnodes workers."""
+    world = nproc * nnodes
+    per_rank = batch_size // world if batch_size % world == 0 else None
+    return {
+        "workers": world,
+        "per_rank_batch": per_rank,
+        "micro_batch": per_rank // grad_accum if per_rank and per_rank % grad_accum == 0 else None,
+        "lmdev": ["lmdev", "train", config_path, "--nproc", str(nproc)]
+        + (["--nnodes", str(nnodes)] if nnodes > 1 else []),
+        "torchrun": torchrun_command([config_path], nproc, nnodes, master_addr="MASTER_ADDR" if nnodes > 1 else None,
+                                     python="python"),
+    }
+
+
+def check_global_batch(batch_size: int, world: int, accum: int) -> None:
+    if batch_size % (world * accum):
+        raise LmdevError(
+            f"data.batch_size {batch_size} (the global batch) does not split evenly over "
+            f"{world} worker(s) x {accum} accumulation step(s)",
+            f"use a batch size divisible by {world * accum}")
