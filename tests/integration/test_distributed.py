@@ -135,17 +135,24 @@ def test_a_killed_worker_is_restarted_and_resumes(tmp_path):
                              "--json", "--no-telemetry"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_env(home), cwd=tmp_path)
     launcher = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 180
-    killed = None
-    while time.monotonic() < deadline and killed is None:
-        if list(home.glob("runs/*/checkpoints/step-00000040")):
-            victims = [w for w in _workers(launcher) if w.environ().get("RANK") == "1"]
-            if victims:
-                killed = victims[0].pid
-                os.kill(killed, signal.SIGKILL)
-        time.sleep(0.05)
-    assert killed is not None, "no checkpoint appeared in time"
-    out, err = proc.communicate(timeout=300)
+    try:
+        deadline = time.monotonic() + 180
+        killed = None
+        while time.monotonic() < deadline and killed is None:
+            if list(home.glob("runs/*/checkpoints/step-00000040")):
+                victims = [w for w in _workers(launcher) if w.environ().get("RANK") == "1"]
+                if victims:
+                    killed = victims[0].pid
+                    os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+        assert killed is not None, "no checkpoint appeared in time"
+        out, err = proc.communicate(timeout=300)
+    finally:  # never leave a launcher or its workers behind
+        for p in [*launcher.children(recursive=True), launcher] if launcher.is_running() else []:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
     assert proc.returncode == 0, err[-3000:]
     summary = json.loads(out)
     assert summary["steps"] == 400 and summary["status"] == "finished"

@@ -94,7 +94,14 @@ def from_env(device_name: str, timeout_s: float = 300.0) -> Dist:
     if use_cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        # The store torchrun's agent keeps lives across restarts, and the process group's keys
+        # (each rank's gloo address among them) would be read stale by restarted workers, which
+        # then dial a dead port: give every restart attempt keys of its own.
+        store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend, store=dist.PrefixStore(f"lmdev/attempt-{attempt}", store),
+                                rank=rank, world_size=world, timeout=timeout)
     return Dist(rank=rank, world=world, local_rank=local, backend=backend)
 
 
