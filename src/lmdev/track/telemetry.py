@@ -93,13 +93,16 @@ class Sampler:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        # the first reading at once, so that even a run shorter than the interval has one
+        while True:
             try:
                 samples = self.sample()
             except Exception:  # telemetry must never disturb training
-                continue
+                samples = []
             if samples:
                 self.sink(samples)
+            if self._stop.wait(self.interval):
+                break
 
     def sample(self) -> list[Sample]:
         """One reading of everything this sampler records."""
