@@ -64,13 +64,6 @@ class Dist:
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return [bool(v) for v in t.tolist()]
 
-    def any_true(self, flag: bool) -> bool:
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device_for_collectives())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -204,11 +204,6 @@ def fit(
     try:
         step = state.step
         while step < tc.max_steps:
-            # A signal to any worker stops them all, before this step draws a batch or a random
-            # number: the checkpoint then holds exactly the state of an uninterrupted run.
-            if d.any_true(bool(stop_signal)):
-                status = "killed"
-                break
             idx = d.shard(batches.indices(step))
             finite: bool | None = None  # None: the step's batch is skipped without being run
             # training accuracy is read on the batch of each logging step (the argmax costs as much
@@ -218,6 +213,7 @@ def fit(
             if step in state.poisoned:
                 _event(run, f"step {step}: skipping the batch that made the loss non-finite before the rollback",
                        "warning")
+                go_on = d.all_true(True, not stop_signal)[1]
             else:
                 try:
                     loss_sum, n_correct = _forward_backward(step_model, model, data, idx, accum, device, precision,
@@ -232,9 +228,12 @@ def fit(
                     _event(run, f"CUDA out of memory: micro-batch halved to {config.data.batch_size // accum}, "
                                 f"gradient accumulation doubled to {accum} (global batch unchanged)", "warning")
                     continue
-                # One scalar read per step (free on the CPU); with several workers every rank
-                # must agree to step or to skip, else they would drift apart or hang.
-                finite = d.all_true(math.isfinite(loss_sum) if acc.host else bool(torch.isfinite(loss_sum)))[0]
+                # One scalar read per step (free on the CPU) and, with several workers, one small
+                # collective: every rank must agree to step or to skip (else they would drift
+                # apart or hang) and to stop (a signal to any worker stops them all after this
+                # step, so the checkpoint holds exactly the state of an uninterrupted run).
+                finite, go_on = d.all_true(math.isfinite(loss_sum) if acc.host else bool(torch.isfinite(loss_sum)),
+                                           not stop_signal)
             if finite:
                 _update(model, opt, scaler, config)
                 acc.add(loss_sum, len(idx), n_correct, len(idx) if want_correct else 0)
@@ -301,8 +300,12 @@ def fit(
                 _save_all(d, strategy, folder, step, model, opt, sched, scaler, state, config, run, acc)
             if on_progress:
                 on_progress(Progress(step, tc.max_steps, {**last_metrics, **val_metrics}))
+            if not go_on and step < tc.max_steps:
+                status = "killed"
+                break
         if status == "killed":
-            _save_all(d, strategy, folder, state.step, model, opt, sched, scaler, state, config, run, acc)
+            if state.step % config.checkpoint.every:  # unless this step's checkpoint was just saved
+                _save_all(d, strategy, folder, state.step, model, opt, sched, scaler, state, config, run, acc)
             why = f"signal {stop_signal[0]}" if stop_signal else "a signal to another worker"
             _event(run, f"stopped by {why}: checkpoint saved at step {state.step}", "warning")
     except BaseException as exc:
