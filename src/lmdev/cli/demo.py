@@ -9,7 +9,6 @@ HELP = "walk through lmdev on this machine with bundled data"
 
 # Stages that later capabilities add to the demo, in the order they will run.
 COMING = [
-    ("lmdev ui", "a live dashboard of the runs: curves, hardware, comparisons"),
     ("lmdev compress", "prune, quantise and distil, with an honest before/after report"),
     ("lmdev secure / lmdev audit", "encryption, model scanning, signing, an audit log"),
 ]
@@ -81,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     console.print("  [cyan]lmdev runs list[/]   every run in this store (.lmdev/)")
     if len(results) == 2:
         console.print(f"  [cyan]lmdev runs compare {results[0].run_id} {results[1].run_id}[/]")
+    console.print("  [cyan]lmdev ui[/]   the dashboard: these runs' curves, hardware and the machine (open the printed URL)")
     console.print("  [cyan]lmdev train examples/digits_mlp.yaml --set optimizer.lr=0.05[/]   train your own")
+    console.print("  [cyan]lmdev plan llama-3-8b --task lora --hardware all[/]   will a bigger model fit, and on what")
     console.print("  [cyan]lmdev doctor --deep[/]   also test each installed framework")
     console.rule("[bold]Still to come")
     for command, what in COMING:
