@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.staticfiles import StaticFiles
 
 from lmdev.errors import LmdevError
@@ -45,6 +52,10 @@ SECURITY_HEADERS = {
 OUTPUT_FILES = ("stdout.log", "stderr.log", "output.log")
 OUTPUT_TAIL_BYTES = 64 * 1024
 MAX_COMPARE = 50
+
+
+STREAM_CHECK_S = 0.5  # how often a live stream looks for news
+STREAM_MAX_S = 3600.0  # a stream's longest life (EventSource reconnects by itself)
 
 
 def is_loopback_name(host: str) -> bool:
@@ -225,15 +236,48 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         row["output_files"] = [n for n in OUTPUT_FILES if (_run_folder(info.id) / n).is_file()]
         return row
 
-    @app.get("/api/runs/{ref}/state")
-    def run_state(ref: str) -> dict[str, Any]:
-        """Cheap: what a page polls to know whether anything new arrived."""
+    def state_of(ref: str) -> dict[str, Any]:
         with reader.store() as st:
             info = st.get_run(ref)
             cursor = D.metrics_cursor(st, info)
         return {"id": info.id, "status": info.status, "live_status": D.live_status(info),
                 "heartbeat": info.heartbeat, "end_time": info.end_time, "duration": info.duration,
                 "cursor": cursor, "now": time.time()}
+
+    @app.get("/api/runs/{ref}/state")
+    def run_state(ref: str) -> dict[str, Any]:
+        """Cheap: what a page polls to know whether anything new arrived."""
+        return state_of(ref)
+
+    @app.get("/api/runs/{ref}/stream")
+    def run_stream(ref: str) -> Response:
+        """Server-sent events: the run's state (as /state) each time something new is recorded,
+        checked every half second; a comment line every 15 s keeps the connection open. The
+        stream ends once a finished run's last state is sent, and after an hour at most (the
+        browser's EventSource then reconnects)."""
+        first = state_of(ref)  # an unknown run is a 404 before the stream starts
+
+        def events() -> Iterable[str]:
+            last, sent_at, started = None, 0.0, time.monotonic()
+            state = first
+            while time.monotonic() - started < STREAM_MAX_S:
+                key = (json.dumps(state["cursor"], sort_keys=True), state["live_status"])
+                if key != last:
+                    yield f"data: {json.dumps(state)}\n\n"
+                    last, sent_at = key, time.monotonic()
+                    if state["live_status"] != "running":
+                        return
+                elif time.monotonic() - sent_at > 15:
+                    yield ": keep-alive\n\n"
+                    sent_at = time.monotonic()
+                time.sleep(STREAM_CHECK_S)
+                try:
+                    state = state_of(first["id"])
+                except LmdevError:
+                    return
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get("/api/runs/{ref}/metrics")
     def run_metrics(ref: str, keys: str = Query(..., description="comma-separated metric keys"),

@@ -73,6 +73,19 @@ def test_state_is_a_cheap_cursor(client, ids):
     assert s["cursor"]["events"] >= 2 and s["cursor"]["artifacts"] == 1
 
 
+def test_stream_sends_the_state_as_server_sent_events(client, ids):
+    with client.stream("GET", f"/api/runs/{ids['digits-mlp']}/stream") as res:
+        assert res.status_code == 200
+        assert res.headers["content-type"].startswith("text/event-stream")
+        body = "".join(res.iter_text())
+    events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+    assert len(events) == 1  # a finished run: its state once, then the stream ends
+    state = json.loads(events[0])
+    assert state["live_status"] == "finished" and state["id"] == ids["digits-mlp"]
+    assert state["cursor"] == client.get(f"/api/runs/{ids['digits-mlp']}/state").json()["cursor"]
+    assert client.get("/api/runs/nope/stream").status_code == 404
+
+
 def test_system_events_artifacts_output(client, ids):
     rid = ids["digits-mlp"]
     sysd = client.get(f"/api/runs/{rid}/system").json()["series"]

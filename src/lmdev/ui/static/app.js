@@ -8,7 +8,7 @@
     "#8ddb8c", "#a5d6ff"];
   const POLL_MS = 1000;
   const MAX_CHARTS_PER_GROUP = 24;
-  const state = { timers: [], charts: new Map(), smoothing: 0.6, xmode: "step", log: false, plan: false };
+  const state = { timers: [], streams: [], charts: new Map(), smoothing: 0.6, xmode: "step", log: false, plan: false };
   const lmdev = { charts: state.charts, ready: false, firstChartAt: null, renders: 0 };
   window.lmdev = lmdev;
 
@@ -97,7 +97,10 @@
     return (i ? n.toFixed(1) : String(n)) + " " + u[i];
   }
   function badge(status) { return el("span", { class: "badge " + status, text: status }); }
-  function clearTimers() { state.timers.forEach(clearInterval); state.timers = []; }
+  function clearTimers() {
+    state.timers.forEach(clearInterval); state.timers = [];
+    state.streams.forEach((es) => es.close()); state.streams = [];
+  }
   function every(ms, fn) { state.timers.push(setInterval(fn, ms)); }
   function destroyCharts() { for (const c of state.charts.values()) c.plot.destroy(); state.charts.clear(); }
   function params(hash) { const i = hash.indexOf("?"); return new URLSearchParams(i < 0 ? "" : hash.slice(i + 1)); }
@@ -499,7 +502,9 @@
     let knownKeys = keys.length;
     const live = document.getElementById("live");
     async function poll() {
-      const s = await api(`/api/runs/${encodeURIComponent(run.id)}/state`);
+      await apply(await api(`/api/runs/${encodeURIComponent(run.id)}/state`));
+    }
+    async function apply(s) {
       document.getElementById("run-status").replaceChildren(badge(s.live_status));
       document.getElementById("run-duration").textContent = fmtDur(s.duration);
       live.textContent = s.live_status === "running" ? "● live" : "";
@@ -519,7 +524,24 @@
       loadEvents(); loadArtifacts(); loadOutput();
     }
     if (run.live_status === "running") live.textContent = "● live";
-    every(POLL_MS, () => { if (!document.hidden) poll().catch(() => {}); });
+    // server-sent events push each change; where they are unavailable, poll instead
+    if (window.EventSource) {
+      const es = new EventSource(`/api/runs/${encodeURIComponent(run.id)}/stream`);
+      state.streams.push(es);
+      let busy = Promise.resolve();
+      es.onmessage = (e) => {
+        const s = JSON.parse(e.data);
+        if (s.live_status !== "running") es.close();  // the last word on a finished run
+        busy = busy.then(() => apply(s)).catch(() => {});
+      };
+      es.onerror = () => {  // the server went away or the stream cannot be had: poll instead
+        if (es.readyState === EventSource.CLOSED && !state.streams.includes(es)) return;
+        es.close();
+        every(POLL_MS, () => { if (!document.hidden) poll().catch(() => {}); });
+      };
+    } else {
+      every(POLL_MS, () => { if (!document.hidden) poll().catch(() => {}); });
+    }
     lmdev.ready = true;
   }
 
