@@ -603,7 +603,7 @@ def with_frameworks(tf: str | None = None, jax: str | None = None, torch_cuda: s
 def test_framework_cuda_majors_differ():
     hit = one(with_frameworks(tf="11.8"), "cuda.framework_major_mismatch", "warning")
     assert "torch CUDA 12" in hit.evidence and "tensorflow CUDA 11" in hit.evidence
-    assert "lmdev setup" in hit.fix
+    assert "own virtual environment" in hit.fix
     hit = one(with_frameworks(tf="12.3", jax="13"), "cuda.framework_major_mismatch", "warning")
     assert "jax CUDA 13" in hit.evidence
 
@@ -819,7 +819,7 @@ def test_deep_gpu_not_seen():
     hit = one(f, "deep.gpu_not_seen", "error")
     assert "torch sees no GPU" in hit.title and "2 NVIDIA GPU(s)" in hit.title
     assert "torch 2.5.1+cu124: devices cpu" in hit.evidence
-    assert "lmdev setup" in hit.fix
+    assert "reinstall torch for this driver's CUDA" in hit.fix
 
 
 def test_deep_op_failed():

@@ -356,7 +356,7 @@ def framework_cuda_majors(f: Facts) -> Iterator[Hit]:
             "Frameworks in this environment were built for different CUDA major versions",
             f"{listing}; they load different cuDNN/cuBLAS/NCCL wheels and the second one imported "
             "in a process can fail to find its libraries",
-            "Keep each framework in its own virtual environment (`lmdev setup`), or install builds "
+            "Keep each framework in its own virtual environment (python3 -m venv), or install builds "
             "for one CUDA major (e.g. pip install 'tensorflow[and-cuda]' with a cu12 torch).",
         )
 
@@ -414,7 +414,7 @@ def no_venv(f: Facts) -> Iterator[Hit]:
             f"{py.executable} (prefix {py.prefix}); installing frameworks here mixes them with "
             "the system's packages" + (f" (common inside a {f.host.container} container, where the "
                                        "image is the environment)" if f.host.container else ""),
-            "python3 -m venv .venv && . .venv/bin/activate (or `lmdev setup`)",
+            "python3 -m venv .venv && . .venv/bin/activate, then install the frameworks there",
             severity="info" if f.host.container else None,
         )
 
@@ -535,8 +535,8 @@ def deep_gpu(f: Facts) -> Iterator[Hit]:
             yield Hit(
                 f"{d.framework} sees no GPU, but {len(_nvidia(f))} NVIDIA GPU(s) are installed",
                 f"{d.framework} {d.version}: devices {', '.join(d.devices) or 'none'}",
-                "Check the findings above (CPU-only build, driver too old, CUDA_VISIBLE_DEVICES); "
-                f"`lmdev setup` builds a verified {d.framework} environment.",
+                "Check the findings above (CPU-only build, driver too old, CUDA_VISIBLE_DEVICES), "
+                f"then reinstall {d.framework} for this driver's CUDA in a fresh virtual environment.",
             )
 
 
