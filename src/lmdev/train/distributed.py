@@ -39,15 +39,6 @@ class Dist:
             return idx
         return idx.chunk(self.world)[self.rank]
 
-    def sum_(self, *tensors: torch.Tensor) -> None:
-        """Sum tensors across ranks, in place (one collective for all of them)."""
-        if not self.enabled:
-            return
-        flat = torch.stack([t.reshape(()) .float() for t in tensors])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        for t, v in zip(tensors, flat):
-            t.copy_(v.to(t.dtype))
-
     def sum_list(self, values: list[float]) -> list[float]:
         """Python numbers summed across ranks (float64), returned as a new list."""
         if not self.enabled:

@@ -441,11 +441,10 @@ def evaluate(model: torch.nn.Module, data: Data, device: torch.device, precision
         count += len(part)
         if data.shape.task == "classification":
             right += correct(out, y)
-    d.sum_(total, right, count)
-    n = count.item()
-    metrics = {"val/loss": total.item() / n}
+    loss_total, n_right, n = d.sum_list([total.item(), right.item(), count.item()])
+    metrics = {"val/loss": loss_total / n}
     if data.shape.task == "classification":
-        metrics["val/accuracy"] = right.item() / n
+        metrics["val/accuracy"] = n_right / n
     if data.shape.task == "language_modeling":
         metrics["val/perplexity"] = math.exp(min(metrics["val/loss"], 50.0))
     return metrics
@@ -637,9 +636,6 @@ class _RankEvents:
         if self._run is not None:
             self._run.event(f"[rank {self._rank}] {message}", level=level)
 
-    def log(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
 
 def _jsonable_rng(state: tuple[Any, ...]) -> list[Any]:
     version, internal, gauss = state
@@ -660,14 +656,7 @@ def _restore(path: Path, config: TrainConfig, model: torch.nn.Module, opt: Any, 
         if problem is not None:
             warn(f"checkpoint {path.name} is corrupt ({problem}); using the one before it")
             step = int(path.name[len(ckpt.PREFIX):]) if path.name[len(ckpt.PREFIX):].isdigit() else None
-            for earlier in reversed(ckpt.list_checkpoints(path.parent)):
-                if step is not None and int(earlier.name[len(ckpt.PREFIX):]) >= step:
-                    continue
-                trouble = ckpt.verify(earlier)
-                if trouble is None:
-                    found = ckpt.load(earlier, check=False)
-                    break
-                warn(f"checkpoint {earlier.name} is corrupt ({trouble}); using the one before it")
+            found = ckpt.load_latest(path.parent, warn, before=step)
     else:
         found = ckpt.load_latest(path, warn)
     if found is None:
@@ -737,6 +726,3 @@ def _install_signals(flag: list[int]) -> dict[int, Any]:
         signal.signal(sig, lambda signum, frame: flag.append(signum))
     return previous
 
-
-def default_home() -> Path:
-    return Path(os.environ.get("LMDEV_HOME", ".lmdev"))
