@@ -148,16 +148,15 @@ def save_sharded(folder: Path, step: int, model: torch.nn.Module, opt: torch.opt
 
 
 def load_sharded_into(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
-    """Load a sharded checkpoint into ``model`` and ``opt``, whatever their sharding now."""
-    import torch.distributed.checkpoint as dcp
+    """Load a sharded checkpoint into ``model`` and ``opt``, whatever their sharding now. The
+    index is read with a restricted unpickler first (:mod:`lmdev.train.dcp_safe`): a crafted one
+    is refused before anything of it runs."""
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    import warnings
+    from lmdev.train import dcp_safe
 
     model_sd, optim_sd = get_state_dict(model, opt)
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path / "dcp"))
+    dcp_safe.load({"model": model_sd, "optim": optim_sd}, path / "dcp")
     set_state_dict(model, opt, model_state_dict=model_sd, optim_state_dict=optim_sd)
 
 
@@ -171,27 +170,13 @@ def export_safetensors(path: Path, out: Path) -> Path:
     if (path / "model.safetensors").is_file():
         weights = load_file(str(path / "model.safetensors"))
     else:
-        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+        from lmdev.train import dcp_safe
 
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            loaded = _load_state_dict_from_keys(checkpoint_id=str(path / "dcp"))
-        weights = {k.removeprefix("model."): v for k, v in _flatten(loaded).items() if k.startswith("model.")}
+        weights = dcp_safe.load_tensors(path / "dcp", "model.")
     from safetensors.torch import save
 
     weights = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).contiguous() for k, v in weights.items()}
     return atomic_write_bytes(out, save(weights))
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -204,11 +189,11 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def verify(path: Path) -> str | None:
-    """None when the checkpoint matches its manifest, else what is wrong."""
-    try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "manifest.json is missing or unreadable"
+    """None when the checkpoint matches its manifest (and a sharded one's index is one lmdev
+    can read without running code from it), else what is wrong."""
+    manifest, problem = _read_manifest(path)
+    if problem:
+        return problem
     if "state.json" not in manifest:
         return "state.json is missing"
     if "model.safetensors" not in manifest and "dcp/.metadata" not in manifest:
@@ -222,7 +207,36 @@ def verify(path: Path) -> str | None:
             return f"{name} is missing"
         if f.stat().st_size != entry["bytes"] or sha256_file(f) != entry["sha256"]:
             return f"{name} does not match its sha256"
+    if is_sharded(path):
+        from lmdev.train.dcp_safe import UnsafeCheckpoint, read_metadata
+
+        try:
+            read_metadata(path / "dcp" / ".metadata")
+        except UnsafeCheckpoint as exc:
+            return f"dcp/.metadata was refused ({exc.message})"
     return None
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The manifest, checked: a mapping of relative file names (inside the checkpoint) to
+    ``{"sha256": hex, "bytes": int}``; or what is wrong with it."""
+    try:
+        f = path / "manifest.json"
+        if f.stat().st_size > 16 * 1024**2:
+            return {}, "manifest.json is larger than any manifest lmdev writes"
+        manifest = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return {}, "manifest.json is missing or unreadable"
+    if not isinstance(manifest, dict):
+        return {}, "manifest.json is not a mapping of files to their sha256"
+    for name, entry in manifest.items():
+        parts = Path(name).parts
+        if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
+            return {}, f"manifest.json names a file outside the checkpoint ({name!r})"
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("bytes"), int) and not isinstance(entry.get("bytes"), bool)):
+            return {}, f"manifest.json's entry for {name!r} is malformed (want sha256 and bytes)"
+    return manifest, None
 
 
 def is_sharded(path: Path) -> bool:
