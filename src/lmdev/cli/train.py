@@ -75,23 +75,36 @@ def run(args: argparse.Namespace) -> int:
 
         sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
+    from lmdev.train.session import require_store, train_session
+
+    if not args.dry_run:
+        require_store(None)  # before anything starts: checkpoints live in the store
     distributed = args.nproc is not None or args.nnodes > 1 or args.dry_run
     if distributed and not _inside_worker():
         return _launch(cfg, args)
-    from lmdev.train.session import train_session
 
     base_dir = Path(args.config).resolve().parent
     if _inside_worker() and os.environ.get("RANK", "0") != "0":  # rank 0 speaks for all
         result = train_session(cfg, resume=args.resume, base_dir=base_dir, telemetry=not args.no_telemetry)
-        return 0 if result.status == "finished" else 1
+        return exit_code(result)
     if args.json:
         result = train_session(cfg, resume=args.resume, base_dir=base_dir, telemetry=not args.no_telemetry)
-        json.dump(result.to_dict(), sys.stdout, indent=2)
+        json.dump(result.to_dict(), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
-        return 0 if result.status == "finished" else 1
+        return exit_code(result)
     result = _with_progress(cfg, args, base_dir)
     _summary(result)
-    return 0 if result.status == "finished" else 1
+    return exit_code(result)
+
+
+def exit_code(result: Any) -> int:
+    """0 finished; 128 + N for a run stopped by signal N (after its checkpoint was saved), as a
+    shell reports a process a signal ended; 1 otherwise (diverged, stopped by another worker)."""
+    if result.status == "finished":
+        return 0
+    if result.status == "killed" and result.signal:
+        return 128 + int(result.signal)
+    return 1
 
 
 def _inside_worker() -> bool:
@@ -215,7 +228,7 @@ def _summary(result: Any) -> None:
     from rich.console import Console
 
     console = Console(highlight=False)
-    colour = "green" if result.status == "finished" else "yellow"
+    colour = {"finished": "green", "diverged": "red"}.get(result.status, "yellow")
     console.print(f"[bold {colour}]{result.status}[/] after {result.steps} steps in {result.seconds:.1f} s "
                   f"on {result.device} ({result.precision}), {result.parameters:,} parameters")
     shown = {**result.train, **result.val}

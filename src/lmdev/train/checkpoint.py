@@ -67,10 +67,16 @@ def _fsync_dir(path: Path) -> None:
 
 def _crash_point(name: str, step: int) -> None:
     """Tests set LMDEV_TEST_CRASH_AT to kill the process at a named point of the save:
-    ``NAME`` (the first save that reaches it) or ``NAME:STEP`` (only the save of that step)."""
+    ``NAME`` (the first save that reaches it) or ``NAME:STEP`` (only the save of that step);
+    LMDEV_TEST_PAUSE_AT=NAME=SECONDS makes every save wait there (to signal it mid-save)."""
     want = os.environ.get("LMDEV_TEST_CRASH_AT")
     if want and want in (name, f"{name}:{step}"):
         os._exit(137)
+    pause = os.environ.get("LMDEV_TEST_PAUSE_AT", "")  # NAME=SECONDS: every save sleeps there
+    if pause.partition("=")[0] == name:
+        import time
+
+        time.sleep(float(pause.partition("=")[2] or 1))
 
 
 def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
