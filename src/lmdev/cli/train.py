@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -40,7 +41,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     d.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="a c10d rendezvous endpoint instead of master addr/port")
     d.add_argument("--max-restarts", type=int, default=0, metavar="K",
                    help="restart failed workers up to K times; they resume from the latest checkpoint")
-    d.add_argument("--join-timeout", type=float, default=300.0, metavar="SECONDS",
+    d.add_argument("--join-timeout", type=_seconds, default=300.0, metavar="SECONDS",
                    help="how long to wait for every node to join (default 300)")
     d.add_argument("--dry-run", action="store_true",
                    help="print the torchrun command line and the per-rank batch, and exit")
@@ -54,6 +55,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, not {text!r}")
     return value
 
 

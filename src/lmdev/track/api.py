@@ -84,15 +84,20 @@ def _launch_run_id() -> str | None:
 
 
 def _git(cwd: Path) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the repository around ``cwd``; None for what cannot be known. Git's
+    output is bytes (ref and file names need not be UTF-8): decoded leniently, and a commit
+    that is not a hex object id counts as unknown."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                                text=True, timeout=5)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, timeout=5)
         if commit.returncode != 0:
             return None, None
+        sha = commit.stdout.decode("utf-8", errors="replace").strip()
+        if not (len(sha) in (40, 64) and all(c in "0123456789abcdef" for c in sha)):
+            return None, None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=5)
-        return commit.stdout.strip(), bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
+                               capture_output=True, timeout=5)
+        return sha, bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError):
         return None, None
 
 

@@ -79,12 +79,37 @@ def _crash_point(name: str, step: int) -> None:
         time.sleep(float(pause.partition("=")[2] or 1))
 
 
+class SaveError(LmdevError):
+    """A checkpoint could not be written (a full disk, a folder gone read-only): the run itself
+    failed (exit 1); the checkpoints before it are intact."""
+
+    exit_code = 1
+
+
+def save_error(exc: BaseException, folder: Path, step: int) -> SaveError:
+    text = str(exc).strip()
+    why = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    return SaveError(f"cannot save the checkpoint of step {step} in {folder}: {why}",
+                     "free some disk space, then continue with lmdev train CONFIG --resume "
+                     "(the earlier checkpoints are intact)")
+
+
+def _write_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (OSError, SafetensorError)
+
+
 def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
          state: dict[str, Any]) -> tuple[Path, dict[str, dict[str, Any]]]:
-    """Write checkpoint ``step`` under ``folder`` atomically; returns its path and its manifest."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write checkpoint ``step`` under ``folder`` atomically; returns its path and its manifest.
+    A failed write (a full disk) removes the partial folder and raises SaveError."""
     final = folder / f"{PREFIX}{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder))
+    except OSError as exc:
+        raise save_error(exc, folder, step) from None
     try:
         # Tied weights share storage; safetensors wants each tensor once, so clone any alias.
         seen: set[int] = set()
@@ -98,8 +123,10 @@ def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dic
         save_file(unique, str(tmp / "model.safetensors"))
         _crash_point("after_weights", step)
         return final, _seal(tmp, final, folder, tensors, state)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, _write_errors()):
+            raise save_error(exc, folder, step) from None
         raise
 
 
@@ -141,13 +168,24 @@ def save_sharded(folder: Path, step: int, model: torch.nn.Module, opt: torch.opt
         tmp.mkdir()
     barrier()
     model_sd, optim_sd = get_state_dict(model, opt)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from lmdev.train.dcp_safe import checkpoint_error
+
+    try:
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
+    except CheckpointException as exc:  # a BaseException wrapping each rank's error
+        shutil.rmtree(tmp, ignore_errors=True)
+        err = checkpoint_error(exc, f"cannot save the sharded checkpoint of step {step} in {folder}")
+        raise SaveError(err.message, err.hint) from None
     barrier()
     if is_main:
         try:
             _seal(tmp, final, folder, tensors, state)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, _write_errors()):
+                raise save_error(exc, folder, step) from None
             raise
     barrier()
     return final
@@ -255,7 +293,14 @@ def load(path: Path, *, check: bool = True) -> Checkpoint:
     problem = verify(path) if check else None
     if problem:
         raise LmdevError(f"checkpoint {path} is corrupt: {problem}", "resume from an earlier checkpoint")
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise LmdevError(f"checkpoint {path}: state.json is missing or not JSON",
+                         "resume from an earlier checkpoint") from None
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and not isinstance(state["step"], bool)):
+        raise LmdevError(f"checkpoint {path}: state.json lacks its step",
+                         "resume from an earlier checkpoint")
     weights = load_file(str(path / "model.safetensors")) if (path / "model.safetensors").is_file() else {}
     return Checkpoint(path, int(state["step"]), load_file(str(path / "optimizer.safetensors")), weights, state)
 

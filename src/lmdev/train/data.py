@@ -104,6 +104,7 @@ def load_data(cfg: DataConfig, seed: int, base_dir: Path | None = None, cache_di
         return _table(x / 16.0, y, cfg, seed, "classification", hashlib.sha256(x.tobytes()).hexdigest())
     if kind in ("csv", "npy", "parquet"):
         path = _resolve(arg, base_dir)
+        _check_fits(path)
         reader = {"csv": _read_csv, "npy": _read_npy, "parquet": _read_parquet}[kind]
         x, y, task = reader(path, cfg)
         return _table(x, y, cfg, seed, task, sha256_file(path))
@@ -152,9 +153,26 @@ def _resolve(arg: str, base_dir: Path) -> Path:
     path = Path(os.path.expanduser(arg))
     if not path.is_absolute():
         path = base_dir / path
-    if not path.is_file():
+    if not path.exists():
         raise LmdevError(f"data file {path} does not exist", "check data.type's path (relative to the config file)")
+    if not path.is_file():  # a folder, a device (/dev/zero), a pipe: never read one into memory
+        raise LmdevError(f"data file {path} is not a regular file", "give a file (csv, npy, parquet, text)")
     return path
+
+
+def _check_fits(path: Path) -> None:
+    """A table is read whole: refuse one larger than the memory available now, before reading."""
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except Exception:
+        return
+    size = path.stat().st_size
+    if size > available:
+        raise LmdevError(f"data file {path} is {size / 1024**3:.1f} GiB, more than the "
+                         f"{available / 1024**3:.1f} GiB of memory available to read it into",
+                         "use a smaller file, or text:PATH data (memory-mapped)")
 
 
 def _guess_task(y: np.ndarray) -> str:

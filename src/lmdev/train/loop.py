@@ -170,8 +170,10 @@ def fit(
         torch.backends.cudnn.allow_tf32 = True
 
     for folder_on_path in (str(Path(base_dir).resolve()) if base_dir else None, os.getcwd()):
-        if folder_on_path and folder_on_path not in sys.path:  # for python:module:... in the config
-            sys.path.insert(0, folder_on_path)
+        # for python:module:... in the config; appended, after the standard library and
+        # site-packages, so a stray tiktoken.py beside the config cannot replace the real one
+        if folder_on_path and folder_on_path not in sys.path:
+            sys.path.append(folder_on_path)
     data = load_data(config.data, config.seed, Path(base_dir) if base_dir else None)
     if device.type != "cpu":
         _place_tables(data, device)
@@ -561,6 +563,9 @@ def _check_shapes(model: Any, data: Data, device: torch.device) -> None:
                          "make the model's input size match the data's features") from None
     finally:
         model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise LmdevError(f"the model's forward returned a {type(out).__name__}, not a tensor",
+                         "return the output tensor (e.g. the logits) from forward, not a tuple or dict")
     if data.shape.task == "classification" and out.shape[-1] < data.shape.n_outputs:
         raise LmdevError(f"the model outputs {out.shape[-1]} values per example but the data has "
                          f"{data.shape.n_outputs} classes (output shape {tuple(out.shape)}, labels shape {tuple(y.shape)})",
@@ -706,7 +711,10 @@ def _restore(path: Path, config: TrainConfig, model: torch.nn.Module, opt: Any, 
         found = ckpt.load_latest(path, warn)
     if found is None:
         raise LmdevError(f"no complete checkpoint under {path}", "the run saved none before it stopped")
-    old_model = found.state["config"]["model"]
+    old_model = (found.state.get("config") or {}).get("model") if isinstance(found.state.get("config"), dict) else None
+    if not isinstance(old_model, dict):
+        raise LmdevError(f"cannot resume {found.path}: its state.json has no model config",
+                         "resume from another checkpoint, or start a new run")
     new_model = config.model.model_dump(mode="json")
     if old_model != new_model:
         diff = "; ".join(f"model.{k}: {old_model.get(k)!r} -> {new_model.get(k)!r}"
