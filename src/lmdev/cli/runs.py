@@ -142,13 +142,12 @@ def _list(store: Any, args: argparse.Namespace) -> int:
         _warn_damaged(damaged)
         return 1 if damaged else 0
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text as T
 
     console = Console(highlight=False)
     if not runs:
-        console.print(f"No runs in {escape(str(store.path))}. Start one with lmdev.init() or "
-                      "`lmdev run SCRIPT.py`.")
+        console.print(T(f"No runs in {store.path}. Start one with lmdev.init() or `lmdev run SCRIPT.py`."))
         _warn_damaged(damaged)
         return 1 if damaged else 0
     table = Table(box=None, header_style="bold")
@@ -159,18 +158,18 @@ def _list(store: Any, args: argparse.Namespace) -> int:
         shown = [k for k in ("val_accuracy", "val/accuracy", "val_acc", "val_loss", "loss") if k in last]
         metrics = "  ".join(f"{k}={_num(last[k])}" for k in (shown or list(last)[:2]))
         style = _STATUS_STYLE.get(r.status, "")
-        table.add_row(escape(r.id), escape(r.name), escape(r.project), _status(r.status),
-                      _when(r.start_time), _dur(r.duration), escape(metrics))
+        table.add_row(T(r.id), T(r.name), T(r.project), _status(r.status),
+                      _when(r.start_time), _dur(r.duration), T(metrics))
     console.print(table)
     _warn_damaged(damaged)
     return 1 if damaged else 0
 
 
-def _status(status: str) -> str:
-    from rich.markup import escape
+def _status(status: str) -> Any:
+    """The status as rich Text (user text is never parsed as markup)."""
+    from rich.text import Text
 
-    style = _STATUS_STYLE.get(status)
-    return f"[{style}]{escape(status)}[/]" if style else escape(status)
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
 
 
 def _show(store: Any, args: argparse.Namespace) -> int:
@@ -181,31 +180,31 @@ def _show(store: Any, args: argparse.Namespace) -> int:
         _print_json(run_document(store, r, system=args.system))
         return 0
     from rich.console import Console
-    from rich.markup import escape as e
     from rich.table import Table
+    from rich.text import Text as T
 
     console = Console(highlight=False)
-    console.print(f"[bold]{e(r.name)}[/]  {e(r.id)}  {_status(r.status)}"
-                  + (f" (exit code {r.exit_code})" if r.exit_code is not None else ""))
-    console.print(f"  project {e(r.project)}, started {_when(r.start_time)}, duration {_dur(r.duration)}, "
-                  f"host {e(r.host)}, pid {r.pid}")
+    console.print(T.assemble((r.name, "bold"), f"  {r.id}  ", _status(r.status),
+                             f" (exit code {r.exit_code})" if r.exit_code is not None else ""))
+    console.print(T(f"  project {r.project}, started {_when(r.start_time)}, duration {_dur(r.duration)}, "
+                    f"host {r.host}, pid {r.pid}"))
     if r.tags:
-        console.print("  tags " + e(", ".join(r.tags)))
+        console.print(T("  tags " + ", ".join(r.tags)))
     if r.git_commit:
-        console.print(f"  git {e(r.git_commit[:12])}{' (dirty)' if r.git_dirty else ''}")
+        console.print(T(f"  git {r.git_commit[:12]}{' (dirty)' if r.git_dirty else ''}"))
     if r.command:
-        console.print("  command " + e(" ".join(r.command)))
+        console.print(T("  command " + " ".join(r.command)))
     if r.config:
         console.print("[bold]config")
         for k, v in sorted(r.config.items()):
-            console.print(e(f"  {k} = {json.dumps(v)}"))
+            console.print(T(f"  {k} = {json.dumps(v)}"))
     summaries = store.summaries(r)
     if summaries:
         t = Table(title="metrics", title_justify="left", box=None, header_style="bold")
         for col in ("key", "points", "steps", "last", "min", "max", "NaN/Inf"):
             t.add_column(col, justify="left" if col == "key" else "right")
         for s in summaries:
-            t.add_row(e(s.key), str(s.count), f"{s.first_step}-{s.last_step}", _num(s.last), _num(s.min),
+            t.add_row(T(s.key), str(s.count), f"{s.first_step}-{s.last_step}", _num(s.last), _num(s.min),
                       _num(s.max), str(s.nonfinite or ""))
         console.print(t)
     system = store.system(r)
@@ -219,18 +218,18 @@ def _show(store: Any, args: argparse.Namespace) -> int:
         for col in ("metric", "samples", "mean", "max"):
             t.add_column(col, justify="left" if col == "metric" else "right")
         for key, values in series.items():
-            t.add_row(e(key), str(len(values)), _num(sum(values) / len(values)), _num(max(values)))
+            t.add_row(T(key), str(len(values)), _num(sum(values) / len(values)), _num(max(values)))
         console.print(t)
     events = store.events(r)
     if events:
         console.print("[bold]events")
         for ev in events[-20:]:
-            console.print(f"  {_when(ev.time)} {e(f'{ev.level:7}')} {e(ev.message)}")
+            console.print(T(f"  {_when(ev.time)} {ev.level:7} {ev.message}"))
     artifacts = store.artifacts(r)
     if artifacts:
         console.print("[bold]artifacts")
         for a in artifacts:
-            console.print(e(f"  {a.path}  {a.kind}  {a.size} B  sha256 {str(a.sha256)[:16]}"))
+            console.print(T(f"  {a.path}  {a.kind}  {a.size} B  sha256 {str(a.sha256)[:16]}"))
     return 0
 
 
@@ -257,19 +256,19 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
         })
         return 0
     from rich.console import Console
-    from rich.markup import escape as e
     from rich.table import Table
+    from rich.text import Text as T
 
     t = Table(box=None, header_style="bold")
     t.add_column("")
     for r in runs:
-        t.add_column(e(f"{r.name}\n{r.id}"), justify="right")
+        t.add_column(T(f"{r.name}\n{r.id}"), justify="right")
     t.add_row("[bold]status", *[_status(r.status) for r in runs])
     t.add_row("duration", *[_dur(r.duration) for r in runs])
     for k in differing:
-        t.add_row(e(f"config {k}"), *[e(json.dumps(c.get(k))) if k in c else "-" for c in configs])
+        t.add_row(T(f"config {k}"), *[T(json.dumps(c.get(k))) if k in c else "-" for c in configs])
     for k in metric_keys:
-        t.add_row(e(f"{k} (last)"), *[_num(m[k].last) if k in m else "-" for m in lasts])
+        t.add_row(T(f"{k} (last)"), *[_num(m[k].last) if k in m else "-" for m in lasts])
     Console(highlight=False).print(t)
     return 0
 

@@ -216,13 +216,15 @@ def connect(path: Path, migrations: Sequence[Sequence[str]] = MIGRATIONS) -> sql
 def connect_read_only(path: Path) -> sqlite3.Connection:
     """Open an existing store for reading only: nothing is created, migrated or written.
 
-    ``mode=ro`` first (it sees what running writers add); where that cannot work (read-only
-    media: a WAL store whose shared-memory file cannot be created) ``immutable=1``, which reads
-    the file as it is. A store of an older schema is refused (it needs one writable open)."""
+    While a writer is at work (its ``-wal`` file exists) ``mode=ro``, which sees what it adds;
+    otherwise, and where ``mode=ro`` cannot work (read-only media), ``immutable=1``, which reads
+    the file as it is and creates no ``-wal``/``-shm`` file. A store of an older schema is
+    refused (it needs one writable open to be upgraded)."""
     if not path.is_file():
         raise StoreUnavailable(f"no run store at {path}", "set LMDEV_HOME or --home to the folder of lmdev.db")
     problem: BaseException | None = None
-    for flags in ("mode=ro", "immutable=1"):
+    live = path.with_name(path.name + "-wal").exists()
+    for flags in ("mode=ro", "immutable=1") if live else ("immutable=1",):
         try:
             conn = sqlite3.connect(f"{path.absolute().as_uri()}?{flags}", uri=True, timeout=BUSY_TIMEOUT_S,
                                    isolation_level=None, check_same_thread=False)
