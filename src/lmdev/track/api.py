@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lmdev import names
 from lmdev.errors import LmdevError
 from lmdev.track.run import LmdevWarning, Run, _jsonable
 from lmdev.track.store import Store, StoreUnavailable, hostname
@@ -125,14 +126,22 @@ def init(name: str | None = None, *, project: str = "default", config: Any = Non
     ``config`` is a dict, a dataclass or an argparse Namespace (stored as JSON). ``telemetry``
     samples the system every ``telemetry_interval`` seconds (default on; off when attaching or
     with LMDEV_TELEMETRY=0). Metrics are written every ``flush_interval`` seconds.
-    Raises LmdevError if the store is corrupt or from a newer lmdev; if it merely cannot be
-    written, warns once and returns a run that records nothing, so training goes on.
+    Raises LmdevError if the store is corrupt or from a newer lmdev, and ``lmdev.names.InvalidName``
+    (an LmdevError and a ValueError) for a run id, name, project or tag lmdev does not accept;
+    if the store merely cannot be written, warns once and returns a run that records nothing,
+    so training goes on.
     """
     import warnings
 
     if flush_interval <= 0:
         raise ValueError("flush_interval must be > 0")
     env_id = os.environ.get("LMDEV_RUN_ID") or None
+    if run_id is not None:
+        names.check_run_id(run_id, "run_id")
+    elif env_id is not None:
+        names.check_run_id(env_id, "LMDEV_RUN_ID")
+    project = names.check_project(project)
+    tags = names.check_tags(tags)
     launch_id = _launch_run_id()
     my_rank = rank()
     attached = bool(run_id or env_id)
@@ -142,9 +151,10 @@ def init(name: str | None = None, *, project: str = "default", config: Any = Non
         telemetry = os.environ.get("LMDEV_TELEMETRY", "1") not in ("0", "false", "no") and not attached
     commit, dirty = _git(Path.cwd())
     info = RunInfo(
-        id=rid, name=name or os.environ.get("LMDEV_RUN_NAME") or _default_name(), project=project,
-        status="running", start_time=time.time(), config=_jsonable(config) if config is not None else {},
-        tags=[str(t) for t in tags], parent_id=parent, git_commit=commit, git_dirty=dirty,
+        id=rid, name=names.check_run_name(name or os.environ.get("LMDEV_RUN_NAME") or _default_name()),
+        project=project, status="running", start_time=time.time(),
+        config=_jsonable(config) if config is not None else {}, tags=tags, parent_id=parent,
+        git_commit=commit, git_dirty=dirty,
         host=hostname(), pid=os.getpid(), lmdev_version=_lmdev_version(),
         framework_versions=_versions(), command=[sys.executable, *sys.argv],
     )
