@@ -125,13 +125,19 @@ def _total(spec: ModelSpec, w: Workload, hw: Hardware, overhead: dict[str, float
 
 
 def max_batch(spec: ModelSpec, w: Workload, hw: Hardware, overhead: dict[str, float] | None = None) -> int:
+    """The largest batch that fits (serve: the most concurrent sequences)."""
     cap = hw.available_bytes
-    return largest(lambda b: _total(spec, dataclasses.replace(w, batch=b), hw, overhead) <= cap, 1, MAX_BATCH)
+    key = "concurrency" if w.task == "serve" else "batch"
+    return largest(lambda b: _total(spec, dataclasses.replace(w, **{key: b}), hw, overhead) <= cap, 1, MAX_BATCH)
 
 
 def max_seq(spec: ModelSpec, w: Workload, hw: Hardware, overhead: dict[str, float] | None = None) -> int:
+    """The longest sequence that fits (serve: the longest context per sequence)."""
     cap = hw.available_bytes
     top = spec.max_positions or (1 << 20)
+    if w.task == "serve":
+        return largest(lambda c: _total(spec, dataclasses.replace(w, context=c), hw, overhead) <= cap,
+                       w.seq + 1, max(top, w.seq + 1))
     return largest(lambda s: _total(spec, dataclasses.replace(w, seq=s), hw, overhead) <= cap, 1, top)
 
 
