@@ -31,6 +31,7 @@ class Sources:
     constraints: list[str] = field(default_factory=list)
     no_index: bool = False
     torch_index: str = DEFAULT_TORCH_INDEX  # {backend} is replaced by cpu, cu128, rocm6.4, ...
+    stacks: list[str] = field(default_factory=list)  # the project's stacks ([tool.lmdev.setup] stacks)
     origin: dict[str, str] = field(default_factory=dict)  # setting -> where it was read
 
     def uv_args(self) -> list[str]:
@@ -68,7 +69,7 @@ class Sources:
             return self
         extras = [url] + [u for u in self.extra_index_urls if u.rstrip("/") != url.rstrip("/")]
         return Sources(self.index_url, extras, list(self.find_links), list(self.constraints),
-                       self.no_index and False, self.torch_index, dict(self.origin))
+                       False, self.torch_index, list(self.stacks), dict(self.origin))
 
 
 def pip_config_files(environ: Mapping[str, str]) -> list[Path]:
@@ -163,13 +164,11 @@ def load_sources(project: Path, environ: Mapping[str, str] | None = None,
     if flags:
         _apply(src, {k: v for k, v in flags.items() if v not in (None, [], False)}, "command line",
                Path.cwd())
-    if "{backend}" not in src.torch_index and not src.torch_index.rstrip("/").endswith("/simple"):
-        src.origin.setdefault("torch-index", "default")
     return src
 
 
 def _apply(src: Sources, data: Mapping[str, object], where: str, base: Path) -> None:
-    known = {"torch-index", "index-url", "extra-index-urls", "find-links", "constraints", "no-index"}
+    known = {"torch-index", "index-url", "extra-index-urls", "find-links", "constraints", "no-index", "stacks"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise LmdevError(f"unknown setting {unknown[0]!r} in {where}",
@@ -186,6 +185,8 @@ def _apply(src: Sources, data: Mapping[str, object], where: str, base: Path) -> 
         src.constraints = [_file_url(str(u), base) for u in _as_list(data["constraints"])]
     if "no-index" in data:
         src.no_index = bool(data["no-index"])
+    if "stacks" in data:
+        src.stacks = [str(s) for s in _as_list(data["stacks"])]
     for key in data:
         src.origin[key] = where
 

@@ -117,7 +117,7 @@ def plan_for(opts: SetupOptions, sources: Sources) -> tuple[SetupPlan, MachinePr
         python = (opts.python or venv_python_version(prefix)
                   or (_here_python() if opts.system else None) or _here_python())
         profile = profile_from_facts(facts).with_python(python)
-    return make_plan(profile, opts.stacks, sources.torch_index), profile
+    return make_plan(profile, opts.stacks or sources.stacks, sources.torch_index), profile
 
 
 def _here_python() -> str:
@@ -283,3 +283,17 @@ def verify_only(opts: SetupOptions) -> SetupResult:
         res.verification = verify_env(python, env, plan, opts.verify_timeout)
         results.append(res)
     return SetupResult(plan, results)
+
+
+def preview_changes(opts: SetupOptions) -> list[tuple[str, str | None, str | None]]:
+    """What setup would change in the target environment(s): resolved, nothing installed."""
+    sources = load_sources(opts.project, flags={"torch-index": opts.torch_index})
+    plan, _ = plan_for(opts, sources)
+    changes: list[tuple[str, str | None, str | None]] = []
+    for env in plan.environments:
+        prefix = env_prefix(opts, env)
+        python = python_of(prefix) if not opts.system else sys.executable
+        lock = _resolve_env(opts, env, inst.Target(python, plan.python, prefix), sources)
+        have = inst.installed(prefix)
+        changes += [(n, have.get(n), v) for n, v in sorted(lock.pins().items()) if have.get(n) != v]
+    return changes

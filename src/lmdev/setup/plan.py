@@ -15,11 +15,11 @@ from typing import Any
 from lmdev.catalog import frameworks as fw
 from lmdev.catalog.cuda import arch_name, arch_supported, min_cuda_for_arch, min_driver_for_cuda, version_tuple
 from lmdev.errors import LmdevError
+from lmdev.setup.config import DEFAULT_TORCH_INDEX
 from lmdev.setup.profile import MachineProfile
 
 SCHEMA_VERSION = 1
 STACKS = ("torch", "lightning", "keras", "tensorflow", "jax", "hf")
-DEFAULT_TORCH_INDEX = "https://download.pytorch.org/whl/{backend}"
 SRC_TORCH = "PyTorch release notes and install matrix (lmdev.catalog.frameworks.TORCH_RELEASES)"
 SRC_ARCH = "PyTorch wheel architecture lists (lmdev.catalog.cuda.TORCH_ARCHS)"
 SRC_DRIVER = "NVIDIA CUDA Toolkit release notes, Table 3 (lmdev.catalog.cuda.CUDA_MIN_DRIVER)"
