@@ -184,7 +184,7 @@ def diagnose(framework: str, step: str, error: str, expect_gpu: bool) -> tuple[s
     return (error or f"{step} failed", f"{REPAIR}, then `lmdev doctor --deep`")
 
 
-def _build_checks(detail: dict, expect_gpu: str | None) -> str | None:
+def build_problem(detail: dict, expect_gpu: str | None) -> str | None:
     """Why the torch build does not fit this machine, or None."""
     from lmdev.catalog.cuda import arch_supported
 
@@ -215,7 +215,7 @@ def verify(python: str, frameworks: list[str], *, expect_gpu: str | None = None,
             t0 = time.perf_counter()
             ok, detail, error = run_step(python, code, timeout, env)
             if ok and framework == "torch" and name == "build":
-                error = _build_checks(detail, expect_gpu) or ""
+                error = build_problem(detail, expect_gpu) or ""
                 ok = not error
             step = Step(framework, name, ok, round(time.perf_counter() - t0, 3), detail)
             if not ok:
