@@ -165,3 +165,28 @@ def test_init_writes_a_project_and_sets_it_up(indexes):
     assert installed(p / ".venv")["torch"] == "2.9.1+cpu"
     again = run_lmdev("init", str(p), cwd=root, env=env)
     assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_repair_removes_a_pynvml_impostor_after_showing_it(indexes):
+    from lmdev.setup.installer import uv_binary
+
+    root, torch_simple, general = indexes
+    env = isolated_env(root)
+    proj = project(root, torch_simple.as_uri(), general.as_uri())
+    assert setup(proj, "--no-verify", env=env).returncode == 0
+    wheels = root / "nvml"
+    make_wheel(wheels, "nvidia-ml-py", "12.560.30", extra_files={"pynvml.py": "# NVML bindings\n"})
+    make_wheel(wheels, "pynvml", "11.5.0")  # the deprecated package: its pynvml/ shadows the module
+    import subprocess
+
+    subprocess.run([uv_binary(), "pip", "install", "--quiet", "--no-config", "--python", str(proj / ".venv/bin/python"),
+                    "--no-index", "--find-links", str(wheels), "nvidia-ml-py", "pynvml"], check=True)
+    asks = setup(proj, "--repair", "--no-verify", env=env)
+    assert asks.returncode == 2 and "--yes" in asks.stderr  # no terminal to ask in
+    assert "pynvml" in installed(proj / ".venv")
+    r = setup(proj, "--repair", "--yes", "--no-verify", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "nvml.pynvml_clash" in r.stdout and "remove pynvml" in r.stdout
+    have = installed(proj / ".venv")
+    assert "pynvml" not in have and have["nvidia-ml-py"] == "12.560.30" and have["torch"] == "2.9.1+cpu"
+    assert "Nothing to repair" in setup(proj, "--repair", "--no-verify", env=env).stdout

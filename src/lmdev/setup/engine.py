@@ -19,7 +19,6 @@ from lmdev.errors import LmdevError
 from lmdev.setup import installer as inst
 from lmdev.setup.config import Sources, load_sources
 from lmdev.setup.lock import Lock, lock_name, read_lock, read_plan_record, write_lock, write_plan_record
-from lmdev.setup.pinning import check_pinned
 from lmdev.setup.plan import EnvPlan, SetupPlan, make_plan
 from lmdev.setup.profile import MachineProfile, named_profile, profile_from_facts
 from lmdev.setup.verify import Verification, frameworks_to_verify, python_of, verify
@@ -110,14 +109,25 @@ def plan_for(opts: SetupOptions, sources: Sources) -> tuple[SetupPlan, MachinePr
     if opts.for_profile:
         profile = named_profile(opts.for_profile, opts.python or _here_python())
     else:
-        from lmdev.probe.collect import collect
-
-        facts = opts.facts or collect()
+        facts = opts.facts or machine_facts()
         prefix = target_prefix(opts)
         python = (opts.python or venv_python_version(prefix)
                   or (_here_python() if opts.system else None) or _here_python())
         profile = profile_from_facts(facts).with_python(python)
     return make_plan(profile, opts.stacks or sources.stacks, sources.torch_index), profile
+
+
+def machine_facts() -> Any:
+    """The facts the planner reads (host and accelerators), without doctor's software scan."""
+    from lmdev.probe.gpu import collect_accelerators
+    from lmdev.probe.host import collect_host
+    from lmdev.probe.source import LocalSource, guarded
+    from lmdev.probe.types import AcceleratorFacts, Facts, HostFacts
+
+    src, errors = LocalSource(), []
+    return Facts(host=guarded("host", lambda: collect_host(src, errors), HostFacts(), errors),
+                 accelerators=guarded("accelerators", lambda: collect_accelerators(src, errors),
+                                      AcceleratorFacts(), errors))
 
 
 def _here_python() -> str:
@@ -167,6 +177,8 @@ def _resolve_env(opts: SetupOptions, env: EnvPlan, target: inst.Target, sources:
     lock = inst.resolve(opts.installer, target, [r.spec for r in env.requirements],
                         sources.with_torch_index(pinned))
     if pinned:
+        from lmdev.setup.pinning import check_pinned
+
         check_pinned(lock, pinned, next(iter(env.backends.values()), "?") if "torch" not in env.backends
                      else env.backends["torch"])
     return lock

@@ -23,10 +23,11 @@ def _b64(data: bytes) -> str:
 
 
 def make_wheel(folder: Path, name: str, version: str, requires: list[str] | None = None,
-               module_code: str = "") -> Path:
+               module_code: str = "", extra_files: dict[str, str] | None = None) -> Path:
     """Write ``name-version-py3-none-any.whl`` into ``folder`` and return its path."""
     dist = name.replace("-", "_")
     files = {
+        **{p: text.encode() for p, text in (extra_files or {}).items()},
         f"{dist}/__init__.py": f"__version__ = {version!r}\n{module_code}".encode(),
         f"{dist}-{version}.dist-info/METADATA": (
             f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
