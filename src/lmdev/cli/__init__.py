@@ -24,6 +24,8 @@ COMMANDS = {
     "ui": "ui",
     "plan": "plan",
     "bench": "bench",
+    "setup": "setup",
+    "init": "init",
     "demo": "demo",
 }
 
