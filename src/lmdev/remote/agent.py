@@ -170,7 +170,9 @@ def find_job(ref: str) -> Path:
         rid = _read_json(j / "job.json").get("run_id")
         if rid and (rid == ref or rid.startswith(ref)):
             return j
-    raise SystemExit(f"lmdev: error: no job or run {ref!r} on this remote")
+    from lmdev.errors import LmdevError
+
+    raise LmdevError(f"no job or run {ref!r} on this remote", "see `lmdev remote jobs NAME`")
 
 
 def job_state(d: Path) -> dict[str, Any]:
@@ -313,6 +315,16 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--addr", required=True)
     a.add_argument("--mbytes", type=float, default=16.0)
     args = p.parse_args(argv)
+    from lmdev.errors import LmdevError
+
+    try:
+        return _dispatch(args)
+    except LmdevError as exc:
+        print(f"lmdev: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "supervise":
         return supervise(args.job)
     if args.cmd == "follow":

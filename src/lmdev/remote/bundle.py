@@ -69,8 +69,8 @@ def fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def requirements() -> list[str]:
-    """lmdev's runtime dependencies (no extras), as pip requirement strings."""
+def requirements(extras: tuple[str, ...] = ("ui",)) -> list[str]:
+    """lmdev's runtime dependencies and those of ``extras`` (the dashboard by default)."""
     from packaging.requirements import Requirement
 
     try:
@@ -81,7 +81,7 @@ def requirements() -> list[str]:
     out = []
     for text in reqs:
         req = Requirement(text)
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
             out.append(f"{req.name}{req.specifier}")
     return out
 

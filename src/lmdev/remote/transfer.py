@@ -35,6 +35,7 @@ class MergeResult:
     status: str
     files: list[tuple[str, int]]  # (relative path, size) of files the caller may fetch
     remote_dir: str
+    fetched: int = 0  # files copied here (with --checkpoints)
 
 
 def _pack(code: str, values: list[Any]) -> str:
