@@ -213,12 +213,18 @@ def _progress_printer() -> Any:
     return on_progress
 
 
+def follow_printer() -> Any:
+    """A job follower that prints the remote log lines and a progress line per new step."""
+    from lmdev.remote import ops
+
+    return ops.Follow(on_line=lambda line: print(line, flush=True), on_progress=_progress_printer())
+
+
 def _follow(conn: Any, env: Any, job: str) -> int:
     from lmdev.remote import ops
 
-    f = ops.Follow(on_line=lambda line: print(line, flush=True), on_progress=_progress_printer())
     try:
-        end = ops.follow(conn, env, job, f)
+        end = ops.follow(conn, env, job, follow_printer())
     except KeyboardInterrupt:
         print(f"lmdev: detached; {job} goes on. Pick it up with `lmdev remote attach {conn.remote.name} {job}`",
               file=sys.stderr)
@@ -228,32 +234,36 @@ def _follow(conn: Any, env: Any, job: str) -> int:
     return 0 if end["exit_code"] == 0 else 1
 
 
-def _train(args: argparse.Namespace) -> int:
+def train_remote(name: str, config: str, sync: str | None, overrides: list[str], run_name: str | None,
+                 detach: bool = False, pull: bool = False) -> int:
+    """Send the project, start ``lmdev train`` detached on the remote, follow it unless ``detach``."""
     from lmdev.errors import LmdevError
     from lmdev.remote import ops
 
-    config = Path(args.config).resolve()
-    if not config.is_file():
-        raise LmdevError(f"config {args.config} does not exist", "give the path of a training config")
-    folder = Path(args.sync).resolve() if args.sync else ops.default_sync_dir(config)
-    try:
-        rel = config.relative_to(folder)
-    except ValueError:
-        raise LmdevError(f"config {args.config} is not inside the project folder {folder}",
-                         "pass --sync DIR with a folder that holds the config") from None
-    with ops.session(args.name) as (conn, env):
+    cfg = Path(config).resolve()
+    if not cfg.is_file():
+        raise LmdevError(f"config {config} does not exist", "give the path of a training config")
+    folder = Path(sync).resolve() if sync else ops.default_sync_dir(cfg)
+    if not cfg.is_relative_to(folder):
+        raise LmdevError(f"config {config} is not inside the project folder {folder}",
+                         "pass --sync DIR with a folder that holds the config")
+    with ops.session(name) as (conn, env):
         s = ops.sync(conn, env, folder)
-        print(f"lmdev: sent {len(s.sent)} changed file(s) of {s.files} to {args.name}:{s.remote_dir}",
-              file=sys.stderr)
-        job = ops.start_job(conn, env, ops.train_argv(str(rel), args.overrides, args.run_name), s.remote_dir)
-        print(f"lmdev: started job {job} on {args.name} (it survives a dropped connection)", file=sys.stderr)
-        if args.detach:
+        print(f"lmdev: sent {len(s.sent)} changed file(s) of {s.files} to {name}:{s.remote_dir}", file=sys.stderr)
+        job = ops.start_job(conn, env, ops.train_argv(str(cfg.relative_to(folder)), overrides, run_name),
+                            s.remote_dir)
+        print(f"lmdev: started job {job} on {name} (it survives a dropped connection)", file=sys.stderr)
+        if detach:
             print(job)
             return 0
         code = _follow(conn, env, job)
-        if args.pull and code != 130:
+        if pull and code != 130:
             _render_pull(ops.pull(conn, env, []), as_json=False)
     return code
+
+
+def _train(args: argparse.Namespace) -> int:
+    return train_remote(args.name, args.config, args.sync, args.overrides, args.run_name, args.detach, args.pull)
 
 
 def _attach(args: argparse.Namespace) -> int:
