@@ -27,6 +27,8 @@ COMMANDS = {
     "setup": "setup",
     "init": "init",
     "demo": "demo",
+    "remote": "remote",
+    "cluster": "cluster",
 }
 
 

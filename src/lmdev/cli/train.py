@@ -45,6 +45,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="how long to wait for every node to join (default 300)")
     d.add_argument("--dry-run", action="store_true",
                    help="print the torchrun command line and the per-rank batch, and exit")
+    p.add_argument("--on", metavar="NAME", help="train on a remote or cluster (see `lmdev remote`, `lmdev cluster`)")
     return p
 
 
@@ -76,6 +77,10 @@ def _port(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "on", None):  # lmdev remote / lmdev cluster
+        from lmdev.cli.cluster import train_on
+
+        return train_on(args)
     from lmdev.train.config import load_config
 
     cfg = load_config(args.config, args.overrides)
