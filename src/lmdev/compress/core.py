@@ -51,7 +51,10 @@ def compress(ref: str, opts: Options, progress: Progress | None = None) -> Repor
     if opts.threads:
         torch.set_num_threads(opts.threads)
     say(f"loading {ref}")
-    source = resolve(ref, home=opts.home, data=opts.data)
+    return compress_source(resolve(ref, home=opts.home, data=opts.data), opts, say)
+
+
+def compress_source(source: Source, opts: Options, say: Progress) -> Report:
     ev = ms.make_eval_set(source, opts.batch)
     with tempfile.TemporaryDirectory(prefix="lmdev-compress-") as tmp:
         work = Path(tmp)

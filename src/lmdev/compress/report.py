@@ -72,7 +72,7 @@ def judge(v: VariantReport, base: Measurement, max_drop: float) -> None:
     """Fill in the ratios and the verdict of a measured variant."""
     m = v.measurement
     if m is None:
-        v.verdict = f"failed: {v.error}" if v.error else "not measured"
+        v.verdict = "failed (see the notes)" if v.error else "not measured"
         return
     v.speedup = speedup(m, base)
     v.size_ratio = m.file_bytes / base.file_bytes if base.file_bytes else None
@@ -222,8 +222,12 @@ def _render_distill(d: dict[str, Any], console: Any) -> None:
     console.print("distillation search (held-out " + escape(str(d.get("metric"))) + "):")
     for row in d.get("search", []):
         console.print(f"  T={row['temperature']:g} alpha={row['alpha']:g}: {row['held_out']:.4g}")
-    console.print(f"  plainly trained twin: {d.get('twin_eval')}; distilled student: {d.get('student_eval')}; "
-                  f"{escape(str(d.get('verdict')))}")
+    console.print(f"  on the evaluation data: plainly trained twin {_num(d.get('twin_eval'))}, distilled student "
+                  f"{_num(d.get('student_eval'))}: {escape(str(d.get('verdict')))}")
+
+
+def _num(v: Any) -> str:
+    return "-" if v is None else f"{v:.4g}"
 
 
 def render_json(report: Report) -> str:

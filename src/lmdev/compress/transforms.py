@@ -94,8 +94,23 @@ class ExportRMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
+class ExportCausalLM(nn.Module):
+    """A transformers causal LM called with an explicit all-ones attention mask: without one,
+    transformers looks for packed sequences with ``aten::diff``, which ONNX cannot export."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.inner(input_ids=idx, attention_mask=torch.ones_like(idx), use_cache=False).logits
+
+
 def export_friendly(model: nn.Module) -> nn.Module:
-    """Swap modules the ONNX exporter cannot export for equivalent ones (in place)."""
+    """Swap modules the ONNX exporter cannot export for equivalent ones (in place, except an
+    HF causal LM, which is wrapped)."""
+    if type(model).__name__ == "HFCausalLM":
+        model = ExportCausalLM(model.inner)  # type: ignore[arg-type]
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child).__name__ == "RMSNorm" and hasattr(child, "eps") and hasattr(child, "weight"):
