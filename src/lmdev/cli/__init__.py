@@ -29,6 +29,7 @@ COMMANDS = {
     "demo": "demo",
     "remote": "remote",
     "cluster": "cluster",
+    "compress": "compress",
 }
 
 
