@@ -74,3 +74,12 @@ def canonical(module: str, name: str) -> tuple[str, str]:
 
 def is_allowed(module: str, name: str) -> bool:
     return canonical(module, name) in ALLOWED
+_allow("torch.distributed.checkpoint.metadata",
+       ("Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
+        "TensorProperties", "MetadataIndex", "StorageMeta"),
+       "distributed-checkpoint .metadata dataclasses: built without __init__, fields set by BUILD")
+_allow("torch.distributed.checkpoint.metadata", ("_MEM_FORMAT_ENCODING",),
+       "an Enum of memory formats: calling it looks a member up by value")
+_allow("torch.distributed.checkpoint.filesystem", ("_StorageInfo",),
+       "distributed-checkpoint storage record (a dataclass: relative path, offset, length)")
+_allow("pathlib", ("PosixPath", "PurePosixPath"), "a path value; constructing one does no I/O")

@@ -98,9 +98,15 @@ class UnsafeModelError(LmdevError):
 
 
 def _pickle_result(path: str, fmt: str, f: IO[bytes], max_streams: int | None = None,
-                   member: str | None = None) -> ScanResult:
+                   lenient: bool = False) -> ScanResult:
+    """Scan the pickles of ``f``. ``lenient``: the content was only guessed to be a pickle (no
+    PROTO header, or found in a folder walk), so data that breaks before naming any callable is
+    binary data, not a pickle: skipped, since an unpickler would fail before it could call anything."""
     verdict = PickleVerdict()
-    scan_pickles(f, verdict, member, max_streams)
+    scan_pickles(f, verdict, None, max_streams)
+    if (lenient and verdict.streams == 0 and not verdict.callables
+            and all(x.kind == "broken" for x in verdict.findings)):
+        return ScanResult(path, "other", SKIPPED, note="binary data (not a pickle: breaks before any callable)")
     return ScanResult(path, fmt, verdict_of(verdict.findings), verdict.findings, sorted(verdict.callables))
 
 
@@ -221,7 +227,7 @@ def _detect_and_scan(path: str, explicit: bool) -> ScanResult:
             return _pickle_result(path, "torch-legacy", f, TORCH_LEGACY_STREAMS)
         elif head[:1] == b"\x80" and head[1:2] and 2 <= head[1] <= 5:
             f.seek(0)
-            return _pickle_result(path, "pickle", f)
+            return _pickle_result(path, "pickle", f, lenient=not explicit)
         elif looks_like_safetensors(head, size):
             f.seek(0)
             found = scan_safetensors(f, size)
@@ -246,7 +252,7 @@ def _other(path: str, head: bytes, size: int, explicit: bool) -> ScanResult:
             return found
     if _looks_like_old_pickle(path, head, explicit):
         with open(path, "rb") as f:
-            return _pickle_result(path, "pickle", f)
+            return _pickle_result(path, "pickle", f, lenient=True)
     return ScanResult(path, "other", SKIPPED, note="not a model format (nothing that loads code)")
 
 
@@ -287,8 +293,10 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]]) -> list[ScanResult]:
 def require_safe(path: str | os.PathLike[str], trust: Iterable[str | os.PathLike[str]] = (),
                  what: str = "load") -> list[ScanResult]:
     """Scan ``path`` (a file or a folder) before lmdev loads it; raise ``UnsafeModelError`` naming
-    the first unsafe file and why, unless that file is in ``trust`` (then the override is audited)."""
-    trusted = {os.path.realpath(t) for t in trust}
+    the first unsafe file and why, unless that file is in ``trust`` or ``$LMDEV_TRUST`` (paths
+    separated by ``os.pathsep``; ``lmdev --trust PATH``), and then the override is audited."""
+    env = [t for t in os.environ.get("LMDEV_TRUST", "").split(os.pathsep) if t]
+    trusted = {os.path.realpath(t) for t in [*trust, *env]}
     results = scan_paths([path])
     for result in results:
         if result.verdict != "unsafe":

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lmdev.errors import LmdevError
+from lmdev.secure.redact import redact_argv, redact_value
 from lmdev.track.run import LmdevWarning, Run, _jsonable
 from lmdev.track.store import Store, StoreUnavailable, hostname
 from lmdev.track.types import RunInfo
@@ -138,10 +139,10 @@ def init(name: str | None = None, *, project: str = "default", config: Any = Non
     commit, dirty = _git(Path.cwd())
     info = RunInfo(
         id=rid, name=name or os.environ.get("LMDEV_RUN_NAME") or _default_name(), project=project,
-        status="running", start_time=time.time(), config=_jsonable(config) if config is not None else {},
+        status="running", start_time=time.time(), config=redact_value(_jsonable(config)) if config is not None else {},
         tags=[str(t) for t in tags], parent_id=parent, git_commit=commit, git_dirty=dirty,
         host=hostname(), pid=os.getpid(), lmdev_version=_lmdev_version(),
-        framework_versions=_versions(), command=[sys.executable, *sys.argv],
+        framework_versions=_versions(), command=redact_argv([sys.executable, *sys.argv]),
     )
     if not isinstance(info.config, dict):
         info.config = {"config": info.config}
