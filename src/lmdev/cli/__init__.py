@@ -30,6 +30,7 @@ COMMANDS = {
     "remote": "remote",
     "cluster": "cluster",
     "compress": "compress",
+    "secure": "secure",
 }
 
 
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lmdev {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--trust", action="append", default=[], metavar="PATH",
+                        help="load this model file even if the scanner flags it (audited; lmdev secure)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module in COMMANDS.items():
         mod = importlib.import_module(f"lmdev.cli.{module}")
@@ -79,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if args.trust:  # read by lmdev.secure.require_safe, here and in child processes
+        import os
+
+        os.environ["LMDEV_TRUST"] = os.pathsep.join(os.path.abspath(t) for t in args.trust)
     try:
         return int(args._run(args) or 0)
     except LmdevError as exc:

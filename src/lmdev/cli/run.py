@@ -23,6 +23,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="seconds between system samples (default: 2)")
     p.add_argument("--no-telemetry", action="store_true", help="do not sample the system")
     p.add_argument("--no-autolog", action="store_true", help="do not attach to Keras/Lightning/transformers")
+    p.add_argument("--guard", action="store_true", help="scan files before torch.load / pickle.load / "
+                   "joblib.load / numpy.load(allow_pickle=True) load them in the script (lmdev secure)")
+    p.add_argument("--trust", action="append", default=[], metavar="PATH",
+                   help="with --guard: a file to load even if the scanner flags it (audited)")
     p.add_argument("script", metavar="SCRIPT.py")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
     return p
@@ -34,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.telemetry_interval <= 0:
         raise LmdevError("--telemetry-interval must be greater than 0")
+    if args.guard:  # the child (lmdev.integrations._child) installs lmdev.secure.guard
+        import os
+
+        os.environ.update(LMDEV_GUARD="1", LMDEV_TRUST=os.pathsep.join(os.path.abspath(t) for t in args.trust))
     result = run_script(args.script, args.args, name=args.name, project=args.project, home=args.home,
                         telemetry=not args.no_telemetry, telemetry_interval=args.telemetry_interval,
                         autolog=not args.no_autolog)

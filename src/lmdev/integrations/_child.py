@@ -15,6 +15,10 @@ def main(argv: list[str]) -> None:
     script = argv[0]
     sys.argv = list(argv)
     sys.path[0] = os.path.dirname(os.path.abspath(script))
+    if os.environ.get("LMDEV_GUARD") == "1":  # lmdev run --guard
+        from lmdev.secure.guard import install
+
+        install()
     if os.environ.get("LMDEV_AUTOLOG", "1") != "0":
         from lmdev.integrations.autolog import autolog
 

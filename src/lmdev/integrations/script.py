@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from lmdev.errors import LmdevError
+from lmdev.secure.redact import RedactingWriter, redact_argv
 from lmdev.track import api
 
 
@@ -55,17 +56,17 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, name: str
 
     store_home = home_dir(home).absolute()
     run = api.init(name or path.stem, project=project, home=store_home, telemetry=False,
-                   config={"script": str(path), "args": list(args)})
-    run.info.command = [sys.executable, str(path), *args]
+                   config={"script": str(path), "args": redact_argv(list(args))})
+    run.info.command = redact_argv([sys.executable, str(path), *args])
     run._write_run(lambda s: s.update_run(run._rid, command=run.info.command))
     env = dict(os.environ, LMDEV_RUN_ID=run.id, LMDEV_HOME=str(store_home), PYTHONUNBUFFERED="1",
                LMDEV_TELEMETRY="0", LMDEV_AUTOLOG="1" if autolog else "0")
     logs = run.dir
-    files: list[IO[bytes]] = []
+    files: list[RedactingWriter] = []
     if logs is not None:
         try:
             logs.mkdir(parents=True, exist_ok=True)
-            files = [open(logs / "stdout.log", "wb"), open(logs / "stderr.log", "wb")]
+            files = [RedactingWriter(open(logs / name, "wb")) for name in ("stdout.log", "stderr.log")]
         except OSError:
             files = []
     child = subprocess.Popen([sys.executable, "-m", "lmdev.integrations._child", str(path), *args],

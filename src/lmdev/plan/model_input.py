@@ -87,6 +87,9 @@ def resolve_model(text: str) -> tuple[ModelSpec, str]:
         cfg = path / "config.json"
         if not cfg.is_file():
             raise LmdevError(f"{path} holds no config.json", "point at a Hugging Face model folder or a config.json")
+        from lmdev.secure import require_safe
+
+        require_safe(path, what="plan from the model folder")
         path = cfg
     if path.is_file():
         data = _read_structured(path)

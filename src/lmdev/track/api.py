@@ -30,6 +30,7 @@ from typing import Any
 
 from lmdev import names
 from lmdev.errors import LmdevError
+from lmdev.secure.redact import redact_argv, redact_value
 from lmdev.track.run import LmdevWarning, Run, _jsonable
 from lmdev.track.store import Store, StoreUnavailable, hostname
 from lmdev.track.types import RunInfo
@@ -153,10 +154,10 @@ def init(name: str | None = None, *, project: str = "default", config: Any = Non
     info = RunInfo(
         id=rid, name=names.check_run_name(name or os.environ.get("LMDEV_RUN_NAME") or _default_name()),
         project=project, status="running", start_time=time.time(),
-        config=_jsonable(config) if config is not None else {}, tags=tags, parent_id=parent,
+        config=redact_value(_jsonable(config)) if config is not None else {}, tags=tags, parent_id=parent,
         git_commit=commit, git_dirty=dirty,
         host=hostname(), pid=os.getpid(), lmdev_version=_lmdev_version(),
-        framework_versions=_versions(), command=[sys.executable, *sys.argv],
+        framework_versions=_versions(), command=redact_argv([sys.executable, *sys.argv]),
     )
     if not isinstance(info.config, dict):
         info.config = {"config": info.config}

@@ -31,6 +31,7 @@ from typing import Any
 
 from lmdev.errors import LmdevError
 from lmdev.names import check_metric_key
+from lmdev.secure.redact import redact, redact_value
 from lmdev.track.store import BUSY_TIMEOUT_S, Store, pack_chunk, run_dir
 from lmdev.track.types import RunInfo
 
@@ -258,7 +259,7 @@ class Run:
             raise ValueError(f"level must be debug, info, warning or error, not {level!r}")
         if self._finished or self._forked:
             return
-        self._events.append((_now(), level, str(message), json.dumps(_jsonable(data), sort_keys=True)))
+        self._events.append((_now(), level, redact(str(message)), json.dumps(redact_value(_jsonable(data)), sort_keys=True)))
 
     def log_artifact(self, path: str | os.PathLike[str], kind: str = "file", copy: bool = False) -> Path:
         """Record a file (its size and sha256, hashed by the writer thread).
@@ -282,7 +283,7 @@ class Run:
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Merge entries into the run's config (hyperparameters known only after ``init``)."""
-        items = _jsonable(dict(config))
+        items = redact_value(_jsonable(dict(config)))  # secrets never reach the store
         self.info.config.update(items)
         self._write_run(lambda s: s.merge_run_json(self._rid, "config", items))
 

@@ -211,6 +211,9 @@ def export_safetensors(path: Path, out: Path) -> Path:
     problem = verify(path)
     if problem:
         raise LmdevError(f"checkpoint {path} is corrupt: {problem}", "export an earlier checkpoint")
+    from lmdev.secure import require_safe
+
+    require_safe(path, what="export the checkpoint")
     if (path / "model.safetensors").is_file():
         weights = load_file(str(path / "model.safetensors"))
     else:
@@ -293,6 +296,9 @@ def load(path: Path, *, check: bool = True) -> Checkpoint:
     problem = verify(path) if check else None
     if problem:
         raise LmdevError(f"checkpoint {path} is corrupt: {problem}", "resume from an earlier checkpoint")
+    from lmdev.secure import require_safe
+
+    require_safe(path, what="resume from the checkpoint")
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -285,6 +285,9 @@ def build_hf(cfg: HFModelConfig, shape: DataShape) -> nn.Module:
     if cfg.from_config:
         inner = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
     else:
+        from lmdev.secure import require_safe
+
+        require_safe(path, what="load the hf: model")  # every file of the folder, before transformers reads it
         inner = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True)
     vocab = inner.get_input_embeddings().num_embeddings
     if vocab < shape.n_outputs:
