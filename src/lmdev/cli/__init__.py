@@ -25,6 +25,7 @@ COMMANDS = {
     "plan": "plan",
     "bench": "bench",
     "demo": "demo",
+    "data": "data",
 }
 
 
