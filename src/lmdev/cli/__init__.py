@@ -26,6 +26,7 @@ COMMANDS = {
     "bench": "bench",
     "demo": "demo",
     "data": "data",
+    "explain": "explain",
 }
 
 

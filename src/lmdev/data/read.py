@@ -101,7 +101,7 @@ class TextSource:
 # --------------------------------------------------------------------------- csv
 
 
-def _label_index(names: list[str], label: str | int | None, where: str) -> int:
+def label_index(names: list[str], label: str | int | None, where: str) -> int:
     if label is None:
         return len(names) - 1
     if isinstance(label, int) or str(label).lstrip("-").isdigit():
@@ -131,7 +131,7 @@ def _csv_chunks(src: TableSource) -> Iterator[TableChunk]:
         head = next(csv.reader([first]))
         has_header = any(not _is_number(c) and c.strip().lower() not in MISSING for c in head)
         names = [c.strip() for c in head] if has_header else [f"c{i}" for i in range(len(head))]
-        col = _label_index(names, src.label, str(src.path))
+        col = label_index(names, src.label, str(src.path))
         src.label_name = names[col]
         src.columns = [n for i, n in enumerate(names) if i != col]
         pending = [] if has_header else [first]
@@ -188,7 +188,7 @@ def _npy_chunks(src: TableSource) -> Iterator[TableChunk]:
     if table.ndim != 2:
         raise LmdevError(f"{src.path} holds a {table.ndim}-D array; a table is 2-D with the label as a column")
     names = [f"c{i}" for i in range(table.shape[1])]
-    col = _label_index(names, src.label, str(src.path))
+    col = label_index(names, src.label, str(src.path))
     src.label_name = names[col]
     src.columns = [n for i, n in enumerate(names) if i != col]
     keep = [i for i in range(table.shape[1]) if i != col]
@@ -205,7 +205,7 @@ def _parquet_chunks(src: TableSource) -> Iterator[TableChunk]:
     assert src.path is not None
     pf = pq.ParquetFile(src.path)
     names = list(pf.schema_arrow.names)
-    col = _label_index(names, src.label, str(src.path))
+    col = label_index(names, src.label, str(src.path))
     src.label_name = names[col]
     src.columns = [n for i, n in enumerate(names) if i != col]
     order = src.columns + [src.label_name]

@@ -26,7 +26,7 @@ class Finding:
     data: dict[str, Any] = field(default_factory=dict)  # extra numbers (histogram, class counts, ...)
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(asdict(self))
+        return finite_json(asdict(self))
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Report:
         return sorted(self.findings, key=lambda f: (SEVERITIES.index(f.severity), f.id))
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite({
+        return finite_json({
             "schema": "lmdev.data.check/1",
             "source": self.source,
             "status": "severe" if self.counts["severe"] else "warn" if self.counts["warn"] else "ok",
@@ -76,14 +76,14 @@ class Report:
         })
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """JSON never holds NaN or Infinity: they become null."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _finite(value.item())
+        return finite_json(value.item())
     return value
