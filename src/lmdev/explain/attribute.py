@@ -18,11 +18,24 @@ from lmdev.errors import LmdevError
 IG_STEPS = 32
 
 
+def captum_attr():  # type: ignore[no-untyped-def]
+    """captum.attr, or a message saying how to install it."""
+    try:
+        import captum.attr
+    except ImportError:
+        raise LmdevError("this attribution method needs the captum package",
+                         "pip install 'lmdev[explain]' (or pip install captum), or use --method attention") from None
+    return captum.attr
+
+
 def attribute_table(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor | None,
                     method: str, steps: int = IG_STEPS) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(scores [B, F], the integrated-gradients completeness gap [B] or None)."""
-    from captum.attr import FeatureAblation, IntegratedGradients, Saliency
-
+    if method not in ("integrated-gradients", "saliency", "occlusion"):
+        raise LmdevError(f"method {method} works on transformer language models only",
+                         "use integrated-gradients, saliency or occlusion for this model")
+    ca = captum_attr()
+    FeatureAblation, IntegratedGradients, Saliency = ca.FeatureAblation, ca.IntegratedGradients, ca.Saliency
     x = x.detach().clone().requires_grad_(True)
     base = baseline.expand_as(x).detach()
     if method == "integrated-gradients":
@@ -45,23 +58,22 @@ def _next_token(model: nn.Module):  # type: ignore[no-untyped-def]
 def attribute_tokens(model: nn.Module, ids: torch.Tensor, target: int, method: str,
                      steps: int = IG_STEPS) -> tuple[torch.Tensor, float | None]:
     """(scores [T] for the tokens of ids [1, T], completeness gap or None)."""
-    from captum.attr import FeatureAblation, LayerGradientXActivation, LayerIntegratedGradients
-
+    if method == "attention":
+        return attention_scores(model, ids)[0], None
+    ca = captum_attr()
     forward = _next_token(model)
     embed = _embedding(model)
     if method == "integrated-gradients":
-        lig = LayerIntegratedGradients(forward, embed)
+        lig = ca.LayerIntegratedGradients(forward, embed)
         scores, delta = lig.attribute(ids, baselines=torch.zeros_like(ids), target=target, n_steps=steps,
                                       return_convergence_delta=True)
         return scores.sum(-1)[0].detach(), float(delta.abs().max())
     if method == "saliency":  # the size of the gradient at each token's embedding
-        grads = LayerGradientXActivation(forward, embed, multiply_by_inputs=False).attribute(ids, target=target)
+        grads = ca.LayerGradientXActivation(forward, embed, multiply_by_inputs=False).attribute(ids, target=target)
         return grads.norm(dim=-1)[0].detach(), None
     if method == "occlusion":
         with torch.no_grad():
-            return FeatureAblation(forward).attribute(ids, baselines=0, target=target)[0].float().detach(), None
-    if method == "attention":
-        return attention_scores(model, ids)[0], None
+            return ca.FeatureAblation(forward).attribute(ids, baselines=0, target=target)[0].float().detach(), None
     raise LmdevError(f"unknown method {method!r}")
 
 
