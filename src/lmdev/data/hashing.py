@@ -33,6 +33,13 @@ def row_hashes(table: np.ndarray, seed: int = 0) -> np.ndarray:
     return h
 
 
+def combine(hashes: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """The hash of a row extended by one more column (the label): one pass, not a rehash."""
+    extra = row_hashes(np.asarray(column, dtype=np.float64).reshape(-1, 1), seed=1)
+    with np.errstate(over="ignore"):
+        return _mix(hashes ^ (extra * _GOLDEN))
+
+
 def quantised(table: np.ndarray, centre: np.ndarray, scale: np.ndarray, step: float) -> np.ndarray:
     """Each value rounded to ``step`` of its column's spread: near-equal rows become equal."""
     with np.errstate(invalid="ignore", divide="ignore"):

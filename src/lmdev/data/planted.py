@@ -27,11 +27,12 @@ class Planted:
 
 def make_table(n: int = 5000, features: int = 10, classes: int = 4, seed: int = 0, *, dup_share: float = 0.02,
                flip_share: float = 0.03, leak_share: float = 0.05, val_rows: int | None = None,
-               leak_column: bool = True, constant_column: bool = True) -> Planted:
-    """Gaussian class blobs (well separated), then: repeats of earlier rows, flipped labels, val
+               leak_column: bool = True, constant_column: bool = True, separation: float = 3.0) -> Planted:
+    """Gaussian class blobs (centres spread by ``separation`` standard deviations: 3 is well
+    separated, 1 overlaps), then: repeats of earlier rows, flipped labels, val
     rows copied from train, a column equal to the label plus small noise, a constant column."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 3.0, (classes, features))
+    centres = rng.normal(0, separation, (classes, features))
     n_val = val_rows if val_rows is not None else n // 5
     y, vy = rng.integers(0, classes, n), rng.integers(0, classes, n_val)
     x = centres[y] + rng.normal(0, 1.0, (n, features))

@@ -139,7 +139,6 @@ def _csv_chunks(src: TableSource) -> Iterator[TableChunk]:
         while True:
             lines = pending + f.readlines(CHUNK_BYTES)
             pending = []
-            lines = [ln for ln in lines if ln.strip()]
             if not lines:
                 break
             table, bad = _parse_lines(lines, len(names))
@@ -151,12 +150,13 @@ def _csv_chunks(src: TableSource) -> Iterator[TableChunk]:
 def _parse_lines(lines: list[str], width: int) -> tuple[np.ndarray, np.ndarray]:
     """A block of csv lines as float64 [n, width] (NaN for missing) and the count of values per
     column that are not numbers. numpy's C parser first; the csv module when that fails."""
-    try:
+    try:  # numpy's parser skips blank lines, as the fallback below does
         table = np.loadtxt(lines, delimiter=",", dtype=np.float64, ndmin=2)
-        if table.shape[1] == width:
-            return table, np.zeros(width, np.int64)
+        if table.shape[1] == width or not len(table):
+            return table.reshape(-1, width), np.zeros(width, np.int64)
     except ValueError:
         pass
+    lines = [ln for ln in lines if ln.strip()]
     table = np.full((len(lines), width), np.nan)
     bad = np.zeros(width, np.int64)
     for r, row in enumerate(csv.reader(lines)):

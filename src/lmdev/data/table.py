@@ -72,8 +72,9 @@ class TableScan:
         x, y = c.x, c.y
         if self.centre is None:  # the rounding grid for near duplicates, from the first chunk
             self._start(x)
-        self.full.append(hashing.row_hashes(np.column_stack([x, y])))
-        self.feat.append(hashing.row_hashes(x))
+        feat = hashing.row_hashes(x)
+        self.feat.append(feat)
+        self.full.append(hashing.combine(feat, y))
         self.near.append(hashing.row_hashes(hashing.quantised(x, self.centre, self.scale, NEAR_STEP)))
         nan, inf = np.isnan(x), np.isinf(x)
         fin = ~(nan | inf)
