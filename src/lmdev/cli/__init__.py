@@ -31,6 +31,8 @@ COMMANDS = {
     "cluster": "cluster",
     "compress": "compress",
     "secure": "secure",
+    "data": "data",
+    "explain": "explain",
 }
 
 

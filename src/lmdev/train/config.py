@@ -144,6 +144,11 @@ class DataConfig(_Strict):
     seq_len: int = Field(128, ge=1, description="text: tokens per example")
     tokenizer: Literal["byte", "tiktoken"] = "byte"
     n_examples: int = Field(20000, ge=1, description="synthetic: how many problems to generate")
+    val: str | None = Field(None, description="a separate validation file (csv/npy/parquet/text), used "
+                            "instead of a random split")
+    test: str | None = Field(None, description="a test file: checked for overlap with train, never trained on")
+    check: Literal["off", "warn", "fail"] = Field(
+        "warn", description="the data check before training: off, warn (record and warn), fail (stop on severe)")
 
     @field_validator("type")
     @classmethod
@@ -154,6 +159,13 @@ class DataConfig(_Strict):
         if kind not in ("digits", "synthetic") and ":" not in v:
             raise ValueError(f"{kind} data needs a path: {kind}:PATH")
         return v
+
+    @model_validator(mode="after")
+    def _split_files(self) -> DataConfig:
+        kind = self.type.split(":", 1)[0]
+        if (self.val or self.test) and kind not in ("csv", "npy", "parquet", "text"):
+            raise ValueError(f"val/test files need file data (csv, npy, parquet, text), not {kind}")
+        return self
 
 
 DATA_TYPES = ["digits", "csv", "npy", "parquet", "text", "synthetic", "sparse", "python"]

@@ -96,6 +96,9 @@ def _session(cfg: TrainConfig, resume: str | None, base_dir: Path | None,
     if announce:
         announce(f"run [cyan]{run.id}[/] ({cfg.name})" + (f", resuming {resume_path}" if resume_path else ""))
     try:
+        from lmdev.data.check import check_for_training
+
+        check_for_training(cfg, run, base_dir, announce)  # data.check: off | warn | fail
         result = fit(cfg, run=run, resume=resume_path, base_dir=base_dir, on_progress=on_progress)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
