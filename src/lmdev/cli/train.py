@@ -254,5 +254,8 @@ def _summary(result: Any) -> None:
     if result.run_id:
         console.print(f"  run [cyan]{result.run_id}[/] · checkpoints in {result.checkpoint_dir}")
         console.print(f"  look at it: [cyan]lmdev runs show {result.run_id}[/]")
+    if result.status == "diverged":
+        console.print("  the loss or the weights are no longer finite: lower optimizer.lr, set train.grad_clip, "
+                      "or use train.nan_policy: rollback")
     if result.status == "killed":
         console.print(f"  continue with: [cyan]lmdev train CONFIG --resume {result.run_id or ''}[/]")

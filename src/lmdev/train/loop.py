@@ -323,7 +323,8 @@ def fit(
                 if run is not None and val_metrics and d.is_main:
                     run.log(val_metrics, step=step)
                 model.train()
-                if val_metrics and (state.best is None or val_metrics["val/loss"] < state.best):
+                if val_metrics and math.isfinite(val_metrics["val/loss"]) and (
+                        state.best is None or val_metrics["val/loss"] < state.best):
                     state.best, state.best_step = val_metrics["val/loss"], step
             if step % config.checkpoint.every == 0 or step == tc.max_steps:
                 _save_all(d, strategy, folder, step, model, opt, sched, scaler, state, config, run, acc)
