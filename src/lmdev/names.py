@@ -8,8 +8,8 @@ checks that the result stays inside the store.
 * a run id: 1-64 characters from ``A-Z a-z 0-9 . _ -``, starting with a letter or digit (so
   never ``.``, ``..``, a path separator or an option-looking ``-x``);
 * a run name, a project name, a tag: 1-200 characters (tags 1-100), no control characters
-  (NUL, newline, escape...), no surrounding spaces;
-* a metric key: 1-250 characters, no control characters.
+  (NUL, newline, escape...) or bytes that are not UTF-8, no surrounding spaces;
+* a metric key: 1-250 characters, no control characters, only UTF-8.
 
 Display names may hold any other character (``[bold]`` included): renderers escape them.
 """
@@ -30,7 +30,8 @@ MAX_TAGS = 64
 KEY_MAX = 250
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# control characters, line separators, and lone surrogates (bytes that were not UTF-8)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class InvalidName(LmdevError, ValueError):

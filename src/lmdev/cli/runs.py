@@ -72,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.verb:
         raise LmdevError("lmdev runs needs a verb", "one of list, show, compare, export, rm")
     path = home(args.home) / DB_NAME
-    if not path.exists():  # reading commands do not create a store
+    try:
+        found = path.exists()
+    except OSError as exc:  # a name too long, ...
+        raise LmdevError(f"cannot use the store folder {path.parent}: {exc.strerror or exc}",
+                         "set LMDEV_HOME or --home to the folder of lmdev.db") from None
+    if not found:  # reading commands do not create a store
         if args.verb == "list":
             _print_json({"schema": "lmdev.runs/1", "runs": []}) if args.json else \
                 print(f"No runs: there is no store at {path} (set LMDEV_HOME or --home).")

@@ -41,13 +41,13 @@ def resolve_token(host: str, token: str | None, no_auth: bool) -> str | None:
 
     if no_auth and token:
         raise LmdevError("--no-auth and --token contradict each other", "give one of them")
+    if token is not None and not (token.isascii() and token.isprintable()):
+        raise LmdevError("--token must be printable ASCII", "pass a url-safe random string")
     if token is not None and token_bits(token) < MIN_TOKEN_BITS:
         raise LmdevError(f"--token is too weak (about {int(token_bits(token))} bits; at least "
                          f"{MIN_TOKEN_BITS} are needed)",
                          "leave it out to get a generated one, or pass at least 22 random url-safe "
                          "characters (python -c 'import secrets; print(secrets.token_urlsafe(24))')")
-    if token is not None and not (token.isascii() and token.isprintable()):
-        raise LmdevError("--token must be printable ASCII", "pass a url-safe random string")
     if token is None and not no_auth and not is_loopback_name(host):
         return secrets.token_urlsafe(24)
     return token

@@ -65,11 +65,16 @@ def run_document(store: Store, run: RunInfo, system: bool = False) -> dict[str, 
 
 def export(store: Store, run: RunInfo, fmt: str, out: Path) -> list[Path]:
     """Write the run as ``fmt`` (csv | json | tensorboard) to ``out``; returns the files written."""
-    if fmt in ("csv", "json") and out.is_dir():
-        raise LmdevError(f"--out {out} is a folder", f"give a file name, e.g. {out / (run.id + '.' + fmt)}")
-    if fmt == "tensorboard" and out.exists() and not out.is_dir():
-        raise LmdevError(f"--out {out} exists and is not a folder", "give a folder for TensorBoard files")
     try:
+        if out.resolve() == Path(out.resolve().anchor):
+            raise LmdevError(f"--out {out} is the root of the file system", "give a file or a folder of your own")
+        if fmt in ("csv", "json") and (out.is_symlink() or out.exists() and not out.is_dir() and not out.is_file()):
+            raise LmdevError(f"--out {out} is not a regular file (a device, a pipe or a symlink)",
+                             "give the path of a new or a regular file")
+        if fmt in ("csv", "json") and out.is_dir():
+            raise LmdevError(f"--out {out} is a folder", f"give a file name, e.g. {out / ('run.' + fmt)}")
+        if fmt == "tensorboard" and out.exists() and not out.is_dir():
+            raise LmdevError(f"--out {out} exists and is not a folder", "give a folder for TensorBoard files")
         return _export(store, run, fmt, out)
     except OSError as exc:
         raise LmdevError(f"cannot write {out}: {exc.strerror or exc}",

@@ -111,6 +111,15 @@ def _coerce(key: Any, value: Any) -> Any:
                     "or scalar tensors)")
 
 
+def _utf8(text: str) -> str:
+    """Text SQLite can store: a lone surrogate (a file name that is not UTF-8) becomes U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _tensor_values(tensors: list[Any]) -> list[float]:
     """Scalar tensors (possibly on an accelerator) -> floats, with one transfer per device."""
     import torch
@@ -259,7 +268,7 @@ class Run:
             raise ValueError(f"level must be debug, info, warning or error, not {level!r}")
         if self._finished or self._forked:
             return
-        self._events.append((_now(), level, redact(str(message)), json.dumps(redact_value(_jsonable(data)), sort_keys=True)))
+        self._events.append((_now(), level, redact(_utf8(str(message))), json.dumps(redact_value(_jsonable(data)), sort_keys=True)))
 
     def log_artifact(self, path: str | os.PathLike[str], kind: str = "file", copy: bool = False) -> Path:
         """Record a file (its size and sha256, hashed by the writer thread).
@@ -438,7 +447,7 @@ class Run:
         for _ in range(len(self._artifacts)):
             path, kind = self._artifacts.popleft()
             try:
-                arts.append((rid, str(path), kind, path.stat().st_size, sha256_file(path), _now()))
+                arts.append((rid, _utf8(str(path)), _utf8(str(kind)), path.stat().st_size, sha256_file(path), _now()))
             except OSError as exc:
                 out["events"].append((rid, _now(), "warning", f"artifact {path} not recorded: {exc}", "{}"))
         out["artifacts"] = arts

@@ -499,6 +499,7 @@ class Store:
         sql = f"SELECT {_RUN_COLUMNS} FROM runs"
         where, args = [], []
         if project is not None:
+            _sql_text(project, "project")
             where.append("project = ?")
             args.append(project)
         if status is not None:
@@ -530,6 +531,7 @@ class Store:
         if not isinstance(ref, str) or not ref.strip():
             raise LmdevError("an empty run reference matches no run",
                              "give a run id, an id prefix or a run name (see `lmdev runs list`)")
+        _sql_text(ref, "run reference")
         with self._reading():
             rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (ref,)).fetchall()
             if not rows:  # a prefix, compared exactly (LIKE would ignore case)
@@ -607,6 +609,14 @@ class Store:
             return [Artifact(*r) for r in self.conn.execute(
                 "SELECT path, kind, size, sha256, time FROM artifacts WHERE run = ? "
                 "ORDER BY time, rowid", (self._rid(run.id),))]
+
+
+def _sql_text(value: str, what: str) -> None:
+    """Text from a user that SQLite must compare: it must be valid UTF-8 (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LmdevError(f"the {what} {value!r} is not valid UTF-8 text", "give it in UTF-8") from None
 
 
 def _is_number(value: Any) -> bool:
