@@ -99,8 +99,10 @@ def estimate_compute(spec: ModelSpec, w: Workload, *, peak_flops: float | None, 
 # Fraction of a large-matmul rate that a model's own matmuls reach (smaller, oddly shaped) and the
 # per-layer cost of the framework (kernel dispatch, Python) per forward pass; set on generated
 # configs of the tuning seeds (benchmarks/plan_accuracy.py), checked on a held-out seed.
-MATMUL_EFFICIENCY = {"cpu": 0.7, "gpu": 0.6}
+MATMUL_EFFICIENCY = {"cpu": 0.35, "gpu": 0.6}
 LAYER_OVERHEAD_S = {"cpu": 3e-4, "gpu": 4e-5}
+# generation reads each weight once per token; thin matmuls reach this share of a copy's bandwidth
+DECODE_BANDWIDTH_EFFICIENCY = {"cpu": 0.35, "gpu": 0.8}
 OPTIMIZER_TRAFFIC = {"adamw": 36.0, "adam": 36.0, "sgd": 20.0, "adamw8bit": 12.0}  # bytes read+written/param
 
 
@@ -158,7 +160,8 @@ def step_time(spec: ModelSpec, w: Workload, *, matmul_flops: float | None, bandw
         batch = w.concurrency if w.task == "serve" else w.batch
         flops = forward_flops_per_token(spec, int(ctx) * 2) * batch  # each token attends to the whole cache
         kv = 2 * spec.n_layers * spec.kv_dim * ctx * batch * (4 if w.precision == "fp32" else 2)
-        decode = max(flops / rate, move(wbytes + kv)) + spec.n_layers * per_layer
+        stream = move(wbytes + kv) / DECODE_BANDWIDTH_EFFICIENCY.get(device, 0.8)
+        decode = max(flops / rate, stream) + spec.n_layers * per_layer
     total = prefill + (decode or 0.0) * new if w.task == "infer" else prefill
     return StepTime(total, prefill, decode, matmul_flops, bandwidth_bytes_s, eff)
 
