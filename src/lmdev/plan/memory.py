@@ -491,7 +491,8 @@ def cpu_allocator_bytes(spec: ModelSpec, w: Workload, m: Memory, learned: dict[s
     at most 32 MiB) stays in the heap for reuse; a larger tensor is mapped and unmapped on its own.
     So the heap a phase grew stays resident while another phase runs: the peak holds the larger
     mapped part of the two phases (forward/backward; optimizer step) plus the larger heap part,
-    not the larger phase alone; the step's temporaries cannot reuse smaller holes. Inference: the prefill's per-layer temporaries and the KV cache
+    not the larger phase alone; blocks made late (the embedding's gradient, the step's temporaries)
+    cannot reuse smaller holes and go on top. Inference: the prefill's per-layer temporaries and the KV cache
     (re-allocated a little larger at every generated token) leave as much again in the heap.
     ``cpu_heap_fraction`` (learned by ``lmdev plan --measure``) scales the result."""
     fraction = float(learned.get("cpu_heap_fraction", 1.0))
@@ -502,14 +503,27 @@ def cpu_allocator_bytes(spec: ModelSpec, w: Workload, m: Memory, learned: dict[s
         # chain is tensors of one size, whose holes are reused)
         act_heap, _ = _split([(m.activations_bytes, w.tokens * max(spec.ffn, spec.hidden) * _act_bytes(w)),
                               (m.attention_scores_bytes, w.batch * spec.n_heads * w.seq * w.seq * 4)])
-        # the step's temporaries are the largest blocks it allocates: they reuse the forward's freed
-        # heap only when it held blocks that large (the logits' chain), else they go on top of it
-        each = largest_param(spec) * 4
-        temps = m.optimizer_step_bytes if each <= GLIBC_MMAP_MAX else 0
+        # Late large blocks (the embedding's gradient, made last in the backward; the step's
+        # temporaries) reuse the forward's freed heap only when it held blocks that large (the
+        # logits' chain); else they go on top of the heap the forward grew.
+        head = spec.vocab * spec.hidden * 4
         holes = max([size for size in (w.tokens * max(spec.ffn, spec.hidden) * _act_bytes(w),
                                        w.tokens * spec.vocab * 4) if size <= GLIBC_MMAP_MAX], default=0)
-        heap = max(fh, sh - temps) + temps if temps and each > holes else max(fh, sh)
-        retained = max(fm, sm) + heap - max(fh + fm, sh + sm) + CPU_HEAP_FRAGMENTATION * act_heap
+
+        def on_top(each: float, total: float) -> float:
+            return total if holes < each <= GLIBC_MMAP_MAX else 0.0
+
+        grads = m.gradients_bytes if w.grad_accum == 1 else 0
+        late = on_top(head, head if w.task == "train" and grads else 0)  # the embedding's gradient
+        temps = on_top(largest_param(spec) * 4, m.optimizer_step_bytes)
+        temps_heap = m.optimizer_step_bytes if largest_param(spec) * 4 <= GLIBC_MMAP_MAX else 0
+        grads_heap = sh - temps_heap
+        h2 = max(fh, grads_heap - late) + late  # the end of the backward
+        h3 = max(h2, grads_heap + temps_heap - temps) + temps  # the optimizer step
+        # the heap never shrinks: from the second step on, its high-water mark is under every
+        # phase, the forward's mapped logits included
+        rss = max(fm, sm) + h3
+        retained = rss - max(fh + fm, sh + sm) + CPU_HEAP_FRAGMENTATION * act_heap
         m.allocator_basis_bytes = int(retained)
         return int(fraction * retained)
     a = _act_bytes(w)
