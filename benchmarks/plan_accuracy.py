@@ -50,7 +50,7 @@ from lmdev.plan.measure import run_worker  # noqa: E402
 from lmdev.plan.memory import Workload, estimate_memory  # noqa: E402
 
 MODES = ("train", "train", "prefill", "generate")  # training half the time
-FLOP_BUDGET = {"fp32": 30e9, "bf16": 3e9}  # per measured step
+FLOP_BUDGET = {"fp32": 12e9, "bf16": 1.2e9}  # per measured step
 
 
 def _divisors(n: int) -> list[int]:

@@ -50,7 +50,7 @@ OPTIMIZER_BYTES = {"adamw": 8.0, "adam": 8.0, "sgd": 4.0, "adamw8bit": 2.0 + 8 /
 CUDA_CONTEXT_BYTES = 500 * MiB  # CUDA context + kernels loaded by torch: ~300-700 MB by GPU and version
 CUBLAS_WORKSPACE_BYTES = 32 * MiB  # cuBLAS/cuBLASLt workspaces (Hopper: 32 MiB per handle)
 ALLOCATOR_RESERVE = 0.10  # caching allocator: reserved beyond the transient allocations (fragmentation)
-CPU_OVERHEAD_BYTES = 8 * MiB  # per-thread kernel buffers and caches a first step creates on a CPU
+CPU_OVERHEAD_BYTES = 5 * MiB  # per-thread kernel buffers and caches a first step creates on a CPU
 
 
 @dataclass
@@ -444,9 +444,10 @@ def estimate_memory(spec: ModelSpec, w: Workload, *, device: str = "gpu",
         m.overlap_bytes = min(m.activations_bytes + m.attention_scores_bytes, m.logits_bytes)
     if device == "cpu":
         m.overhead_bytes = int(learned.get("cpu_bytes", CPU_OVERHEAD_BYTES))
-        m.allocator_bytes = cpu_allocator_bytes(spec, w, m, learned)
+        m.allocator_bytes = cpu_allocator_bytes(spec, w, m, learned, copies // _shard(w, "weights"))
         m.notes.append("CPU: glibc's default malloc keeps freed blocks under its mmap threshold (up to 32 MiB) "
-                       "in the heap; the allocator line is that retained memory at the peak")
+                       "in the heap; the allocator line is the heap one phase leaves that the peak phase "
+                       "cannot use")
     else:
         context = int(learned.get("context_bytes", CUDA_CONTEXT_BYTES))
         m.overhead_bytes = context + CUBLAS_WORKSPACE_BYTES
@@ -457,33 +458,81 @@ def estimate_memory(spec: ModelSpec, w: Workload, *, device: str = "gpu",
 # --- the allocators ------------------------------------------------------------------------------
 
 GLIBC_MMAP_MAX = 32 * MiB  # glibc's dynamic mmap threshold never rises above this (64-bit)
+CPU_HEAP_FRAGMENTATION = 0.3  # set on the tuning seed's generated configs (benchmarks/plan_accuracy.py)
 
 
-def _heap_part(total: int, tensor_bytes: float) -> int:
-    """``total`` bytes made of tensors of ``tensor_bytes`` each: the share glibc serves from the
-    heap (tensors above the mmap threshold are mapped and unmapped on their own)."""
-    return total if tensor_bytes <= GLIBC_MMAP_MAX else 0
+def _split(parts: list[tuple[float, float]]) -> tuple[float, float]:
+    """(heap, mapped) bytes of ``parts`` = [(total bytes, bytes of each tensor)]: glibc serves a
+    tensor above the mmap threshold with its own mapping, returned to the system when freed."""
+    heap = sum(total for total, each in parts if each <= GLIBC_MMAP_MAX)
+    return heap, sum(total for total, _each in parts) - heap
 
 
-def cpu_allocator_bytes(spec: ModelSpec, w: Workload, m: Memory, learned: dict[str, float]) -> int:
-    """glibc's default malloc: a freed block under the (dynamic, up to 32 MiB) mmap threshold
-    stays in the heap for reuse, so the resident set at the peak exceeds the tensors alive then by
-    what earlier phases left in the heap and the new phase could not reuse (fragmentation).
-    Modelled as a fraction of the heap-served transient bytes (set on generated configs of the
-    tuning seeds; ``lmdev plan --measure`` learns this machine's own)."""
+def _train_phases(spec: ModelSpec, w: Workload, m: Memory, copies: int) -> tuple[tuple[float, float], ...]:
+    """(heap, mapped) bytes of the forward/backward phase and of the optimizer-step phase."""
     a = _act_bytes(w)
-    tokens = w.tokens if w.training else (w.batch * w.seq if w.task == "infer" else w.seq)
-    heap = _heap_part(m.activations_bytes + m.attention_scores_bytes, tokens * max(spec.ffn, spec.hidden) * a)
-    heap += _heap_part(m.logits_bytes, tokens * spec.vocab * 4 if w.training or w.logits == "all" else 0)
+    head = spec.vocab * spec.hidden * 4  # the embedding's / the head's weight, or its gradient
+    head_grad = head if w.task == "train" and w.grad_accum == 1 and not spec.encoder else 0
+    big_grads = head * (1 if spec.tied_embeddings else 2) if w.task == "train" else 0
+    forward = [(m.activations_bytes, w.tokens * max(spec.ffn, spec.hidden) * a),
+               (m.attention_scores_bytes, w.batch * spec.n_heads * w.seq * w.seq * 4),
+               (m.logits_bytes, w.tokens * spec.vocab * 4), (copies, head // 2),
+               (min(head_grad, m.gradients_bytes), head)]
+    grads = m.gradients_bytes if w.grad_accum == 1 else 0
+    step = [(m.optimizer_step_bytes, largest_param(spec) * 4), (min(big_grads, grads), head),
+            (max(0, grads - big_grads), 0)]
+    return _split(forward), _split(step)
+
+
+def cpu_allocator_bytes(spec: ModelSpec, w: Workload, m: Memory, learned: dict[str, float], copies: int = 0) -> int:
+    """glibc's default malloc at the peak, beyond the tensors alive then.
+
+    A freed block under the mmap threshold (which rises to the largest mapped block freed so far,
+    at most 32 MiB) stays in the heap for reuse; a larger tensor is mapped and unmapped on its own.
+    So the heap a phase grew stays resident while another phase runs: the peak holds the larger
+    mapped part of the two phases (forward/backward; optimizer step) plus the larger heap part,
+    not the larger phase alone; blocks made late (the embedding's gradient, the step's temporaries)
+    cannot reuse smaller holes and go on top. Inference: the prefill's per-layer temporaries and the KV cache
+    (re-allocated a little larger at every generated token) leave as much again in the heap.
+    ``cpu_heap_fraction`` (learned by ``lmdev plan --measure``) scales the result."""
+    fraction = float(learned.get("cpu_heap_fraction", 1.0))
     if w.training:
-        emb = spec.vocab * spec.hidden * 4  # the embedding's (and an untied head's) gradient: one tensor
-        heap += max(0, m.gradients_bytes - (emb * (1 if spec.tied_embeddings else 2) if emb > GLIBC_MMAP_MAX else 0))
-    m.allocator_basis_bytes = max(0, heap)
-    fraction = float(learned.get("cpu_heap_fraction", CPU_HEAP_RETAINED))
-    return int(fraction * m.allocator_basis_bytes)
+        (fh, fm), (sh, sm) = _train_phases(spec, w, m, copies)
+        # plus fragmentation: the backward frees activations while it allocates gradients of other
+        # sizes, and not every hole is reused (a share of the heap-served activations; the logits'
+        # chain is tensors of one size, whose holes are reused)
+        act_heap, _ = _split([(m.activations_bytes, w.tokens * max(spec.ffn, spec.hidden) * _act_bytes(w)),
+                              (m.attention_scores_bytes, w.batch * spec.n_heads * w.seq * w.seq * 4)])
+        # Late large blocks (the embedding's gradient, made last in the backward; the step's
+        # temporaries) reuse the forward's freed heap only when it held blocks that large (the
+        # logits' chain); else they go on top of the heap the forward grew.
+        head = spec.vocab * spec.hidden * 4
+        holes = max([size for size in (w.tokens * max(spec.ffn, spec.hidden) * _act_bytes(w),
+                                       w.tokens * spec.vocab * 4) if size <= GLIBC_MMAP_MAX], default=0)
 
+        def on_top(each: float, total: float) -> float:
+            return total if holes < each <= GLIBC_MMAP_MAX else 0.0
 
-CPU_HEAP_RETAINED = 0.25
+        grads = m.gradients_bytes if w.grad_accum == 1 else 0
+        late = on_top(head, head if w.task == "train" and grads else 0)  # the embedding's gradient
+        temps = on_top(largest_param(spec) * 4, m.optimizer_step_bytes)
+        temps_heap = m.optimizer_step_bytes if largest_param(spec) * 4 <= GLIBC_MMAP_MAX else 0
+        grads_heap = sh - temps_heap
+        h2 = max(fh, grads_heap - late) + late  # the end of the backward
+        h3 = max(h2, grads_heap + temps_heap - temps) + temps  # the optimizer step
+        # the heap never shrinks: from the second step on, its high-water mark is under every
+        # phase, the forward's mapped logits included
+        rss = max(fm, sm) + h3
+        retained = rss - max(fh + fm, sh + sm) + CPU_HEAP_FRAGMENTATION * act_heap
+        m.allocator_basis_bytes = int(retained)
+        return int(fraction * retained)
+    a = _act_bytes(w)
+    tokens = w.batch * w.seq if w.task == "infer" else w.seq
+    heap, _mapped = _split([(m.activations_bytes, tokens * max(spec.ffn, spec.hidden) * a),
+                            (m.attention_scores_bytes, tokens * spec.n_heads * w.seq * 4),
+                            (m.kv_cache_bytes if w.generating else 0, m.kv_cache_bytes / max(1, spec.n_layers) / 2)])
+    m.allocator_basis_bytes = int(heap)
+    return int(fraction * heap)
 
 
 def gpu_allocator_bytes(spec: ModelSpec, w: Workload, m: Memory, learned: dict[str, float]) -> int:
