@@ -23,16 +23,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.unit.setup.fakeindex import make_wheel, write_index  # noqa: E402
-
-from lmdev.setup.installer import installer_env, uv_binary  # noqa: E402
+from lmdev.setup.installer import installer_env, uv_binary
+from tests.unit.setup.fakeindex import make_wheel, write_index
 
 ENV = {**installer_env(), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, cwd=cwd, env=ENV, capture_output=True, text=True)
     took = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")

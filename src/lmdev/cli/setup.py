@@ -260,8 +260,8 @@ def _repair(args: argparse.Namespace, opts: Any) -> int:
             return 1
     uninstall(opts.installer, inst.Target(python_of(prefix), "", prefix), rp.uninstall)
     result = run_setup(opts)
-    after = doctor(env_source(prefix))
-    left = [f for f in after.findings if f.id in {g.id for g in rp.findings}]
+    recheck = doctor(env_source(prefix))
+    left = [f for f in recheck.findings if f.id in {g.id for g in rp.findings}]
     render_result(result)
     for f in left:
         console.print(f"  [red]still: {f.id}[/] {_escape(f.title)} — {_escape(f.fix)}")

@@ -97,7 +97,7 @@ def _fetch(url: str, dest: Path) -> None:
             raise LmdevError(f"cannot read {url}: {exc}", "re-lock with `lmdev setup`") from None
         return
     try:
-        with urllib.request.urlopen(url, timeout=120) as resp, open(dest, "wb") as out:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=120) as resp, open(dest, "wb") as out:
             shutil.copyfileobj(resp, out)
     except OSError as exc:
         raise LmdevError(f"cannot download {url}: {exc}", "check the network, or build the bundle where the index is reachable") from None
@@ -204,7 +204,14 @@ def open_bundle(tar_path: Path, dest: Path) -> dict:
 def install_from_bundle(tar_path: Path, opts: SetupOptions) -> SetupResult:
     """Install the bundle's environments into ``opts``'s target with no network; then verify."""
     from lmdev.setup import installer as inst
-    from lmdev.setup.engine import EnvResult, SetupResult, diff, env_prefix, venv_python_version, verify_env
+    from lmdev.setup.engine import (
+        EnvResult,
+        SetupResult,
+        diff,
+        env_prefix,
+        venv_python_version,
+        verify_env,
+    )
     from lmdev.setup.verify import python_of
 
     with tempfile.TemporaryDirectory(prefix="lmdev-unbundle-") as tmp:

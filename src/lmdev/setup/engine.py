@@ -18,7 +18,14 @@ from typing import Any
 from lmdev.errors import LmdevError
 from lmdev.setup import installer as inst
 from lmdev.setup.config import Sources, load_sources
-from lmdev.setup.lock import Lock, lock_name, read_lock, read_plan_record, write_lock, write_plan_record
+from lmdev.setup.lock import (
+    Lock,
+    lock_name,
+    read_lock,
+    read_plan_record,
+    write_lock,
+    write_plan_record,
+)
 from lmdev.setup.plan import EnvPlan, SetupPlan, make_plan
 from lmdev.setup.profile import MachineProfile, named_profile, profile_from_facts
 from lmdev.setup.verify import Verification, frameworks_to_verify, python_of, verify
@@ -124,7 +131,8 @@ def machine_facts() -> Any:
     from lmdev.probe.source import LocalSource, guarded
     from lmdev.probe.types import AcceleratorFacts, Facts, HostFacts
 
-    src, errors = LocalSource(), []
+    src = LocalSource()
+    errors: list[Any] = []
     return Facts(host=guarded("host", lambda: collect_host(src, errors), HostFacts(), errors),
                  accelerators=guarded("accelerators", lambda: collect_accelerators(src, errors),
                                       AcceleratorFacts(), errors))

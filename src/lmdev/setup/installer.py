@@ -60,7 +60,8 @@ def installer_env() -> dict[str, str]:
 
 def run_tool(cmd: list[str], what: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=installer_env(), timeout=timeout)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=installer_env(),
+                              timeout=timeout)
     except FileNotFoundError:
         raise LmdevError(f"cannot run {cmd[0]}", "pip install uv, or pass --installer pip") from None
     except subprocess.TimeoutExpired:

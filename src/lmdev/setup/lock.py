@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from lmdev.errors import LmdevError
 from lmdev.fsutil import atomic_write_text

@@ -150,7 +150,7 @@ class Verification:
 def run_step(python: str, code: str, timeout: float, env: dict[str, str]) -> tuple[bool, dict, str]:
     """Run one rung's code in ``python``: (ok, what it reported, the error text)."""
     try:
-        proc = subprocess.run([python, "-c", _PRELUDE + code + _EPILOGUE], capture_output=True,
+        proc = subprocess.run([python, "-c", _PRELUDE + code + _EPILOGUE], check=False, capture_output=True,
                               text=True, timeout=timeout, env=env, cwd=os.path.dirname(python) or None)
     except subprocess.TimeoutExpired:
         return False, {}, f"timed out after {timeout:.0f} s"
@@ -228,7 +228,7 @@ def verify(python: str, frameworks: list[str], *, expect_gpu: str | None = None,
 
 
 def frameworks_to_verify(backends: dict[str, str], env_vars: dict[str, str]) -> list[str]:
-    out = [f for f in ("torch", "tensorflow", "jax") if f in backends]
+    out: list[str] = [f for f in ("torch", "tensorflow", "jax") if f in backends]
     if "KERAS_BACKEND" in env_vars:
         out.append("keras")
     return out

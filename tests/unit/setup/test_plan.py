@@ -14,7 +14,12 @@ from lmdev.errors import LmdevError
 from lmdev.probe.collect import collect
 from lmdev.probe.source import FixtureSource
 from lmdev.setup.plan import SetupPlan, make_plan
-from lmdev.setup.profile import PROFILES, MachineProfile, named_profile, profile_from_facts
+from lmdev.setup.profile import (
+    PROFILES,
+    MachineProfile,
+    named_profile,
+    profile_from_facts,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 MACHINES = sorted((ROOT / "tests" / "fixtures" / "machines").glob("*.json"))
