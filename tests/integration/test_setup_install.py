@@ -75,9 +75,9 @@ def test_install_noop_frozen_and_tampered_wheel(indexes):
 
 
 def test_torch_family_never_comes_from_another_index(tmp_path):
-    # the torch index (over http) has torchvision but no torch; the general index has a cu128 torch
+    # the torch index (over http) has torchvision but no torch; the general index has a torch
     build = tmp_path / "build"
-    pinned = write_index(tmp_path / "torchidx", [make_wheel(build, "torchvision", "0.24.0+cpu", ["torch==2.9.1+cpu"])])
+    write_index(tmp_path / "torchidx", [make_wheel(build, "torchvision", "0.24.0+cpu", ["torch==2.9.1+cpu"])])
     general = write_index(tmp_path / "pypi", [make_wheel(build, "torch", "2.9.1+cpu"),
                                               make_wheel(build, "filelock", "3.0.0")])
     env = isolated_env(tmp_path)
@@ -91,7 +91,7 @@ def test_torch_family_never_comes_from_another_index(tmp_path):
 
 
 def test_http_index_with_pip_installer(indexes):
-    root, torch_simple, general = indexes
+    root, _, general = indexes
     env = isolated_env(root)
     with serve(root / "torchidx") as url:
         proj = project(root, f"{url}/simple", general.as_uri())
