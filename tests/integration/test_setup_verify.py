@@ -21,7 +21,7 @@ def test_verify_ladder_on_a_real_torch(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     doc = json.loads(r.stdout)
     steps = {s["name"]: s for s in doc["environments"][0]["verification"]["steps"]}
-    assert list(steps) == ["import", "build", "operation", "mixed-precision", "distributed"]
+    assert list(steps) == ["preflight", "import", "build", "operation", "mixed-precision", "distributed"]
     assert all(s["ok"] for s in steps.values())
     assert steps["operation"]["detail"]["checked"]["cpu"] < 1e-3
     assert steps["distributed"]["detail"]["backends"]["gloo"] == 4.0
@@ -38,7 +38,7 @@ def test_a_broken_torch_fails_with_cause_and_fix(tmp_path):
     (site / "torch" / "__init__.py").write_text("__version__ = '2.9.1'\n")
     r = run_lmdev("setup", "--verify", "--venv", str(venv), "torch", "--json", cwd=tmp_path, env={"VIRTUAL_ENV": ""})
     assert r.returncode == 1, r.stderr
-    steps = json.loads(r.stdout)["environments"][0]["verification"]["steps"]
+    steps = json.loads(r.stdout)["environments"][0]["verification"]["steps"][1:]  # after the preflight
     assert steps[0]["name"] == "import" and steps[0]["ok"]
     assert not steps[1]["ok"] and steps[1]["fix"] and "lmdev setup --repair" in steps[1]["fix"]
     assert all(s["skipped"] for s in steps[2:])

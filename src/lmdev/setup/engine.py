@@ -234,8 +234,10 @@ def _setup_env(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, sources: Sourc
 def verify_env(python: str, env: EnvPlan, plan: SetupPlan, timeout: float) -> Verification:
     vendors = {g["vendor"] for g in plan.machine.get("gpus", [])}
     expect = "nvidia" if "nvidia" in vendors and env.backends.get("torch", "").startswith("cu") else None
+    prefix = Path(python).parent.parent
+    packages = inst.installed(prefix) if (prefix / "pyvenv.cfg").is_file() else None
     return verify(python, frameworks_to_verify(env.backends, env.env_vars), expect_gpu=expect,
-                  env_vars=env.env_vars, timeout=timeout)
+                  env_vars=env.env_vars, timeout=timeout, packages=packages)
 
 
 def diff(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
@@ -302,6 +304,10 @@ def verify_only(opts: SetupOptions) -> SetupResult:
         res = EnvResult(env.name, str(prefix), str(opts.project / lock_name(env.name)), "verified")
         res.verification = verify_env(python, env, plan, opts.verify_timeout)
         results.append(res)
+    if record.get("plan") and not opts.stacks:  # the record saved with the lock
+        old = record.get("verification", {})
+        write_plan_record(opts.project, record["plan"],
+                          {**old, **{r.name: r.verification.to_dict() for r in results if r.verification}})
     return SetupResult(plan, results)
 
 
