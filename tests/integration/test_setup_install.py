@@ -190,3 +190,25 @@ def test_repair_removes_a_pynvml_impostor_after_showing_it(indexes):
     have = installed(proj / ".venv")
     assert "pynvml" not in have and have["nvidia-ml-py"] == "12.560.30" and have["torch"] == "2.9.1+cpu"
     assert "Nothing to repair" in setup(proj, "--repair", "--no-verify", env=env).stdout
+
+
+def test_lock_for_another_machine_and_its_bundle(indexes):
+    root, torch_simple, general = indexes
+    env = isolated_env(root)
+    proj = project(root, torch_simple.as_uri(), general.as_uri())
+    (proj / "pyproject.toml").write_text(
+        f'[tool.lmdev.setup]\ntorch-index = "{torch_simple.as_uri()}"\nindex-url = "{general.as_uri()}"\n')
+    r = setup(proj, "--for", "cpu", "--platform", "aarch64-manylinux_2_28", "--python", "3.12", env=env)
+    assert r.returncode == 0, r.stderr
+    lock = read_lock(proj / "pylock.cpu.toml")
+    assert lock.tool["platform"] == "aarch64-manylinux_2_28" and lock.tool["python"] == "3.12"
+    assert not (proj / ".venv").exists()  # nothing installed here
+    assert setup(proj, "--platform", "x", env=env).returncode == 2
+    b = setup(proj, "bundle", str(root / "cpu.tar"), "--for", "cpu", "--platform", "aarch64-manylinux_2_28",
+              "--python", "3.12", env=env)
+    assert b.returncode == 0, b.stderr
+    with tarfile.open(root / "cpu.tar") as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+        plan = json.load(tar.extractfile("setup-plan.json"))["plan"]
+    assert manifest["environments"]["main"]["platform"] == "aarch64-manylinux_2_28"
+    assert plan["machine"]["backend"] == "cpu" and len(manifest["files"]) == 3

@@ -44,6 +44,7 @@ class SetupOptions:
     system: bool = False
     installer: str = "uv"
     for_profile: str | None = None
+    platform: str | None = None  # with for_profile: uv's --python-platform (x86_64-manylinux_2_28, ...)
     torch_index: str | None = None
     verify: bool = True
     verify_timeout: float = 180.0
@@ -158,7 +159,9 @@ def run_setup(opts: SetupOptions, say: Say = _quiet) -> SetupResult:
             results.append(_lock_for_profile(opts, plan, env, profile, sources, say))
         else:
             results.append(_setup_env(opts, plan, env, sources, say))
-    if not opts.for_profile:
+    if opts.for_profile:
+        write_plan_record(opts.project, plan.to_dict(), {}, opts.for_profile)
+    else:
         record = {r.name: r.verification.to_dict() for r in results if r.verification}
         old = read_plan_record(opts.project).get("verification", {})
         write_plan_record(opts.project, plan.to_dict(), {**old, **record})
@@ -247,7 +250,7 @@ def diff(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str |
 
 def _lock_for_profile(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, profile: MachineProfile,
                       sources: Sources, say: Say) -> EnvResult:
-    platform = UV_PLATFORMS.get((profile.os, profile.arch))
+    platform = opts.platform or UV_PLATFORMS.get((profile.os, profile.arch))
     if not platform:
         raise LmdevError(f"cannot lock for {profile.os}/{profile.arch}", "use a Linux, macOS or Windows profile")
     tag = opts.for_profile or profile.name
