@@ -52,3 +52,19 @@ def testbuild_problem_name_cpu_build_and_missing_architecture():
     assert build_problem({"cuda": "12.8", "devices": ["cuda:0"], "capabilities": ["8.9"],
                           "arch_list": ["sm_80", "sm_86"]}, "nvidia") is None
 
+
+
+def test_dry_run_is_deterministic_and_imports_no_framework(tmp_path):
+    import subprocess
+
+    code = ("import sys, io, contextlib\nfrom lmdev.cli import main\nbuf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n    main(['setup', 'torch', 'jax', '--dry-run', '--json'])\n"
+            "heavy = [m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules]\n"
+            "print(repr(heavy)); print(buf.getvalue())\n")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+            for _ in range(2)]
+    assert runs[0].returncode == 0, runs[0].stderr
+    assert runs[0].stdout.splitlines()[0] == "[]"
+    assert runs[0].stdout == runs[1].stdout  # the same facts give the same plan, byte for byte
+    plan = json.loads(runs[0].stdout.split("\n", 1)[1])
+    assert plan["stacks"] == ["torch", "jax"]
