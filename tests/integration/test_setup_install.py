@@ -212,3 +212,24 @@ def test_lock_for_another_machine_and_its_bundle(indexes):
         plan = json.load(tar.extractfile("setup-plan.json"))["plan"]
     assert manifest["environments"]["main"]["platform"] == "aarch64-manylinux_2_28"
     assert plan["machine"]["backend"] == "cpu" and len(manifest["files"]) == 3
+
+
+def test_a_failed_setup_leaves_the_previous_environment_and_lock(indexes):
+    root, torch_simple, general = indexes
+    env = isolated_env(root)
+    proj = project(root, torch_simple.as_uri(), general.as_uri())
+    assert setup(proj, "--no-verify", env=env).returncode == 0
+    lock_before = (proj / "pylock.toml").read_text()
+    # a newer torch appears on the torch index, but the file served is not the one the page lists
+    new = make_wheel(root / "b2", "torch", "2.10.0+cpu", ["filelock"])
+    tv = make_wheel(root / "b2", "torchvision", "0.25.0+cpu", ["torch==2.10.0+cpu"])
+    write_index(root / "torchidx", [new, tv])
+    served = torch_simple / "torch" / new.name
+    served.write_bytes(served.read_bytes() + b"\0")
+    write_index(root / "pypi", [make_wheel(root / "b2", "lightning", "2.5.0", ["torch"])])
+    r = setup(proj, "torch", "lightning", "--no-verify", env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "sha256" in r.stderr
+    assert (proj / "pylock.toml").read_text() == lock_before
+    assert installed(proj / ".venv")["torch"] == "2.9.1+cpu" and "lightning" not in installed(proj / ".venv")
+    assert not list(proj.glob("pylock.lmdev-staging-*"))

@@ -223,15 +223,26 @@ def _setup_env(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, sources: Sourc
         lock.tool = _lock_tool(plan, env, plan.python, None)
         lock.requires_python = f"=={plan.python}.*"
         before = inst.installed(prefix)
-        write_lock(lock_path, lock)
         say(f"{env.name}: installing {len(lock.packages)} package(s) into {prefix}")
-        inst.install_lock(opts.installer, target, lock_path)
+        install_then_keep_lock(opts.installer, target, lock, lock_path)
         result = EnvResult(env.name, str(prefix), str(lock_path), "installed",
                            diff(before, inst.installed(prefix)))
     if opts.verify:
         say(f"{env.name}: verifying")
         result.verification = verify_env(python, env, plan, opts.verify_timeout)
     return result
+
+
+def install_then_keep_lock(installer: str, target: inst.Target, lock: Lock, lock_path: Path) -> None:
+    """Install ``lock`` from a staging copy; it replaces ``lock_path`` only once the install
+    succeeded, so a failed setup leaves the previous lock (and environment) in place."""
+    staging = lock_path.with_name(f"pylock.lmdev-staging-{os.getpid()}.toml")
+    write_lock(staging, lock)
+    try:
+        inst.install_lock(installer, target, staging)
+        os.replace(staging, lock_path)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def verify_env(python: str, env: EnvPlan, plan: SetupPlan, timeout: float) -> Verification:
