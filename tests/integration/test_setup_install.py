@@ -86,7 +86,7 @@ def test_torch_family_never_comes_from_another_index(tmp_path):
         r = setup(proj, "--no-verify", env=env)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "refusing a build from another index" in r.stderr
-    assert not (proj / ".venv").exists() or "torch" not in installed(proj / ".venv")
+    assert not (proj / ".venv").exists()  # the venv this run created is removed again
     assert not (proj / "pylock.toml").exists()
 
 

@@ -9,6 +9,7 @@ failure (unreachable index, hash mismatch, no solution) leaves the previous envi
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -214,23 +215,35 @@ def _setup_env(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, sources: Sourc
         say(f"{env.name}: {prefix} already matches {lock_path.name}; nothing to install")
         result = EnvResult(env.name, str(prefix), str(lock_path), "no-op")
     else:
+        created = not opts.system and not (prefix / "pyvenv.cfg").is_file() and not prefix.exists()
         if not opts.system and not (prefix / "pyvenv.cfg").is_file():
             say(f"creating the virtual environment {prefix} (Python {plan.python})")
             inst.create_venv(prefix, opts.python or plan.python, opts.installer)
-        target = inst.Target(python, plan.python, prefix)
-        say(f"{env.name}: resolving {len(env.requirements)} requirement(s) with {opts.installer}")
-        lock = _resolve_env(opts, env, target, sources)
-        lock.tool = _lock_tool(plan, env, plan.python, None)
-        lock.requires_python = f"=={plan.python}.*"
-        before = inst.installed(prefix)
-        say(f"{env.name}: installing {len(lock.packages)} package(s) into {prefix}")
-        install_then_keep_lock(opts.installer, target, lock, lock_path)
-        result = EnvResult(env.name, str(prefix), str(lock_path), "installed",
-                           diff(before, inst.installed(prefix)))
+        try:
+            result = _resolve_and_install(opts, plan, env, sources, prefix, say)
+        except BaseException:
+            if created:  # a venv this run made and could not fill: leave nothing behind
+                shutil.rmtree(prefix, ignore_errors=True)
+            raise
     if opts.verify:
         say(f"{env.name}: verifying")
         result.verification = verify_env(python, env, plan, opts.verify_timeout)
     return result
+
+
+def _resolve_and_install(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, sources: Sources,
+                         prefix: Path, say: Say) -> EnvResult:
+    lock_path = opts.project / lock_name(env.name)
+    python = python_of(prefix) if not opts.system else sys.executable
+    target = inst.Target(python, plan.python, prefix)
+    say(f"{env.name}: resolving {len(env.requirements)} requirement(s) with {opts.installer}")
+    lock = _resolve_env(opts, env, target, sources)
+    lock.tool = _lock_tool(plan, env, plan.python, None)
+    lock.requires_python = f"=={plan.python}.*"
+    before = inst.installed(prefix)
+    say(f"{env.name}: installing {len(lock.packages)} package(s) into {prefix}")
+    install_then_keep_lock(opts.installer, target, lock, lock_path)
+    return EnvResult(env.name, str(prefix), str(lock_path), "installed", diff(before, inst.installed(prefix)))
 
 
 def install_then_keep_lock(installer: str, target: inst.Target, lock: Lock, lock_path: Path) -> None:

@@ -84,7 +84,8 @@ def installer_error(what: str, output: str) -> LmdevError:
                               "connection error", "failed to establish a new connection")):
         url = re.search(r"(https?|file)://[^\s`'\"]+", text)
         return LmdevError(f"{what}: index unreachable" + (f" ({url.group(0)})" if url else ""),
-                          "check the index URL and the network, or use --from-bundle")
+                          "check the index URL and the network (a PyTorch mirror: torch-index in "
+                          "[tool.lmdev.setup] or --torch-index), or use --from-bundle")
     if "no space left" in low:
         return LmdevError(f"{what}: disk full", "free space in the target environment's disk and the cache")
     tail = text[-600:]
