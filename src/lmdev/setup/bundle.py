@@ -32,7 +32,14 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from lmdev.errors import LmdevError
 from lmdev.fsutil import atomic_write_text
-from lmdev.setup.lock import PLAN_FILE, Lock, lock_name, plan_file, read_lock, read_plan_record
+from lmdev.setup.lock import (
+    PLAN_FILE,
+    Lock,
+    lock_name,
+    plan_file,
+    read_lock,
+    read_plan_record,
+)
 from lmdev.setup.plan import SetupPlan
 
 if TYPE_CHECKING:
