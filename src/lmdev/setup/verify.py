@@ -224,7 +224,7 @@ def preflight(packages: dict[str, str], environ: dict[str, str]) -> Step:
 
 def verify(python: str, frameworks: list[str], *, expect_gpu: str | None = None,
            env_vars: dict[str, str] | None = None, timeout: float = 180.0,
-           on_step=None, packages: dict[str, str] | None = None) -> Verification:
+           packages: dict[str, str] | None = None) -> Verification:
     """Climb the ladder of each framework in ``frameworks`` with the interpreter ``python``
     (after :func:`preflight` when the environment's ``packages`` are given)."""
     env = dict(os.environ, **(env_vars or {}))
@@ -246,8 +246,6 @@ def verify(python: str, frameworks: list[str], *, expect_gpu: str | None = None,
                 step.cause, step.fix = diagnose(framework, name, error, bool(expect_gpu))
                 failed = True
             steps.append(step)
-            if on_step:
-                on_step(step)
     return Verification(python, steps)
 
 
