@@ -75,9 +75,9 @@ def test_install_noop_frozen_and_tampered_wheel(indexes):
 
 
 def test_torch_family_never_comes_from_another_index(tmp_path):
-    # the torch index (over http) has torchvision but no torch; the general index has a cu128 torch
+    # the torch index (over http) has torchvision but no torch; the general index has a torch
     build = tmp_path / "build"
-    pinned = write_index(tmp_path / "torchidx", [make_wheel(build, "torchvision", "0.24.0+cpu", ["torch==2.9.1+cpu"])])
+    write_index(tmp_path / "torchidx", [make_wheel(build, "torchvision", "0.24.0+cpu", ["torch==2.9.1+cpu"])])
     general = write_index(tmp_path / "pypi", [make_wheel(build, "torch", "2.9.1+cpu"),
                                               make_wheel(build, "filelock", "3.0.0")])
     env = isolated_env(tmp_path)
@@ -86,12 +86,12 @@ def test_torch_family_never_comes_from_another_index(tmp_path):
         r = setup(proj, "--no-verify", env=env)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "refusing a build from another index" in r.stderr
-    assert not (proj / ".venv").exists() or "torch" not in installed(proj / ".venv")
+    assert not (proj / ".venv").exists()  # the venv this run created is removed again
     assert not (proj / "pylock.toml").exists()
 
 
 def test_http_index_with_pip_installer(indexes):
-    root, torch_simple, general = indexes
+    root, _, general = indexes
     env = isolated_env(root)
     with serve(root / "torchidx") as url:
         proj = project(root, f"{url}/simple", general.as_uri())
@@ -190,3 +190,46 @@ def test_repair_removes_a_pynvml_impostor_after_showing_it(indexes):
     have = installed(proj / ".venv")
     assert "pynvml" not in have and have["nvidia-ml-py"] == "12.560.30" and have["torch"] == "2.9.1+cpu"
     assert "Nothing to repair" in setup(proj, "--repair", "--no-verify", env=env).stdout
+
+
+def test_lock_for_another_machine_and_its_bundle(indexes):
+    root, torch_simple, general = indexes
+    env = isolated_env(root)
+    proj = project(root, torch_simple.as_uri(), general.as_uri())
+    (proj / "pyproject.toml").write_text(
+        f'[tool.lmdev.setup]\ntorch-index = "{torch_simple.as_uri()}"\nindex-url = "{general.as_uri()}"\n')
+    r = setup(proj, "--for", "cpu", "--platform", "aarch64-manylinux_2_28", "--python", "3.12", env=env)
+    assert r.returncode == 0, r.stderr
+    lock = read_lock(proj / "pylock.cpu.toml")
+    assert lock.tool["platform"] == "aarch64-manylinux_2_28" and lock.tool["python"] == "3.12"
+    assert not (proj / ".venv").exists()  # nothing installed here
+    assert setup(proj, "--platform", "x", env=env).returncode == 2
+    b = setup(proj, "bundle", str(root / "cpu.tar"), "--for", "cpu", "--platform", "aarch64-manylinux_2_28",
+              "--python", "3.12", env=env)
+    assert b.returncode == 0, b.stderr
+    with tarfile.open(root / "cpu.tar") as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+        plan = json.load(tar.extractfile("setup-plan.json"))["plan"]
+    assert manifest["environments"]["main"]["platform"] == "aarch64-manylinux_2_28"
+    assert plan["machine"]["backend"] == "cpu" and len(manifest["files"]) == 3
+
+
+def test_a_failed_setup_leaves_the_previous_environment_and_lock(indexes):
+    root, torch_simple, general = indexes
+    env = isolated_env(root)
+    proj = project(root, torch_simple.as_uri(), general.as_uri())
+    assert setup(proj, "--no-verify", env=env).returncode == 0
+    lock_before = (proj / "pylock.toml").read_text()
+    # a newer torch appears on the torch index, but the file served is not the one the page lists
+    new = make_wheel(root / "b2", "torch", "2.10.0+cpu", ["filelock"])
+    tv = make_wheel(root / "b2", "torchvision", "0.25.0+cpu", ["torch==2.10.0+cpu"])
+    write_index(root / "torchidx", [new, tv])
+    served = torch_simple / "torch" / new.name
+    served.write_bytes(served.read_bytes() + b"\0")
+    write_index(root / "pypi", [make_wheel(root / "b2", "lightning", "2.5.0", ["torch"])])
+    r = setup(proj, "torch", "lightning", "--no-verify", env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "sha256" in r.stderr
+    assert (proj / "pylock.toml").read_text() == lock_before
+    assert installed(proj / ".venv")["torch"] == "2.9.1+cpu" and "lightning" not in installed(proj / ".venv")
+    assert not list(proj.glob("pylock.lmdev-staging-*"))

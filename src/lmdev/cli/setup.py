@@ -37,6 +37,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--for", dest="for_profile", metavar="PROFILE",
                    help="plan/lock/bundle for another machine: a backend (cpu, cu126, cu128, cu130, "
                    "rocm6.4, mps, xpu) or a known machine (gtx1080ti, rtx5090, h100-driver535, ...)")
+    p.add_argument("--platform", metavar="TRIPLE",
+                   help="with --for: the target platform of the lock, as uv names it "
+                   "(x86_64-manylinux_2_28, aarch64-manylinux_2_28, aarch64-apple-darwin, ...)")
     p.add_argument("--dry-run", action="store_true", help="show the plan; change nothing")
     p.add_argument("--json", action="store_true", help="print one JSON document (docs/schemas/setup.md)")
     p.add_argument("--verify", action="store_true", help="only verify the environment (install nothing)")
@@ -59,7 +62,7 @@ def _options(args: argparse.Namespace, stacks: list[str]) -> Any:
     from lmdev.setup.engine import SetupOptions
 
     return SetupOptions(stacks=stacks, venv=args.venv, python=args.python, system=args.system,
-                        installer=args.installer, for_profile=args.for_profile,
+                        installer=args.installer, for_profile=args.for_profile, platform=args.platform,
                         torch_index=args.torch_index, verify=not args.no_verify,
                         verify_timeout=args.verify_timeout, frozen=args.frozen)
 
@@ -80,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.for_profile and (args.verify or args.repair or args.frozen or args.from_bundle):
         raise LmdevError("--for makes a plan or lock for another machine; it cannot install or verify here",
                          "drop --for, or use it with --dry-run, plain setup, or `bundle`")
+    if args.platform and not args.for_profile:
+        raise LmdevError("--platform needs --for PROFILE", "e.g. --for cu128 --platform aarch64-manylinux_2_28")
     opts = _options(args, stacks)
     if args.dry_run:
         from lmdev.setup.engine import dry_run
@@ -260,8 +265,8 @@ def _repair(args: argparse.Namespace, opts: Any) -> int:
             return 1
     uninstall(opts.installer, inst.Target(python_of(prefix), "", prefix), rp.uninstall)
     result = run_setup(opts)
-    after = doctor(env_source(prefix))
-    left = [f for f in after.findings if f.id in {g.id for g in rp.findings}]
+    recheck = doctor(env_source(prefix))
+    left = [f for f in recheck.findings if f.id in {g.id for g in rp.findings}]
     render_result(result)
     for f in left:
         console.print(f"  [red]still: {f.id}[/] {_escape(f.title)} — {_escape(f.fix)}")

@@ -32,7 +32,14 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from lmdev.errors import LmdevError
 from lmdev.fsutil import atomic_write_text
-from lmdev.setup.lock import PLAN_FILE, Lock, lock_name, read_lock, read_plan_record
+from lmdev.setup.lock import (
+    PLAN_FILE,
+    Lock,
+    lock_name,
+    plan_file,
+    read_lock,
+    read_plan_record,
+)
 from lmdev.setup.plan import SetupPlan
 
 if TYPE_CHECKING:
@@ -97,7 +104,7 @@ def _fetch(url: str, dest: Path) -> None:
             raise LmdevError(f"cannot read {url}: {exc}", "re-lock with `lmdev setup`") from None
         return
     try:
-        with urllib.request.urlopen(url, timeout=120) as resp, open(dest, "wb") as out:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=120) as resp, open(dest, "wb") as out:
             shutil.copyfileobj(resp, out)
     except OSError as exc:
         raise LmdevError(f"cannot download {url}: {exc}", "check the network, or build the bundle where the index is reachable") from None
@@ -138,9 +145,10 @@ def _wheel_name(entry: dict) -> str:
 
 def build_bundle(out: Path, project: Path, profile: str | None = None) -> BundleInfo:
     """Write the wheelhouse of the project's lock(s) (or of ``--for profile``'s locks) to ``out``."""
-    record = read_plan_record(project)
+    record = read_plan_record(project, profile)
     if not record.get("plan"):
-        raise LmdevError(f"no setup plan in {project}", "run `lmdev setup` (or `lmdev setup --for PROFILE --dry-run`) first")
+        raise LmdevError(f"no setup plan in {project}" + (f" for {profile}" if profile else ""),
+                         "run `lmdev setup` (or `lmdev setup --for PROFILE`) first")
     plan = SetupPlan.from_dict(record["plan"])
     with tempfile.TemporaryDirectory(prefix="lmdev-bundle-") as tmp:
         stage = Path(tmp)
@@ -158,7 +166,7 @@ def build_bundle(out: Path, project: Path, profile: str | None = None) -> Bundle
                                                   "python": lock.tool.get("python", plan.python),
                                                   "platform": lock.tool.get("platform")}
             manifest["files"].update(files)
-        shutil.copyfile(project / PLAN_FILE, stage / PLAN_FILE)
+        shutil.copyfile(project / plan_file(profile), stage / PLAN_FILE)
         atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return _write_tar(out, stage, manifest)
 
@@ -204,7 +212,14 @@ def open_bundle(tar_path: Path, dest: Path) -> dict:
 def install_from_bundle(tar_path: Path, opts: SetupOptions) -> SetupResult:
     """Install the bundle's environments into ``opts``'s target with no network; then verify."""
     from lmdev.setup import installer as inst
-    from lmdev.setup.engine import EnvResult, SetupResult, diff, env_prefix, venv_python_version, verify_env
+    from lmdev.setup.engine import (
+        EnvResult,
+        SetupResult,
+        diff,
+        env_prefix,
+        venv_python_version,
+        verify_env,
+    )
     from lmdev.setup.verify import python_of
 
     with tempfile.TemporaryDirectory(prefix="lmdev-unbundle-") as tmp:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import configparser
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from lmdev.errors import LmdevError
 

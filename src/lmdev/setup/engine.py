@@ -9,6 +9,7 @@ failure (unreachable index, hash mismatch, no solution) leaves the previous envi
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,14 @@ from typing import Any
 from lmdev.errors import LmdevError
 from lmdev.setup import installer as inst
 from lmdev.setup.config import Sources, load_sources
-from lmdev.setup.lock import Lock, lock_name, read_lock, read_plan_record, write_lock, write_plan_record
+from lmdev.setup.lock import (
+    Lock,
+    lock_name,
+    read_lock,
+    read_plan_record,
+    write_lock,
+    write_plan_record,
+)
 from lmdev.setup.plan import EnvPlan, SetupPlan, make_plan
 from lmdev.setup.profile import MachineProfile, named_profile, profile_from_facts
 from lmdev.setup.verify import Verification, frameworks_to_verify, python_of, verify
@@ -37,6 +45,7 @@ class SetupOptions:
     system: bool = False
     installer: str = "uv"
     for_profile: str | None = None
+    platform: str | None = None  # with for_profile: uv's --python-platform (x86_64-manylinux_2_28, ...)
     torch_index: str | None = None
     verify: bool = True
     verify_timeout: float = 180.0
@@ -124,7 +133,8 @@ def machine_facts() -> Any:
     from lmdev.probe.source import LocalSource, guarded
     from lmdev.probe.types import AcceleratorFacts, Facts, HostFacts
 
-    src, errors = LocalSource(), []
+    src = LocalSource()
+    errors: list[Any] = []
     return Facts(host=guarded("host", lambda: collect_host(src, errors), HostFacts(), errors),
                  accelerators=guarded("accelerators", lambda: collect_accelerators(src, errors),
                                       AcceleratorFacts(), errors))
@@ -150,7 +160,9 @@ def run_setup(opts: SetupOptions, say: Say = _quiet) -> SetupResult:
             results.append(_lock_for_profile(opts, plan, env, profile, sources, say))
         else:
             results.append(_setup_env(opts, plan, env, sources, say))
-    if not opts.for_profile:
+    if opts.for_profile:
+        write_plan_record(opts.project, plan.to_dict(), {}, opts.for_profile)
+    else:
         record = {r.name: r.verification.to_dict() for r in results if r.verification}
         old = read_plan_record(opts.project).get("verification", {})
         write_plan_record(opts.project, plan.to_dict(), {**old, **record})
@@ -203,31 +215,56 @@ def _setup_env(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, sources: Sourc
         say(f"{env.name}: {prefix} already matches {lock_path.name}; nothing to install")
         result = EnvResult(env.name, str(prefix), str(lock_path), "no-op")
     else:
+        created = not opts.system and not (prefix / "pyvenv.cfg").is_file() and not prefix.exists()
         if not opts.system and not (prefix / "pyvenv.cfg").is_file():
             say(f"creating the virtual environment {prefix} (Python {plan.python})")
             inst.create_venv(prefix, opts.python or plan.python, opts.installer)
-        target = inst.Target(python, plan.python, prefix)
-        say(f"{env.name}: resolving {len(env.requirements)} requirement(s) with {opts.installer}")
-        lock = _resolve_env(opts, env, target, sources)
-        lock.tool = _lock_tool(plan, env, plan.python, None)
-        lock.requires_python = f"=={plan.python}.*"
-        before = inst.installed(prefix)
-        write_lock(lock_path, lock)
-        say(f"{env.name}: installing {len(lock.packages)} package(s) into {prefix}")
-        inst.install_lock(opts.installer, target, lock_path)
-        result = EnvResult(env.name, str(prefix), str(lock_path), "installed",
-                           diff(before, inst.installed(prefix)))
+        try:
+            result = _resolve_and_install(opts, plan, env, sources, prefix, say)
+        except BaseException:
+            if created:  # a venv this run made and could not fill: leave nothing behind
+                shutil.rmtree(prefix, ignore_errors=True)
+            raise
     if opts.verify:
         say(f"{env.name}: verifying")
         result.verification = verify_env(python, env, plan, opts.verify_timeout)
     return result
 
 
+def _resolve_and_install(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, sources: Sources,
+                         prefix: Path, say: Say) -> EnvResult:
+    lock_path = opts.project / lock_name(env.name)
+    python = python_of(prefix) if not opts.system else sys.executable
+    target = inst.Target(python, plan.python, prefix)
+    say(f"{env.name}: resolving {len(env.requirements)} requirement(s) with {opts.installer}")
+    lock = _resolve_env(opts, env, target, sources)
+    lock.tool = _lock_tool(plan, env, plan.python, None)
+    lock.requires_python = f"=={plan.python}.*"
+    before = inst.installed(prefix)
+    say(f"{env.name}: installing {len(lock.packages)} package(s) into {prefix}")
+    install_then_keep_lock(opts.installer, target, lock, lock_path)
+    return EnvResult(env.name, str(prefix), str(lock_path), "installed", diff(before, inst.installed(prefix)))
+
+
+def install_then_keep_lock(installer: str, target: inst.Target, lock: Lock, lock_path: Path) -> None:
+    """Install ``lock`` from a staging copy; it replaces ``lock_path`` only once the install
+    succeeded, so a failed setup leaves the previous lock (and environment) in place."""
+    staging = lock_path.with_name(f"pylock.lmdev-staging-{os.getpid()}.toml")
+    write_lock(staging, lock)
+    try:
+        inst.install_lock(installer, target, staging)
+        os.replace(staging, lock_path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def verify_env(python: str, env: EnvPlan, plan: SetupPlan, timeout: float) -> Verification:
     vendors = {g["vendor"] for g in plan.machine.get("gpus", [])}
     expect = "nvidia" if "nvidia" in vendors and env.backends.get("torch", "").startswith("cu") else None
+    prefix = Path(python).parent.parent
+    packages = inst.installed(prefix) if (prefix / "pyvenv.cfg").is_file() else None
     return verify(python, frameworks_to_verify(env.backends, env.env_vars), expect_gpu=expect,
-                  env_vars=env.env_vars, timeout=timeout)
+                  env_vars=env.env_vars, timeout=timeout, packages=packages)
 
 
 def diff(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
@@ -237,7 +274,7 @@ def diff(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str |
 
 def _lock_for_profile(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, profile: MachineProfile,
                       sources: Sources, say: Say) -> EnvResult:
-    platform = UV_PLATFORMS.get((profile.os, profile.arch))
+    platform = opts.platform or UV_PLATFORMS.get((profile.os, profile.arch))
     if not platform:
         raise LmdevError(f"cannot lock for {profile.os}/{profile.arch}", "use a Linux, macOS or Windows profile")
     tag = opts.for_profile or profile.name
@@ -294,6 +331,10 @@ def verify_only(opts: SetupOptions) -> SetupResult:
         res = EnvResult(env.name, str(prefix), str(opts.project / lock_name(env.name)), "verified")
         res.verification = verify_env(python, env, plan, opts.verify_timeout)
         results.append(res)
+    if record.get("plan") and not opts.stacks:  # the record saved with the lock
+        old = record.get("verification", {})
+        write_plan_record(opts.project, record["plan"],
+                          {**old, **{r.name: r.verification.to_dict() for r in results if r.verification}})
     return SetupResult(plan, results)
 
 

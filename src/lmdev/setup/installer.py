@@ -60,7 +60,8 @@ def installer_env() -> dict[str, str]:
 
 def run_tool(cmd: list[str], what: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=installer_env(), timeout=timeout)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=installer_env(),
+                              timeout=timeout)
     except FileNotFoundError:
         raise LmdevError(f"cannot run {cmd[0]}", "pip install uv, or pass --installer pip") from None
     except subprocess.TimeoutExpired:
@@ -83,7 +84,8 @@ def installer_error(what: str, output: str) -> LmdevError:
                               "connection error", "failed to establish a new connection")):
         url = re.search(r"(https?|file)://[^\s`'\"]+", text)
         return LmdevError(f"{what}: index unreachable" + (f" ({url.group(0)})" if url else ""),
-                          "check the index URL and the network, or use --from-bundle")
+                          "check the index URL and the network (a PyTorch mirror: torch-index in "
+                          "[tool.lmdev.setup] or --torch-index), or use --from-bundle")
     if "no space left" in low:
         return LmdevError(f"{what}: disk full", "free space in the target environment's disk and the cache")
     tail = text[-600:]

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from lmdev.errors import LmdevError
 from lmdev.fsutil import atomic_write_text
@@ -107,8 +108,13 @@ def _key(k: str) -> str:
     return k if k.replace("-", "").replace("_", "").isalnum() else json.dumps(k)
 
 
-def read_plan_record(folder: Path) -> dict[str, Any]:
-    path = folder / PLAN_FILE
+def plan_file(profile: str | None = None) -> str:
+    """``setup-plan.json``, or ``setup-plan.<profile>.json`` for a plan made with ``--for``."""
+    return PLAN_FILE if not profile else f"setup-plan.{profile}.json"
+
+
+def read_plan_record(folder: Path, profile: str | None = None) -> dict[str, Any]:
+    path = folder / plan_file(profile)
     if not path.is_file():
         return {}
     try:
@@ -117,6 +123,7 @@ def read_plan_record(folder: Path) -> dict[str, Any]:
         raise LmdevError(f"{path} is not valid JSON: {exc}", "delete it and run `lmdev setup` again") from None
 
 
-def write_plan_record(folder: Path, plan: dict[str, Any], verification: dict[str, Any]) -> Path:
+def write_plan_record(folder: Path, plan: dict[str, Any], verification: dict[str, Any],
+                      profile: str | None = None) -> Path:
     record = {"plan": plan, "verification": verification}
-    return atomic_write_text(folder / PLAN_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return atomic_write_text(folder / plan_file(profile), json.dumps(record, indent=2, sort_keys=True) + "\n")

@@ -43,7 +43,7 @@ def _read(url: str, timeout: float) -> str | None:
             raise LmdevError(f"index unreachable: {url}", "check the torch-index setting")
         return page.read_text(encoding="utf-8", errors="replace")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (an index URL)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.read().decode("utf-8", errors="replace")
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

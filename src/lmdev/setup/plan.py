@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmdev.catalog import frameworks as fw
-from lmdev.catalog.cuda import arch_name, arch_supported, min_cuda_for_arch, min_driver_for_cuda, version_tuple
+from lmdev.catalog.cuda import (
+    arch_name,
+    arch_supported,
+    min_cuda_for_arch,
+    min_driver_for_cuda,
+    version_tuple,
+)
 from lmdev.errors import LmdevError
 from lmdev.setup.config import DEFAULT_TORCH_INDEX
 from lmdev.setup.profile import MachineProfile

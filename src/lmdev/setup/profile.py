@@ -72,33 +72,33 @@ def _nv(name: str, cc: str, count: int = 1) -> ProfileGpu:
     return ProfileGpu("nvidia", name, cc, count)
 
 
-_LINUX = {"os": "linux", "arch": "x86_64", "python": "3.12"}
+def _linux(name: str, **facts: Any) -> MachineProfile:
+    """An x86_64 Linux machine with Python 3.12 (the catalog's common case)."""
+    return MachineProfile(name, os="linux", arch="x86_64", python="3.12", **facts)
+
 
 # Machines the plan table covers beyond doctor's fixtures (tests/fixtures/machines), and the
 # backends ``--for`` accepts. Each is a real product configuration.
 PROFILES: dict[str, MachineProfile] = {
-    "gtx1080ti": MachineProfile("GTX 1080 Ti (sm_61), driver 570", **_LINUX, driver="570.133.07",
-                                cuda_driver="12.8", gpus=(_nv("NVIDIA GeForce GTX 1080 Ti", "6.1"),)),
-    "rtx5090": MachineProfile("RTX 5090 (sm_120), driver 575", **_LINUX, driver="575.57.08",
-                              cuda_driver="12.9", gpus=(_nv("NVIDIA GeForce RTX 5090", "12.0"),)),
-    "rtx5090-driver560": MachineProfile("RTX 5090 (sm_120), driver 560 (too old)", **_LINUX,
-                                        driver="560.35.03", cuda_driver="12.6",
-                                        gpus=(_nv("NVIDIA GeForce RTX 5090", "12.0"),)),
-    "h100-driver535": MachineProfile("8x H100 (sm_90), driver 535", **_LINUX, driver="535.183.01",
-                                     cuda_driver="12.2", gpus=(_nv("NVIDIA H100 80GB HBM3", "9.0", 8),)),
-    "mi300x": MachineProfile("8x AMD Instinct MI300X (gfx942), ROCm", **_LINUX,
-                             gpus=(ProfileGpu("amd", "AMD Instinct MI300X", None, 8),)),
+    "gtx1080ti": _linux("GTX 1080 Ti (sm_61), driver 570", driver="570.133.07", cuda_driver="12.8",
+                        gpus=(_nv("NVIDIA GeForce GTX 1080 Ti", "6.1"),)),
+    "rtx5090": _linux("RTX 5090 (sm_120), driver 575", driver="575.57.08", cuda_driver="12.9",
+                      gpus=(_nv("NVIDIA GeForce RTX 5090", "12.0"),)),
+    "rtx5090-driver560": _linux("RTX 5090 (sm_120), driver 560 (too old)", driver="560.35.03",
+                                cuda_driver="12.6", gpus=(_nv("NVIDIA GeForce RTX 5090", "12.0"),)),
+    "h100-driver535": _linux("8x H100 (sm_90), driver 535", driver="535.183.01", cuda_driver="12.2",
+                             gpus=(_nv("NVIDIA H100 80GB HBM3", "9.0", 8),)),
+    "mi300x": _linux("8x AMD Instinct MI300X (gfx942), ROCm",
+                     gpus=(ProfileGpu("amd", "AMD Instinct MI300X", None, 8),)),
     "m2": MachineProfile("Apple M2 (MPS), macOS 14", os="darwin", arch="arm64", python="3.12",
                          gpus=(ProfileGpu("apple", "Apple M2 GPU (MPS)"),)),
-    "wsl2": MachineProfile("WSL2 with an RTX 4070 (sm_89), Windows driver 572", **_LINUX, wsl=True,
-                           driver="572.83", cuda_driver="12.8",
-                           gpus=(_nv("NVIDIA GeForce RTX 4070", "8.9"),)),
-    "cpu-only": MachineProfile("x86_64 laptop, no GPU", **_LINUX),
+    "wsl2": _linux("WSL2 with an RTX 4070 (sm_89), Windows driver 572", wsl=True, driver="572.83",
+                   cuda_driver="12.8", gpus=(_nv("NVIDIA GeForce RTX 4070", "8.9"),)),
+    "cpu-only": _linux("x86_64 laptop, no GPU"),
     "gh200": MachineProfile("Grace Hopper GH200 (aarch64, sm_90), driver 570", os="linux",
                             arch="aarch64", python="3.12", driver="570.124.06", cuda_driver="12.8",
                             gpus=(_nv("NVIDIA GH200 480GB", "9.0"),)),
-    "arc-a770": MachineProfile("Intel Arc A770 (XPU)", **_LINUX,
-                               gpus=(ProfileGpu("intel", "Intel Arc A770 Graphics"),)),
+    "arc-a770": _linux("Intel Arc A770 (XPU)", gpus=(ProfileGpu("intel", "Intel Arc A770 Graphics"),)),
 }
 
 BACKENDS = ("cpu", "cu118", "cu126", "cu128", "cu129", "cu130", "rocm6.3", "rocm6.4", "mps", "xpu")

@@ -150,7 +150,7 @@ class Verification:
 def run_step(python: str, code: str, timeout: float, env: dict[str, str]) -> tuple[bool, dict, str]:
     """Run one rung's code in ``python``: (ok, what it reported, the error text)."""
     try:
-        proc = subprocess.run([python, "-c", _PRELUDE + code + _EPILOGUE], capture_output=True,
+        proc = subprocess.run([python, "-c", _PRELUDE + code + _EPILOGUE], check=False, capture_output=True,
                               text=True, timeout=timeout, env=env, cwd=os.path.dirname(python) or None)
     except subprocess.TimeoutExpired:
         return False, {}, f"timed out after {timeout:.0f} s"
@@ -199,13 +199,37 @@ def build_problem(detail: dict, expect_gpu: str | None) -> str | None:
     return None
 
 
+def preflight(packages: dict[str, str], environ: dict[str, str]) -> Step:
+    """Checks that need no framework import: two NCCL wheels, and a libcudnn on LD_LIBRARY_PATH
+    that the dynamic loader finds before the nvidia-cudnn wheel's."""
+    nccl = sorted(p for p in packages if p.startswith("nvidia-nccl"))
+    cudnn_wheel = any(p.startswith("nvidia-cudnn") for p in packages)
+    shadowing = []
+    for folder in filter(None, environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        shadowing += [os.path.join(folder, n) for n in sorted(names) if n.startswith("libcudnn.so")]
+    detail = {"nccl_wheels": nccl, "ld_library_path_cudnn": shadowing}
+    if len(nccl) > 1:
+        return Step("environment", "preflight", False, 0.0, detail,
+                    f"duplicate NCCL: {', '.join(nccl)} are installed and load different libnccl", REPAIR)
+    if cudnn_wheel and shadowing:
+        return Step("environment", "preflight", False, 0.0, detail,
+                    f"cuDNN shadowed through LD_LIBRARY_PATH: {shadowing[0]} loads before the "
+                    "nvidia-cudnn wheel's", "unset LD_LIBRARY_PATH (or drop its CUDA folders) and run again")
+    return Step("environment", "preflight", True, 0.0, detail)
+
+
 def verify(python: str, frameworks: list[str], *, expect_gpu: str | None = None,
            env_vars: dict[str, str] | None = None, timeout: float = 180.0,
-           on_step=None) -> Verification:
-    """Climb the ladder of each framework in ``frameworks`` with the interpreter ``python``."""
+           packages: dict[str, str] | None = None) -> Verification:
+    """Climb the ladder of each framework in ``frameworks`` with the interpreter ``python``
+    (after :func:`preflight` when the environment's ``packages`` are given)."""
     env = dict(os.environ, **(env_vars or {}))
     env.pop("PYTHONPATH", None)  # the environment under test, not the caller's sources
-    steps: list[Step] = []
+    steps: list[Step] = [preflight(packages, env)] if packages is not None else []
     for framework in frameworks:
         failed = False
         for name, code in LADDERS[framework]:
@@ -222,13 +246,11 @@ def verify(python: str, frameworks: list[str], *, expect_gpu: str | None = None,
                 step.cause, step.fix = diagnose(framework, name, error, bool(expect_gpu))
                 failed = True
             steps.append(step)
-            if on_step:
-                on_step(step)
     return Verification(python, steps)
 
 
 def frameworks_to_verify(backends: dict[str, str], env_vars: dict[str, str]) -> list[str]:
-    out = [f for f in ("torch", "tensorflow", "jax") if f in backends]
+    out: list[str] = [f for f in ("torch", "tensorflow", "jax") if f in backends]
     if "KERAS_BACKEND" in env_vars:
         out.append("keras")
     return out

@@ -14,7 +14,12 @@ from lmdev.errors import LmdevError
 from lmdev.probe.collect import collect
 from lmdev.probe.source import FixtureSource
 from lmdev.setup.plan import SetupPlan, make_plan
-from lmdev.setup.profile import PROFILES, MachineProfile, named_profile, profile_from_facts
+from lmdev.setup.profile import (
+    PROFILES,
+    MachineProfile,
+    named_profile,
+    profile_from_facts,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 MACHINES = sorted((ROOT / "tests" / "fixtures" / "machines").glob("*.json"))
@@ -135,3 +140,14 @@ def test_plan_round_trips_through_json():
     import json
 
     assert SetupPlan.from_dict(json.loads(plan.to_json())).to_json() == plan.to_json()
+
+
+def test_every_plan_matches_the_documented_schema():
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "docs" / "schemas" / "setup-plan.schema.json").read_text())
+    for name, profile in all_profiles().items():
+        for stacks in STACKS.values():
+            jsonschema.validate(json.loads(make_plan(profile, stacks).to_json()), schema)
