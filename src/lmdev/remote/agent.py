@@ -186,7 +186,8 @@ def job_state(d: Path) -> dict[str, Any]:
     return {"job": d.name, "run_id": spec.get("run_id"), "pid": spec.get("pid"),
             "kind": spec.get("kind"), "started": spec.get("started"),
             "exit_code": int(rc) if rc not in (None, "") else None,
-            "state": "running" if rc is None else "finished" if rc == "0" else "failed"}
+            "state": "running" if rc is None else "finished" if rc == "0" else
+            "stopped" if (d / "stop").exists() else "failed"}
 
 
 def _progress(run_id: str | None) -> dict[str, Any] | None:
@@ -238,6 +239,7 @@ def stop(ref: str, timeout: float = 30.0) -> dict[str, Any]:
     if (d / "rc").is_file():
         return job_state(d)
     pid = spec.get("pid")
+    (d / "stop").write_text(str(time.time()))
     if pid:
         try:
             os.kill(pid, signal.SIGTERM)  # lmdev train saves a checkpoint and stops

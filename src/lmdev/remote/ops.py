@@ -186,10 +186,13 @@ class Follow:
 
 def follow(conn: Connection, env: RemoteEnv, job: str, f: Follow) -> dict[str, Any]:
     """Stream a job's log and progress until it ends; returns its final state."""
-    code = conn.stream(agent_command(env.root, "follow", job, "--offset", str(f.offset)), f.feed)
+    hint = f"the job goes on; pick it up with `lmdev remote attach {conn.remote.name} {job}`"
+    try:
+        code = conn.stream(agent_command(env.root, "follow", job, "--offset", str(f.offset)), f.feed)
+    except LmdevError as exc:
+        raise LmdevError(exc.message, hint) from None
     if f.end is None:
-        raise LmdevError(f"following {job} on {conn.remote.name} stopped (exit status {code})",
-                         f"the job goes on; pick it up with `lmdev remote attach {conn.remote.name} {job}`")
+        raise LmdevError(f"following {job} on {conn.remote.name} stopped (exit status {code})", hint)
     return f.end
 
 

@@ -132,8 +132,11 @@ class Connection:
         cmd = command if isinstance(command, str) else shlex.join(command)
         if env:
             cmd = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + cmd
+        async def go() -> Any:
+            return await self._conn.run(cmd, input=input, check=False)
+
         try:
-            r = call(self._conn.run(cmd, input=input, check=False), timeout)
+            r = call(go(), timeout)
         except Exception as exc:  # noqa: BLE001 - a dropped connection is the user's to know
             raise self._lost(exc) from None
         return Result(int(r.exit_status if r.exit_status is not None else 255),
@@ -205,7 +208,10 @@ class Connection:
 
     def forward(self, local_port: int, remote_port: int) -> Any:
         """Forward 127.0.0.1:local_port here to 127.0.0.1:remote_port on the remote."""
-        return call(self._conn.forward_local_port("127.0.0.1", local_port, "127.0.0.1", remote_port))
+        async def go() -> Any:
+            return await self._conn.forward_local_port("127.0.0.1", local_port, "127.0.0.1", remote_port)
+
+        return call(go())
 
     def close(self) -> None:
         for c in (self._conn, self._jump):
