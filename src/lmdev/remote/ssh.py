@@ -229,9 +229,18 @@ class Connection:
         self.close()
 
 
+def require_asyncssh() -> Any:
+    try:
+        import asyncssh
+    except ImportError:
+        raise LmdevError("lmdev remote needs asyncssh, which is not installed",
+                         "pip install 'lmdev[remote]'") from None
+    return asyncssh
+
+
 async def _open(host: str, port: int | None, user: str | None, key: str | None,
                 accept_new: bool, tunnel: Any = None) -> tuple[Any, str]:
-    import asyncssh
+    asyncssh = require_asyncssh()
 
     verdict: dict[str, str] = {}
     kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "login_timeout": CONNECT_TIMEOUT_S,
@@ -271,5 +280,6 @@ def connect(remote: Remote, accept_new: bool = False, jump: Remote | None = None
             raise
         return conn, tunnel, verdict
 
+    require_asyncssh()
     conn, tunnel, verdict = call(go())
     return Connection(remote, conn, tunnel, verdict)
