@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from lmdev.errors import LmdevError
 from lmdev.remote.hosts import Remote, parse_target
 
-CONNECT_TIMEOUT_S = 8.0  # an unreachable host answers within 10 s
+CONNECT_TIMEOUT_S = 7.0  # an unreachable host answers within 10 s, process start included
 T = TypeVar("T")
 
 
@@ -111,6 +111,9 @@ def _explain(exc: BaseException, where: str, verdict: dict[str, str]) -> LmdevEr
     if isinstance(exc, OSError):
         return LmdevError(f"cannot reach {where}: {exc.strerror or exc}",
                           "check the host name (DNS, ~/.ssh/config), the network and the port")
+    if isinstance(exc, asyncssh.ConnectionLost):
+        return LmdevError(f"cannot reach {where}: the connection was closed before SSH could start",
+                          "check the host name and port (is it an SSH server?), the network and any firewall")
     if isinstance(exc, asyncssh.Error):
         return LmdevError(f"SSH to {where} failed: {exc.reason}", "check the host with `ssh` by hand")
     raise exc
@@ -256,7 +259,7 @@ async def _open(host: str, port: int | None, user: str | None, key: str | None,
         kwargs["tunnel"] = tunnel
     where = f"{user + '@' if user else ''}{host}{':' + str(port) if port else ''}"
     try:
-        conn = await asyncio.wait_for(asyncssh.connect(host, **kwargs), CONNECT_TIMEOUT_S + 1)
+        conn = await asyncio.wait_for(asyncssh.connect(host, **kwargs), CONNECT_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - translated into a one-line error
         raise _explain(exc, where, verdict) from None
     return conn, verdict.get("host_key", "known")
