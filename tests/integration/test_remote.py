@@ -258,3 +258,32 @@ def test_cluster_check_and_train_equal_a_single_process(lab, env, project, tmp_p
     assert cluster_losses[-1][0] == steps
     for (_, a), (_, b) in zip(cluster_losses, single):
         assert abs(a - b) <= 1e-4 * abs(b)
+
+
+# -- Slurm (stub commands on the remote that run the job there and record its states) ---------
+
+def test_slurm_submit_follow_and_cancel(lab, env, project):
+    r = run_lmdev("remote", "add", "login", lab.target("n1"), "--site-packages", lab.site_packages,
+                  "--slurm-bin", str(lab.dir / "slurm-bin"), env=env)
+    assert r.returncode == 0, r.stderr
+    r = run_lmdev("remote", "train", "login", str(project / "cfg.yaml"), "--sync", str(project), "--slurm",
+                  "--sbatch", "time=00:10:00", "--set", "train.max_steps=20", env=env)
+    assert r.returncode == 0 and "submitted to Slurm" in r.stderr, r.stderr
+    assert "finished (exit status 0)" in r.stderr
+    stub = lab.home_of("n1") / ".slurm-stub"
+    first = stub.joinpath("log").read_text().split()
+    jid = first[0]
+    assert [s for i, s in zip(first[::2], first[1::2]) if i == jid] == ["PENDING", "RUNNING", "COMPLETED"]
+    script = next((lab.home_of("n1") / ".lmdev-remote" / "jobs").glob("*/job.sbatch")).read_text()
+    assert "#SBATCH --time=00:10:00" in script and "LMDEV_HOME=" in script
+    r = run_lmdev("remote", "train", "login", str(project / "cfg.yaml"), "--sync", str(project), "--slurm",
+                  "--detach", "--set", "train.max_steps=100000", env=env)
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 60
+    while "RUNNING" not in stub.joinpath("log").read_text().split(jid, 1)[-1]:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    state = run_lmdev("remote", "stop", "login", job, env=env)
+    assert state.returncode == 0 and ": stopped" in state.stdout, state.stdout + state.stderr
+    assert stub.joinpath("log").read_text().strip().endswith("CANCELLED")

@@ -148,8 +148,11 @@ def default_sync_dir(config: Path) -> Path:
 # -- jobs ----------------------------------------------------------------------------------------
 
 def start_job(conn: Connection, env: RemoteEnv, argv: list[str], cwd: str, kind: str = "train",
-              job: str | None = None) -> str:
-    spec = {"argv": argv, "cwd": cwd, "kind": kind, **({"job": job} if job else {})}
+              job: str | None = None, sbatch: dict[str, str] | None = None) -> str:
+    """Start a detached job (through Slurm's sbatch when ``sbatch`` is given); returns its id."""
+    spec: dict[str, Any] = {"argv": argv, "cwd": cwd, "kind": kind, **({"job": job} if job else {})}
+    if sbatch is not None:
+        spec.update(slurm=True, sbatch=sbatch, slurm_bin=conn.remote.slurm_bin)
     return str(agent(conn, env, "start", input=spec)["job"])
 
 
