@@ -74,6 +74,51 @@ class Lab:
                 p.kill()
 
 
+# Stub Slurm commands: sbatch runs the job right here in its own session and every state change
+# is appended to ~/.slurm-stub/log (the job's state is ~/.slurm-stub/ID.state).
+_SLURM_STUBS = {
+    "sbatch": r"""#!/bin/sh
+for a in "$@"; do script="$a"; done
+D="$HOME/.slurm-stub"; mkdir -p "$D"
+id=$(( $(cat "$D/next" 2>/dev/null || echo 1000) + 1 )); echo $id > "$D/next"
+out=$(sed -n 's/^#SBATCH --output=//p' "$script")
+echo PENDING > "$D/$id.state"; echo "$id PENDING" >> "$D/log"
+setsid sh -c '
+  D="$1"; id="$2"; script="$3"; out="$4"
+  echo $$ > "$D/$id.pid"; sleep 0.5
+  [ -f "$D/$id.cancelled" ] && exit 0
+  echo RUNNING > "$D/$id.state"; echo "$id RUNNING" >> "$D/log"
+  sh "$script" >> "$out" 2>&1 & echo $! > "$D/$id.jobpid"; wait $!; rc=$?
+  if [ -f "$D/$id.cancelled" ]; then s=CANCELLED; elif [ $rc = 0 ]; then s=COMPLETED; else s=FAILED; fi
+  echo $rc > "$D/$id.rc"; echo $s > "$D/$id.state"; echo "$id $s" >> "$D/log"
+' stub "$D" "$id" "$script" "$out" </dev/null >/dev/null 2>&1 &
+echo $id
+""",
+    "squeue": r"""#!/bin/sh
+D="$HOME/.slurm-stub"; while [ $# -gt 0 ]; do [ "$1" = -j ] && id="$2"; shift; done
+s=$(cat "$D/$id.state" 2>/dev/null); case "$s" in PENDING|RUNNING) echo "$s";; esac
+""",
+    "sacct": r"""#!/bin/sh
+D="$HOME/.slurm-stub"; while [ $# -gt 0 ]; do [ "$1" = -j ] && id="$2"; shift; done
+[ -f "$D/$id.state" ] && echo "$(cat "$D/$id.state")|$(cat "$D/$id.rc" 2>/dev/null || echo 0):0"
+""",
+    "scancel": r"""#!/bin/sh
+D="$HOME/.slurm-stub"; id="$1"; touch "$D/$id.cancelled"
+if [ "$(cat "$D/$id.state")" = PENDING ]; then echo CANCELLED > "$D/$id.state"; echo "$id CANCELLED" >> "$D/log"; fi
+[ -f "$D/$id.jobpid" ] && kill -TERM "$(cat "$D/$id.jobpid")" 2>/dev/null
+exit 0
+""",
+}
+
+
+def write_slurm_stubs(folder: Path) -> Path:
+    folder.mkdir(mode=0o755, exist_ok=True)
+    for name, text in _SLURM_STUBS.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    return folder
+
+
 def _ensure_user(user: str) -> None:
     try:
         pwd.getpwnam(user)
@@ -113,9 +158,11 @@ def start_lab() -> Lab:
     (d / "authorized_keys").chmod(0o644)
     Path("/run/sshd").mkdir(exist_ok=True)
     lab = Lab(dir=d, client_home=client_home, key=key)
+    write_slurm_stubs(d / "slurm-bin")
     for host in HOSTS:
         _ensure_user(lab.user(host))
-        shutil.rmtree(lab.home_of(host) / ".lmdev-remote", ignore_errors=True)
+        for stale in (".lmdev-remote", ".slurm-stub"):
+            shutil.rmtree(lab.home_of(host) / stale, ignore_errors=True)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / f"{host}_host_key")], check=True)
         port = free_port()
         (d / f"{host}.conf").write_text(_config(lab, host, port))

@@ -32,6 +32,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "lmdev's venv may import (e.g. one with torch); nothing is installed into it")
     a.add_argument("--root", default="~/.lmdev-remote", metavar="DIR",
                    help="the user-owned folder lmdev lives in on the remote (default ~/.lmdev-remote)")
+    a.add_argument("--slurm-bin", metavar="DIR", help="the folder of sbatch/squeue/sacct/scancel on a Slurm "
+                   "login node, when it is not on the PATH of SSH commands")
     a.add_argument("--replace", action="store_true", help="replace a remote of the same name")
     a.add_argument("--json", action="store_true", help="print one JSON document")
 
@@ -61,6 +63,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     t.add_argument("--run-name", dest="run_name", metavar="NAME", help="the run's name")
     t.add_argument("--detach", action="store_true", help="return once training has started")
     t.add_argument("--pull", action="store_true", help="pull the run here when it ends")
+    t.add_argument("--slurm", action="store_true", help="submit through Slurm (sbatch) on a login node; "
+                   "Ctrl+C while following cancels it (scancel)")
+    t.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="an #SBATCH option, e.g. --sbatch partition=gpu --sbatch time=02:00:00 (with --slurm)")
     at = rs.add_parser("attach", help="follow a remote job's progress and log again")
     at.add_argument("name", metavar="NAME")
     at.add_argument("run", metavar="RUN", help="the job id or run id (a prefix is enough)")
@@ -107,7 +113,8 @@ def _add(args: argparse.Namespace) -> int:
     user, host, port = parse_target(args.target)
     remote = Remote(name=args.name, host=host, user=user, port=port,
                     key=str(Path(args.key).expanduser().resolve()) if args.key else None, jump=args.jump,
-                    root=args.root, python=args.python, site_packages=args.site_packages)
+                    root=args.root, python=args.python, site_packages=args.site_packages,
+                    slurm_bin=args.slurm_bin)
     info = ops.add(remote, accept_new=args.accept_new, replace=args.replace)
     if args.json:
         _print_json(info)
@@ -220,12 +227,16 @@ def follow_printer() -> Any:
     return ops.Follow(on_line=lambda line: print(line, flush=True), on_progress=_progress_printer())
 
 
-def _follow(conn: Any, env: Any, job: str) -> int:
+def _follow(conn: Any, env: Any, job: str, cancel_on_interrupt: bool = False) -> int:
     from lmdev.remote import ops
 
     try:
         end = ops.follow(conn, env, job, follow_printer())
     except KeyboardInterrupt:
+        if cancel_on_interrupt:
+            state = ops.agent(conn, env, "stop", job, timeout=120)
+            print(f"lmdev: cancelled {job} (Slurm state {state.get('slurm_state')})", file=sys.stderr)
+            return 130
         print(f"lmdev: detached; {job} goes on. Pick it up with `lmdev remote attach {conn.remote.name} {job}`",
               file=sys.stderr)
         return 130
@@ -235,7 +246,7 @@ def _follow(conn: Any, env: Any, job: str) -> int:
 
 
 def train_remote(name: str, config: str, sync: str | None, overrides: list[str], run_name: str | None,
-                 detach: bool = False, pull: bool = False) -> int:
+                 detach: bool = False, pull: bool = False, sbatch: dict[str, str] | None = None) -> int:
     """Send the project, start ``lmdev train`` detached on the remote, follow it unless ``detach``."""
     from lmdev.errors import LmdevError
     from lmdev.remote import ops
@@ -251,19 +262,33 @@ def train_remote(name: str, config: str, sync: str | None, overrides: list[str],
         s = ops.sync(conn, env, folder)
         print(f"lmdev: sent {len(s.sent)} changed file(s) of {s.files} to {name}:{s.remote_dir}", file=sys.stderr)
         job = ops.start_job(conn, env, ops.train_argv(str(cfg.relative_to(folder)), overrides, run_name),
-                            s.remote_dir)
-        print(f"lmdev: started job {job} on {name} (it survives a dropped connection)", file=sys.stderr)
+                            s.remote_dir, sbatch=sbatch)
+        how = "submitted to Slurm" if sbatch is not None else "started"
+        print(f"lmdev: {how} job {job} on {name} (it survives a dropped connection)", file=sys.stderr)
         if detach:
             print(job)
             return 0
-        code = _follow(conn, env, job)
+        code = _follow(conn, env, job, cancel_on_interrupt=sbatch is not None)
         if pull and code != 130:
             _render_pull(ops.pull(conn, env, []), as_json=False)
     return code
 
 
 def _train(args: argparse.Namespace) -> int:
-    return train_remote(args.name, args.config, args.sync, args.overrides, args.run_name, args.detach, args.pull)
+    from lmdev.errors import LmdevError
+
+    if args.sbatch and not args.slurm:
+        raise LmdevError("--sbatch needs --slurm", "add --slurm to submit through Slurm")
+    sbatch = None
+    if args.slurm:
+        sbatch = {}
+        for item in args.sbatch:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise LmdevError(f"bad --sbatch {item!r}", "write --sbatch KEY=VALUE, e.g. partition=gpu")
+            sbatch[key.lstrip("-")] = value
+    return train_remote(args.name, args.config, args.sync, args.overrides, args.run_name, args.detach, args.pull,
+                        sbatch)
 
 
 def _attach(args: argparse.Namespace) -> int:

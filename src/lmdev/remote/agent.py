@@ -82,6 +82,8 @@ def start(spec: dict[str, Any]) -> dict[str, Any]:
     _write_json(d / "job.json", {"job": job, "argv": spec["argv"], "cwd": spec.get("cwd") or str(root()),
                                  "env": spec.get("env") or {}, "kind": spec.get("kind", "train"),
                                  "started": time.time()})
+    if spec.get("slurm"):
+        return _start_slurm(d, spec)
     with open(d / "supervisor.log", "ab") as log:
         subprocess.Popen([sys.executable, "-m", "lmdev.remote.agent", "supervise", job],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
@@ -89,11 +91,43 @@ def start(spec: dict[str, Any]) -> dict[str, Any]:
     return {"job": job}
 
 
+def _job_env(spec: dict[str, Any]) -> dict[str, str]:
+    return {"LMDEV_HOME": str(store_home()), "PYTHONUNBUFFERED": "1", **spec.get("env", {})}
+
+
+def _start_slurm(d: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    from lmdev.remote import slurm
+
+    job = _read_json(d / "job.json")
+    job.update(kind="slurm", slurm_bin=spec.get("slurm_bin"), sbatch=spec.get("sbatch") or {})
+    argv = [sys.executable if a == "{python}" else a for a in spec["argv"]]
+    job["slurm_id"] = slurm.submit(d, job, argv, _job_env(spec))
+    _write_json(d / "job.json", job)
+    return {"job": d.name, "slurm_id": job["slurm_id"]}
+
+
+def _slurm_update(d: Path, spec: dict[str, Any]) -> str | None:
+    """Ask Slurm about a job; write its exit code once it has ended. Returns Slurm's state."""
+    from lmdev.fsutil import atomic_write_text
+    from lmdev.remote import slurm
+
+    if not spec.get("pid") and (d / "pid").is_file():
+        try:
+            spec["pid"] = int((d / "pid").read_text().strip())
+            _write_json(d / "job.json", spec)
+        except ValueError:
+            pass
+    st, code = slurm.state(spec)
+    if code is not None and not (d / "rc").is_file():
+        atomic_write_text(d / "rc", str(code))
+    return st
+
+
 def supervise(job: str) -> int:
     """Run one job to its end (detached from any SSH session), then write its exit code."""
     d = jobs_dir() / job
     spec = _read_json(d / "job.json")
-    env = dict(os.environ, LMDEV_HOME=str(store_home()), PYTHONUNBUFFERED="1", **spec.get("env", {}))
+    env = dict(os.environ, **_job_env(spec))
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     argv = [sys.executable if a == "{python}" else a for a in spec["argv"]]
     with open(d / "out.log", "ab") as out:
@@ -177,6 +211,7 @@ def find_job(ref: str) -> Path:
 
 def job_state(d: Path) -> dict[str, Any]:
     spec = _read_json(d / "job.json")
+    slurm_state = _slurm_update(d, spec) if spec.get("slurm_id") and not (d / "rc").is_file() else None
     if not spec.get("run_id"):
         rid = _run_of(spec)
         if rid:
@@ -186,7 +221,9 @@ def job_state(d: Path) -> dict[str, Any]:
     return {"job": d.name, "run_id": spec.get("run_id"), "pid": spec.get("pid"),
             "kind": spec.get("kind"), "started": spec.get("started"),
             "exit_code": int(rc) if rc not in (None, "") else None,
-            "state": "running" if rc is None else "finished" if rc == "0" else "failed"}
+            "state": "running" if rc is None else "finished" if rc == "0" else
+            "stopped" if (d / "stop").exists() else "failed",
+            **({"slurm_id": spec["slurm_id"], "slurm_state": slurm_state} if spec.get("slurm_id") else {})}
 
 
 def _progress(run_id: str | None) -> dict[str, Any] | None:
@@ -238,6 +275,15 @@ def stop(ref: str, timeout: float = 30.0) -> dict[str, Any]:
     if (d / "rc").is_file():
         return job_state(d)
     pid = spec.get("pid")
+    (d / "stop").write_text(str(time.time()))
+    if spec.get("slurm_id"):
+        from lmdev.remote import slurm
+
+        slurm.cancel(spec)
+        deadline = time.monotonic() + timeout
+        while job_state(d)["exit_code"] is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return job_state(d)
     if pid:
         try:
             os.kill(pid, signal.SIGTERM)  # lmdev train saves a checkpoint and stops

@@ -99,6 +99,7 @@ def _install_script(remote: Remote, wheel_name: str, reqs: list[str], fingerprin
     link = (f'echo {shlex.quote(remote.site_packages)} > "$SP/_lmdev_linked.pth"' if remote.site_packages
             else 'rm -f "$SP/_lmdev_linked.pth"')
     installed = shlex.quote(json.dumps({"fingerprint": fingerprint, "wheel": wheel_name}))
+    req_text = " ".join(sorted(reqs)) + (f" linked:{remote.site_packages}" if remote.site_packages else "")
     env = " ".join(f"{k}={v}" for k, v in _NO_INDEX.items())
     return f"""set -e
 cd
@@ -110,10 +111,14 @@ SP=$("$R/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pur
 {link}
 if ! "$R/venv/bin/python" -m pip --version >/dev/null 2>&1; then
   PIPWHL=$(ls "$R"/wheels/pip-*.whl | head -n 1)
-  "$R/venv/bin/python" "$PIPWHL/pip" install -q --no-index --find-links "$R/wheels" pip
+  "$R/venv/bin/python" "$PIPWHL/pip" install -q --no-compile --no-index --find-links "$R/wheels" pip
 fi
-"$R/venv/bin/python" -m pip install -q --no-index --find-links "$R/wheels" {shlex.join(reqs)}
-"$R/venv/bin/python" -m pip install -q --no-index --no-deps --force-reinstall "$R/wheels/{wheel_name}"
+if [ "$(cat "$R/requirements.txt" 2>/dev/null)" != {shlex.quote(req_text)} ]; then
+  "$R/venv/bin/python" -m pip install -q --no-compile --no-index --find-links "$R/wheels" {shlex.join(reqs)}
+  printf '%s' {shlex.quote(req_text)} > "$R/requirements.txt"
+fi
+"$R/venv/bin/python" -m pip install -q --no-compile --no-index --no-deps --force-reinstall "$R/wheels/{wheel_name}"
+"$R/venv/bin/python" -c 'import sys; from lmdev.track.store import Store; Store(sys.argv[1]).close()' "$R/home"
 printf '%s' {installed} > "$R/installed.json.tmp"
 mv "$R/installed.json.tmp" "$R/installed.json"
 """

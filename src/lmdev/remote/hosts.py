@@ -30,6 +30,7 @@ class Remote:
     root: str = DEFAULT_ROOT  # the user-owned folder lmdev lives in on the remote
     python: str = "python3"  # the interpreter the remote venv is made from
     site_packages: str | None = None  # an existing site-packages the venv may import (e.g. torch)
+    slurm_bin: str | None = None  # where sbatch/squeue/sacct/scancel are, when not on the PATH
 
     @property
     def target(self) -> str:

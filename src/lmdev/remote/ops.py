@@ -148,8 +148,11 @@ def default_sync_dir(config: Path) -> Path:
 # -- jobs ----------------------------------------------------------------------------------------
 
 def start_job(conn: Connection, env: RemoteEnv, argv: list[str], cwd: str, kind: str = "train",
-              job: str | None = None) -> str:
-    spec = {"argv": argv, "cwd": cwd, "kind": kind, **({"job": job} if job else {})}
+              job: str | None = None, sbatch: dict[str, str] | None = None) -> str:
+    """Start a detached job (through Slurm's sbatch when ``sbatch`` is given); returns its id."""
+    spec: dict[str, Any] = {"argv": argv, "cwd": cwd, "kind": kind, **({"job": job} if job else {})}
+    if sbatch is not None:
+        spec.update(slurm=True, sbatch=sbatch, slurm_bin=conn.remote.slurm_bin)
     return str(agent(conn, env, "start", input=spec)["job"])
 
 
@@ -186,10 +189,13 @@ class Follow:
 
 def follow(conn: Connection, env: RemoteEnv, job: str, f: Follow) -> dict[str, Any]:
     """Stream a job's log and progress until it ends; returns its final state."""
-    code = conn.stream(agent_command(env.root, "follow", job, "--offset", str(f.offset)), f.feed)
+    hint = f"the job goes on; pick it up with `lmdev remote attach {conn.remote.name} {job}`"
+    try:
+        code = conn.stream(agent_command(env.root, "follow", job, "--offset", str(f.offset)), f.feed)
+    except LmdevError as exc:
+        raise LmdevError(exc.message, hint) from None
     if f.end is None:
-        raise LmdevError(f"following {job} on {conn.remote.name} stopped (exit status {code})",
-                         f"the job goes on; pick it up with `lmdev remote attach {conn.remote.name} {job}`")
+        raise LmdevError(f"following {job} on {conn.remote.name} stopped (exit status {code})", hint)
     return f.end
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from lmdev.errors import LmdevError
 from lmdev.remote.hosts import Remote, parse_target
 
-CONNECT_TIMEOUT_S = 8.0  # an unreachable host answers within 10 s
+CONNECT_TIMEOUT_S = 7.0  # an unreachable host answers within 10 s, process start included
 T = TypeVar("T")
 
 
@@ -111,6 +111,9 @@ def _explain(exc: BaseException, where: str, verdict: dict[str, str]) -> LmdevEr
     if isinstance(exc, OSError):
         return LmdevError(f"cannot reach {where}: {exc.strerror or exc}",
                           "check the host name (DNS, ~/.ssh/config), the network and the port")
+    if isinstance(exc, asyncssh.ConnectionLost):
+        return LmdevError(f"cannot reach {where}: the connection was closed before SSH could start",
+                          "check the host name and port (is it an SSH server?), the network and any firewall")
     if isinstance(exc, asyncssh.Error):
         return LmdevError(f"SSH to {where} failed: {exc.reason}", "check the host with `ssh` by hand")
     raise exc
@@ -132,8 +135,11 @@ class Connection:
         cmd = command if isinstance(command, str) else shlex.join(command)
         if env:
             cmd = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + cmd
+        async def go() -> Any:
+            return await self._conn.run(cmd, input=input, check=False)
+
         try:
-            r = call(self._conn.run(cmd, input=input, check=False), timeout)
+            r = call(go(), timeout)
         except Exception as exc:  # noqa: BLE001 - a dropped connection is the user's to know
             raise self._lost(exc) from None
         return Result(int(r.exit_status if r.exit_status is not None else 255),
@@ -205,7 +211,10 @@ class Connection:
 
     def forward(self, local_port: int, remote_port: int) -> Any:
         """Forward 127.0.0.1:local_port here to 127.0.0.1:remote_port on the remote."""
-        return call(self._conn.forward_local_port("127.0.0.1", local_port, "127.0.0.1", remote_port))
+        async def go() -> Any:
+            return await self._conn.forward_local_port("127.0.0.1", local_port, "127.0.0.1", remote_port)
+
+        return call(go())
 
     def close(self) -> None:
         for c in (self._conn, self._jump):
@@ -223,9 +232,18 @@ class Connection:
         self.close()
 
 
+def require_asyncssh() -> Any:
+    try:
+        import asyncssh
+    except ImportError:
+        raise LmdevError("lmdev remote needs asyncssh, which is not installed",
+                         "pip install 'lmdev[remote]'") from None
+    return asyncssh
+
+
 async def _open(host: str, port: int | None, user: str | None, key: str | None,
                 accept_new: bool, tunnel: Any = None) -> tuple[Any, str]:
-    import asyncssh
+    asyncssh = require_asyncssh()
 
     verdict: dict[str, str] = {}
     kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S, "login_timeout": CONNECT_TIMEOUT_S,
@@ -241,7 +259,7 @@ async def _open(host: str, port: int | None, user: str | None, key: str | None,
         kwargs["tunnel"] = tunnel
     where = f"{user + '@' if user else ''}{host}{':' + str(port) if port else ''}"
     try:
-        conn = await asyncio.wait_for(asyncssh.connect(host, **kwargs), CONNECT_TIMEOUT_S + 1)
+        conn = await asyncio.wait_for(asyncssh.connect(host, **kwargs), CONNECT_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - translated into a one-line error
         raise _explain(exc, where, verdict) from None
     return conn, verdict.get("host_key", "known")
@@ -265,5 +283,6 @@ def connect(remote: Remote, accept_new: bool = False, jump: Remote | None = None
             raise
         return conn, tunnel, verdict
 
+    require_asyncssh()
     conn, tunnel, verdict = call(go())
     return Connection(remote, conn, tunnel, verdict)
