@@ -268,6 +268,8 @@ def _from_variant(path: Path, ref: str, data_spec: str | None, base_dir: Path | 
 
     loaded = load_variant(path)
     manifest = loaded.manifest
+    if manifest["load"].get("dtype") in ("bfloat16", "float16"):
+        raise LmdevError(f"{path} is a {manifest['load']['dtype']} variant", "compress its fp32 source instead")
     data = None
     cfg = None
     if manifest.get("train_config"):
