@@ -90,10 +90,12 @@ def _makers(source: Source, opts: Options, ev: ms.EvalSet, work: Path) -> list[t
         from lmdev.compress import prune
 
         if opts.method == "prune" or prune.applies(source):
+            prune.check(source, opts.ratio)
             out.append(("pruned", lambda: prune.prune_variant(source, opts.ratio, opts.steps)))
     if opts.method == "distill":
         from lmdev.compress import distill
 
+        distill.check(source)
         out.append(("distilled", lambda: distill.distill_variant(source, opts.steps)))
     if opts.backend and opts.backend not in [b for b, _ in out]:
         raise LmdevError(f"backend {opts.backend!r} does not apply to method {opts.method}",

@@ -91,12 +91,18 @@ def _train_student(source: Source, spec: ModelSpec, steps: int, fit: Any, teache
     return student
 
 
-def distill_variant(source: Source, steps: int | None) -> Variant:
+def check(source: Source) -> None:
+    """Raise LmdevError when ``source`` cannot be distilled (before any work)."""
     if source.train_config is None or source.data is None or len(source.data.train) == 0:
         raise LmdevError("distillation needs training data, and this source has none",
-                         "give a run or checkpoint of lmdev train (its config names the data), or --data")
+                         "give a run or a checkpoint of lmdev train: its config names the data")
     if source.task not in ("classification", "language_modeling"):
         raise LmdevError(f"distillation needs class or token outputs; the task is {source.task}")
+    student_spec(source.spec)
+
+
+def distill_variant(source: Source, steps: int | None) -> Variant:
+    check(source)
     spec = student_spec(source.spec)
     n = steps if steps is not None else default_steps(source)
     fit, held = split_holdout(source.data.train)

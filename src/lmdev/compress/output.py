@@ -49,10 +49,14 @@ def write_variant(variant: Any, out: Path, source: Any, extra: dict[str, Any] | 
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
         for f in tmp.iterdir():
             _fsync(f)
-        if out.exists():
-            shutil.rmtree(out)
+        old = None
+        if out.exists():  # an earlier variant: moved aside, removed once the new one is in place
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            os.replace(out, old / "variant")
         os.replace(tmp, out)
         _fsync(parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -99,11 +99,22 @@ def pruned_spec(spec: ModelSpec, widths: Any) -> ModelSpec:
     return ModelSpec(spec.kind, cfg, spec.shape)
 
 
-def prune_variant(source: Source, ratio: float, steps: int | None) -> Variant:
+def check(source: Source, ratio: float) -> None:
+    """Raise LmdevError when pruning ``source`` by ``ratio`` cannot be done (before any work)."""
     if not applies(source):
         kind = source.spec.config.get("type", source.spec.kind) if source.spec.kind == "lmdev" else "hf"
         raise LmdevError(f"structured pruning supports lmdev mlp and gpt models with their training config, not {kind}",
                          "use --method quantize")
+    model: Any = source.model
+    if source.spec.config["type"] == "mlp":
+        for lin in [m for m in model if isinstance(m, nn.Linear)][:-1]:
+            keep_count(lin.out_features, ratio)
+    else:
+        keep_count(model.blocks[0].mlp.down.in_features, ratio)
+
+
+def prune_variant(source: Source, ratio: float, steps: int | None) -> Variant:
+    check(source, ratio)
     if source.spec.config["type"] == "mlp":
         model, widths = prune_mlp(source.model, ratio)  # type: ignore[arg-type]
     else:

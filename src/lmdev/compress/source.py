@@ -268,6 +268,8 @@ def _from_variant(path: Path, ref: str, data_spec: str | None, base_dir: Path | 
 
     loaded = load_variant(path)
     manifest = loaded.manifest
+    if manifest["load"].get("dtype") in ("bfloat16", "float16"):
+        raise LmdevError(f"{path} is a {manifest['load']['dtype']} variant", "compress its fp32 source instead")
     data = None
     cfg = None
     if manifest.get("train_config"):
@@ -282,3 +284,22 @@ def _from_variant(path: Path, ref: str, data_spec: str | None, base_dir: Path | 
         raise LmdevError(f"{path} is an ONNX variant", "compress the source it was made from instead")
     return Source(ref, "variant", model.eval(), spec, data, cfg, manifest.get("run_id"), path,
                   sum(f["bytes"] for f in manifest["files"].values()), manifest.get("method"))
+
+
+def from_config(config: dict[str, Any], train_steps: int = 0, seed: int = 0) -> Source:
+    """A source built in memory from a train config (a dict), trained for ``train_steps`` with
+    the config's optimizer and data: for benchmarks, tests and notebooks without a run store."""
+    from lmdev.train.config import load_config
+
+    cfg = load_config(config)
+    data = load_eval_data(cfg.data, cfg.seed, None)
+    spec = lmdev_spec(cfg.model.model_dump(mode="json"), data.shape)
+    torch.manual_seed(seed)
+    model = spec.build()
+    source = Source(cfg.name, "config", model, spec, data, cfg)
+    if train_steps:
+        from lmdev.compress.finetune import finetune
+
+        finetune(model, source, train_steps)
+    model.eval()
+    return source

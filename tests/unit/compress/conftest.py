@@ -5,25 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmdev.compress.source import Source, lmdev_spec
-from lmdev.train.config import load_config
-from lmdev.train.data import load_data
+from lmdev.compress.source import Source, from_config
 
 
 def make_source(model_cfg: dict, data_cfg: dict | None = None, train_steps: int = 0) -> Source:
-    cfg = load_config({"name": "t", "model": model_cfg, "data": data_cfg or {"type": "digits", "batch_size": 64},
-                       "optimizer": {"type": "adamw", "lr": 0.003}})
-    data = load_data(cfg.data, cfg.seed)
-    spec = lmdev_spec(cfg.model.model_dump(mode="json"), data.shape)
-    torch.manual_seed(0)
-    model = spec.build()
-    source = Source("test", "checkpoint", model, spec, data, cfg)
-    if train_steps:
-        from lmdev.compress.finetune import finetune
-
-        finetune(model, source, train_steps)
-    model.eval()
-    return source
+    return from_config({"name": "t", "model": model_cfg, "data": data_cfg or {"type": "digits", "batch_size": 64},
+                        "optimizer": {"type": "adamw", "lr": 0.003}}, train_steps)
 
 
 @pytest.fixture(autouse=True, scope="session")

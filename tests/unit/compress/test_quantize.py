@@ -108,3 +108,21 @@ def test_a_changed_file_is_not_loaded(digits_source, tmp_path):
     (out / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(LmdevError, match="does not match"):
         load(out)
+
+
+def test_a_written_variant_is_a_source_but_a_half_or_int8_one_is_not_requantised(digits_source, tmp_path):
+    from lmdev.compress import prune
+    from lmdev.compress.source import resolve
+
+    s = digits_source
+    pruned = write_variant(prune.prune_variant(s, 0.5, 5), tmp_path / "pruned", s)
+    again = resolve(str(pruned))
+    assert again.kind == "variant" and again.spec.config["hidden"] == [32, 16]
+    quantize.check_quantizable(again.model, again.method)  # fp32: fine
+    q = write_variant(quantize.ao_int8(again.spec, again.model), tmp_path / "q", again)
+    int8 = resolve(str(q))
+    with pytest.raises(LmdevError, match="already quantised"):
+        quantize.check_quantizable(int8.model, int8.method)
+    half = write_variant(quantize.cast(s.spec, s.model, torch.bfloat16), tmp_path / "half", s)
+    with pytest.raises(LmdevError, match="bfloat16 variant"):
+        resolve(str(half))
