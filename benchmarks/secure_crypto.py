@@ -58,8 +58,7 @@ def main() -> int:
         src = folder / "weights.bin"
         size = int(args.gib * (1 << 30))
         with open(src, "wb") as f:
-            for _ in range(size // (1 << 24)):
-                f.write(os.urandom(1 << 24))
+            f.writelines(os.urandom(1 << 24) for _ in range(size // (1 << 24)))
         enc = folder / "weights.bin.age"
         run("encrypt", src, enc, env)  # warm the page cache and leave one ciphertext for decrypt
         subprocess.run([sys.executable, "-c", OP, "encrypt", str(src), str(enc)], env=env, check=True,

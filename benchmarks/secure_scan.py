@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit" / "secure"))
-import corpus  # noqa: E402
+import corpus
 
 
 def lmdev_flags(path: Path) -> bool:

@@ -201,10 +201,7 @@ def _call_op(m: _Machine, name: str, arg: Any, pos: int) -> bool:
         if not items:
             raise BrokenStream("OBJ without a class")
         m.stack.append(m.call(items[0], pos, tuple(items[1:])))
-    elif name == "REDUCE":
-        args = m.pop()
-        m.stack.append(m.call(m.pop(), pos, args))
-    elif name == "NEWOBJ":
+    elif name == "REDUCE" or name == "NEWOBJ":
         args = m.pop()
         m.stack.append(m.call(m.pop(), pos, args))
     elif name == "NEWOBJ_EX":
@@ -239,9 +236,7 @@ def _step(m: _Machine, op: Any, arg: Any, pos: int) -> Call | None:
     name = op.name
     if name in _MEMO:
         _memo_op(m, name, arg, pos)
-    elif name in _STRINGS:
-        m.stack.append(arg)
-    elif name in _SCALARS:
+    elif name in _STRINGS or name in _SCALARS:
         m.stack.append(arg)
     elif name in _OPAQUE:
         m.stack.append(OPAQUE)

@@ -22,8 +22,16 @@ from typing import IO
 
 from lmdev.errors import LmdevError
 from lmdev.secure import audit
-from lmdev.secure.formats import (GGUF_MAGIC, NPY_MAGIC, keras_config_findings, looks_like_safetensors,
-                                  onnx_external_findings, scan_gguf, scan_npy, scan_safetensors)
+from lmdev.secure.formats import (
+    GGUF_MAGIC,
+    NPY_MAGIC,
+    keras_config_findings,
+    looks_like_safetensors,
+    onnx_external_findings,
+    scan_gguf,
+    scan_npy,
+    scan_safetensors,
+)
 from lmdev.secure.onnx_proto import NotProtobuf, external_locations, looks_like_onnx
 from lmdev.secure.pickles import PickleVerdict, scan_pickles
 from lmdev.secure.types import SKIPPED, Finding, ScanResult, verdict_of
