@@ -45,7 +45,8 @@ def log_path(home: str | os.PathLike[str] | None = None) -> Path:
     return store_home(home) / LOG_NAME
 
 
-def _line(prev: str, seq: int, event: str, details: dict[str, Any]) -> bytes:
+def format_entry(prev: str, seq: int, event: str, details: dict[str, Any]) -> bytes:
+    """One entry's line (with its newline), chained to ``prev``."""
     body = {"seq": seq, "time": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             "event": event, "user": _user(), "host": socket.gethostname(), "pid": os.getpid(), **details}
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=True, default=str, allow_nan=False)
@@ -92,11 +93,11 @@ def append(event: str, home: str | os.PathLike[str] | None = None, **details: An
         if torn_at < size:
             torn = os.pread(fd, size - torn_at, torn_at)
             os.ftruncate(fd, torn_at)
-            line = _line(prev, seq, "audit.torn-tail-dropped",
+            line = format_entry(prev, seq, "audit.torn-tail-dropped",
                          {"bytes": len(torn), "sha256": hashlib.sha256(torn).hexdigest()})
             os.write(fd, line)
             prev, seq = _digest(line), seq + 1
-        os.write(fd, _line(prev, seq, event, details))
+        os.write(fd, format_entry(prev, seq, event, details))
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -23,17 +23,18 @@ import stat
 import tarfile
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from lmdev.errors import LmdevError
 from lmdev.secure import audit
 
 KEYRING_SERVICE, KEYRING_USER = "lmdev", "age-identity"
 AGE_HEADER = b"age-encryption.org/v1\n"
+BUFFER = 1 << 20   # pyrage reads and writes 8 KiB at a time: buffer the file objects it calls
 
 
 def _pyrage() -> Any:
@@ -147,11 +148,32 @@ def _recipients(recipients: Sequence[str], key: str | os.PathLike[str] | None) -
 
 
 @contextmanager
+def _atomic_path(path: Path) -> Iterator[str]:
+    """A temporary path that replaces ``path`` (after an fsync) only when the block completes."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@contextmanager
 def _atomic_stream(path: Path) -> Iterator[IO[bytes]]:
     """A file written in place of ``path`` only when the block completes (temp, fsync, rename)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb", buffering=BUFFER) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -189,17 +211,17 @@ def encrypt(src: Path, dst: Path | None = None, recipients: Sequence[str] = (),
         raise LmdevError(f"{src} does not exist", "give a file or folder to encrypt")
     targets = _recipients(recipients, key)
     dst = dst or src.with_name(src.name + (".tar.age" if src.is_dir() else ".age"))
-    with _atomic_stream(dst) as out:
-        if src.is_dir():
+    if src.is_dir():
+        with _atomic_stream(dst) as out:
             reader, thread, errors = _tar_reader(src)
             with reader:
                 pyrage.encrypt_io(reader, out, targets)
             thread.join()
             if errors:
                 raise LmdevError(f"cannot read {src}: {errors[0]}")
-        else:
-            with open(src, "rb") as f:
-                pyrage.encrypt_io(f, out, targets)
+    else:
+        with _atomic_path(dst) as tmp:  # file to file: rage streams it without Python in the loop
+            pyrage.encrypt_file(str(src), tmp, targets)
     audit.append("encrypt", path=str(src.absolute()), out=str(dst.absolute()), folder=src.is_dir(),
                  recipients=[str(r) for r in recipients] or ["(own key)"])
     return dst
@@ -222,8 +244,8 @@ def decrypt(src: Path, dst: Path | None = None, key: str | os.PathLike[str] | No
         if folder:
             _decrypt_folder(pyrage, src, dst, identity)
         else:
-            with open(src, "rb") as f, _atomic_stream(dst) as out:
-                pyrage.decrypt_io(f, out, [identity])
+            with _atomic_path(dst) as tmp:
+                pyrage.decrypt_file(str(src), tmp, [identity])
     except pyrage.DecryptError as exc:
         audit.append("decrypt-failed", path=str(src.absolute()), error=str(exc))
         raise LmdevError(f"cannot decrypt {src}: {exc}", "use the key it was encrypted to") from None

@@ -19,6 +19,7 @@ MAX_FINDINGS = 100
 _STRINGS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
             "BINUNICODE8"}
 _SCALARS = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT"}
+_MEMO = {"GET", "BINGET", "LONG_BINGET", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"}
 _OPAQUE = {"BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "PERSID", "NEXT_BUFFER"}
 
 
@@ -200,10 +201,7 @@ def _call_op(m: _Machine, name: str, arg: Any, pos: int) -> bool:
         if not items:
             raise BrokenStream("OBJ without a class")
         m.stack.append(m.call(items[0], pos, tuple(items[1:])))
-    elif name == "REDUCE":
-        args = m.pop()
-        m.stack.append(m.call(m.pop(), pos, args))
-    elif name == "NEWOBJ":
+    elif name == "REDUCE" or name == "NEWOBJ":
         args = m.pop()
         m.stack.append(m.call(m.pop(), pos, args))
     elif name == "NEWOBJ_EX":
@@ -236,9 +234,9 @@ def _build(m: _Machine, pos: int) -> Call | None:
 def _step(m: _Machine, op: Any, arg: Any, pos: int) -> Call | None:
     """Apply one opcode. Returns a joblib array wrapper whose raw data follows, else None."""
     name = op.name
-    if name in _STRINGS:
-        m.stack.append(arg)
-    elif name in _SCALARS:
+    if name in _MEMO:
+        _memo_op(m, name, arg, pos)
+    elif name in _STRINGS or name in _SCALARS:
         m.stack.append(arg)
     elif name in _OPAQUE:
         m.stack.append(OPAQUE)

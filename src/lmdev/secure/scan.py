@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import json
 import lzma
 import mmap
@@ -21,8 +22,16 @@ from typing import IO
 
 from lmdev.errors import LmdevError
 from lmdev.secure import audit
-from lmdev.secure.formats import (GGUF_MAGIC, NPY_MAGIC, keras_config_findings, looks_like_safetensors,
-                                  onnx_external_findings, scan_gguf, scan_npy, scan_safetensors)
+from lmdev.secure.formats import (
+    GGUF_MAGIC,
+    NPY_MAGIC,
+    keras_config_findings,
+    looks_like_safetensors,
+    onnx_external_findings,
+    scan_gguf,
+    scan_npy,
+    scan_safetensors,
+)
 from lmdev.secure.onnx_proto import NotProtobuf, external_locations, looks_like_onnx
 from lmdev.secure.pickles import PickleVerdict, scan_pickles
 from lmdev.secure.types import SKIPPED, Finding, ScanResult, verdict_of
@@ -33,6 +42,7 @@ TORCH_LEGACY_STREAMS = 5     # magic, protocol, sys_info, the object, the storag
 COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"BZh", "bz2"), (b"]\x00\x00", "lzma"),
               (b"\x78\x01", "zlib"), (b"\x78\x5e", "zlib"), (b"\x78\x9c", "zlib"), (b"\x78\xda", "zlib"))
 PICKLE_EXTS = (".pkl", ".pickle")
+IN_MEMORY = 64 * 1024 * 1024
 TEXT_EXTS = {".txt", ".md", ".json", ".yaml", ".yml", ".py", ".toml", ".cfg", ".csv", ".tsv", ".html",
              ".rst", ".ini", ".sh", ".log", ".jsonl", ".model", ".tiktoken", ".vocab", ".merges"}
 _PROTO01_STARTS = set(b"(cdeglNIJKLMFGSTUVX}]).")
@@ -120,7 +130,7 @@ def _zip_result(path: str) -> ScanResult:
             lower = name.lower()
             if lower.endswith(PICKLE_EXTS):
                 verdict = PickleVerdict()
-                with z.open(name) as f:
+                with _member(z, name) as f:
                     scan_pickles(f, verdict, name)
                 findings += verdict.findings
                 callables |= verdict.callables
@@ -136,6 +146,13 @@ def _zip_result(path: str) -> ScanResult:
                                         "program (use torch.jit.load only on code you trust)", None, name))
                 break
     return ScanResult(path, fmt, verdict_of(findings), findings, sorted(callables))
+
+
+def _member(z: zipfile.ZipFile, name: str) -> IO[bytes]:
+    """A zip member to walk: in memory when small (a torch data.pkl), else streamed."""
+    if z.getinfo(name).file_size <= IN_MEMORY:
+        return io.BytesIO(z.read(name))
+    return z.open(name)
 
 
 def _zip_format(names: Sequence[str]) -> str:

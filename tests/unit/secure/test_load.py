@@ -60,8 +60,7 @@ def test_a_plain_pickle_is_never_loaded(tmp_path):
 def test_hf_model_folder_with_a_payload_is_refused(tmp_path):
     pytest.importorskip("transformers")
     from lmdev.train.config import HFModelConfig
-    from lmdev.train.models import DataShape
-    from lmdev.train.models import build_hf
+    from lmdev.train.models import DataShape, build_hf
 
     canary = tmp_path / "CANARY"
     folder = tmp_path / "hfmodel"

@@ -6,7 +6,6 @@ import io
 import os
 import pickle
 import random
-from pathlib import Path
 
 import pytest
 
