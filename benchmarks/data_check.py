@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmdev.data import CheckOptions, check
-from lmdev.data import hashing, labels
+from lmdev.data import CheckOptions, check, hashing, labels
 from lmdev.data.planted import make_table, write_csv
 
 

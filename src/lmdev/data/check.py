@@ -4,9 +4,9 @@ rows of each finding to a file. :func:`check_for_training` is what ``lmdev train
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np

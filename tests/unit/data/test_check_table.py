@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmdev.data import CheckOptions, check, read
-from lmdev.data import hashing
+from lmdev.data import CheckOptions, check, hashing, read
 from lmdev.data.planted import make_table, write_csv
 from lmdev.errors import LmdevError
 
@@ -68,7 +67,7 @@ def test_the_label_in_disguise_and_the_constant_column_are_named(planted):
 
 
 def test_the_report_on_disk_is_strict_json(planted):
-    _, report, d = planted
+    _, _, d = planted
     doc = json.loads((d / "out" / "report.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert doc["status"] == "severe"
     assert {s["name"]: s["rows"] for s in doc["splits"]} == {"train": 3000, "val": 600}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import lmdev.track as track
+from lmdev import track
 from lmdev.data import check_for_training
 from lmdev.data.check import DataCheckFailed
 from lmdev.data.planted import make_table, write_csv
@@ -72,7 +72,7 @@ def test_the_report_is_recorded_with_the_run(csvs):
         (artifact,) = [a for a in store.artifacts(info) if a.kind == "data-check"]
         events = store.events(info)
     doc = json.loads(Path(artifact.path).read_text())
-    overlap = [f for f in doc["findings"] if f["id"] == "split.overlap"][0]
+    overlap = next(f for f in doc["findings"] if f["id"] == "split.overlap")
     assert set(overlap["rows"]) == p.leaked and overlap["rows_file"] is None  # 4 rows: no file needed
     assert any(e.data.get("finding") == "split.overlap" and e.level == "error" for e in events)
 
