@@ -236,8 +236,13 @@ def check_for_training(cfg: Any, run: Any = None, base_dir: Path | None = None,
     train when a finding is severe). The report goes to the run's folder as
     ``data-check/report.json`` (an artifact of kind ``data-check``) with an event per finding."""
     mode = getattr(cfg.data, "check", "warn")
-    if mode == "off" or (run is not None and getattr(run, "rank", 0) != 0):
+    if mode == "off":
         return None
+    # every worker checks (the result is the same), so that with `fail` they all stop together
+    # instead of the others waiting for rank 0 in a collective; rank 0 alone records and speaks
+    main = run is None or getattr(run, "rank", 0) == 0
+    run = run if main else None
+    announce = announce if main else None
     out_dir = Path(run.dir) / "data-check" if run is not None and getattr(run, "dir", None) else None
     opts = CheckOptions(out_dir=out_dir, seed=cfg.seed, fast=True, max_tokens=cfg.data.seq_len,
                         task=cfg.data.task)
