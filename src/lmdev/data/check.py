@@ -160,7 +160,8 @@ def _check_tables(splits: list[TableSource], opts: CheckOptions, label: str) -> 
                                       len(s.labels) if classification else 0) for s in scans])
     report.checks = ["duplicates", "near_duplicates", "columns", "labels", "leakage"]
     for s in scans:
-        report.findings += tab.duplicate_findings(s) + tab.column_findings(s) + tab.label_findings(s)
+        report.findings += _empty(s.src.name, s.n) + tab.duplicate_findings(s) + tab.column_findings(s) \
+            + tab.label_findings(s)
     for other in scans[1:]:
         if other.width == train.width:
             report.findings += tab.overlap_findings(train, other)
@@ -193,11 +194,17 @@ def _check_text(sources: Sources, opts: CheckOptions, label: str) -> Report:
     report = Report(label, [SplitInfo(s.src.name, s.src.source, "text", s.n) for s in scans])
     report.checks = ["duplicates", "near_duplicates", "overlap", "empty", "overlong", "utf8", "lengths"]
     for s in scans:
-        report.findings += txt.hygiene_findings(s) + txt.duplicate_findings(s)
+        report.findings += _empty(s.src.name, s.n) + txt.hygiene_findings(s) + txt.duplicate_findings(s)
     for other in scans[1:]:
         report.findings += txt.overlap_findings(scans[0], other)
     report.sample_size = sum(s.n for s in scans)  # every sample is read: nothing is sampled
     return report
+
+
+def _empty(split: str, rows: int) -> list[Finding]:
+    if rows:
+        return []
+    return [Finding("split.empty", "severe", f"{split} has no rows", f"give {split} some data", split)]
 
 
 def write_rows(report: Report, out_dir: Path) -> None:

@@ -155,6 +155,12 @@ def test_the_digits_config_is_split_as_training_splits_it():
     assert report.exit_code == 0
 
 
+def test_a_header_without_rows_is_severe(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,label\n")
+    report = check(tmp_path / "t.csv")
+    assert [f.id for f in report.findings] == ["split.empty"] and report.exit_code == 1
+
+
 def test_a_missing_file_and_a_missing_label_column_are_user_errors(tmp_path):
     with pytest.raises(LmdevError, match="does not exist"):
         check(tmp_path / "nope.csv")
