@@ -10,4 +10,4 @@ from __future__ import annotations
 from lmdev.data.check import CheckOptions, check, check_for_training
 from lmdev.data.types import Finding, Report, SplitInfo
 
-__all__ = ["check", "check_for_training", "CheckOptions", "Finding", "Report", "SplitInfo"]
+__all__ = ["CheckOptions", "Finding", "Report", "SplitInfo", "check", "check_for_training"]

@@ -4,9 +4,9 @@ rows of each finding to a file. :func:`check_for_training` is what ``lmdev train
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -160,7 +160,8 @@ def _check_tables(splits: list[TableSource], opts: CheckOptions, label: str) -> 
                                       len(s.labels) if classification else 0) for s in scans])
     report.checks = ["duplicates", "near_duplicates", "columns", "labels", "leakage"]
     for s in scans:
-        report.findings += tab.duplicate_findings(s) + tab.column_findings(s) + tab.label_findings(s)
+        report.findings += _empty(s.src.name, s.n) + tab.duplicate_findings(s) + tab.column_findings(s) \
+            + tab.label_findings(s)
     for other in scans[1:]:
         if other.width == train.width:
             report.findings += tab.overlap_findings(train, other)
@@ -193,11 +194,17 @@ def _check_text(sources: Sources, opts: CheckOptions, label: str) -> Report:
     report = Report(label, [SplitInfo(s.src.name, s.src.source, "text", s.n) for s in scans])
     report.checks = ["duplicates", "near_duplicates", "overlap", "empty", "overlong", "utf8", "lengths"]
     for s in scans:
-        report.findings += txt.hygiene_findings(s) + txt.duplicate_findings(s)
+        report.findings += _empty(s.src.name, s.n) + txt.hygiene_findings(s) + txt.duplicate_findings(s)
     for other in scans[1:]:
         report.findings += txt.overlap_findings(scans[0], other)
     report.sample_size = sum(s.n for s in scans)  # every sample is read: nothing is sampled
     return report
+
+
+def _empty(split: str, rows: int) -> list[Finding]:
+    if rows:
+        return []
+    return [Finding("split.empty", "severe", f"{split} has no rows", f"give {split} some data", split)]
 
 
 def write_rows(report: Report, out_dir: Path) -> None:
@@ -236,8 +243,13 @@ def check_for_training(cfg: Any, run: Any = None, base_dir: Path | None = None,
     train when a finding is severe). The report goes to the run's folder as
     ``data-check/report.json`` (an artifact of kind ``data-check``) with an event per finding."""
     mode = getattr(cfg.data, "check", "warn")
-    if mode == "off" or (run is not None and getattr(run, "rank", 0) != 0):
+    if mode == "off":
         return None
+    # every worker checks (the result is the same), so that with `fail` they all stop together
+    # instead of the others waiting for rank 0 in a collective; rank 0 alone records and speaks
+    main = run is None or getattr(run, "rank", 0) == 0
+    run = run if main else None
+    announce = announce if main else None
     out_dir = Path(run.dir) / "data-check" if run is not None and getattr(run, "dir", None) else None
     opts = CheckOptions(out_dir=out_dir, seed=cfg.seed, fast=True, max_tokens=cfg.data.seq_len,
                         task=cfg.data.task)

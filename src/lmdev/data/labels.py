@@ -68,7 +68,7 @@ def _lda(x: np.ndarray, y: np.ndarray, n_classes: int, shrink: float = 0.05) -> 
 
 def confident_errors(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Positions of likely label errors, most likely first (confident joint, off-diagonal)."""
-    n, k = probs.shape
+    k = probs.shape[1]
     thresholds = np.full(k, np.inf)
     for j in range(k):
         mine = labels == j

@@ -208,8 +208,8 @@ def column_findings(scan: TableScan) -> list[Finding]:
                            "encode them as numbers (one-hot, ordinal) or drop them: training reads numbers only",
                            name, int(scan.bad[bad].sum()), columns=named(bad)))
     for kind, counts, what, fix in (
-            ("missing", scan.nan - scan.bad, "missing values (NaN or empty; rows listed with unreadable ones)", "fill them (e.g. the column's median) "
-             "or drop those rows: one NaN makes the training loss NaN"),
+            ("missing", scan.nan - scan.bad, "missing values (NaN or empty; rows listed with unreadable ones)",
+             "fill them (e.g. the column's median) or drop those rows: one NaN makes the training loss NaN"),
             ("non_finite", scan.inf, "infinite values", "clip or drop them: they overflow the loss")):
         mask = (counts > 0) & ~empty
         if mask.any():

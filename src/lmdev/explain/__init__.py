@@ -10,4 +10,4 @@ from __future__ import annotations
 from lmdev.explain.run import ExplainOptions, explain_run
 from lmdev.explain.types import Attribution, Explanation
 
-__all__ = ["explain_run", "ExplainOptions", "Explanation", "Attribution"]
+__all__ = ["Attribution", "ExplainOptions", "Explanation", "explain_run"]

@@ -16,6 +16,7 @@ from torch import nn
 from lmdev.errors import LmdevError
 
 IG_STEPS = 32
+BATCH = 64  # occlusion: perturbed copies evaluated in one forward pass
 
 
 def captum_attr():  # type: ignore[no-untyped-def]
@@ -46,7 +47,8 @@ def attribute_table(model: nn.Module, x: torch.Tensor, baseline: torch.Tensor, t
         return Saliency(model).attribute(x, target=target, abs=True).detach(), None
     if method == "occlusion":
         with torch.no_grad():
-            return FeatureAblation(model).attribute(x.detach(), baselines=base, target=target).detach(), None
+            return FeatureAblation(model).attribute(x.detach(), baselines=base, target=target,
+                                                    perturbations_per_eval=BATCH).detach(), None
     raise LmdevError(f"method {method} works on transformer language models only",
                      "use integrated-gradients, saliency or occlusion for this model")
 
@@ -73,7 +75,9 @@ def attribute_tokens(model: nn.Module, ids: torch.Tensor, target: int, method: s
         return grads.norm(dim=-1)[0].detach(), None
     if method == "occlusion":
         with torch.no_grad():
-            return ca.FeatureAblation(forward).attribute(ids, baselines=0, target=target)[0].float().detach(), None
+            scores = ca.FeatureAblation(forward).attribute(ids, baselines=0, target=target,
+                                                           perturbations_per_eval=BATCH)
+            return scores[0].float().detach(), None
     raise LmdevError(f"unknown method {method!r}")
 
 

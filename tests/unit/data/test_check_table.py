@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmdev.data import CheckOptions, check, read
-from lmdev.data import hashing
+from lmdev.data import CheckOptions, check, hashing, read
 from lmdev.data.planted import make_table, write_csv
 from lmdev.errors import LmdevError
 
@@ -68,7 +67,7 @@ def test_the_label_in_disguise_and_the_constant_column_are_named(planted):
 
 
 def test_the_report_on_disk_is_strict_json(planted):
-    _, report, d = planted
+    _, _, d = planted
     doc = json.loads((d / "out" / "report.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert doc["status"] == "severe"
     assert {s["name"]: s["rows"] for s in doc["splits"]} == {"train": 3000, "val": 600}
@@ -154,6 +153,12 @@ def test_the_digits_config_is_split_as_training_splits_it():
     report = check(root / "examples" / "digits_mlp.yaml", CheckOptions(fast=True))
     assert [(s.name, s.rows) for s in report.splits] == [("train", 1438), ("val", 359)]
     assert report.exit_code == 0
+
+
+def test_a_header_without_rows_is_severe(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b,label\n")
+    report = check(tmp_path / "t.csv")
+    assert [f.id for f in report.findings] == ["split.empty"] and report.exit_code == 1
 
 
 def test_a_missing_file_and_a_missing_label_column_are_user_errors(tmp_path):

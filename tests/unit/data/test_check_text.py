@@ -3,8 +3,6 @@ histogram, duplicates and overlap between train and validation."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from lmdev.data import CheckOptions, check
 
 
