@@ -231,7 +231,7 @@ def install_from_bundle(tar_path: Path, opts: SetupOptions) -> SetupResult:
             info = manifest["environments"][env.name]
             prefix = env_prefix(opts, env)
             if not opts.system and not (prefix / "pyvenv.cfg").is_file():
-                inst.create_venv(prefix, info["python"], opts.installer)
+                inst.create_venv(prefix, info["python"], opts.installer, offline=True)
             have = venv_python_version(prefix) if not opts.system else f"{sys.version_info[0]}.{sys.version_info[1]}"
             if have and have != info["python"]:
                 raise LmdevError(f"the bundle is for Python {info['python']}; {prefix} has Python {have}",
