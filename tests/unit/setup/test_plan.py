@@ -148,7 +148,7 @@ def test_every_plan_matches_the_documented_schema():
     import jsonschema
 
     schema = json.loads((ROOT / "docs" / "schemas" / "setup-plan.schema.json").read_text())
-    for name, profile in all_profiles().items():
+    for profile in all_profiles().values():
         for stacks in STACKS.values():
             jsonschema.validate(json.loads(make_plan(profile, stacks).to_json()), schema)
 
