@@ -3,8 +3,10 @@ installs on a machine with no network at all (``--no-index --find-links``).
 
 Stable API (used by ``lmdev remote``)::
 
-    build_bundle(out: Path, project: Path) -> BundleInfo
+    build_bundle(out: Path, project: Path, profile: str | None = None) -> BundleInfo
     install_from_bundle(tar: Path, opts: SetupOptions) -> SetupResult
+    install_bundle(tar: Path, venv: Path, project: Path | None = None, *, verify=True,
+                   installer="uv") -> SetupResult
 
 Layout of the tar: ``manifest.json`` (format, python, platform, environments -> lock and
 requirements file, every wheel with its sha256), ``setup-plan.json``, ``pylock*.toml``,
@@ -250,3 +252,13 @@ def install_from_bundle(tar_path: Path, opts: SetupOptions) -> SetupResult:
         shutil.copyfile(stage / PLAN_FILE, opts.project / PLAN_FILE)
         return SetupResult(plan, results)
 
+
+
+def install_bundle(tar_path: Path, venv: Path, project: Path | None = None, *, verify: bool = True,
+                   installer: str = "uv") -> SetupResult:
+    """Install ``tar_path`` into the virtual environment ``venv`` (created when missing) with no
+    network; the lock and plan are copied to ``project`` (default: ``venv``'s parent folder)."""
+    from lmdev.setup.engine import SetupOptions
+
+    opts = SetupOptions(project=project or venv.parent, venv=venv, verify=verify, installer=installer)
+    return install_from_bundle(tar_path, opts)
