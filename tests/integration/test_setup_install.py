@@ -118,6 +118,11 @@ def test_bundle_installs_with_the_indexes_gone(indexes):
     assert r.returncode == 0, r.stderr
     assert installed(root / "v4") == want
     assert (other / "pylock.toml").is_file() and (other / "setup-plan.json").is_file()
+    # the same through the Python API that `lmdev remote` uses
+    from lmdev.setup.bundle import install_bundle
+
+    res = install_bundle(out, root / "api-venv", verify=False)
+    assert res.environments[0].action == "from-bundle" and installed(root / "api-venv") == want
 
     # a bundle whose wheel was changed is refused before anything is installed
     bad = root / "bad.tar"

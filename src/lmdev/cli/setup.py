@@ -106,6 +106,11 @@ def _install(args: argparse.Namespace, opts: Any) -> int:
     from lmdev.setup.engine import run_setup, verify_only
 
     err = Console(stderr=True, highlight=False)
+    plain = not (args.verify or args.from_bundle or args.frozen)
+    if plain and not args.json:
+        from lmdev.setup.engine import dry_run
+
+        render_plan(dry_run(opts))  # the plan first; the same facts give the same plan below
     with err.status("lmdev setup", spinner="dots") as status:
         def say(text: str) -> None:
             status.update(text)
@@ -124,8 +129,6 @@ def _install(args: argparse.Namespace, opts: Any) -> int:
         json.dump(result.to_dict(), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        if not args.verify and not args.frozen and not args.from_bundle:
-            render_plan(result.plan)
         render_result(result)
     return 0 if result.ok else 1
 

@@ -3,8 +3,10 @@ installs on a machine with no network at all (``--no-index --find-links``).
 
 Stable API (used by ``lmdev remote``)::
 
-    build_bundle(out: Path, project: Path) -> BundleInfo
+    build_bundle(out: Path, project: Path, profile: str | None = None) -> BundleInfo
     install_from_bundle(tar: Path, opts: SetupOptions) -> SetupResult
+    install_bundle(tar: Path, venv: Path, project: Path | None = None, *, verify=True,
+                   installer="uv") -> SetupResult
 
 Layout of the tar: ``manifest.json`` (format, python, platform, environments -> lock and
 requirements file, every wheel with its sha256), ``setup-plan.json``, ``pylock*.toml``,
@@ -231,7 +233,7 @@ def install_from_bundle(tar_path: Path, opts: SetupOptions) -> SetupResult:
             info = manifest["environments"][env.name]
             prefix = env_prefix(opts, env)
             if not opts.system and not (prefix / "pyvenv.cfg").is_file():
-                inst.create_venv(prefix, info["python"], opts.installer)
+                inst.create_venv(prefix, info["python"], opts.installer, offline=True)
             have = venv_python_version(prefix) if not opts.system else f"{sys.version_info[0]}.{sys.version_info[1]}"
             if have and have != info["python"]:
                 raise LmdevError(f"the bundle is for Python {info['python']}; {prefix} has Python {have}",
@@ -250,3 +252,13 @@ def install_from_bundle(tar_path: Path, opts: SetupOptions) -> SetupResult:
         shutil.copyfile(stage / PLAN_FILE, opts.project / PLAN_FILE)
         return SetupResult(plan, results)
 
+
+
+def install_bundle(tar_path: Path, venv: Path, project: Path | None = None, *, verify: bool = True,
+                   installer: str = "uv") -> SetupResult:
+    """Install ``tar_path`` into the virtual environment ``venv`` (created when missing) with no
+    network; the lock and plan are copied to ``project`` (default: ``venv``'s parent folder)."""
+    from lmdev.setup.engine import SetupOptions
+
+    opts = SetupOptions(project=project or venv.parent, venv=venv, verify=verify, installer=installer)
+    return install_from_bundle(tar_path, opts)

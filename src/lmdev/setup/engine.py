@@ -123,6 +123,11 @@ def plan_for(opts: SetupOptions, sources: Sources) -> tuple[SetupPlan, MachinePr
         python = (opts.python or venv_python_version(prefix)
                   or (_here_python() if opts.system else None) or _here_python())
         profile = profile_from_facts(facts).with_python(python)
+        if opts.facts is None and sys.platform.startswith("linux"):  # this machine: its C library too
+            import dataclasses
+            import platform
+
+            profile = dataclasses.replace(profile, glibc=platform.libc_ver()[1] or None)
     return make_plan(profile, opts.stacks or sources.stacks, sources.torch_index), profile
 
 

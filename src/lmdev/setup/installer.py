@@ -92,10 +92,12 @@ def installer_error(what: str, output: str) -> LmdevError:
     return LmdevError(f"{what} failed: {tail}", "see the resolver's message; check the stacks and the indexes")
 
 
-def create_venv(path: Path, python: str | None, installer: str) -> None:
-    """A new virtual environment at ``path`` (uv's is created in milliseconds)."""
+def create_venv(path: Path, python: str | None, installer: str, offline: bool = False) -> None:
+    """A new virtual environment at ``path`` (uv's is created in milliseconds). ``offline``: use
+    an interpreter already on this machine, never download one."""
     if installer == "uv":
-        cmd = [uv_binary(), "venv", "--no-config", "--quiet", str(path)]
+        cmd = [uv_binary(), "venv", "--no-config", "--quiet", str(path)] + (
+            ["--offline", "--no-python-downloads"] if offline else [])
         if python:
             cmd += ["--python", python]
         run_tool(cmd, "creating the virtual environment", timeout=300)

@@ -137,6 +137,10 @@ def make_plan(profile: MachineProfile, stacks: list[str] | None = None,
     """The plan for ``stacks`` on the machine ``profile`` describes."""
     stacks = normalise_stacks(stacks)
     pl = _Planner(profile, torch_index)
+    if profile.os == "linux" and profile.glibc and version_tuple(profile.glibc)[:2] < (2, 28):
+        pl.warnings.append(f"glibc {profile.glibc}: current PyTorch, TensorFlow and JAX wheels are "
+                           "manylinux_2_28 (glibc 2.28+) and will not resolve here; upgrade the OS or "
+                           "work in a container (`lmdev setup export --dockerfile`)")
     keras_backend = keras_backend_for(stacks) if "keras" in stacks else None
     frameworks = _frameworks(stacks, keras_backend)
     tf = _plan_tensorflow(pl) if "tensorflow" in frameworks else None

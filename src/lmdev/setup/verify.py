@@ -257,7 +257,7 @@ def frameworks_to_verify(backends: dict[str, str], env_vars: dict[str, str]) -> 
 
 
 def python_of(prefix: Path) -> str:
-    for rel in ("bin/python", "Scripts/python.exe"):
+    for rel in ("bin/python", "bin/python3", "Scripts/python.exe"):
         if (prefix / rel).exists():
             return str(prefix / rel)
     return str(prefix / "bin" / "python")

@@ -148,6 +148,14 @@ def test_every_plan_matches_the_documented_schema():
     import jsonschema
 
     schema = json.loads((ROOT / "docs" / "schemas" / "setup-plan.schema.json").read_text())
-    for name, profile in all_profiles().items():
+    for profile in all_profiles().values():
         for stacks in STACKS.values():
             jsonschema.validate(json.loads(make_plan(profile, stacks).to_json()), schema)
+
+
+def test_an_old_glibc_is_named_before_the_resolver_fails():
+    import dataclasses
+
+    plan = make_plan(dataclasses.replace(PROFILES["cpu-only"], glibc="2.17"), ["torch"])
+    assert any("glibc 2.17" in w and "manylinux_2_28" in w for w in plan.warnings)
+    assert not make_plan(dataclasses.replace(PROFILES["cpu-only"], glibc="2.35"), ["torch"]).warnings
