@@ -27,7 +27,11 @@ from lmdev.cli import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "digits_mlp.yaml"
-FUZZ = settings(max_examples=int(os.environ.get("LMDEV_FUZZ_EXAMPLES", "25")), deadline=None, derandomize=True,
+# CI runs the same cases each time (derandomized); LMDEV_FUZZ_RANDOM=1 draws new ones, and
+# LMDEV_FUZZ_EXAMPLES=N runs N per command instead of 25.
+FUZZ = settings(max_examples=int(os.environ.get("LMDEV_FUZZ_EXAMPLES", "25")), deadline=None,
+                derandomize=os.environ.get("LMDEV_FUZZ_RANDOM") != "1",
+                database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                       HealthCheck.filter_too_much])
 
