@@ -36,8 +36,8 @@ from lmdev.errors import LmdevError
 from lmdev.names import InvalidName, run_path
 from lmdev.track.store import MAX_LIMIT, DamagedRun
 from lmdev.ui import data as D
-from lmdev.ui.guard import LoginThrottle, StreamGate, cookie_name, safe_redirect_path
 from lmdev.ui.downsample import DEFAULT_POINTS, MAX_POINTS, series
+from lmdev.ui.guard import LoginThrottle, StreamGate, cookie_name, safe_redirect_path
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")

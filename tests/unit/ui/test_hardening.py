@@ -11,7 +11,13 @@ from lmdev.cli.ui import resolve_token
 from lmdev.errors import LmdevError
 from lmdev.track.store import Store
 from lmdev.track.types import RunInfo
-from lmdev.ui.guard import LoginThrottle, StreamGate, cookie_name, safe_redirect_path, token_bits
+from lmdev.ui.guard import (
+    LoginThrottle,
+    StreamGate,
+    cookie_name,
+    safe_redirect_path,
+    token_bits,
+)
 from lmdev.ui.server import create_app
 from tests.unit.ui.helpers import make_store
 
