@@ -188,15 +188,20 @@ def place(tmp_path, monkeypatch):
 def _known_elsewhere(argv: list[str], data: bytes | None = None) -> bool:
     if argv[0] == "train" and data is not None and not _utf8(data):
         return True  # harden-train: a config that is not UTF-8 -> UnicodeDecodeError in train/config.py
+        # (fixed on main by harden-train's merge, d523c5f: exit 2; remove this skip after merging)
     if argv[0] == "checkpoint" and any(len(part.encode()) > 255 for arg in argv[2:] for part in arg.split("/")):
         return True  # harden-train: a path part too long -> OSError (ENAMETOOLONG) in cli/checkpoint.py
+        # (still open on main at d523c5f)
     if argv[0] == "checkpoint" and data is not None and _json_but_not_an_object(data):
         return True  # harden-train: manifest.json `0`, `[]`, `"x"` -> TypeError in train/checkpoint.py verify
+        # (fixed on main at d523c5f: exit 1; remove this skip after merging)
     if argv[0] == "doctor" and "--html" in argv and Path(argv[argv.index("--html") + 1]).is_dir():
         return True  # harden-train: doctor --html FOLDER -> IsADirectoryError in fsutil.atomic_write_bytes
+        # (fixed on main at d523c5f: exit 2; remove this skip after merging)
     if argv[0] == "plan" and any(len(part.encode("utf-8", "replace")) > 255 for part in argv[1].split("/")):
         return True  # owned by neither hardening half (for the lead): plan MODEL with a path part
         # longer than 255 bytes -> OSError (ENAMETOOLONG) in plan/model_input.py resolve_model
+        # (still open on main at d523c5f)
     return False
 
 
