@@ -19,15 +19,19 @@ from pathlib import Path
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis", reason="the fuzz test needs hypothesis (pip install '.[test]')")
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
-import lmdev  # noqa: E402
-from lmdev.cli import main  # noqa: E402
+import lmdev
+from lmdev.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "digits_mlp.yaml"
-FUZZ = settings(max_examples=int(os.environ.get("LMDEV_FUZZ_EXAMPLES", "25")), deadline=None, derandomize=True,
+# CI runs the same cases each time (derandomized); LMDEV_FUZZ_RANDOM=1 draws new ones, and
+# LMDEV_FUZZ_EXAMPLES=N runs N per command instead of 25.
+FUZZ = settings(max_examples=int(os.environ.get("LMDEV_FUZZ_EXAMPLES", "25")), deadline=None,
+                derandomize=os.environ.get("LMDEV_FUZZ_RANDOM") != "1",
+                database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                       HealthCheck.filter_too_much])
 
@@ -38,7 +42,7 @@ def call(argv: list[str]) -> tuple[int, str, str]:
     """``lmdev ARGV`` in this process: (exit code, stdout, stderr); an exception that escapes
     ``main`` is what a user would see as a traceback (exit code -1 here)."""
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
-    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="backslashreplace")  # as Python's stderr
     with redirect_stdout(out), redirect_stderr(err):
         try:
             code = main(argv)
@@ -184,12 +188,20 @@ def place(tmp_path, monkeypatch):
 def _known_elsewhere(argv: list[str], data: bytes | None = None) -> bool:
     if argv[0] == "train" and data is not None and not _utf8(data):
         return True  # harden-train: a config that is not UTF-8 -> UnicodeDecodeError in train/config.py
+        # (fixed on main by harden-train's merge, d523c5f: exit 2; remove this skip after merging)
     if argv[0] == "checkpoint" and any(len(part.encode()) > 255 for arg in argv[2:] for part in arg.split("/")):
         return True  # harden-train: a path part too long -> OSError (ENAMETOOLONG) in cli/checkpoint.py
+        # (still open on main at d523c5f)
     if argv[0] == "checkpoint" and data is not None and _json_but_not_an_object(data):
         return True  # harden-train: manifest.json `0`, `[]`, `"x"` -> TypeError in train/checkpoint.py verify
+        # (fixed on main at d523c5f: exit 1; remove this skip after merging)
     if argv[0] == "doctor" and "--html" in argv and Path(argv[argv.index("--html") + 1]).is_dir():
         return True  # harden-train: doctor --html FOLDER -> IsADirectoryError in fsutil.atomic_write_bytes
+        # (fixed on main at d523c5f: exit 2; remove this skip after merging)
+    if argv[0] == "plan" and any(len(part.encode("utf-8", "replace")) > 255 for part in argv[1].split("/")):
+        return True  # owned by neither hardening half (for the lead): plan MODEL with a path part
+        # longer than 255 bytes -> OSError (ENAMETOOLONG) in plan/model_input.py resolve_model
+        # (still open on main at d523c5f)
     return False
 
 
@@ -366,7 +378,7 @@ def test_unknown_options_and_help(place, command, option):
     if command in ("bench", "demo", "doctor"):  # these would really run: give them only refused options
         option = option if option in ("--quick=x", "--json=1", "--no-such-option", "-x", "--help") \
             else "--no-such-" + option.encode("ascii", "ignore").decode()
-    assume(option not in ("--", "-"))
+    assume(option not in ("--", "-") and not _known_elsewhere([command, option]))
     check([command, option])
 
 

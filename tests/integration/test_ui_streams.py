@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("uvicorn", reason="the dashboard needs uvicorn (pip install 'lmdev[ui]')")
 
-import lmdev  # noqa: E402
-from lmdev.ui.guard import MAX_STREAMS, MAX_STREAMS_PER_CLIENT  # noqa: E402
+import lmdev
+from lmdev.ui.guard import MAX_STREAMS, MAX_STREAMS_PER_CLIENT
 
 pytestmark = pytest.mark.integration
 

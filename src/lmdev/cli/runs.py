@@ -162,7 +162,6 @@ def _list(store: Any, args: argparse.Namespace) -> int:
         last = _last_values(store, r, damaged)
         shown = [k for k in ("val_accuracy", "val/accuracy", "val_acc", "val_loss", "loss") if k in last]
         metrics = "  ".join(f"{k}={_num(last[k])}" for k in (shown or list(last)[:2]))
-        style = _STATUS_STYLE.get(r.status, "")
         table.add_row(T(r.id), T(r.name), T(r.project), _status(r.status),
                       _when(r.start_time), _dur(r.duration), T(metrics))
     console.print(table)
@@ -279,10 +278,9 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
 
 
 def _export(store: Any, args: argparse.Namespace) -> int:
-    from lmdev.track.export import export
-
     from lmdev.errors import LmdevError
     from lmdev.names import is_run_id
+    from lmdev.track.export import export
 
     r = store.get_run(args.run)
     if not args.out and not is_run_id(r.id):

@@ -15,8 +15,8 @@ import json
 import os
 import socket
 import sqlite3
-import time
 import sys
+import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager

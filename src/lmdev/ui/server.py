@@ -36,8 +36,8 @@ from lmdev.errors import LmdevError
 from lmdev.names import InvalidName, run_path
 from lmdev.track.store import MAX_LIMIT, DamagedRun
 from lmdev.ui import data as D
-from lmdev.ui.guard import LoginThrottle, StreamGate, cookie_name, safe_redirect_path
 from lmdev.ui.downsample import DEFAULT_POINTS, MAX_POINTS, series
+from lmdev.ui.guard import LoginThrottle, StreamGate, cookie_name, safe_redirect_path
 
 STATIC = Path(__file__).parent / "static"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -167,9 +167,10 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
                 and not request.url.path.startswith("/api/"):
             # the token came in the URL: keep it in a cookie and drop it from the address bar;
             # only ever to a path of this dashboard (never //elsewhere or https://elsewhere)
-            target = safe_redirect_path(request.scope.get("path", "/"))
+            path = request.scope.get("path", "/")
+            target = safe_redirect_path(path)
             query = urllib.parse.urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-            resp = RedirectResponse(target + (f"?{query}" if query and target != "/" else ""), status_code=303)
+            resp = RedirectResponse(target + (f"?{query}" if query and target == path else ""), status_code=303)
             _set_cookie(resp, request)
         else:
             if request.method == "HEAD":  # answered as a GET; the server sends no body

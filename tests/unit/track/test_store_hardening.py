@@ -14,8 +14,8 @@ import pytest
 
 import lmdev
 from lmdev.cli import main
-from lmdev.track import run as run_mod
 from lmdev.errors import LmdevError
+from lmdev.track import run as run_mod
 from lmdev.track import store as store_mod
 from lmdev.track.store import Store
 

@@ -11,7 +11,13 @@ from lmdev.cli.ui import resolve_token
 from lmdev.errors import LmdevError
 from lmdev.track.store import Store
 from lmdev.track.types import RunInfo
-from lmdev.ui.guard import LoginThrottle, StreamGate, cookie_name, safe_redirect_path, token_bits
+from lmdev.ui.guard import (
+    LoginThrottle,
+    StreamGate,
+    cookie_name,
+    safe_redirect_path,
+    token_bits,
+)
 from lmdev.ui.server import create_app
 from tests.unit.ui.helpers import make_store
 
@@ -65,7 +71,9 @@ def test_the_login_redirect_stays_on_this_dashboard(own_store):
             r = c.get(BASE + raw + TOKEN, follow_redirects=False)
             assert r.status_code == 303 and r.headers["location"] == "/", r.headers["location"]
         r = c.get(f"/?token={TOKEN}&x=1", follow_redirects=False)
-        assert r.headers["location"] == "/"  # the query of / is kept only for real paths
+        assert r.headers["location"] == "/?x=1"  # the rest of the query stays, on a safe path only
+        r = c.get(f"{BASE}//evil.example/?token={TOKEN}&x=1", follow_redirects=False)
+        assert r.headers["location"] == "/"
         r = c.get(f"/static/app.css?token={TOKEN}", follow_redirects=False)
         assert r.headers["location"] == "/static/app.css"
 
@@ -187,3 +195,14 @@ def test_a_damaged_run_does_not_make_the_dashboard_answer_500(own_store, sql):
 def test_a_huge_limit_is_a_bad_request_not_a_store_error(client):
     r = client.get("/api/runs", params={"limit": 10**30})
     assert r.status_code == 422
+
+
+def test_read_only_dashboard_writes_nothing_to_the_store(own_store):
+    home, ids = own_store
+    before = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in home.iterdir()}
+    with TestClient(create_app(home, doctor=_doctor, read_only=True), base_url=BASE) as c:
+        assert {r["name"] for r in c.get("/api/runs").json()["runs"]} == {"digits-mlp", "tiny-gpt"}
+        assert c.get(f"/api/runs/{ids['digits-mlp']}").status_code == 200
+        assert c.get(f"/api/runs/{ids['digits-mlp']}/output").json()["files"]["stdout.log"]["size"] > 0
+    after = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in home.iterdir()}
+    assert after == before  # no -wal, no -shm, no new mtime
