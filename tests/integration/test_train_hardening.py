@@ -140,6 +140,7 @@ def test_output_paths_that_are_not_files_are_refused(tmp_path: Path, out: str) -
     '{"disks": {"/": "lots"}}',
     '{"python": {"version": 3.11}}',
     '"just a string"',
+    '{"disks": {"/": [NaN, Infinity]}}',
 ])
 def test_doctor_from_odd_json_is_one_line(tmp_path: Path, snapshot: str) -> None:
     base = json.loads((FIXTURES / "h100-8x-nvlink.json").read_text())

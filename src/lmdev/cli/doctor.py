@@ -102,7 +102,7 @@ def _load_snapshot(path: str) -> Any:
 
     raw = read_limited(path, 64 * 1024**2, "snapshot")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"), parse_constant=_not_json)  # no NaN / Infinity
         if not isinstance(data, dict):
             raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
         return FixtureSource.from_dict(data)
@@ -114,6 +114,10 @@ def _load_snapshot(path: str) -> Any:
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise LmdevError(f"snapshot {path} is not a doctor snapshot ({exc})",
                          "record one with `lmdev doctor --record PATH`") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _list_rules() -> int:
