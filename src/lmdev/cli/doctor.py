@@ -50,10 +50,8 @@ def run(args: argparse.Namespace) -> int:
         return _list_rules()
     from lmdev.diagnose.report import doctor, to_html
     from lmdev.errors import LmdevError
-    from lmdev.fsutil import atomic_write_text
+    from lmdev.fsutil import atomic_write_text, check_target
     from lmdev.probe.source import LocalSource, RecordingSource
-
-    from lmdev.fsutil import check_target
 
     for out in (args.html, args.record):
         if out:
@@ -96,9 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_snapshot(path: str) -> Any:
     from lmdev.errors import LmdevError
-    from lmdev.probe.source import FixtureSource
-
     from lmdev.fsutil import read_limited
+    from lmdev.probe.source import FixtureSource
 
     raw = read_limited(path, 64 * 1024**2, "snapshot")
     try:
