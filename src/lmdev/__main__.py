@@ -7,6 +7,6 @@ import sys
 if sys.path and sys.path[0] in ("", os.getcwd()):
     sys.path.append(sys.path.pop(0))
 
-from lmdev.cli import main  # noqa: E402
+from lmdev.cli import main
 
 raise SystemExit(main())

@@ -54,8 +54,10 @@ def test_a_run_that_diverges_on_its_last_step_is_not_finished(tmp_path: Path) ->
         info = store.get_run(doc["run_id"])
         assert info.status == "failed"
         assert any("diverged" in e.message for e in store.events(info))
-    human = _lmdev(tmp_path, "train", "c.yaml", "--no-telemetry")
+    # the human summary, with a name that is rich markup (printed as text, not parsed)
+    human = _lmdev(tmp_path, "train", "c.yaml", "--no-telemetry", "--name", "[/]odd[bold")
     assert human.returncode == 1 and "diverged" in human.stdout and "Traceback" not in human.stderr
+    assert "[/]odd[bold" in human.stdout
 
 
 def test_a_stray_module_beside_the_config_does_not_replace_an_installed_one(tmp_path: Path) -> None:
@@ -138,6 +140,7 @@ def test_output_paths_that_are_not_files_are_refused(tmp_path: Path, out: str) -
     '{"disks": {"/": "lots"}}',
     '{"python": {"version": 3.11}}',
     '"just a string"',
+    '{"disks": {"/": [NaN, Infinity]}}',
 ])
 def test_doctor_from_odd_json_is_one_line(tmp_path: Path, snapshot: str) -> None:
     base = json.loads((FIXTURES / "h100-8x-nvlink.json").read_text())

@@ -50,10 +50,8 @@ def run(args: argparse.Namespace) -> int:
         return _list_rules()
     from lmdev.diagnose.report import doctor, to_html
     from lmdev.errors import LmdevError
-    from lmdev.fsutil import atomic_write_text
+    from lmdev.fsutil import atomic_write_text, check_target
     from lmdev.probe.source import LocalSource, RecordingSource
-
-    from lmdev.fsutil import check_target
 
     for out in (args.html, args.record):
         if out:
@@ -96,13 +94,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_snapshot(path: str) -> Any:
     from lmdev.errors import LmdevError
-    from lmdev.probe.source import FixtureSource
-
     from lmdev.fsutil import read_limited
+    from lmdev.probe.source import FixtureSource
 
     raw = read_limited(path, 64 * 1024**2, "snapshot")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"), parse_constant=_not_json)  # no NaN / Infinity
         if not isinstance(data, dict):
             raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
         return FixtureSource.from_dict(data)
@@ -114,6 +111,10 @@ def _load_snapshot(path: str) -> Any:
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise LmdevError(f"snapshot {path} is not a doctor snapshot ({exc})",
                          "record one with `lmdev doctor --record PATH`") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _list_rules() -> int:

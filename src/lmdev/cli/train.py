@@ -216,12 +216,13 @@ def _with_progress(cfg: Any, args: argparse.Namespace, base_dir: Path) -> Any:
 @contextlib.contextmanager
 def progress_bar(console: Any, cfg: Any) -> Iterator[Callable[[Any], None]]:
     """A rich progress bar (step, loss, validation, throughput, ETA); yields the callback."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(cfg.name, total=cfg.train.max_steps, info="starting")
+        task = bar.add_task(escape(cfg.name), total=cfg.train.max_steps, info="starting")
 
         def on_progress(p: Any) -> None:
             m = p.metrics
@@ -242,6 +243,7 @@ def progress_bar(console: Any, cfg: Any) -> Iterator[Callable[[Any], None]]:
 
 def _summary(result: Any) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(highlight=False)
     colour = {"finished": "green", "diverged": "red"}.get(result.status, "yellow")
@@ -252,10 +254,11 @@ def _summary(result: Any) -> None:
     if keys:
         console.print("  " + "  ".join(f"{k} [bold]{shown[k]:.4f}[/]" for k in keys))
     if result.run_id:
-        console.print(f"  run [cyan]{result.run_id}[/] · checkpoints in {result.checkpoint_dir}")
-        console.print(f"  look at it: [cyan]lmdev runs show {result.run_id}[/]")
+        run_id = escape(str(result.run_id))
+        console.print(f"  run [cyan]{run_id}[/] · checkpoints in {escape(str(result.checkpoint_dir))}")
+        console.print(f"  look at it: [cyan]lmdev runs show {run_id}[/]")
     if result.status == "diverged":
         console.print("  the loss or the weights are no longer finite: lower optimizer.lr, set train.grad_clip, "
                       "or use train.nan_policy: rollback")
     if result.status == "killed":
-        console.print(f"  continue with: [cyan]lmdev train CONFIG --resume {result.run_id or ''}[/]")
+        console.print(f"  continue with: [cyan]lmdev train CONFIG --resume {escape(str(result.run_id or ''))}[/]")

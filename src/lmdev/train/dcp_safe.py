@@ -135,8 +135,8 @@ def _reader_class() -> type:
 def _planner_class() -> type:
     import torch
     from torch.distributed.checkpoint import DefaultLoadPlanner
-    from torch.distributed.checkpoint.planner import ReadItem
     from torch.distributed.checkpoint._traverse import set_element  # what DefaultLoadPlanner uses
+    from torch.distributed.checkpoint.planner import ReadItem
 
     class SafePlanner(DefaultLoadPlanner):
         """DCP's load planner, loading non-tensor entries with ``weights_only=True``."""
@@ -170,7 +170,6 @@ def load(state_dict: dict[str, Any], folder: str | Path) -> None:
     import warnings
 
     import torch.distributed.checkpoint as dcp
-
     from torch.distributed.checkpoint.api import CheckpointException
 
     try:

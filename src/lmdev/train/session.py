@@ -94,7 +94,10 @@ def _session(cfg: TrainConfig, resume: str | None, base_dir: Path | None,
             resume_path = own
             run.event(f"worker restarted by the elastic launcher: resuming from {own}", level="warning")
     if announce:
-        announce(f"run [cyan]{run.id}[/] ({cfg.name})" + (f", resuming {resume_path}" if resume_path else ""))
+        from rich.markup import escape  # names and paths are user text: never markup
+
+        announce(f"run [cyan]{escape(str(run.id))}[/] ({escape(cfg.name)})"
+                 + (f", resuming {escape(str(resume_path))}" if resume_path else ""))
     try:
         from lmdev.data.check import check_for_training
 
