@@ -266,7 +266,7 @@ def follow(ref: str, offset: int = 0, interval: float = 1.0) -> int:
         if state["exit_code"] is not None:
             emit({"end": job_state(d)})
             return 0
-        time.sleep(0.2)
+        time.sleep(2.0 if "slurm_id" in state else 0.2)  # Slurm is asked at most every 2 s
 
 
 def stop(ref: str, timeout: float = 30.0) -> dict[str, Any]:
