@@ -61,9 +61,6 @@ def add(remote: Remote, accept_new: bool, replace: bool = False) -> dict[str, An
     if remote.name in reg.remotes and not replace:
         raise LmdevError(f"a remote named {remote.name} exists already",
                          f"remove it with `lmdev remote rm {remote.name}`, or pick another name")
-    if remote.jump and remote.jump in reg.remotes:  # the jump host named as a remote
-        j = reg.remotes[remote.jump]
-        remote.jump = j.target
     with ssh.connect(remote, accept_new=accept_new) as conn:
         facts = bootstrap.probe(conn, remote)
     reg.remotes[remote.name] = remote

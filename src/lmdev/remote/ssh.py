@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lmdev.errors import LmdevError
-from lmdev.remote.hosts import Remote, parse_target
+from lmdev.remote.hosts import Remote, load, parse_target
 
 CONNECT_TIMEOUT_S = 7.0  # an unreachable host answers within 10 s, process start included
 T = TypeVar("T")
@@ -268,8 +268,10 @@ async def _open(r: Remote, accept_new: bool, tunnel: Any = None) -> tuple[Any, s
 def connect(remote: Remote, accept_new: bool = False, jump: Remote | None = None) -> Connection:
     """Open a connection to ``remote`` (through ``jump`` or ``remote.jump`` when given)."""
     if jump is None and remote.jump:
-        user, host, port = parse_target(remote.jump)
-        jump = Remote(name=remote.jump, host=host, user=user, port=port, key=remote.key)
+        jump = load().remotes.get(remote.jump)  # another remote, with its own user, port and key
+        if jump is None:
+            user, host, port = parse_target(remote.jump)
+            jump = Remote(name=remote.jump, host=host, user=user, port=port, key=remote.key)
 
     async def go() -> tuple[Any, Any, str]:
         tunnel = None
