@@ -14,6 +14,8 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,7 +25,9 @@ SSHD = "/usr/sbin/sshd"
 # user, and whether its lmdev venv may import the test venv's site-packages (torch)
 HOSTS = {"n1": True, "n2": True, "n3": False, "jump": False}
 USER_PREFIX = "lmdevt"
-SITE = "/work/main/.venv/lib/python3.11/site-packages"
+# the test venv's site-packages (torch): the remote venvs of n1 and n2 may import it
+SITE = sysconfig.get_paths()["purelib"]
+SYSTEM_PYTHON = "/usr/bin/python3"  # what `python3` is for the test users
 
 
 def free_port() -> int:
@@ -192,6 +196,14 @@ def can_run() -> str | None:
         return "openssh-server is not installed (apt-get install -y openssh-server)"
     if os.geteuid() != 0:
         return "the sshd lab needs root (it creates test users)"
-    if not os.path.isdir(SITE):
-        return f"{SITE} is missing"
+    path = Path(SITE)
+    if not all(p.stat().st_mode & 0o005 == 0o005 for p in [path, *path.parents]):
+        return f"other users cannot read the test venv's {SITE} (the lab's hosts are other users)"
+    try:
+        ver = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"{SYSTEM_PYTHON} is missing"
+    if ver != str(tuple(sys.version_info[:2])):
+        return f"{SYSTEM_PYTHON} is Python {ver}, the test venv {sys.version_info[:2]}: they cannot share torch"
     return None

@@ -43,7 +43,8 @@ def env(lab, tmp_path_factory):
     e = lab.env(tmp_path_factory.mktemp("local") / ".lmdev")
     for name, target, extra in (
             ("n1", lab.target("n1"), ["--site-packages", lab.site_packages]),
-            ("n2", lab.target("n2"), ["--site-packages", lab.site_packages, "--jump", lab.target("jump")]),
+            ("jump", lab.target("jump"), []),
+            ("n2", lab.target("n2"), ["--site-packages", lab.site_packages, "--jump", "jump"]),  # a named jump host
             ("n3", "node3", [])):
         r = run_lmdev("remote", "add", name, target, "--accept-new", *extra, env=e)
         assert r.returncode == 0, r.stderr
@@ -133,7 +134,7 @@ def test_connection_errors_are_one_line(lab, env, tmp_path):
     for stderr in (r.stderr,):
         assert stderr.count("\n") == 1 and "Traceback" not in stderr
     names = [x["name"] for x in _json(run_lmdev("remote", "list", "--json", env=env))["remotes"]]
-    assert names == ["n1", "n2", "n3"]
+    assert names == ["jump", "n1", "n2", "n3"]
 
 
 def test_bootstrap_without_a_package_index(lab, env):

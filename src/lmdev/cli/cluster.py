@@ -99,7 +99,7 @@ def train_cluster(name: str, config: str, sync: str | None, overrides: list[str]
     folder = Path(sync).resolve() if sync else ops.default_sync_dir(cfg)
     if not cfg.is_relative_to(folder):
         raise LmdevError(f"config {config} is not inside the project folder {folder}", "pass --sync DIR")
-    res = cluster.train(name, cfg, folder, overrides, nproc, follow_printer())
+    res = cluster.train(name, cluster.Launch(cfg, folder, overrides, nproc), follow_printer())
     failed = [s for s in res.states if s["exit_code"] != 0]
     for s, node in zip(res.states, hosts_of(name)):
         print(f"lmdev: {node}: {s['state']} (exit status {s['exit_code']})", file=sys.stderr)
@@ -121,9 +121,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def train_on(args: argparse.Namespace) -> int:
     """``lmdev train CONFIG --on NAME``: a cluster, or a single remote."""
-    from lmdev.cli.remote import train_remote
+    from lmdev.cli.remote import TrainRequest, train_remote
     from lmdev.remote import hosts
 
     if args.on in hosts.load().clusters:
         return train_cluster(args.on, args.config, None, args.overrides, args.nproc or 1)
-    return train_remote(args.on, args.config, None, args.overrides, args.name, detach=False)
+    return train_remote(TrainRequest(args.on, args.config, overrides=args.overrides, run_name=args.name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -245,11 +246,27 @@ def _follow(conn: Any, env: Any, job: str, cancel_on_interrupt: bool = False) ->
     return 0 if end["exit_code"] == 0 else 1
 
 
-def train_remote(name: str, config: str, sync: str | None, overrides: list[str], run_name: str | None,
-                 detach: bool = False, pull: bool = False, sbatch: dict[str, str] | None = None) -> int:
+@dataclass
+class TrainRequest:
+    """``lmdev remote train`` (and ``lmdev train --on REMOTE``)."""
+
+    name: str
+    config: str
+    sync: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    run_name: str | None = None
+    detach: bool = False
+    pull: bool = False
+    sbatch: dict[str, str] | None = None  # through Slurm with these #SBATCH options
+
+
+def train_remote(req: TrainRequest) -> int:
     """Send the project, start ``lmdev train`` detached on the remote, follow it unless ``detach``."""
     from lmdev.errors import LmdevError
     from lmdev.remote import ops
+
+    name, config, sync, overrides, run_name = req.name, req.config, req.sync, req.overrides, req.run_name
+    detach, pull, sbatch = req.detach, req.pull, req.sbatch
 
     cfg = Path(config).resolve()
     if not cfg.is_file():
@@ -261,8 +278,8 @@ def train_remote(name: str, config: str, sync: str | None, overrides: list[str],
     with ops.session(name) as (conn, env):
         s = ops.sync(conn, env, folder)
         print(f"lmdev: sent {len(s.sent)} changed file(s) of {s.files} to {name}:{s.remote_dir}", file=sys.stderr)
-        job = ops.start_job(conn, env, ops.train_argv(str(cfg.relative_to(folder)), overrides, run_name),
-                            s.remote_dir, sbatch=sbatch)
+        argv = ops.train_argv(str(cfg.relative_to(folder)), overrides, run_name)
+        job = ops.start_job(conn, env, ops.JobSpec(argv, s.remote_dir, sbatch=sbatch))
         how = "submitted to Slurm" if sbatch is not None else "started"
         print(f"lmdev: {how} job {job} on {name} (it survives a dropped connection)", file=sys.stderr)
         if detach:
@@ -287,8 +304,8 @@ def _train(args: argparse.Namespace) -> int:
             if not sep or not key:
                 raise LmdevError(f"bad --sbatch {item!r}", "write --sbatch KEY=VALUE, e.g. partition=gpu")
             sbatch[key.lstrip("-")] = value
-    return train_remote(args.name, args.config, args.sync, args.overrides, args.run_name, args.detach, args.pull,
-                        sbatch)
+    return train_remote(TrainRequest(args.name, args.config, args.sync, args.overrides, args.run_name, args.detach,
+                                      args.pull, sbatch))
 
 
 def _attach(args: argparse.Namespace) -> int:

@@ -266,7 +266,7 @@ def follow(ref: str, offset: int = 0, interval: float = 1.0) -> int:
         if state["exit_code"] is not None:
             emit({"end": job_state(d)})
             return 0
-        time.sleep(0.2)
+        time.sleep(2.0 if "slurm_id" in state else 0.2)  # Slurm is asked at most every 2 s
 
 
 def stop(ref: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -334,12 +334,6 @@ def port_free(port: int) -> bool:
     return True
 
 
-def allreduce(rank: int, world: int, addr: str, port: int, mbytes: float, iters: int) -> dict[str, Any]:
-    from lmdev.remote.collective import gloo_allreduce
-
-    return gloo_allreduce(rank, world, addr, port, mbytes, iters)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lmdev.remote.agent")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -370,6 +364,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _allreduce(args: argparse.Namespace) -> dict[str, Any]:
+    from lmdev.remote.collective import gloo_allreduce
+
+    return gloo_allreduce(args.rank, args.world, f"{args.addr}:{args.port}", args.mbytes, args.iters)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "supervise":
         return supervise(args.job)
@@ -385,7 +385,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "manifest": lambda: manifest(args.folder),
         "export": lambda: export(stdin.get("cursors", {}), stdin.get("runs", []), stdin.get("checkpoints", False)),
         "port-free": lambda: {"free": port_free(args.port)},
-        "allreduce": lambda: allreduce(args.rank, args.world, args.addr, args.port, args.mbytes, args.iters),
+        "allreduce": lambda: _allreduce(args),
     }[args.cmd]()
     emit({"result": result})
     return 0

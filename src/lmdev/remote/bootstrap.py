@@ -48,7 +48,7 @@ def home_relative(path: str) -> str:
     """A path for a shell that has done ``cd`` (to the home folder): ``~/x`` -> ``x``."""
     if path == "~":
         return "."
-    return path[2:] if path.startswith("~/") else path
+    return path.removeprefix("~/")
 
 
 def parse_result(stdout: str) -> Any:
@@ -93,7 +93,7 @@ def probe(conn: Connection, remote: Remote) -> dict[str, Any]:
     return data
 
 
-def _install_script(remote: Remote, wheel_name: str, reqs: list[str], fingerprint: str) -> str:
+def install_script(remote: Remote, wheel_name: str, reqs: list[str], fingerprint: str) -> str:
     r = shlex.quote(home_relative(remote.root))
     py = shlex.quote(home_relative(remote.python))
     link = (f'echo {shlex.quote(remote.site_packages)} > "$SP/_lmdev_linked.pth"' if remote.site_packages
@@ -141,7 +141,7 @@ def install(conn: Connection, remote: Remote, make_bundle: Callable[[bundle_mod.
     have = conn.run(f"ls -1 {shlex.quote(root_abs)}/wheels 2>/dev/null", timeout=60).stdout.split()
     send = [(p, f"{root_abs}/wheels/{p.name}") for p in files if p == b.wheel or p.name not in have]
     conn.put(send)
-    r = conn.run("sh -s", input=_install_script(remote, b.wheel.name, b.requirements, b.fingerprint), timeout=900)
+    r = conn.run("sh -s", input=install_script(remote, b.wheel.name, b.requirements, b.fingerprint), timeout=900)
     if r.code != 0:
         text = (r.stderr or r.stdout).strip()
         if "No space left" in text:

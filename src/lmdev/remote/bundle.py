@@ -111,7 +111,7 @@ def build_wheel(fp: str) -> Path:
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
         dest = Path(tmp) / "dist"
         r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "--quiet", "-w", str(dest), str(work)], capture_output=True, text=True)
+                            "--quiet", "-w", str(dest), str(work)], capture_output=True, text=True, check=False)
         wheels = sorted(dest.glob("lmdev-*.whl"))
         if r.returncode != 0 or not wheels:
             raise LmdevError(f"building lmdev's wheel failed: {r.stderr.strip()[-400:]}",
@@ -121,8 +121,8 @@ def build_wheel(fp: str) -> Path:
     return out / wheels[0].name
 
 
-def _platforms(t: Target) -> list[str]:
-    if not t.libc[0] == "glibc":
+def platform_tags(t: Target) -> list[str]:
+    if t.libc[0] != "glibc":
         return [f"linux_{t.machine}"]
     major, minor = (int(x) for x in (t.libc[1].split(".") + ["0"])[:2])
     tags = [f"manylinux_{major}_{m}_{t.machine}" for m in range(minor, 4, -1)]
@@ -142,9 +142,9 @@ def download_wheelhouse(target: Target, reqs: list[str]) -> list[Path]:
                "--python-version", f"{target.version[0]}.{target.version[1]}",
                "--implementation", "cp", "--abi", f"cp{target.version[0]}{target.version[1]}",
                "--abi", "abi3", "--abi", "none"]
-        for plat in _platforms(target):
+        for plat in platform_tags(target):
             cmd += ["--platform", plat]
-        r = subprocess.run(cmd + ["pip", *reqs], capture_output=True, text=True)
+        r = subprocess.run(cmd + ["pip", *reqs], capture_output=True, text=True, check=False)
         if r.returncode != 0:
             raise LmdevError(f"cannot gather lmdev's dependencies for the remote ({target.tag}): "
                              f"{r.stderr.strip()[-400:]}",

@@ -180,13 +180,31 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def node_argv(cfg_args: list[str], nproc: int, world: int, rank: int, addr: str, port: int, job: str) -> list[str]:
+@dataclass
+class Rendezvous:
+    addr: str
+    port: int
+    world: int  # nodes
+    job: str  # the rendezvous id: one run id per launch
+
+
+@dataclass
+class Launch:
+    """What ``cluster train`` runs: a config inside a project folder, on nproc workers per node."""
+
+    config: Path
+    folder: Path
+    overrides: list[str] = field(default_factory=list)
+    nproc: int = 1
+
+
+def node_argv(cfg_args: list[str], nproc: int, rank: int, rdzv: Rendezvous) -> list[str]:
     """torchrun on one node (the launcher of ``lmdev train --nnodes``), with the job as rendezvous id."""
     from lmdev.train.launch import torchrun_command
 
-    cmd = torchrun_command(cfg_args, nproc, world, rank, addr, port, python="{python}")
+    cmd = torchrun_command(cfg_args, nproc, rdzv.world, rank, rdzv.addr, rdzv.port, python="{python}")
     at = cmd.index("-m", 3)  # after the launcher's own options
-    return [*cmd[:at], f"--rdzv-id={job}", *cmd[at:]]
+    return [*cmd[:at], f"--rdzv-id={rdzv.job}", *cmd[at:]]
 
 
 @dataclass
@@ -207,22 +225,23 @@ def _wait_all(nodes: list[Node], job: str, timeout: float = 600) -> list[dict[st
         time.sleep(0.5)
 
 
-def train(name: str, config: Path, folder: Path, overrides: list[str], nproc: int, f: ops.Follow) -> TrainResult:
-    """Run CONFIG on every node of the cluster (torchrun, node ranks 0..N-1) and pull the run."""
+def train(name: str, launch: Launch, f: ops.Follow) -> TrainResult:
+    """Run the config on every node of the cluster (torchrun, node ranks 0..N-1) and pull the run."""
     from lmdev.track.store import home, run_dir
 
-    rel = str(config.relative_to(folder))
+    rel = str(launch.config.relative_to(launch.folder))
     with nodes_of(name) as (c, nodes):
         addr = master_addr(c, nodes[0].remote)
         if not ops.agent(nodes[0].conn, nodes[0].env, "port-free", str(c.port))["free"]:
             raise LmdevError(f"the rendezvous port {c.port} on {nodes[0].remote.name} is in use",
-                             f"recreate the cluster with another --port, or wait for the job that holds it")
-        dirs = _parallel(nodes, lambda _i, n: ops.sync(n.conn, n.env, folder).remote_dir)
-        job = new_job_id()
-        cfg_args = [rel] + [x for o in overrides for x in ("--set", o)]
+                             "recreate the cluster with another --port, or wait for the job that holds it")
+        dirs = _parallel(nodes, lambda _i, n: ops.sync(n.conn, n.env, launch.folder).remote_dir)
+        rdzv = Rendezvous(addr, c.port, len(nodes), new_job_id())
+        job = rdzv.job
+        cfg_args = [rel] + [x for o in launch.overrides for x in ("--set", o)]
         for i, n in enumerate(nodes):
-            ops.start_job(n.conn, n.env, node_argv(cfg_args, nproc, len(nodes), i, addr, c.port, job), dirs[i],
-                          kind="cluster", job=job)
+            argv = node_argv(cfg_args, launch.nproc, i, rdzv)
+            ops.start_job(n.conn, n.env, ops.JobSpec(argv, dirs[i], kind="cluster", job=job))
         end = ops.follow(nodes[0].conn, nodes[0].env, job, f)
         states = _wait_all(nodes, job)
         result = TrainResult(job, states, end.get("run_id"))

@@ -11,8 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 
-def gloo_allreduce(rank: int, world: int, addr: str, port: int, mbytes: float = 16.0, iters: int = 5,
-                   timeout_s: float = 60.0) -> dict[str, Any]:
+def gloo_allreduce(rank: int, world: int, endpoint: str, mbytes: float = 16.0, iters: int = 5) -> dict[str, Any]:
     """All-reduce a float32 tensor of ``mbytes`` MB ``iters`` times; the bus bandwidth in GB/s
     (the NCCL-tests convention: algorithm bandwidth x 2(n-1)/n) and whether the sum was right."""
     import torch
@@ -20,8 +19,8 @@ def gloo_allreduce(rank: int, world: int, addr: str, port: int, mbytes: float = 
 
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     device = torch.device("cuda", 0) if backend == "nccl" else torch.device("cpu")
-    dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=timeout_s))
+    dist.init_process_group(backend, init_method=f"tcp://{endpoint}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
     try:
         n = max(1, int(mbytes * 1e6 / 4))
         x = torch.full((n,), float(rank + 1), dtype=torch.float32, device=device)

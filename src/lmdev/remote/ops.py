@@ -61,9 +61,6 @@ def add(remote: Remote, accept_new: bool, replace: bool = False) -> dict[str, An
     if remote.name in reg.remotes and not replace:
         raise LmdevError(f"a remote named {remote.name} exists already",
                          f"remove it with `lmdev remote rm {remote.name}`, or pick another name")
-    if remote.jump and remote.jump in reg.remotes:  # the jump host named as a remote
-        j = reg.remotes[remote.jump]
-        remote.jump = j.target
     with ssh.connect(remote, accept_new=accept_new) as conn:
         facts = bootstrap.probe(conn, remote)
     reg.remotes[remote.name] = remote
@@ -97,7 +94,7 @@ def project_files(folder: Path) -> list[str]:
     when the folder is in a git work tree, else every file outside the usual build folders."""
     try:
         r = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=folder,
-                           capture_output=True, timeout=30)
+                           capture_output=True, timeout=30, check=False)
         if r.returncode == 0:
             names = [n for n in r.stdout.decode().split("\0") if n]
             return sorted(n for n in names if (folder / n).is_file())
@@ -137,7 +134,7 @@ def sync(conn: Connection, env: RemoteEnv, folder: Path) -> SyncResult:
 def default_sync_dir(config: Path) -> Path:
     try:
         r = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=config.parent, capture_output=True,
-                           text=True, timeout=10)
+                           text=True, timeout=10, check=False)
         if r.returncode == 0 and r.stdout.strip():
             return Path(r.stdout.strip())
     except (OSError, subprocess.SubprocessError):
@@ -147,13 +144,24 @@ def default_sync_dir(config: Path) -> Path:
 
 # -- jobs ----------------------------------------------------------------------------------------
 
-def start_job(conn: Connection, env: RemoteEnv, argv: list[str], cwd: str, kind: str = "train",
-              job: str | None = None, sbatch: dict[str, str] | None = None) -> str:
-    """Start a detached job (through Slurm's sbatch when ``sbatch`` is given); returns its id."""
-    spec: dict[str, Any] = {"argv": argv, "cwd": cwd, "kind": kind, **({"job": job} if job else {})}
-    if sbatch is not None:
-        spec.update(slurm=True, sbatch=sbatch, slurm_bin=conn.remote.slurm_bin)
-    return str(agent(conn, env, "start", input=spec)["job"])
+@dataclass
+class JobSpec:
+    """A detached job: its command (``{python}`` is the remote venv's), folder and kind."""
+
+    argv: list[str]
+    cwd: str
+    kind: str = "train"
+    job: str | None = None  # an id chosen by the caller (the same on every node of a cluster)
+    sbatch: dict[str, str] | None = None  # submit through Slurm with these #SBATCH options
+
+
+def start_job(conn: Connection, env: RemoteEnv, spec: JobSpec) -> str:
+    """Start a detached job (through Slurm's sbatch when ``spec.sbatch`` is set); returns its id."""
+    data: dict[str, Any] = {"argv": spec.argv, "cwd": spec.cwd, "kind": spec.kind,
+                            **({"job": spec.job} if spec.job else {})}
+    if spec.sbatch is not None:
+        data.update(slurm=True, sbatch=spec.sbatch, slurm_bin=conn.remote.slurm_bin)
+    return str(agent(conn, env, "start", input=data)["job"])
 
 
 def train_argv(config_rel: str, overrides: list[str], name: str | None) -> list[str]:

@@ -41,7 +41,7 @@ def script(job_dir: Path, spec: dict[str, Any], argv: list[str], env: dict[str, 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     except FileNotFoundError:
         raise LmdevError(f"{argv[0]} is not on this remote's PATH",
                          "is this a Slurm login node? name the folder with `lmdev remote add ... --slurm-bin DIR`") \

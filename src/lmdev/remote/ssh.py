@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lmdev.errors import LmdevError
-from lmdev.remote.hosts import Remote, parse_target
+from lmdev.remote.hosts import Remote, load, parse_target
 
 CONNECT_TIMEOUT_S = 7.0  # an unreachable host answers within 10 s, process start included
 T = TypeVar("T")
@@ -95,7 +95,7 @@ def _explain(exc: BaseException, where: str, verdict: dict[str, str]) -> LmdevEr
         if verdict.get("host_key") == "changed":
             return LmdevError(f"the host key of {where} has CHANGED since it was recorded in {kh}",
                               "someone may be intercepting the connection; if the host was really "
-                              f"reinstalled, remove the old key with `ssh-keygen -R HOST` and add it again")
+                              "reinstalled, remove the old key with `ssh-keygen -R HOST` and add it again")
         return LmdevError(f"the host key of {where} is unknown (not in {kh})",
                           "check its fingerprint, then connect once with --accept-new")
     if isinstance(exc, asyncssh.PermissionDenied):
@@ -241,8 +241,8 @@ def require_asyncssh() -> Any:
     return asyncssh
 
 
-async def _open(host: str, port: int | None, user: str | None, key: str | None,
-                accept_new: bool, tunnel: Any = None) -> tuple[Any, str]:
+async def _open(r: Remote, accept_new: bool, tunnel: Any = None) -> tuple[Any, str]:
+    host, port, user, key = r.host, r.port, r.user, r.key
     asyncssh = require_asyncssh()
 
     verdict: dict[str, str] = {}
@@ -268,15 +268,17 @@ async def _open(host: str, port: int | None, user: str | None, key: str | None,
 def connect(remote: Remote, accept_new: bool = False, jump: Remote | None = None) -> Connection:
     """Open a connection to ``remote`` (through ``jump`` or ``remote.jump`` when given)."""
     if jump is None and remote.jump:
-        user, host, port = parse_target(remote.jump)
-        jump = Remote(name=remote.jump, host=host, user=user, port=port, key=remote.key)
+        jump = load().remotes.get(remote.jump)  # another remote, with its own user, port and key
+        if jump is None:
+            user, host, port = parse_target(remote.jump)
+            jump = Remote(name=remote.jump, host=host, user=user, port=port, key=remote.key)
 
     async def go() -> tuple[Any, Any, str]:
         tunnel = None
         if jump is not None:
-            tunnel, _ = await _open(jump.host, jump.port, jump.user, jump.key, accept_new)
+            tunnel, _ = await _open(jump, accept_new)
         try:
-            conn, verdict = await _open(remote.host, remote.port, remote.user, remote.key, accept_new, tunnel)
+            conn, verdict = await _open(remote, accept_new, tunnel)
         except BaseException:
             if tunnel is not None:
                 tunnel.close()

@@ -19,7 +19,7 @@ from typing import Any
 from lmdev.errors import LmdevError
 from lmdev.remote import bootstrap, hosts, ssh
 from lmdev.remote.bootstrap import RemoteEnv
-from lmdev.remote.ops import agent, start_job
+from lmdev.remote.ops import JobSpec, agent, start_job
 from lmdev.remote.ssh import Connection
 
 _URL = re.compile(r"serving .* at http://127\.0\.0\.1:(\d+)/")
@@ -77,8 +77,8 @@ class Tunnel:
     def _start_ui(self) -> None:
         assert self.conn and self.env
         store = f"{self.env.root}/home"
-        self.job = start_job(self.conn, self.env, ["{python}", "-m", "lmdev", "ui", "--host", "127.0.0.1",
-                                                   "--port", "0", "--home", store], self.env.root, kind="ui")
+        argv = ["{python}", "-m", "lmdev", "ui", "--host", "127.0.0.1", "--port", "0", "--home", store]
+        self.job = start_job(self.conn, self.env, JobSpec(argv, self.env.root, kind="ui"))
         log = f"{self.env.root}/jobs/{self.job}/out.log"
         deadline = time.monotonic() + 60
         while True:

@@ -5,10 +5,10 @@ from lmdev.remote.hosts import Remote
 
 
 def test_platform_tags_cover_manylinux_up_to_the_remote_glibc():
-    tags = bundle._platforms(bundle.Target((3, 11), "x86_64", ("glibc", "2.28")))
+    tags = bundle.platform_tags(bundle.Target((3, 11), "x86_64", ("glibc", "2.28")))
     assert "manylinux_2_28_x86_64" in tags and "manylinux2014_x86_64" in tags and "manylinux1_x86_64" in tags
     assert "manylinux_2_29_x86_64" not in tags and tags[-1] == "linux_x86_64"
-    assert bundle._platforms(bundle.Target((3, 12), "aarch64", ("musl", "1.2"))) == ["linux_aarch64"]
+    assert bundle.platform_tags(bundle.Target((3, 12), "aarch64", ("musl", "1.2"))) == ["linux_aarch64"]
 
 
 def test_requirements_are_lmdevs_runtime_dependencies_and_the_dashboard():
@@ -32,7 +32,7 @@ def test_fingerprint_changes_with_the_code(tmp_path, monkeypatch):
 
 def test_install_script_is_offline_and_never_touches_a_linked_site_packages():
     r = Remote("n", "h", site_packages="/opt/env/lib/python3.11/site-packages")
-    script = bootstrap._install_script(r, "lmdev-0.1.0-py3-none-any.whl", ["rich>=13"], "abc")
+    script = bootstrap.install_script(r, "lmdev-0.1.0-py3-none-any.whl", ["rich>=13"], "abc")
     assert "PIP_NO_INDEX=1" in script and "PIP_CONFIG_FILE=/dev/null" in script
     assert script.count("--no-index") == 3 and "sudo" not in script
     assert "-m venv --without-pip" in script and "_lmdev_linked.pth" in script

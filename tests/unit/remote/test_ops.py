@@ -40,9 +40,9 @@ def test_parse_result_takes_the_last_result_line():
 
 
 def test_node_argv_gives_each_node_its_rank_and_the_job_as_rendezvous_id():
-    from lmdev.remote.cluster import node_argv
+    from lmdev.remote.cluster import Rendezvous, node_argv
 
-    argv = node_argv(["cfg.yaml"], 1, 2, 1, "10.0.0.1", 29600, "job-1")
+    argv = node_argv(["cfg.yaml"], 1, 1, Rendezvous("10.0.0.1", 29600, 2, "job-1"))
     assert argv[0] == "{python}" and "--node-rank=1" in argv and "--nnodes=2" in argv
     assert "--master-addr=10.0.0.1" in argv and "--master-port=29600" in argv and "--rdzv-id=job-1" in argv
     assert argv.index("--rdzv-id=job-1") < argv.index("-m", 3) and argv[-3:] == ["lmdev", "train", "cfg.yaml"]
