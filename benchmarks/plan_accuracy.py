@@ -44,10 +44,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lmdev.catalog.models import ModelSpec, param_count  # noqa: E402
-from lmdev.plan.compute import flops_per_token, step_time  # noqa: E402
-from lmdev.plan.measure import run_worker  # noqa: E402
-from lmdev.plan.memory import Workload, estimate_memory  # noqa: E402
+from lmdev.catalog.models import ModelSpec, param_count
+from lmdev.plan.compute import flops_per_token, step_time
+from lmdev.plan.measure import run_worker
+from lmdev.plan.memory import Workload, estimate_memory
 
 MODES = ("train", "train", "prefill", "generate")  # training half the time
 FLOP_BUDGET = {"fp32": 12e9, "bf16": 1.2e9}  # per measured step

@@ -25,6 +25,7 @@ Parts (bytes, per device):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -187,7 +188,6 @@ def layer_activation_bytes(spec: ModelSpec, w: Workload, device: str = "gpu") ->
     a = _act_bytes(w)
     mixed = _mixed(w)
     h, q, kv, f = spec.hidden, spec.q_dim, spec.kv_dim, spec.ffn
-    s = w.seq
     total = 0.0
     # norms: RMSNorm (computed in fp32) keeps its input and the normalised tensor; LayerNorm its input
     per_norm = 2 * h * 4 if spec.norm == "rmsnorm" else h * 4
@@ -347,8 +347,7 @@ def tied_grad_sum_bytes(spec: ModelSpec, w: Workload) -> int:
 
 def largest_param(spec: ModelSpec) -> int:
     """Elements of the largest parameter tensor (the embedding table, an MLP matrix or the head)."""
-    return max(spec.vocab * spec.hidden, spec.hidden * spec.ffn * (1 if not spec.moe else 1),
-               spec.hidden * spec.q_dim)
+    return max(spec.vocab * spec.hidden, spec.hidden * spec.ffn, spec.hidden * spec.q_dim)
 
 
 # --- parameters, gradients, optimizer ----------------------------------------------------------
@@ -475,7 +474,7 @@ GLIBC_MMAP_MAX = 32 * MiB  # glibc's dynamic mmap threshold never rises above th
 CPU_HEAP_FRAGMENTATION = 0.3  # set on the tuning seed's generated configs (benchmarks/plan_accuracy.py)
 
 
-def _split(parts: list[tuple[float, float]]) -> tuple[float, float]:
+def _split(parts: Sequence[tuple[float, float]]) -> tuple[float, float]:
     """(heap, mapped) bytes of ``parts`` = [(total bytes, bytes of each tensor)]: glibc serves a
     tensor above the mmap threshold with its own mapping, returned to the system when freed."""
     heap = sum(total for total, each in parts if each <= GLIBC_MMAP_MAX)
