@@ -44,10 +44,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lmdev.catalog.models import ModelSpec, param_count  # noqa: E402
-from lmdev.plan.compute import flops_per_token, step_time  # noqa: E402
-from lmdev.plan.measure import run_worker  # noqa: E402
-from lmdev.plan.memory import Workload, estimate_memory  # noqa: E402
+from lmdev.catalog.models import ModelSpec, param_count
+from lmdev.plan.compute import flops_per_token, step_time
+from lmdev.plan.measure import run_worker
+from lmdev.plan.memory import Workload, estimate_memory
 
 MODES = ("train", "train", "prefill", "generate")  # training half the time
 FLOP_BUDGET = {"fp32": 12e9, "bf16": 1.2e9}  # per measured step
@@ -202,6 +202,39 @@ def print_summary(s: dict[str, Any]) -> None:
     print(f"[{s['configs']} configs, {s['seconds']:.0f} s]")
 
 
+def _pct(v: float | None) -> str:
+    return f"{v:+.1%}" if v is not None else "n/a"
+
+
+def print_markdown(rows: list[dict[str, Any]], s: dict[str, Any]) -> None:
+    print("| config | model | workload | params | measured | lmdev | error | accelerate | step measured | "
+          "step predicted | error |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        spec, w = ModelSpec(**r["spec"]), Workload(**r["workload"])
+        model, work = describe(spec, w)[:34].strip(), describe(spec, w)[35:].strip()
+        unit = " /token" if r["mode"] == "generate" else ""
+        print(f"| {r['name']} | {model} | {work} | {param_count(spec) / 1e6:.1f}M | "
+              f"{r['measured']['peak_bytes'] / 2**20:.1f} MiB | {r['predicted_bytes'] / 2**20:.1f} MiB | "
+              f"{_pct(r['memory_error'])} | {_pct(r.get('accelerate_error'))} | "
+              f"{(r['measured_seconds'] or 0):.3f} s{unit} | {(r['predicted_seconds'] or 0):.3f} s{unit} | "
+              f"{_pct(r['time_error'])} |")
+    m, t, a = s["memory"], s["time"], s["accelerate"]
+    print(f"\n**Memory: median |error| {m['median_abs']:.1%}, worst {m['worst_abs']:.1%}, worst under-estimate "
+          f"{m['worst_under']:+.1%}** (budget 10% / 20% / -10%: {'met' if s['budget_met'] else 'missed'}); "
+          f"{s['configs']} configs.")
+    for mode, st in s["memory_by_mode"].items():
+        if st["median_abs"] is not None:
+            print(f"- {mode}: median {st['median_abs']:.1%}, worst {st['worst_abs']:.1%}, "
+                  f"worst under {st['worst_under']:+.1%}")
+    if a["median_abs"] is not None:
+        print(f"\naccelerate's estimator: median |error| {a['median_abs']:.1%}, worst {a['worst_abs']:.1%} "
+              f"(ratio of medians, accelerate / lmdev: {a['median_abs'] / max(m['median_abs'], 1e-9):.1f}x).")
+    if t["median_abs"] is not None:
+        print(f"\n**Step time: median |error| {t['median_abs']:.1%}, worst {t['worst_abs']:.1%}, worst "
+              f"under-estimate {t['worst_under']:+.1%}.**")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=2026, help="RNG seed of the generated configs")
@@ -213,6 +246,7 @@ def main() -> int:
     ap.add_argument("--save", help="write the measurements and predictions to this JSON file")
     ap.add_argument("--rescore", help="re-predict the measurements saved in this file (runs nothing)")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
+    ap.add_argument("--markdown", action="store_true", help="print the table and summary as Markdown")
     args = ap.parse_args()
     started = time.time()
     if args.rescore:
@@ -243,6 +277,8 @@ def main() -> int:
     if args.json:
         json.dump({"seed": args.seed, "rows": rows, "summary": s}, sys.stdout, indent=2)
         print()
+    elif args.markdown:
+        print_markdown(rows, s)
     else:
         if args.rescore:
             print(HEADER)

@@ -32,6 +32,7 @@ def test_plan_json_document(tmp_path):
     assert d["model"]["params"] == 124439808
     mem = d["memory"]
     parts = ("weights", "gradients", "optimizer", "activations", "attention_scores", "logits", "optimizer_step",
+             "tied_grad_sum",
              "grad_buckets", "kv_cache", "allocator", "overhead")
     for part in parts:
         assert isinstance(mem[f"{part}_bytes"], int)

@@ -298,7 +298,8 @@ def render(plan: Any) -> None:
     labels = {"allocator": "allocator (glibc heap kept)" if hw.kind == "cpu" else "allocator (caching reserve)",
               "overhead": "runtime" if hw.kind == "cpu" else "CUDA context + workspaces",
               "optimizer_step": "optimizer step temporaries", "grad_buckets": "DDP gradient buckets",
-              "attention_scores": "attention scores (not fused)"}
+              "attention_scores": "attention scores (not fused)",
+              "tied_grad_sum": "tied embedding: 2nd gradient + sum"}
     for part in m.PARTS:
         v = getattr(m, f"{part}_bytes")
         if v:

@@ -10,9 +10,23 @@ from typing import Any
 
 from lmdev.catalog.models import ModelSpec, active_param_count, param_count
 from lmdev.errors import LmdevError
-from lmdev.plan.compute import DEFAULT_MFU, Compute, StepTime, compute_dtype, estimate_compute, step_time
+from lmdev.plan.compute import (
+    DEFAULT_MFU,
+    Compute,
+    StepTime,
+    compute_dtype,
+    estimate_compute,
+    step_time,
+)
 from lmdev.plan.hardware import Hardware
-from lmdev.plan.memory import Memory, Workload, estimate_memory, human, kv_bytes_per_sequence, largest
+from lmdev.plan.memory import (
+    Memory,
+    Workload,
+    estimate_memory,
+    human,
+    kv_bytes_per_sequence,
+    largest,
+)
 
 GPU_COUNTS = (1, 2, 4, 8)
 MAX_BATCH = 1 << 16

@@ -174,9 +174,8 @@ def step_time(spec: ModelSpec, w: Workload, *, matmul_flops: float | None, bandw
 
 __all__ = [
     "DEFAULT_MFU",
-    "StepTime",
-    "step_time",
     "Compute",
+    "StepTime",
     "compute_dtype",
     "estimate_compute",
     "flops_per_token",
@@ -184,4 +183,5 @@ __all__ = [
     "head_params",
     "matmul_params",
     "param_count",
+    "step_time",
 ]

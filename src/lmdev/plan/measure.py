@@ -187,6 +187,9 @@ def load_calibration(machine: str) -> dict[str, float]:
             and math.isfinite(v)}
 
 
+MAX_HEAP_FRACTION = 3.0  # a larger share than this is not glibc's heap but something the planner misses
+
+
 def _average(old: float | None, new: float, samples: float) -> float:
     return new if old is None else (old * samples + new) / (samples + 1)
 
@@ -204,11 +207,13 @@ def learn(machine: str, m: Measurement, predicted: Memory, predicted_seconds: fl
     if m.device == "cpu":
         heap = predicted.allocator_basis_bytes
         extra = m.measured_bytes - base - predicted.overhead_bytes  # what the allocator line should have been
-        if heap > 0.05 * m.measured_bytes:
-            entry["cpu_heap_fraction"] = _average(entry.get("cpu_heap_fraction"), min(1.0, max(0.0, extra / heap)), n)
-        else:  # too little heap-served memory to tell a share: the bytes beyond the planner's lines
-            entry["cpu_bytes"] = max(0.0, _average(entry.get("cpu_bytes"), extra - predicted.allocator_bytes
-                                                   + predicted.overhead_bytes, n))
+        fraction = min(MAX_HEAP_FRACTION, max(0.0, extra / heap)) if heap > 0.05 * m.measured_bytes else None
+        if fraction is not None:
+            entry["cpu_heap_fraction"] = _average(entry.get("cpu_heap_fraction"), fraction, n)
+        # what the share does not explain (all of it, with too little heap-served memory to tell a
+        # share): the runtime bytes beyond the planner's lines
+        rest = extra - (fraction * heap if fraction is not None else predicted.allocator_bytes)
+        entry["cpu_bytes"] = max(0.0, _average(entry.get("cpu_bytes"), rest + predicted.overhead_bytes, n))
     else:
         d = m.detail
         if "context_bytes" in d:

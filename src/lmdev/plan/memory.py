@@ -25,6 +25,7 @@ Parts (bytes, per device):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -141,6 +142,7 @@ class Memory:
     attention_scores_bytes: int = 0  # the s x s softmax when attention is not fused (eager / math kernel)
     logits_bytes: int = 0
     optimizer_step_bytes: int = 0  # the optimizer step's temporaries
+    tied_grad_sum_bytes: int = 0  # tied embeddings: the table's second gradient and the sum, end of backward
     grad_buckets_bytes: int = 0  # DDP's all-reduce buckets (a second copy of the gradients)
     kv_cache_bytes: int = 0
     allocator_bytes: int = 0
@@ -151,7 +153,7 @@ class Memory:
     notes: list[str] = field(default_factory=list)
 
     PARTS = ("weights", "gradients", "optimizer", "activations", "attention_scores", "logits", "optimizer_step",
-             "grad_buckets", "kv_cache", "allocator", "overhead")
+             "tied_grad_sum", "grad_buckets", "kv_cache", "allocator", "overhead")
 
     @property
     def total_bytes(self) -> int:
@@ -186,7 +188,6 @@ def layer_activation_bytes(spec: ModelSpec, w: Workload, device: str = "gpu") ->
     a = _act_bytes(w)
     mixed = _mixed(w)
     h, q, kv, f = spec.hidden, spec.q_dim, spec.kv_dim, spec.ffn
-    s = w.seq
     total = 0.0
     # norms: RMSNorm (computed in fp32) keeps its input and the normalised tensor; LayerNorm its input
     per_norm = 2 * h * 4 if spec.norm == "rmsnorm" else h * 4
@@ -335,10 +336,18 @@ def optimizer_step_bytes(spec: ModelSpec, w: Workload, device: str) -> int:
     return int(2 * largest_param(spec) * 4)
 
 
+def tied_grad_sum_bytes(spec: ModelSpec, w: Workload) -> int:
+    """Tied embeddings: the table gets two gradients, the LM head's (at the start of the backward)
+    and the embedding's (at its end); the second one and their sum are alive together with all
+    the other gradients at the end of the backward."""
+    if w.task != "train" or not spec.tied_embeddings or spec.encoder:
+        return 0
+    return int(2 * spec.vocab * spec.hidden * 4)
+
+
 def largest_param(spec: ModelSpec) -> int:
     """Elements of the largest parameter tensor (the embedding table, an MLP matrix or the head)."""
-    return max(spec.vocab * spec.hidden, spec.hidden * spec.ffn * (1 if not spec.moe else 1),
-               spec.hidden * spec.q_dim)
+    return max(spec.vocab * spec.hidden, spec.hidden * spec.ffn, spec.hidden * spec.q_dim)
 
 
 # --- parameters, gradients, optimizer ----------------------------------------------------------
@@ -436,9 +445,13 @@ def estimate_memory(spec: ModelSpec, w: Workload, *, device: str = "gpu",
         # frees the gradients before the next forward, unless they accumulate over micro-batches
         # the LM head's weight gradient is the first one made, while the logits' gradients are alive
         head_grad = spec.vocab * spec.hidden * 4 if w.task == "train" and w.grad_accum == 1 and not spec.encoder else 0
-        step = m.optimizer_step_bytes + (m.gradients_bytes if w.grad_accum == 1 else 0)
-        peak = max(forward + min(head_grad, step), step)
-        m.overlap_bytes = forward + step - peak
+        m.tied_grad_sum_bytes = tied_grad_sum_bytes(spec, w) // _shard(w, "gradients")
+        grads = m.gradients_bytes if w.grad_accum == 1 else 0
+        # the end of the backward (a tied table's second gradient and their sum) and the optimizer
+        # step's temporaries do not coincide either
+        step = grads + max(m.optimizer_step_bytes, m.tied_grad_sum_bytes)
+        peak = max(forward + min(head_grad, grads), step)
+        m.overlap_bytes = forward + grads + m.optimizer_step_bytes + m.tied_grad_sum_bytes - peak
     else:
         # a layer's temporaries are gone when the LM head runs
         m.overlap_bytes = min(m.activations_bytes + m.attention_scores_bytes, m.logits_bytes)
@@ -461,7 +474,7 @@ GLIBC_MMAP_MAX = 32 * MiB  # glibc's dynamic mmap threshold never rises above th
 CPU_HEAP_FRAGMENTATION = 0.3  # set on the tuning seed's generated configs (benchmarks/plan_accuracy.py)
 
 
-def _split(parts: list[tuple[float, float]]) -> tuple[float, float]:
+def _split(parts: Sequence[tuple[float, float]]) -> tuple[float, float]:
     """(heap, mapped) bytes of ``parts`` = [(total bytes, bytes of each tensor)]: glibc serves a
     tensor above the mmap threshold with its own mapping, returned to the system when freed."""
     heap = sum(total for total, each in parts if each <= GLIBC_MMAP_MAX)
@@ -479,8 +492,9 @@ def _train_phases(spec: ModelSpec, w: Workload, m: Memory, copies: int) -> tuple
                (m.logits_bytes, w.tokens * spec.vocab * 4), (copies, head // 2),
                (min(head_grad, m.gradients_bytes), head)]
     grads = m.gradients_bytes if w.grad_accum == 1 else 0
-    step = [(m.optimizer_step_bytes, largest_param(spec) * 4), (min(big_grads, grads), head),
-            (max(0, grads - big_grads), 0)]
+    late = (m.optimizer_step_bytes, largest_param(spec) * 4) if m.optimizer_step_bytes >= m.tied_grad_sum_bytes \
+        else (m.tied_grad_sum_bytes, head)
+    step = [late, (min(big_grads, grads), head), (max(0, grads - big_grads), 0)]
     return _split(forward), _split(step)
 
 
@@ -515,8 +529,10 @@ def cpu_allocator_bytes(spec: ModelSpec, w: Workload, m: Memory, learned: dict[s
 
         grads = m.gradients_bytes if w.grad_accum == 1 else 0
         late = on_top(head, head if w.task == "train" and grads else 0)  # the embedding's gradient
-        temps = on_top(largest_param(spec) * 4, m.optimizer_step_bytes)
-        temps_heap = m.optimizer_step_bytes if largest_param(spec) * 4 <= GLIBC_MMAP_MAX else 0
+        each, total = (largest_param(spec) * 4, m.optimizer_step_bytes) \
+            if m.optimizer_step_bytes >= m.tied_grad_sum_bytes else (head, m.tied_grad_sum_bytes)
+        temps = on_top(each, total)
+        temps_heap = total if each <= GLIBC_MMAP_MAX else 0
         grads_heap = sh - temps_heap
         h2 = max(fh, grads_heap - late) + late  # the end of the backward
         h3 = max(h2, grads_heap + temps_heap - temps) + temps  # the optimizer step

@@ -11,9 +11,20 @@ import pytest
 from lmdev.catalog.gpus import gpus
 from lmdev.catalog.models import ModelSpec, presets
 from lmdev.errors import LmdevError
-from lmdev.plan.advisor import Option, compare, default_precision, fewest_devices, make_plan
+from lmdev.plan.advisor import (
+    Option,
+    compare,
+    default_precision,
+    fewest_devices,
+    make_plan,
+)
 from lmdev.plan.hardware import from_catalog
-from lmdev.plan.memory import Workload, estimate_memory, kv_bytes_per_sequence, logits_bytes
+from lmdev.plan.memory import (
+    Workload,
+    estimate_memory,
+    kv_bytes_per_sequence,
+    logits_bytes,
+)
 
 GiB = 1024**3
 

@@ -148,7 +148,7 @@ def test_plan_json_is_serialisable_and_consistent():
     assert d["model"]["params"] == 7615616512
     mem = d["memory"]
     parts = sum(mem[f"{p}_bytes"] for p in ("weights", "gradients", "optimizer", "activations", "attention_scores",
-                                            "logits", "optimizer_step", "grad_buckets", "kv_cache", "allocator",
+                                            "logits", "optimizer_step", "tied_grad_sum", "grad_buckets", "kv_cache", "allocator",
                                             "overhead"))
     assert mem["total_bytes"] == parts - mem["overlap_bytes"]
     assert isinstance(d["fits"], bool) and isinstance(d["recommendations"], list) and d["comparison"]
