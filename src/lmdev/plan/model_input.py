@@ -80,10 +80,18 @@ def _data_vocab(data: Any) -> int | None:
     return 50257 if data.get("tokenizer") == "tiktoken" else 256
 
 
+def _is(path: Path, kind: str) -> bool:
+    """``Path.is_dir``/``is_file`` that answer False for names the OS refuses (too long, NUL)."""
+    try:
+        return path.is_dir() if kind == "dir" else path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_model(text: str) -> tuple[ModelSpec, str]:
     """The model to plan for and a description of where it came from."""
     path = Path(text).expanduser()
-    if path.is_dir():
+    if _is(path, "dir"):
         cfg = path / "config.json"
         if not cfg.is_file():
             raise LmdevError(f"{path} holds no config.json", "point at a Hugging Face model folder or a config.json")
@@ -91,7 +99,7 @@ def resolve_model(text: str) -> tuple[ModelSpec, str]:
 
         require_safe(path, what="plan from the model folder")
         path = cfg
-    if path.is_file():
+    if _is(path, "file"):
         data = _read_structured(path)
         if isinstance(data, dict) and isinstance(data.get("model"), dict) and "model_type" not in data:
             model = data["model"]
