@@ -85,7 +85,8 @@ def speed(n: int, tmp: Path) -> None:
     per_m = 1e6 / n
     ours = timed(lambda: hashing.duplicate_rows(hashing.row_hashes(table)))
     theirs = timed(lambda: df.duplicated())
-    assert set(np.flatnonzero(df.duplicated().to_numpy()).tolist()) == set(hashing.duplicate_rows(hashing.row_hashes(table))[0].tolist())
+    pandas_dups = set(np.flatnonzero(df.duplicated().to_numpy()).tolist())
+    assert pandas_dups == set(hashing.duplicate_rows(hashing.row_hashes(table))[0].tolist())
     print(f"\nspeed on {n:,} rows x {table.shape[1]} columns (seconds per million rows, best of 3)")
     print(f"  exact duplicates in memory   lmdev {ours * per_m:7.3f}   pandas duplicated() {theirs * per_m:7.3f}"
           f"   ratio lmdev/pandas {ours / theirs:.2f}x")

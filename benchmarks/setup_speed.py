@@ -112,7 +112,8 @@ def main() -> None:
     print(f"lmdev setup --dry-run (CLI, incl. interpreter start): {med(dry):.3f} s")
     print(f"no-op lmdev setup (CLI): {med(noop):.3f} s   budget < 1 s")
     print(f"install into a fresh venv: pip {med(pip_t):.3f} s, uv {med(uv_t):.3f} s, lmdev {med(lm_t):.3f} s")
-    print(f"lmdev / pip = {med(lm_t) / med(pip_t):.2f}x (budget <= 0.5x); lmdev / uv = {med(lm_t) / med(uv_t):.2f}x (budget <= 1.2x)")
+    print(f"lmdev / pip = {med(lm_t) / med(pip_t):.2f}x (budget <= 0.5x); "
+          f"lmdev / uv = {med(lm_t) / med(uv_t):.2f}x (budget <= 1.2x)")
     shutil.rmtree(root, ignore_errors=True)
 
 

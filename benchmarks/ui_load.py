@@ -150,10 +150,10 @@ class Proc:
             try:
                 get(ready_url, timeout=5)
                 break
-            except OSError:
+            except OSError as exc:
                 if self.proc.poll() is not None or time.time() > deadline:
                     self.stop()
-                    raise RuntimeError(f"{cmd[0:3]} did not start")
+                    raise RuntimeError(f"{cmd[0:3]} did not start") from exc
                 time.sleep(0.1)
 
     def stop(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis", reason="the fuzz test needs hypothesis (pip install '.[test]')")
+pytest.importorskip("hypothesis", reason="the fuzz test needs hypothesis (pip install '.[test]')")
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

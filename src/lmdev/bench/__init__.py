@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -205,8 +206,8 @@ def run_bench(quick: bool = False, project: Path | None = None, facts: Any = Non
                 for pinned in (True, False):
                     host = torch.empty(nbytes // 4, dtype=torch.float32, pin_memory=pinned)
                     devt = torch.empty(nbytes // 4, dtype=torch.float32, device=dev)
-                    h2d = nbytes / _timeit(lambda h=host, d=devt, p=pinned: d.copy_(h, non_blocking=p), sync, min_s)
-                    d2h = nbytes / _timeit(lambda h=host, d=devt, p=pinned: h.copy_(d, non_blocking=p), sync, min_s)
+                    h2d = nbytes / _timeit(partial(devt.copy_, host, non_blocking=pinned), sync, min_s)
+                    d2h = nbytes / _timeit(partial(host.copy_, devt, non_blocking=pinned), sync, min_s)
                     key = "pinned" if pinned else "pageable"
                     g.setdefault("h2d_bytes_s", {})[key] = h2d
                     g.setdefault("d2h_bytes_s", {})[key] = d2h

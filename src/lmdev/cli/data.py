@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else home() / "data-checks" / time.strftime("%Y%m%d-%H%M%S")
     label: str | int | None = args.label
-    if label is not None and label.lstrip("-").isdigit():
+    if isinstance(label, str) and label.lstrip("-").isdigit():
         label = int(label)
     opts = CheckOptions(val=args.val, test=args.test, label=label, out_dir=out,
                         sample_size=args.sample or SAMPLE_SIZE, fast=args.fast, max_tokens=args.max_tokens)

@@ -186,7 +186,7 @@ def _check_tables(splits: list[TableSource], opts: CheckOptions, label: str) -> 
 
 
 def _check_text(sources: Sources, opts: CheckOptions, label: str) -> Report:
-    count = txt.byte_tokens
+    count: Callable[[bytes], int] = txt.byte_tokens
     if sources.tokenizer == "tiktoken":
         count = txt.tiktoken_counter() or txt.byte_tokens
     max_tokens = opts.max_tokens or DEFAULT_MAX_TOKENS

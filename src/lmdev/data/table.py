@@ -5,6 +5,7 @@ and a uniform random sample of rows for the slow checks (label errors, leakage).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import TracebackType
 
 import numpy as np
 
@@ -70,12 +71,13 @@ class TableScan:
 
     def add(self, c: TableChunk) -> None:
         x, y = c.x, c.y
-        if self.centre is None:  # the rounding grid for near duplicates, from the first chunk
-            self._start(x)
+        centre, scale = self.centre, self.scale
+        if centre is None or scale is None:  # the rounding grid for near duplicates, from the first chunk
+            centre, scale = self._start(x)
         feat = hashing.row_hashes(x)
         self.feat.append(feat)
         self.full.append(hashing.combine(feat, y))
-        self.near.append(hashing.row_hashes(hashing.quantised(x, self.centre, self.scale, NEAR_STEP)))
+        self.near.append(hashing.row_hashes(hashing.quantised(x, centre, scale, NEAR_STEP)))
         nan, inf = np.isnan(x), np.isinf(x)
         fin = ~(nan | inf)
         self.nan += nan.sum(0)
@@ -93,16 +95,19 @@ class TableScan:
         self.sample.add(c)
         self.n += len(x)
 
-    def _start(self, x: np.ndarray) -> None:
+    def _start(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Set up the per-column state from the first chunk; returns the rounding grid (centre, scale)."""
         self.width = x.shape[1]
         with np.errstate(invalid="ignore"), _quiet():
             fin = np.where(np.isfinite(x), x, np.nan)
-            self.centre = np.nan_to_num(np.nanmean(fin, 0)) if len(x) else np.zeros(self.width)
+            centre = np.nan_to_num(np.nanmean(fin, 0)) if len(x) else np.zeros(self.width)
             spread = np.nan_to_num(np.nanstd(fin, 0)) if len(x) else np.ones(self.width)
-        self.scale = np.where(spread > 0, spread, 1.0)
+        scale = np.where(spread > 0, spread, 1.0)
+        self.centre, self.scale = centre, scale
         z = np.zeros(self.width, np.int64)
         self.nan, self.inf, self.bad, self.finite = z.copy(), z.copy(), z.copy(), z.copy()
         self.lo, self.hi = np.full(self.width, np.inf), np.full(self.width, -np.inf)
+        return centre, scale
 
     def _labels(self, y: np.ndarray) -> None:
         missing = ~np.isfinite(y)
@@ -134,8 +139,9 @@ class _quiet:
         self._w.__enter__()
         warnings.simplefilter("ignore", RuntimeWarning)
 
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._w.__exit__(exc_type, exc, tb)
 
 
 # --------------------------------------------------------------------------- findings

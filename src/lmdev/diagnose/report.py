@@ -175,10 +175,10 @@ def to_html(report: Report) -> str:
     parts.append("<h2>Software</h2><table><tr><th>Package</th><th>Version</th></tr>")
     parts += [f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in sw.packages.items()]
     parts.append("</table><table>")
+    tb, nvcc = sw.torch, sw.cuda_toolkit
     parts.append(rows([
-        ("torch build", f.software.torch and (f"CUDA {sw.torch.cuda}" if sw.torch.cuda else
-                                              f"ROCm {sw.torch.hip}" if sw.torch.hip else "CPU only")),
-        ("CUDA toolkit (nvcc)", sw.cuda_toolkit.cuda_version and f"{sw.cuda_toolkit.cuda_version} at {sw.cuda_toolkit.nvcc_path}"),
+        ("torch build", tb and (f"CUDA {tb.cuda}" if tb.cuda else f"ROCm {tb.hip}" if tb.hip else "CPU only")),
+        ("CUDA toolkit (nvcc)", nvcc.cuda_version and f"{nvcc.cuda_version} at {nvcc.nvcc_path}"),
         ("Keras backend", sw.keras_backend),
         *sorted(sw.env.items()),
     ]))

@@ -83,8 +83,9 @@ def attribute_tokens(model: nn.Module, ids: torch.Tensor, target: int, method: s
 
 def _embedding(model: nn.Module) -> nn.Module:
     embed = getattr(model, "embed", None)
-    if embed is None and hasattr(model, "inner"):  # a Hugging Face model
-        embed = model.inner.get_input_embeddings()
+    inner = getattr(model, "inner", None)
+    if embed is None and inner is not None:  # a Hugging Face model
+        embed = inner.get_input_embeddings()
     if not isinstance(embed, nn.Embedding):
         raise LmdevError("cannot find the model's token embedding", "explain supports lmdev's gpt and hf: models")
     return embed

@@ -145,7 +145,8 @@ def _explain_tokens(rm: Any, opts: ExplainOptions) -> Explanation:
         if any(not s for s in sequences):
             raise LmdevError("an --input text is empty", "give some text to continue")
     else:
-        tokens = rm.data.val.tokens if rm.data.val.tokens is not None and len(rm.data.val.tokens) > WINDOW else rm.data.train.tokens
+        val = rm.data.val.tokens
+        tokens = val if val is not None and len(val) > WINDOW else rm.data.train.tokens
         n = min(WINDOW, limit)
         starts = np.random.default_rng(opts.seed).integers(0, len(tokens) - n, opts.count)
         sequences = [np.asarray(tokens[s:s + n]).astype(np.int64).tolist() for s in starts]

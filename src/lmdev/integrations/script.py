@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from lmdev.errors import LmdevError
 from lmdev.secure.redact import RedactingWriter, redact_argv
@@ -32,7 +32,15 @@ class ScriptResult:
     exit_code: int
 
 
-def _tee(src: IO[bytes], outs: list[IO[bytes]], tail: deque[bytes] | None = None) -> None:
+class _Sink(Protocol):
+    """Where a tee writes: a binary stream or a redacting log file."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+def _tee(src: IO[bytes], outs: list[_Sink], tail: deque[bytes] | None = None) -> None:
     for chunk in iter(lambda: src.read1(65536), b""):  # type: ignore[attr-defined]
         for out in outs:
             try:
@@ -81,8 +89,8 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, name: str
 
         sampler = Sampler(run._add_system, interval=telemetry_interval, pid=child.pid).start()
     tail: deque[bytes] = deque(maxlen=64)
-    out_targets: list[IO[bytes]] = [stdout or sys.stdout.buffer] + files[:1]
-    err_targets: list[IO[bytes]] = [stderr or sys.stderr.buffer] + files[1:]
+    out_targets: list[_Sink] = [stdout or sys.stdout.buffer, *files[:1]]
+    err_targets: list[_Sink] = [stderr or sys.stderr.buffer, *files[1:]]
     threads = [threading.Thread(target=_tee, args=(child.stdout, out_targets), daemon=True),
                threading.Thread(target=_tee, args=(child.stderr, err_targets, tail), daemon=True)]
     for t in threads:

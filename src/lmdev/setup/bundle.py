@@ -109,7 +109,8 @@ def _fetch(url: str, dest: Path) -> None:
         with urllib.request.urlopen(url, timeout=120) as resp, open(dest, "wb") as out:
             shutil.copyfileobj(resp, out)
     except OSError as exc:
-        raise LmdevError(f"cannot download {url}: {exc}", "check the network, or build the bundle where the index is reachable") from None
+        raise LmdevError(f"cannot download {url}: {exc}",
+                         "check the network, or build the bundle where the index is reachable") from None
 
 
 def _sha256(path: Path) -> str:
@@ -200,7 +201,8 @@ def open_bundle(tar_path: Path, dest: Path) -> dict:
     try:
         manifest = json.loads((dest / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise LmdevError(f"{tar_path} is not an lmdev setup bundle (no manifest.json)", "rebuild it with `lmdev setup bundle`") from None
+        raise LmdevError(f"{tar_path} is not an lmdev setup bundle (no manifest.json)",
+                         "rebuild it with `lmdev setup bundle`") from None
     if manifest.get("format") != FORMAT:
         raise LmdevError(f"{tar_path}: unknown bundle format {manifest.get('format')!r}", f"expected {FORMAT}")
     for name, sha in manifest["files"].items():

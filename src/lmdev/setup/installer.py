@@ -50,8 +50,8 @@ def uv_binary() -> str:
 
 def installer_env() -> dict[str, str]:
     """The environment for installer subprocesses: no pip/uv settings lmdev did not translate."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PIP_") and not re.match(r"UV_(INDEX|EXTRA_INDEX|DEFAULT_INDEX|FIND_LINKS|NO_INDEX|CONSTRAINT)", k)}
+    uv_index = re.compile(r"UV_(INDEX|EXTRA_INDEX|DEFAULT_INDEX|FIND_LINKS|NO_INDEX|CONSTRAINT)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and not uv_index.match(k)}
     env["PIP_CONFIG_FILE"] = os.devnull
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     env.pop("VIRTUAL_ENV", None)

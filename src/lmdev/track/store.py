@@ -497,7 +497,8 @@ class Store:
                   limit: int | None = None) -> list[RunInfo]:
         """Runs, newest first."""
         sql = f"SELECT {_RUN_COLUMNS} FROM runs"
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         if project is not None:
             _sql_text(project, "project")
             where.append("project = ?")

@@ -148,6 +148,8 @@ class Sampler:
 
     def _gpu(self, now: float, index: int, h: Any) -> list[Sample]:
         nv = self._nvml
+        if nv is None:  # no NVML means no handles, so this is not reached
+            return []
         device = f"gpu:{index}"
         reads: list[tuple[str, Callable[[], float]]] = [
             ("gpu_util_percent", lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu),

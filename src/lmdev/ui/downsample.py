@@ -82,7 +82,7 @@ def series(steps: np.ndarray, times: np.ndarray, values: np.ndarray, points: int
     flags: list[list[Any]] = []
     if not finite.all():
         for i in np.flatnonzero(~finite).tolist():
-            flags.append([i, flag_of(out_vals[i])])
+            flags.append([i, flag_of(float(v[i]))])
             out_vals[i] = None
     nonfinite = int(total - np.count_nonzero(np.isfinite(values))) if total else 0
     return {

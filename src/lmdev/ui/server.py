@@ -144,8 +144,9 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
     app.state.token = token
 
     def token_ok(given: str | None) -> bool:
-        return bool(given) and token_bytes is not None and hmac.compare_digest(
-            given.encode("utf-8", "surrogateescape"), token_bytes)
+        if not given or token_bytes is None:
+            return False
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token_bytes)
 
     def cookie_of(request: Request) -> str:
         server = request.scope.get("server")
@@ -415,14 +416,15 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         with reader.store() as st:
             info = st.get_run(ref)
         folder = _run_folder(info.id)
-        out = {}
-        for name in OUTPUT_FILES if folder is not None else ():
-            p = folder / name
-            if p.is_file() and _inside(p, folder) and _inside(p, root):
-                size = p.stat().st_size
-                with open(p, "rb") as f:
-                    f.seek(max(0, size - bytes_))
-                    out[name] = {"size": size, "tail": f.read().decode("utf-8", "replace"), "truncated": size > bytes_}
+        out: dict[str, Any] = {}
+        if folder is not None:
+            for name in OUTPUT_FILES:
+                p = folder / name
+                if p.is_file() and _inside(p, folder) and _inside(p, root):
+                    size = p.stat().st_size
+                    with open(p, "rb") as f:
+                        f.seek(max(0, size - bytes_))
+                        out[name] = {"size": size, "tail": f.read().decode("utf-8", "replace"), "truncated": size > bytes_}
         return {"id": info.id, "files": out}
 
     @app.get("/api/runs/{ref}/files/{rel:path}")

@@ -133,7 +133,7 @@ def test_context_manager_records_failure_and_the_error(home):
     with pytest.raises(ZeroDivisionError):
         with lmdev.init("boom") as run:
             run.log({"x": 1.0})
-            1 / 0
+            raise ZeroDivisionError("boom")
     info, metrics, events, _ = stored(home, "boom")
     assert info.status == "failed" and metrics["x"]
     assert any(e.level == "error" and "ZeroDivisionError" in e.message for e in events)
