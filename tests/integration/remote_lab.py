@@ -182,10 +182,10 @@ def start_lab() -> Lab:
             try:
                 socket.create_connection(("127.0.0.1", port), 0.5).close()
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
                     lab.stop()
-                    raise RuntimeError(f"sshd for {host} did not start: {(d / f'{host}.log').read_text()}")
+                    raise RuntimeError(f"sshd for {host} did not start: {(d / f'{host}.log').read_text()}") from exc
                 time.sleep(0.05)
     return lab
 

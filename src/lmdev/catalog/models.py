@@ -253,7 +253,8 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str | None = None, where: str
             ffn=_int(cfg, "intermediate_size", where=where),  # type: ignore[arg-type]
             vocab=_int(cfg, "vocab_size", where=where),  # type: ignore[arg-type]
             max_positions=_int(cfg, "max_position_embeddings", where=where, default=512),
-            mlp="gelu", activation=str(cfg.get("hidden_act") or "gelu"), norm="layernorm", qkv_bias=True, out_bias=True, mlp_bias=True,
+            mlp="gelu", activation=str(cfg.get("hidden_act") or "gelu"), norm="layernorm",
+            qkv_bias=True, out_bias=True, mlp_bias=True,
             learned_positions=True, encoder=True, type_vocab=int(cfg.get("type_vocab_size", 2)),
             pooler=bool(cfg.get("add_pooling_layer", True)),
             attn_dropout=float(cfg.get("attention_probs_dropout_prob", 0.1)),

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust", action="append", default=[], metavar="PATH",
                         help="load this model file even if the scanner flags it (audited; lmdev secure)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         mod = importlib.import_module(f"lmdev.cli.{module}")
         cmd = mod.add_parser(sub)
         cmd.set_defaults(_run=mod.run)

@@ -153,8 +153,8 @@ def _launch(model: str, source: str, w: Any) -> dict[str, Any] | None:
     from lmdev.train.launch import launch_plan
 
     raw = read_config_file(model)
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    data: dict[str, Any] = raw["data"] if isinstance(raw.get("data"), dict) else {}
+    train: dict[str, Any] = raw["train"] if isinstance(raw.get("train"), dict) else {}
     return launch_plan(model, int(data.get("batch_size", 64)), int(train.get("grad_accum", 1)), w.devices)
 
 
@@ -221,7 +221,7 @@ def _list_models(as_json: bool) -> int:
     for col in ("name", "Hugging Face id", "parameters"):
         t.add_column(col, justify="right" if col == "parameters" else "left")
     for r in rows:
-        t.add_row(r["name"], r["hf_repo"], f"{r['params']:,}")
+        t.add_row(str(r["name"]), str(r["hf_repo"]), f"{r['params']:,}")
     Console().print(t)
     return 0
 
@@ -277,7 +277,8 @@ def render(plan: Any) -> None:
     shape = f"{w.task}, {w.precision}, batch {w.batch} x seq {w.seq}"
     if w.task == "infer":
         shape += (f", then {w.new_tokens} generated tokens (prefill keeps the last position's logits)"
-                  if w.new_tokens else f", prefill only, logits of {'every position' if w.logits == 'all' else 'the last position'}")
+                  if w.new_tokens
+                  else f", prefill only, logits of {'every position' if w.logits == 'all' else 'the last position'}")
     if w.task == "serve":
         shape = f"serve, {w.precision}, {w.concurrency} concurrent sequences of {w.cache_tokens} tokens (prompt {w.seq})"
     if w.training:

@@ -44,7 +44,8 @@ STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
 OFFLOADS = ("optimizer", "params")
 
 # bytes per parameter of stored weights (int8/int4: per-block scales included, bitsandbytes layout)
-WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0 + 4 / 4096, "int8": 1.0 + 4 / 64, "int4": 0.5 + 0.127 / 8 * 8 / 8 + 2 / 64}
+WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0 + 4 / 4096, "int8": 1.0 + 4 / 64,
+                "int4": 0.5 + 0.127 / 8 * 8 / 8 + 2 / 64}
 OPTIMIZER_BYTES = {"adamw": 8.0, "adam": 8.0, "sgd": 4.0, "adamw8bit": 2.0 + 8 / 256}
 
 # GPU framework overhead defaults (replaced by measured values when there are some)

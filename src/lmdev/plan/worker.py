@@ -62,7 +62,8 @@ def hf_config(spec: dict[str, Any], attention: str) -> Any:
 
     fam = spec.get("family") or ("gpt2" if spec.get("learned_positions") else "llama")
     if fam == "gpt2":
-        return transformers.GPT2Config(
+        # attn_implementation is a PretrainedConfig keyword the subclasses' typed signatures omit
+        return transformers.GPT2Config(  # type: ignore[call-arg]
             n_layer=spec["n_layers"], n_embd=spec["hidden"], n_head=spec["n_heads"], vocab_size=spec["vocab"],
             n_positions=spec.get("max_positions") or 1024, n_inner=spec["ffn"],
             activation_function=spec.get("activation") or "gelu_new",
@@ -70,7 +71,7 @@ def hf_config(spec: dict[str, Any], attention: str) -> Any:
             embd_pdrop=spec.get("hidden_dropout", 0.0), attn_implementation=attention,
             tie_word_embeddings=spec.get("tied_embeddings", True))
     if fam == "bert":
-        return transformers.BertConfig(
+        return transformers.BertConfig(  # type: ignore[call-arg]
             num_hidden_layers=spec["n_layers"], hidden_size=spec["hidden"], num_attention_heads=spec["n_heads"],
             intermediate_size=spec["ffn"], vocab_size=spec["vocab"],
             max_position_embeddings=spec.get("max_positions") or 512, type_vocab_size=spec.get("type_vocab", 2),

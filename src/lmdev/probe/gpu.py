@@ -131,9 +131,9 @@ def read_nvml(nv: Any) -> dict[str, Any]:
         for h in handles:
             d: dict[str, Any] = {}
 
-            def put(key: str, value: Any) -> None:
+            def put(key: str, value: Any, into: dict[str, Any] = d) -> None:
                 if value is not None:
-                    d[key] = value
+                    into[key] = value
 
             put("name", text(opt("nvmlDeviceGetName", h)))
             put("uuid", text(opt("nvmlDeviceGetUUID", h)))

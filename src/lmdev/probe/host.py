@@ -126,10 +126,10 @@ def _cgroup_cpu_quota(src: Source) -> float | None:
         if quota != "max" and period:
             return int(quota) / int(period)
         return None
-    quota = src.read_text("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")  # cgroup v1
-    period = src.read_text("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
-    if quota and period and int(quota) > 0:
-        return int(quota) / int(period)
+    quota_v1 = src.read_text("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")  # cgroup v1
+    period_v1 = src.read_text("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    if quota_v1 and period_v1 and int(quota_v1) > 0:
+        return int(quota_v1) / int(period_v1)
     return None
 
 

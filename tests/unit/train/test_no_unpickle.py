@@ -122,7 +122,7 @@ def test_every_deserialising_call_site_is_listed_with_its_reason() -> None:
 
 
 def test_the_guards_the_reasons_name_are_in_place() -> None:
-    for (rel, where, name), node in _sites():
+    for (rel, _where, name), node in _sites():
         if not isinstance(node, ast.Call):
             continue
         kw = {k.arg: k.value for k in node.keywords}
