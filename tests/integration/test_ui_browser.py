@@ -312,3 +312,161 @@ def test_a_missing_store_shows_a_banner_saying_what_to_do(page, tmp_path):
         assert "no run store" in text and "lmdev demo" in text
     finally:
         srv.stop()
+
+
+# -- second round: the defects of issue 18 ------------------------------------------------------
+
+
+def test_project_filter_lists_the_projects_and_filters(page, server, store):
+    from lmdev import track
+
+    home, _ = store
+    other = track.init("elsewhere", project="vision", home=home, telemetry=False)
+    other.log({"train/loss": 1.0}, step=0)
+    other.finish()
+    open_page(page, server.url)
+    options = page.locator("#project-filter option").evaluate_all("os => os.map(o => o.value)")
+    assert "vision" in options and "" in options
+    assert "[object" not in page.locator("#project-filter").inner_text()
+    page.select_option("#project-filter", "vision")
+    rows = page.locator("#runs-table tbody tr[data-run]")
+    assert rows.count() == 1 and rows.first.get_attribute("data-run") == other.id
+
+
+def _x_scale(pg, key: str) -> list[float]:
+    return pg.evaluate(f"(() => {{ const s = window.lmdev.charts.get({json.dumps(key)}).plot.scales; "
+                       "return [s.x.min, s.x.max, s.y.min, s.y.max]; })()")
+
+
+def test_a_drag_zoom_survives_live_updates(page, server, store):
+    home, _ = store
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, lmdev.track as t
+        run = t.init("zoom-run", home={str(home)!r}, telemetry=False)
+        for i in range(100):
+            run.log({{"train/loss": 1.0 / (i + 1)}}, step=i)
+        run.flush()
+        print(run.id, flush=True)
+        sys.stdin.readline()
+        for i in range(100, 110):
+            run.log({{"train/loss": 0.001}}, step=i)
+        run.flush()
+        sys.stdin.readline()
+        run.finish()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = child.stdout.readline().strip()
+        open_page(page, f"{server.base}/#/run/{run_id}")
+        wait_js(page, "window.lmdev.charts.has('train/loss')")
+        full = _x_scale(page, "train/loss")
+        box = page.locator('.card[data-key="train/loss"] .u-over').bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * 0.3, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+        page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
+        page.mouse.up()
+        zoomed = _x_scale(page, "train/loss")
+        assert zoomed[0] > full[0] and zoomed[1] < full[1]  # the drag zoomed in
+        child.stdin.write("\n")
+        child.stdin.flush()
+        wait_js(page, "(() => { const c = window.lmdev.charts.get('train/loss'); "
+                      "return c && Array.from(c.data[0]).includes(109); })()", timeout=10)
+        page.wait_for_timeout(200)
+        assert _x_scale(page, "train/loss") == zoomed  # the new points did not reset the zoom
+        # a double-click goes back to the whole run, new points included
+        page.locator('.card[data-key="train/loss"] .u-over').dblclick()
+        assert _x_scale(page, "train/loss")[1] >= 109
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_chart_settings_live_in_the_url_and_survive_a_reload(page, server, store):
+    _, ids = store
+    open_page(page, f"{server.base}/#/run/{ids['digits-mlp']}")
+    page.evaluate("""(() => { const s = document.getElementById('smoothing'); s.value = '0.8';
+        s.dispatchEvent(new Event('input', { bubbles: true })); })()""")
+    page.select_option("#xaxis", "rel")
+    page.check("#logscale")
+    assert "smoothing=0.8" in page.url and "x=rel" in page.url and "log=1" in page.url
+    page.reload()
+    wait_js(page, "window.lmdev.ready && window.lmdev.charts.has('train/loss')")
+    assert page.input_value("#smoothing") == "0.8"
+    assert page.input_value("#xaxis") == "rel"
+    assert page.is_checked("#logscale")
+    plot = page.evaluate("(() => { const u = window.lmdev.charts.get('train/loss').plot; "
+                         "return [u.scales.y.distr, u.series[0].label]; })()")
+    assert plot == [3, "s"]  # log y, x in seconds
+
+
+def test_smoothing_is_not_applied_to_schedules(page, server, store):
+    from lmdev import track
+
+    home, _ = store
+    run = track.init("sched", home=home, telemetry=False)
+    for step in range(50):
+        run.log({"train/loss": 1.0 / (step + 1), "train/lr": 0.1 if step < 25 else 0.01,
+                 "epoch": float(step // 10)}, step=step)
+    run.finish()
+    open_page(page, f"{server.base}/#/run/{run.id}?smoothing=0.9")
+    wait_js(page, "['train/loss', 'train/lr'].every(k => window.lmdev.charts.has(k))")
+    assert chart(page, "train/loss")["labels"] == ["raw", "smoothed"]
+    lr = chart(page, "train/lr")
+    assert lr["labels"] == ["value"] and lr["data"][1][25] == 0.01  # the step is sharp
+    if not page.evaluate("document.querySelector('details.group[data-group=\"(no prefix)\"]').open"):
+        page.locator('details.group[data-group="(no prefix)"] > summary').click()
+    wait_js(page, "window.lmdev.charts.has('epoch')")
+    assert chart(page, "epoch")["labels"] == ["value"]
+
+
+def _tick_overflow(pg, key: str) -> float:
+    """How many CSS pixels the widest x tick label reaches past the chart's canvas (<= 0: none)."""
+    return pg.evaluate(f"""(() => {{
+        const u = window.lmdev.charts.get({json.dumps(key)}).plot;
+        const ax = u.axes[0]; const ctx = u.ctx; ctx.save(); ctx.font = ax.font[0]; let worst = -1e9;
+        ax._splits.forEach((v, i) => {{
+            const label = ax._values[i]; if (label == null || v < u.scales.x.min || v > u.scales.x.max) return;
+            const right = u.valToPos(v, 'x') + u.bbox.left / devicePixelRatio
+                + ctx.measureText(String(label)).width / devicePixelRatio / 2;
+            worst = Math.max(worst, right - u.width); }});
+        ctx.restore(); return worst; }})()""")
+
+
+def test_the_last_x_tick_label_is_not_clipped(page, server, store):
+    _, ids = store
+    for xmode in ("step", "wall"):
+        open_page(page, f"{server.base}/#/run/{ids['digits-mlp']}?x={xmode}")
+        wait_js(page, "window.lmdev.charts.has('train/loss')")
+        assert _tick_overflow(page, "train/loss") <= 0, xmode
+
+
+def test_plan_page_without_warnings_and_with_a_negative_headroom(page, server):
+    open_page(page, f"{server.base}/#/plan")
+    page.select_option("#plan-model", "gpt2")
+    page.select_option("#plan-task", "infer")
+    page.select_option("#plan-hardware", "h200")
+    page.click("#plan-go")
+    wait_js(page, "!!document.getElementById('plan-verdict')")
+    text = _shown_plan(page)
+    assert "null" not in text and "fits" in text
+    page.select_option("#plan-model", "llama-3-70b")
+    page.select_option("#plan-task", "train")
+    page.select_option("#plan-hardware", "rtx-4090")
+    page.click("#plan-go")
+    wait_js(page, "(document.getElementById('plan-verdict') || {}).innerText?.includes('does not fit')")
+    verdict = page.locator("#plan-verdict").inner_text()
+    import re
+
+    assert re.search(r"over by [\d.]+ (GiB|TiB)", verdict), verdict
+    assert not re.search(r"-\d+ B", _shown_plan(page))
+
+
+def _shown_plan(pg) -> str:
+    """The plan as shown (the folded JSON dump of the whole plan left out)."""
+    return pg.evaluate("[...document.getElementById('plan-result').children]"
+                       ".filter(e => e.tagName !== 'DETAILS').map(e => e.innerText).join('\\n')")

@@ -92,10 +92,12 @@
   function fmtTime(t) { return t ? new Date(t * 1000).toLocaleString() : "–"; }
   function fmtBytes(n) {
     if (n === null || n === undefined) return "–";
-    const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
+    if (n < 0) return "−" + fmtBytes(-n);
+    const u = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]; let i = 0;
     while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
     return (i ? n.toFixed(1) : String(n)) + " " + u[i];
   }
+  function fmtHeadroom(b) { return b < 0 ? `over by ${fmtBytes(-b)}` : `headroom ${fmtBytes(b)}`; }
   function badge(status) { return el("span", { class: "badge " + status, text: status }); }
   function clearTimers() {
     state.timers.forEach(clearInterval); state.timers = [];
@@ -104,6 +106,26 @@
   function every(ms, fn) { state.timers.push(setInterval(fn, ms)); }
   function destroyCharts() { for (const c of state.charts.values()) c.plot.destroy(); state.charts.clear(); }
   function params(hash) { const i = hash.indexOf("?"); return new URLSearchParams(i < 0 ? "" : hash.slice(i + 1)); }
+  // Chart settings live in the address (#/run/ID?smoothing=0.8&x=wall&log=1): a reload or a shared
+  // link shows the same chart. Read on every route; written with replaceState (no hashchange).
+  function readSettings(hash) {
+    const p = params(hash);
+    const sm = parseFloat(p.get("smoothing"));
+    if (p.has("smoothing") && isFinite(sm)) state.smoothing = Math.min(0.99, Math.max(0, sm));
+    if (["step", "wall", "rel"].includes(p.get("x"))) state.xmode = p.get("x");
+    if (p.has("log")) state.log = p.get("log") === "1";
+  }
+  function writeSettings() {
+    const hash = location.hash || "#/";
+    const i = hash.indexOf("?");
+    const p = params(hash);
+    p.set("smoothing", String(state.smoothing)); p.set("x", state.xmode); p.set("log", state.log ? "1" : "0");
+    history.replaceState(null, "", (i < 0 ? hash : hash.slice(0, i)) + "?" + p.toString());
+  }
+  // Schedules and counters (learning rate, epoch, ...) are drawn as they are: smoothing a step
+  // function only blurs where it changes.
+  const SCHEDULE = /(^|[\/_.-])(lr|learning[_-]?rate|epoch|epochs|step|global[_-]?step|momentum|weight[_-]?decay|warmup|batch[_-]?size|beta[12]?|temperature|lr[_-]?scale)$/i;
+  function isSchedule(key) { return SCHEDULE.test(key); }
   function groupOf(key) { const i = key.indexOf("/"); return i < 0 ? "(no prefix)" : key.slice(0, i); }
   function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
 
@@ -134,7 +156,7 @@
     const grid = { stroke: cssVar("--grid"), width: 1 };
     const axis = { stroke: cssVar("--muted"), grid, ticks: grid };
     return Object.assign({
-      width, height: 220, title: undefined, padding: [8, 18, 0, 0],
+      width, height: 220, title: undefined, padding: [8, xmode === "wall" ? 56 : 36, 0, 0],
       scales: { x: { time: xmode === "wall" }, y: logScale ? { distr: 3 } : {} },
       axes: [Object.assign({}, axis, xmode === "rel" ? { label: "seconds" } : {}),
         Object.assign({ size: 78, values: (u, splits) => splits.map((v) => fmtAxis(v, /bytes/.test(title))) }, axis)],
@@ -184,13 +206,23 @@
     let entry = state.charts.get(id);
     const width = widthOf(card);
     if (entry && entry.signature === series.map((s) => s.label).join("|") + xmode + logScale) {
-      entry.plot.setData(data);
+      if (entry.zoomed) {  // keep the user's x and y ranges: draw the new points inside them
+        const { x, y } = entry.plot.scales;
+        const keep = { x: [x.min, x.max], y: [y.min, y.max] };
+        entry.plot.setData(data, false);
+        entry.plot.batch(() => { entry.plot.setScale("x", { min: keep.x[0], max: keep.x[1] }); entry.plot.setScale("y", { min: keep.y[0], max: keep.y[1] }); });
+      } else entry.plot.setData(data);
     } else {
       if (entry) entry.plot.destroy();
       const host = card.querySelector(".plot");
       host.replaceChildren();
-      const plot = new uPlot(chartOpts(width, id, series, xmode, logScale, opts), data, host);
-      entry = { plot, signature: series.map((s) => s.label).join("|") + xmode + logScale };
+      const made = { zoomed: false };
+      const o = chartOpts(width, id, series, xmode, logScale, opts);
+      // a drag-zoom sets the x scale inside the data; a double-click (uPlot's reset) sets it back
+      o.hooks = { setSelect: [(u) => { if (u.select.width > 0) made.zoomed = true; }] };
+      const plot = new uPlot(o, data, host);
+      plot.over.addEventListener("dblclick", () => { made.zoomed = false; });
+      entry = Object.assign(made, { plot, signature: series.map((s) => s.label).join("|") + xmode + logScale });
       state.charts.set(id, entry);
     }
     entry.raw = named; entry.data = data; entry.labels = series.map((s) => s.label);
@@ -308,7 +340,7 @@
       st.runs = data.runs;
       const projects = [...new Set(data.runs.map((r) => r.project))].sort();
       if (projectSel.options.length !== projects.length + 1) {
-        projectSel.replaceChildren(el("option", { value: "", text: "any project" }), projects.map((p) => el("option", { value: p, text: p })));
+        projectSel.replaceChildren(el("option", { value: "", text: "any project" }), ...projects.map((p) => el("option", { value: p, text: p })));
         projectSel.value = st.project;
       }
       render();
@@ -422,7 +454,7 @@
       const card = (root || view).querySelector(`.card[data-key="${CSS.escape(k)}"]`);
       const s = cache.get(k);
       if (!card || !s) return;
-      drawChart(card, k, { [k]: s }, { xmode: state.xmode, logScale: state.log, smoothing: state.smoothing, start: run.start_time });
+      drawChart(card, k, { [k]: s }, { xmode: state.xmode, logScale: state.log, smoothing: isSchedule(k) ? 0 : state.smoothing, start: run.start_time });
     }
     function redrawAll() { for (const k of cache.keys()) drawKey(k); }
     // the groups open at first: train/val/test and the first ones, up to a few charts
@@ -433,9 +465,9 @@
     }
     renderGroups();
 
-    slider.addEventListener("input", () => { state.smoothing = +slider.value; sliderVal.textContent = state.smoothing.toFixed(2); redrawAll(); });
-    xSel.addEventListener("change", () => { state.xmode = xSel.value; redrawAll(); if (!panes.System.hidden) loadSystem(); });
-    logBox.addEventListener("change", () => { state.log = logBox.checked; redrawAll(); });
+    slider.addEventListener("input", () => { state.smoothing = +slider.value; sliderVal.textContent = state.smoothing.toFixed(2); writeSettings(); redrawAll(); });
+    xSel.addEventListener("change", () => { state.xmode = xSel.value; writeSettings(); redrawAll(); if (!panes.System.hidden) loadSystem(); });
+    logBox.addEventListener("change", () => { state.log = logBox.checked; writeSettings(); redrawAll(); });
     keySearch.addEventListener("input", () => { renderGroups(); });
 
     // system charts: one per metric kind, every device/rank a series, on the run's time axis
@@ -586,11 +618,15 @@
         let label = names.get(r.id); if (seen.has(label)) label += " " + r.id.slice(0, 6); seen.set(label, 1);
         named[label] = d.series[r.id]; start[label] = starts.get(r.id);
       }
-      drawChart(card, "compare", named, { xmode: state.xmode, logScale: false, smoothing: state.smoothing, start, syncKey: "c" });
+      drawChart(card, "compare", named, { xmode: state.xmode, logScale: false, smoothing: isSchedule(key) ? 0 : state.smoothing, start, syncKey: "c" });
     }
-    keySel.addEventListener("change", () => { key = keySel.value; draw(true); });
-    slider.addEventListener("input", () => { state.smoothing = +slider.value; draw(false); });
-    xSel.addEventListener("change", () => { state.xmode = xSel.value; draw(false); });
+    keySel.addEventListener("change", () => { key = keySel.value; setKeyInUrl(); draw(true); });
+    slider.addEventListener("input", () => { state.smoothing = +slider.value; writeSettings(); draw(false); });
+    xSel.addEventListener("change", () => { state.xmode = xSel.value; writeSettings(); draw(false); });
+    function setKeyInUrl() {
+      const q = params(location.hash); q.set("key", key);
+      history.replaceState(null, "", "#/compare?" + q.toString());
+    }
     await draw(true);
     if (!d.config_diff.length) diff.append(el("p", { class: "muted", text: "The configs are the same." }));
     else diff.append(el("table", { id: "diff-table" }, el("thead", null, el("tr", null, el("th", { text: "key" }),
@@ -675,9 +711,9 @@
       });
       const capLine = el("div", { class: "small muted", text: `capacity ${fmtBytes(cap)} per device (${p.hardware.name}); needs ${fmtBytes(mem.total_bytes)}` });
       result.replaceChildren(el("h2", { id: "plan-verdict" }, el("span", { class: "badge " + (p.fits ? "finished" : "failed"), text: p.fits ? "fits" : "does not fit" }), " " + p.model.name + " on " + p.hardware.name,
-        el("span", { class: "muted", text: ` — headroom ${fmtBytes(p.headroom_bytes)}, max batch ${p.max_batch}, max sequence ${p.max_seq}` })),
+        el("span", { class: "muted", text: ` — ${fmtHeadroom(p.headroom_bytes)}, max batch ${p.max_batch}, max sequence ${p.max_seq}` })),
         bar, legend, capLine,
-        p.warnings.length ? el("ul", null, p.warnings.map((w) => el("li", { text: w }))) : null,
+        ...((p.warnings || []).length ? [el("ul", { id: "plan-warnings" }, p.warnings.map((w) => el("li", { text: w })))] : []),
         el("h2", { text: "Recommendations" }), p.recommendations.length ? el("table", { id: "plan-recs" }, el("thead", null, el("tr", null,
           ["Change", "Memory", "Fits", "Trade-off"].map((h) => el("th", { text: h })))), el("tbody", null, p.recommendations.map((r) => el("tr", null,
           el("td", { text: r.description || r.action }), el("td", { class: "num", text: fmtBytes(r.total_bytes) }),
@@ -696,6 +732,7 @@
     const view = document.getElementById("view");
     const hash = location.hash || "#/";
     const path = hash.split("?")[0];
+    readSettings(hash);
     const page = path.startsWith("#/run/") ? "runs" : path.slice(2) || "runs";
     document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === page));
     try {
