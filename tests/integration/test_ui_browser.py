@@ -438,11 +438,17 @@ def _tick_overflow(pg, key: str) -> float:
 
 
 def test_the_last_x_tick_label_is_not_clipped(page, server, store):
-    _, ids = store
-    for xmode in ("step", "wall"):
-        open_page(page, f"{server.base}/#/run/{ids['digits-mlp']}?x={xmode}")
+    from lmdev import track
+
+    home, ids = store
+    long = track.init("long-run", home=home, telemetry=False)
+    for step in range(0, 100_001, 5_000):  # the last tick, "100,000", sits on the right edge
+        long.log({"train/loss": 1.0 / (step + 1)}, step=step)
+    long.finish()
+    for run_id, xmode in ((long.id, "step"), (ids["digits-mlp"], "step"), (ids["digits-mlp"], "wall")):
+        open_page(page, f"{server.base}/#/run/{run_id}?x={xmode}")
         wait_js(page, "window.lmdev.charts.has('train/loss')")
-        assert _tick_overflow(page, "train/loss") <= 0, xmode
+        assert _tick_overflow(page, "train/loss") <= 0, (run_id, xmode)
 
 
 def test_plan_page_without_warnings_and_with_a_negative_headroom(page, server):

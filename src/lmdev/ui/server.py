@@ -526,7 +526,9 @@ def _bad_path(rel: str) -> str | None:
 
 def config_diff(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The flattened config keys whose values differ between the runs (or are missing in some)."""
-    flat = [_flatten(c) for c in configs]
+    from lmdev.track.export import flatten_config
+
+    flat = [flatten_config(c) for c in configs]
     keys = sorted(set().union(*flat)) if flat else []
     out = []
     for k in keys:
@@ -539,19 +541,6 @@ def config_diff(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 _MISSING = object()
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix or "value": d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        name = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, name))
-        else:
-            out[name] = v
-    return out
 
 
 def _add_plan_routes(app: FastAPI) -> None:
