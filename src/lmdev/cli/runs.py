@@ -171,10 +171,12 @@ def _list(store: Any, args: argparse.Namespace) -> int:
         console.print(T(f"No runs in {store.path}. Start one with lmdev.init() or `lmdev run SCRIPT.py`."))
         _warn_damaged(damaged)
         return 1 if damaged else 0
+    from lmdev.track.metric_names import by_canonical
+
     rows = []
     for r in runs:
-        last = _last_values(store, r, damaged)
-        shown = [k for k in ("val_accuracy", "val/accuracy", "val_acc", "val_loss", "loss") if k in last]
+        last = by_canonical(_last_values(store, r, damaged))  # Keras' val_loss is val/loss
+        shown = [k for k in ("val/accuracy", "val/acc", "val/loss", "loss") if k in last]
         metrics = "  ".join(f"{k}={_num(last[k], k)}" for k in (shown or list(last)[:2]))
         rows.append({"id": r.id, "name": r.name, "project": r.project, "status": r.status,
                      "started": _when(r.start_time), "duration": _dur(r.duration), "metrics": metrics})
@@ -313,8 +315,13 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
     configs = [r.config for r in runs]
     keys = sorted({k for c in configs for k in c})
     differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
-    lasts = [{s.key: s for s in store.summaries(r)} for r in runs]
+    from lmdev.track.metric_names import aliases, by_canonical
+
+    stored = [{s.key: s for s in store.summaries(r)} for r in runs]
+    lasts = [by_canonical(m) for m in stored]  # val_loss (Keras) and val/loss (lmdev) on one row
     metric_keys = sorted({k for m in lasts for k in m})
+    spellings = aliases({k for m in stored for k in m})
+    renamed = {k: v for k, v in spellings.items() if v != [k]}
     if args.json:
         _print_json({
             "schema": "lmdev.compare/1",
@@ -323,6 +330,7 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
             "metrics": {k: [None if k not in m else {"last": json_number(m[k].last),
                                                      "min": m[k].min, "max": m[k].max}
                             for m in lasts] for k in metric_keys},
+            "aliases": renamed,
         })
         return 0
     from rich.console import Console
@@ -342,7 +350,9 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
         if len({json.dumps(f.get(k, "\0missing"), sort_keys=True) for f in flat}) > 1:
             t.add_row(T(f"config {k}"), *[T(_config_value(f[k])) if k in f else "-" for f in flat])
     for k in metric_keys:
-        t.add_row(T(f"{k} (last)"), *[_num(m[k].last, k) if k in m else "-" for m in lasts])
+        also = [a for a in renamed.get(k, []) if a != k]
+        t.add_row(T(f"{k} (last" + (f"; also {', '.join(also)})" if also else ")")),
+                  *[_num(m[k].last, k) if k in m else "-" for m in lasts])
     Console(highlight=False).print(t)
     return 0
 

@@ -261,7 +261,7 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             row = D.run_row(info)
             if status and row["live_status"] != status:
                 continue
-            row["metrics"] = metrics.get(info.id, {})
+            row["metrics"] = _canonical_metrics(metrics.get(info.id, {}))
             row.pop("config", None)  # the Run and Compare pages fetch it; the table does not need it
             row.pop("framework_versions", None)
             row.pop("data_fingerprints", None)
@@ -522,6 +522,14 @@ def _bad_path(rel: str) -> str | None:
     if any(part in ("..", ".") for part in rel.split("/")):
         return "'..' or '.' segment"
     return None
+
+
+def _canonical_metrics(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The runs table's metrics under one name per quantity (Keras' ``val_loss`` is ``val/loss``),
+    each with the stored spellings as ``aliases``."""
+    from lmdev.track.metric_names import aliases
+
+    return {name: dict(metrics[names[0]], aliases=names) for name, names in aliases(metrics).items()}
 
 
 def config_diff(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -182,3 +182,25 @@ def test_rm_asks_on_a_terminal(two_runs, answer, kept):
     listed = subprocess.run([sys.executable, "-m", "lmdev", "runs", "list", "--json"], capture_output=True,
                             text=True, timeout=60)
     assert ("small" in [r["name"] for r in json.loads(listed.stdout)["runs"]]) is kept
+
+
+@pytest.fixture
+def keras_and_lmdev(home):
+    with lmdev.init("keras-run") as run:  # the spelling Keras' callback logs
+        run.log({"val_loss": 0.5, "loss": 0.4}, step=0)
+    with lmdev.init("engine-run") as run:  # the spelling lmdev's engine logs
+        run.log({"val/loss": 0.3, "loss": 0.2}, step=0)
+    return home
+
+
+def test_keras_and_lmdev_metric_names_line_up(keras_and_lmdev, capsys):
+    code, out, _ = cli(capsys, "runs", "compare", "keras-run", "engine-run")
+    assert code == 0
+    rows = [x for x in out.splitlines() if "val/loss" in x or "val_loss" in x]
+    assert len(rows) == 1 and "0.5" in rows[0] and "0.3" in rows[0] and "also val_loss" in rows[0]
+    code, out, _ = cli(capsys, "runs", "compare", "keras-run", "engine-run", "--json")
+    doc = json.loads(out)
+    assert [m["last"] for m in doc["metrics"]["val/loss"]] == [0.5, 0.3]
+    assert doc["aliases"] == {"val/loss": ["val/loss", "val_loss"]}
+    code, out, _ = cli(capsys, "runs", "list")
+    assert out.count("val/loss=") == 2 and "val_loss" not in out
