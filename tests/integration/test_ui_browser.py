@@ -476,3 +476,30 @@ def _shown_plan(pg) -> str:
     """The plan as shown (the folded JSON dump of the whole plan left out)."""
     return pg.evaluate("[...document.getElementById('plan-result').children]"
                        ".filter(e => e.tagName !== 'DETAILS').map(e => e.innerText).join('\\n')")
+
+
+def test_machine_page_is_tables_not_json(page, server, store):
+    home, _ = store
+    bench = {"schema": "lmdev.bench/1", "created": "2026-11-28T14:30:00+00:00", "quick": True, "hostname": "vm",
+             "cpu": {"model": "Test CPU", "peak_flops": {"fp32": 2.69e11},
+                     "peak_source": "cores x clock x FLOPs per cycle",
+                     "matmul": {"fp32": [{"size": 512, "seconds": 0.01, "flops": 3.0e10, "percent_of_peak": 11.2},
+                                         {"size": 1024, "seconds": 0.03, "flops": 6.6e10, "percent_of_peak": 24.5}],
+                                "int8": [{"size": 256, "error": "no int8 kernel"}]},
+                     "memory_bandwidth_bytes_s": 4.6e9},
+             "gpus": [], "disk": {"path": "/tmp", "write_bytes_s": 9.4e8, "read_bytes_s": 7.8e8}, "allreduce": None}
+    (home / "bench").mkdir(exist_ok=True)
+    (home / "bench" / "latest.json").write_text(json.dumps(bench))
+    try:
+        open_page(page, f"{server.base}/#/machine")
+        assert page.locator("#facts table[data-section=host]").count() == 1
+        host = page.locator("#facts table[data-section=host]").inner_text()
+        assert "cpu.model" in host and "memory.total_bytes" in host and "GiB" in host
+        rows = page.locator("#bench tbody tr").evaluate_all("rs => rs.map(r => r.innerText)")
+        fp32 = next(r for r in rows if "matmul fp32" in r)
+        assert "66 GFLOP/s" in fp32 and "269 GFLOP/s" in fp32 and "24.5 %" in fp32  # best size beside the peak
+        assert any("int8" in r and "no int8 kernel" in r for r in rows)
+        assert any("memory bandwidth" in r and "GiB/s" in r for r in rows)
+        assert "{" not in page.locator("#view").inner_text()  # no JSON dump anywhere
+    finally:
+        (home / "bench" / "latest.json").unlink()

@@ -662,14 +662,77 @@
       for (const f of fs) out.push(el("div", { class: "finding " + f.severity, "data-id": f.id },
         el("div", null, badge(f.severity), " ", el("strong", { text: f.title }), " ", el("span", { class: "muted mono small", text: f.id })),
         el("div", { class: "small muted", text: f.evidence }), el("div", { class: "fix" }, el("b", { text: "Fix: " }), f.fix)));
-      out.push(el("details", null, el("summary", { text: "All facts (lmdev doctor --json)" }), el("pre", { text: JSON.stringify(r.facts, null, 2) })));
+      out.push(el("h2", { text: "Facts" }), factTables(r.facts));
     }
     out.push(el("h2", { text: "Benchmarks" }));
-    if (d.bench) out.push(el("pre", { id: "bench", text: JSON.stringify(d.bench, null, 2) }));
+    if (d.bench) out.push(benchTables(d.bench));
     else out.push(el("p", { class: "muted", text: `No saved bench results (${d.bench_path}): run \`lmdev bench\` to measure this machine.` }));
     view.replaceChildren(...out);
     lmdev.ready = true;
     async function render() { await machinePage(view); }
+  }
+
+  // The doctor's facts as one table per section (host, accelerators, software, ...): dotted keys,
+  // bytes in binary units, lists joined.
+  function flatFacts(v, prefix, out) {
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k, x] of Object.entries(v)) flatFacts(x, prefix ? prefix + "." + k : k, out);
+    } else if (Array.isArray(v) && v.some((x) => x && typeof x === "object")) {
+      v.forEach((x, i) => flatFacts(x, `${prefix}[${i}]`, out));
+    } else out.push([prefix, v]);
+    return out;
+  }
+  function factValue(k, v) {
+    if (v === null || v === undefined) return "–";
+    if (typeof v === "number" && /bytes/.test(k)) return fmtBytes(v) + (/_s$|per_s/.test(k) ? "/s" : "");
+    if (Array.isArray(v)) return v.join(", ") || "–";
+    return typeof v === "boolean" ? (v ? "yes" : "no") : String(v);
+  }
+  function factTables(facts) {
+    const box = el("div", { id: "facts" });
+    for (const [section, v] of Object.entries(facts || {})) {
+      const rows = flatFacts(v, "", []);
+      if (!rows.length) continue;
+      box.append(el("details", { open: section === "host" || section === "accelerators" },
+        el("summary", { text: section }), el("table", { class: "facts", "data-section": section }, el("tbody", null,
+          rows.map(([k, x]) => el("tr", null, el("td", { class: "mono small", text: k || section }), el("td", { text: factValue(k, x) })))))));
+    }
+    return box;
+  }
+  function fmtRate(v, unit) {
+    if (v === null || v === undefined || !isFinite(v)) return "–";
+    const p = [["P", 1e15], ["T", 1e12], ["G", 1e9], ["M", 1e6], ["k", 1e3]].find(([, f]) => Math.abs(v) >= f);
+    return p ? `${+(v / p[1]).toPrecision(3)} ${p[0]}${unit}` : `${+v.toPrecision(3)} ${unit}`;
+  }
+  // lmdev bench's results (docs/schemas/bench.md): the best matmul per dtype beside the datasheet
+  // peak, and the measured bandwidths.
+  function benchTables(b) {
+    const rows = [];
+    const dev = (name, d) => {
+      for (const [dtype, runs] of Object.entries(d.matmul || {})) {
+        const ok = (runs || []).filter((x) => typeof x.flops === "number");
+        const best = ok.reduce((a, x) => (!a || x.flops > a.flops ? x : a), null);
+        const peak = (d.peak_flops || {})[dtype];
+        const err = (runs || []).find((x) => x.error);
+        rows.push([name, "matmul " + dtype, best ? fmtRate(best.flops, "FLOP/s") + ` (n=${best.size})` : "failed: " + ((err || {}).error || "?"),
+          peak ? fmtRate(peak, "FLOP/s") : "–", best && peak ? (100 * best.flops / peak).toFixed(1) + " %" : "–"]);
+      }
+      if (d.memory_bandwidth_bytes_s) rows.push([name, "memory bandwidth", fmtBytes(d.memory_bandwidth_bytes_s) + "/s", "–",
+        d.memory_bandwidth_percent_of_peak ? d.memory_bandwidth_percent_of_peak.toFixed(1) + " %" : "–"]);
+      for (const dir of ["h2d", "d2h"]) for (const [kind, v] of Object.entries(d[dir + "_bytes_s"] || {}))
+        rows.push([name, `${dir} (${kind})`, fmtBytes(v) + "/s", "–", "–"]);
+    };
+    if (b.cpu) dev("CPU " + (b.cpu.model || ""), b.cpu);
+    (b.gpus || []).forEach((g) => dev(`GPU ${g.index} ${g.name || ""}`, g));
+    if (b.disk) {
+      if (b.disk.write_bytes_s) rows.push(["disk " + (b.disk.path || ""), "write", fmtBytes(b.disk.write_bytes_s) + "/s", "–", "–"]);
+      if (b.disk.read_bytes_s) rows.push(["disk " + (b.disk.path || ""), "read", fmtBytes(b.disk.read_bytes_s) + "/s", "–", "–"]);
+    }
+    if (b.allreduce && b.allreduce.bus_bandwidth_bytes_s) rows.push([`${b.allreduce.devices} GPUs`, "all-reduce bus bandwidth",
+      fmtBytes(b.allreduce.bus_bandwidth_bytes_s) + "/s", "–", b.allreduce.percent_of_peak ? b.allreduce.percent_of_peak.toFixed(1) + " %" : "–"]);
+    return el("div", null, el("p", { class: "muted small", text: `measured ${b.created || "?"}${b.quick ? " (quick)" : ""} on ${b.hostname || "?"}; peaks: ${(b.cpu || {}).peak_source || "the catalog's datasheets"}` }),
+      el("table", { id: "bench" }, el("thead", null, el("tr", null, ["Device", "Measure", "Measured", "Datasheet peak", "% of peak"].map((h) => el("th", { text: h })))),
+        el("tbody", null, rows.map((r) => el("tr", null, r.map((c, i) => el("td", { class: i >= 2 ? "num" : "", text: c })))))));
   }
 
   // -- plan page -------------------------------------------------------------------------------
