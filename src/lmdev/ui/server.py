@@ -450,17 +450,22 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
                 points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS)) -> dict[str, Any]:
         refs = [r for r in runs.split(",") if r][:MAX_COMPARE]
         with reader.store() as st:
+            from lmdev.track.metric_names import aliases
+
             infos = [st.get_run(r) for r in refs]
+            # keys by canonical name: a Keras run's val_loss overlays an lmdev run's val/loss
+            stored = [aliases(s.key for s in st.summaries(info)) for info in infos]
             keys: dict[str, int] = {}
-            for info in infos:
-                for s in st.summaries(info):
-                    keys[s.key] = keys.get(s.key, 0) + 1
+            for names in stored:
+                for k in names:
+                    keys[k] = keys.get(k, 0) + 1
             out = {}
             if key:
-                for info in infos:
-                    arrays = D.metric_arrays(st, info, [key])
-                    if key in arrays:
-                        out[info.id] = series(*arrays[key], points=points)
+                for info, names in zip(infos, stored):
+                    original = names.get(key, [key])[0]
+                    arrays = D.metric_arrays(st, info, [original])
+                    if original in arrays:
+                        out[info.id] = series(*arrays[original], points=points)
         return {"runs": [{"id": i.id, "name": i.name, "start_time": i.start_time, "status": D.live_status(i)}
                          for i in infos],
                 "keys": sorted(keys), "common_keys": sorted(k for k, n in keys.items() if n == len(infos)),

@@ -213,6 +213,9 @@ def test_runs_table_lines_up_keras_and_lmdev_metric_names(tmp_path):
         run.finish()
     with TestClient(create_app(home), base_url=BASE) as c:
         runs = {r["name"]: r["metrics"] for r in c.get("/api/runs").json()["runs"]}
+        cmp = c.get("/api/compare", params={"runs": "keras-run,engine-run", "key": "val/loss"}).json()
+    assert cmp["common_keys"] == ["val/loss"]  # the Compare page overlays them too
+    assert sorted(s["value"][0] for s in cmp["series"].values()) == [0.3, 0.5]
     assert set(runs["keras-run"]) == set(runs["engine-run"]) == {"val/loss"}  # one column for both
     assert runs["keras-run"]["val/loss"]["last"] == 0.5 and runs["keras-run"]["val/loss"]["aliases"] == ["val_loss"]
     assert runs["engine-run"]["val/loss"]["aliases"] == ["val/loss"]
