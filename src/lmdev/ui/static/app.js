@@ -275,6 +275,13 @@
       return [...freq.keys()].sort((a, b) => pri(a) - pri(b) || freq.get(b) - freq.get(a) || a.localeCompare(b)).slice(0, 4);
     }
 
+    // the stored spellings of a metric the runs table shows under one name (Keras' val_loss is val/loss)
+    function spelledAs(key) {
+      const names = new Set();
+      for (const r of st.runs) for (const a of ((r.metrics || {})[key] || {}).aliases || []) if (a !== key) names.add(a);
+      return names.size ? "; also logged as " + [...names].sort().join(", ") : "";
+    }
+
     function sortValue(r, key) {
       if (key.startsWith("m:")) {
         const m = (r.metrics || {})[key.slice(2)];
@@ -303,7 +310,7 @@
       const cols = [["", null], ["Name", "name"], ["Status", "status"], ["Project", "project"], ["Started", "start_time"],
         ["Duration", "duration"]].concat(keys.map((k) => [k, "m:" + k])).concat([["Tags", null], ["Host", "host"]]);
       const head = el("tr", null, cols.map(([label, key]) => {
-        const th = el("th", { class: key ? "sortable" : "", text: label, title: key && key.startsWith("m:") ? "last (best)" : null });
+        const th = el("th", { class: key ? "sortable" : "", text: label, title: key && key.startsWith("m:") ? "last (best)" + spelledAs(label) : null });
         if (key === st.sort) th.classList.add(st.dir > 0 ? "sorted-asc" : "sorted-desc");
         if (key) th.addEventListener("click", () => { st.dir = st.sort === key ? -st.dir : (key === "name" ? 1 : -1); st.sort = key; render(); });
         return th;
