@@ -312,7 +312,7 @@ def test_runs(place, verb, ref, ref2, limit, fmt, out, read_only, odd_home):
     argv = {
         "list": ["runs", *home, "list", "--limit", limit, *ro],
         "show": ["runs", *home, "show", ref, *ro],
-        "rm": ["runs", *home, "rm", ref],
+        "rm": ["runs", *home, "rm", ref, "--yes"],
         "export": ["runs", *home, "export", ref, "--format", fmt, "-o", target, *ro],
         "compare": ["runs", *home, "compare", ref, ref2, *ro],
     }[verb]

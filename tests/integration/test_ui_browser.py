@@ -312,3 +312,194 @@ def test_a_missing_store_shows_a_banner_saying_what_to_do(page, tmp_path):
         assert "no run store" in text and "lmdev demo" in text
     finally:
         srv.stop()
+
+
+# -- second round: the defects of issue 18 ------------------------------------------------------
+
+
+def test_project_filter_lists_the_projects_and_filters(page, server, store):
+    from lmdev import track
+
+    home, _ = store
+    other = track.init("elsewhere", project="vision", home=home, telemetry=False)
+    other.log({"train/loss": 1.0}, step=0)
+    other.finish()
+    open_page(page, server.url)
+    options = page.locator("#project-filter option").evaluate_all("os => os.map(o => o.value)")
+    assert "vision" in options and "" in options
+    assert "[object" not in page.locator("#project-filter").inner_text()
+    page.select_option("#project-filter", "vision")
+    rows = page.locator("#runs-table tbody tr[data-run]")
+    assert rows.count() == 1 and rows.first.get_attribute("data-run") == other.id
+
+
+def _x_scale(pg, key: str) -> list[float]:
+    return pg.evaluate(f"(() => {{ const s = window.lmdev.charts.get({json.dumps(key)}).plot.scales; "
+                       "return [s.x.min, s.x.max, s.y.min, s.y.max]; })()")
+
+
+def test_a_drag_zoom_survives_live_updates(page, server, store):
+    home, _ = store
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, lmdev.track as t
+        run = t.init("zoom-run", home={str(home)!r}, telemetry=False)
+        for i in range(100):
+            run.log({{"train/loss": 1.0 / (i + 1)}}, step=i)
+        run.flush()
+        print(run.id, flush=True)
+        sys.stdin.readline()
+        for i in range(100, 110):
+            run.log({{"train/loss": 0.001}}, step=i)
+        run.flush()
+        sys.stdin.readline()
+        run.finish()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = child.stdout.readline().strip()
+        open_page(page, f"{server.base}/#/run/{run_id}")
+        wait_js(page, "window.lmdev.charts.has('train/loss')")
+        full = _x_scale(page, "train/loss")
+        box = page.locator('.card[data-key="train/loss"] .u-over').bounding_box()
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * 0.3, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+        page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
+        page.mouse.up()
+        zoomed = _x_scale(page, "train/loss")
+        assert zoomed[0] > full[0] and zoomed[1] < full[1]  # the drag zoomed in
+        child.stdin.write("\n")
+        child.stdin.flush()
+        wait_js(page, "(() => { const c = window.lmdev.charts.get('train/loss'); "
+                      "return c && Array.from(c.data[0]).includes(109); })()", timeout=10)
+        page.wait_for_timeout(200)
+        assert _x_scale(page, "train/loss") == zoomed  # the new points did not reset the zoom
+        # a double-click goes back to the whole run, new points included
+        page.locator('.card[data-key="train/loss"] .u-over').dblclick()
+        assert _x_scale(page, "train/loss")[1] >= 109
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_chart_settings_live_in_the_url_and_survive_a_reload(page, server, store):
+    _, ids = store
+    open_page(page, f"{server.base}/#/run/{ids['digits-mlp']}")
+    page.evaluate("""(() => { const s = document.getElementById('smoothing'); s.value = '0.8';
+        s.dispatchEvent(new Event('input', { bubbles: true })); })()""")
+    page.select_option("#xaxis", "rel")
+    page.check("#logscale")
+    assert "smoothing=0.8" in page.url and "x=rel" in page.url and "log=1" in page.url
+    page.reload()
+    wait_js(page, "window.lmdev.ready && window.lmdev.charts.has('train/loss')")
+    assert page.input_value("#smoothing") == "0.8"
+    assert page.input_value("#xaxis") == "rel"
+    assert page.is_checked("#logscale")
+    plot = page.evaluate("(() => { const u = window.lmdev.charts.get('train/loss').plot; "
+                         "return [u.scales.y.distr, u.series[0].label]; })()")
+    assert plot == [3, "s"]  # log y, x in seconds
+
+
+def test_smoothing_is_not_applied_to_schedules(page, server, store):
+    from lmdev import track
+
+    home, _ = store
+    run = track.init("sched", home=home, telemetry=False)
+    for step in range(50):
+        run.log({"train/loss": 1.0 / (step + 1), "train/lr": 0.1 if step < 25 else 0.01,
+                 "epoch": float(step // 10)}, step=step)
+    run.finish()
+    open_page(page, f"{server.base}/#/run/{run.id}?smoothing=0.9")
+    wait_js(page, "['train/loss', 'train/lr'].every(k => window.lmdev.charts.has(k))")
+    assert chart(page, "train/loss")["labels"] == ["raw", "smoothed"]
+    lr = chart(page, "train/lr")
+    assert lr["labels"] == ["value"] and lr["data"][1][25] == 0.01  # the step is sharp
+    if not page.evaluate("document.querySelector('details.group[data-group=\"(no prefix)\"]').open"):
+        page.locator('details.group[data-group="(no prefix)"] > summary').click()
+    wait_js(page, "window.lmdev.charts.has('epoch')")
+    assert chart(page, "epoch")["labels"] == ["value"]
+
+
+def _tick_overflow(pg, key: str) -> float:
+    """How many CSS pixels the widest x tick label reaches past the chart's canvas (<= 0: none)."""
+    return pg.evaluate(f"""(() => {{
+        const u = window.lmdev.charts.get({json.dumps(key)}).plot;
+        const ax = u.axes[0]; const ctx = u.ctx; ctx.save(); ctx.font = ax.font[0]; let worst = -1e9;
+        ax._splits.forEach((v, i) => {{
+            const label = ax._values[i]; if (label == null || v < u.scales.x.min || v > u.scales.x.max) return;
+            const right = u.valToPos(v, 'x') + u.bbox.left / devicePixelRatio
+                + ctx.measureText(String(label)).width / devicePixelRatio / 2;
+            worst = Math.max(worst, right - u.width); }});
+        ctx.restore(); return worst; }})()""")
+
+
+def test_the_last_x_tick_label_is_not_clipped(page, server, store):
+    from lmdev import track
+
+    home, ids = store
+    long = track.init("long-run", home=home, telemetry=False)
+    for step in range(0, 100_001, 5_000):  # the last tick, "100,000", sits on the right edge
+        long.log({"train/loss": 1.0 / (step + 1)}, step=step)
+    long.finish()
+    for run_id, xmode in ((long.id, "step"), (ids["digits-mlp"], "step"), (ids["digits-mlp"], "wall")):
+        open_page(page, f"{server.base}/#/run/{run_id}?x={xmode}")
+        wait_js(page, "window.lmdev.charts.has('train/loss')")
+        assert _tick_overflow(page, "train/loss") <= 0, (run_id, xmode)
+
+
+def test_plan_page_without_warnings_and_with_a_negative_headroom(page, server):
+    open_page(page, f"{server.base}/#/plan")
+    page.select_option("#plan-model", "gpt2")
+    page.select_option("#plan-task", "infer")
+    page.select_option("#plan-hardware", "h200")
+    page.click("#plan-go")
+    wait_js(page, "!!document.getElementById('plan-verdict')")
+    text = _shown_plan(page)
+    assert "null" not in text and "fits" in text
+    page.select_option("#plan-model", "llama-3-70b")
+    page.select_option("#plan-task", "train")
+    page.select_option("#plan-hardware", "rtx-4090")
+    page.click("#plan-go")
+    wait_js(page, "(document.getElementById('plan-verdict') || {}).innerText?.includes('does not fit')")
+    verdict = page.locator("#plan-verdict").inner_text()
+    import re
+
+    assert re.search(r"over by [\d.]+ (GiB|TiB)", verdict), verdict
+    assert not re.search(r"-\d+ B", _shown_plan(page))
+
+
+def _shown_plan(pg) -> str:
+    """The plan as shown (the folded JSON dump of the whole plan left out)."""
+    return pg.evaluate("[...document.getElementById('plan-result').children]"
+                       ".filter(e => e.tagName !== 'DETAILS').map(e => e.innerText).join('\\n')")
+
+
+def test_machine_page_is_tables_not_json(page, server, store):
+    home, _ = store
+    bench = {"schema": "lmdev.bench/1", "created": "2026-11-28T14:30:00+00:00", "quick": True, "hostname": "vm",
+             "cpu": {"model": "Test CPU", "peak_flops": {"fp32": 2.69e11},
+                     "peak_source": "cores x clock x FLOPs per cycle",
+                     "matmul": {"fp32": [{"size": 512, "seconds": 0.01, "flops": 3.0e10, "percent_of_peak": 11.2},
+                                         {"size": 1024, "seconds": 0.03, "flops": 6.6e10, "percent_of_peak": 24.5}],
+                                "int8": [{"size": 256, "error": "no int8 kernel"}]},
+                     "memory_bandwidth_bytes_s": 4.6e9},
+             "gpus": [], "disk": {"path": "/tmp", "write_bytes_s": 9.4e8, "read_bytes_s": 7.8e8}, "allreduce": None}
+    (home / "bench").mkdir(exist_ok=True)
+    (home / "bench" / "latest.json").write_text(json.dumps(bench))
+    try:
+        open_page(page, f"{server.base}/#/machine")
+        assert page.locator("#facts table[data-section=host]").count() == 1
+        host = page.locator("#facts table[data-section=host]").inner_text()
+        assert "cpu.model" in host and "memory.total_bytes" in host and "GiB" in host
+        rows = page.locator("#bench tbody tr").evaluate_all("rs => rs.map(r => r.innerText)")
+        fp32 = next(r for r in rows if "matmul fp32" in r)
+        assert "66 GFLOP/s" in fp32 and "269 GFLOP/s" in fp32 and "24.5 %" in fp32  # best size beside the peak
+        assert any("int8" in r and "no int8 kernel" in r for r in rows)
+        assert any("memory bandwidth" in r and "GiB/s" in r for r in rows)
+        assert "{" not in page.locator("#view").inner_text()  # no JSON dump anywhere
+    finally:
+        (home / "bench" / "latest.json").unlink()

@@ -42,11 +42,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     ls.add_argument("--status", choices=["running", "finished", "failed", "killed"])
     ls.add_argument("--limit", type=_limit, metavar="N", help="at most N runs")
     ls.add_argument("--json", action="store_true", help="print one JSON document (docs/schemas/runs.md)")
+    ls.add_argument("--wide", action="store_true",
+                    help="every column in full, however wide (default: fit the terminal, cutting metric "
+                    "values and the least useful columns before names)")
     _read_only_flag(ls)
     show = verbs.add_parser("show", help="a run: fields, config, metrics, events, artifacts")
     show.add_argument("run", metavar="RUN")
     show.add_argument("--json", action="store_true", help="print one JSON document (docs/schemas/runs.md)")
-    show.add_argument("--system", action="store_true", help="with --json: also the system metrics")
+    show.add_argument("--system", action="store_true",
+                      help="also the system metrics (a table of each series; with --json, every sample)")
     _read_only_flag(show)
     cmp = verbs.add_parser("compare", help="two or more runs side by side: config and final metrics")
     cmp.add_argument("runs", metavar="RUN", nargs="+")
@@ -62,6 +66,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     rm = verbs.add_parser("rm", help="delete runs and their folders")
     rm.add_argument("runs", metavar="RUN", nargs="+")
     rm.add_argument("--force", action="store_true", help="also delete runs that are still running")
+    rm.add_argument("--yes", "-y", action="store_true",
+                    help="delete without asking (needed where there is no terminal to ask on)")
     return p
 
 
@@ -103,12 +109,22 @@ def _dur(seconds: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def _num(value: float | None) -> str:
+def _num(value: float | None, key: str = "") -> str:
+    """A metric value; one whose key names bytes in human units (``709.3 MiB``, not ``7.438e+08``)."""
     if value is None:
         return "-"
     if math.isnan(value) or math.isinf(value):
         return str(value)
+    if _is_bytes(key):
+        from lmdev.plan.memory import human
+
+        return human(value) + ("/s" if key.lower().endswith("_per_s") else "")
     return f"{value:.6g}"
+
+
+def _is_bytes(key: str) -> bool:
+    low = key.lower()
+    return "bytes" in low or low.endswith(("_mem", "/mem", "memory_used", "memory_total"))
 
 
 _STATUS_STYLE = {"running": "cyan", "finished": "green", "failed": "red", "killed": "yellow"}
@@ -155,18 +171,56 @@ def _list(store: Any, args: argparse.Namespace) -> int:
         console.print(T(f"No runs in {store.path}. Start one with lmdev.init() or `lmdev run SCRIPT.py`."))
         _warn_damaged(damaged)
         return 1 if damaged else 0
-    table = Table(box=None, header_style="bold")
-    for col in ("id", "name", "project", "status", "started", "duration", "metrics"):
-        table.add_column(col, no_wrap=col in ("id", "status", "started", "duration"))
+    from lmdev.track.metric_names import by_canonical
+
+    rows = []
     for r in runs:
-        last = _last_values(store, r, damaged)
-        shown = [k for k in ("val_accuracy", "val/accuracy", "val_acc", "val_loss", "loss") if k in last]
-        metrics = "  ".join(f"{k}={_num(last[k])}" for k in (shown or list(last)[:2]))
-        table.add_row(T(r.id), T(r.name), T(r.project), _status(r.status),
-                      _when(r.start_time), _dur(r.duration), T(metrics))
+        last = by_canonical(_last_values(store, r, damaged))  # Keras' val_loss is val/loss
+        shown = [k for k in ("val/accuracy", "val/acc", "val/loss", "loss") if k in last]
+        metrics = "  ".join(f"{k}={_num(last[k], k)}" for k in (shown or list(last)[:2]))
+        rows.append({"id": r.id, "name": r.name, "project": r.project, "status": r.status,
+                     "started": _when(r.start_time), "duration": _dur(r.duration), "metrics": metrics})
+    cols = _fit_columns(rows, console.width, args.wide)
+    if args.wide:
+        console = Console(highlight=False, width=max(console.width, _table_width(rows, cols)))
+    table = Table(box=None, header_style="bold")
+    for col in cols:  # only the metrics are cut (with …) when the terminal is narrow; names never are
+        table.add_column(col, no_wrap=col != "metrics", min_width=min(_col_width(rows, col), 40)
+                         if col in ("id", "name") else None)
+    for row in rows:
+        table.add_row(*[_status(row[c]) if c == "status" else
+                        T(row[c], no_wrap=True, overflow="ellipsis") for c in cols])
     console.print(table)
     _warn_damaged(damaged)
     return 1 if damaged else 0
+
+
+LIST_COLUMNS = ("id", "name", "project", "status", "started", "duration", "metrics")
+# dropped in this order when the table does not fit (the metrics are cut with … rather than dropped)
+DROP_ORDER = ("project", "started", "duration")
+MIN_METRICS = 16
+
+
+def _col_width(rows: list[dict[str, str]], col: str) -> int:
+    return max([len(col)] + [len(r[col]) for r in rows])
+
+
+def _table_width(rows: list[dict[str, str]], cols: list[str]) -> int:
+    return sum(_col_width(rows, c) + 2 for c in cols)  # box=None: one space each side
+
+
+def _fit_columns(rows: list[dict[str, str]], width: int, wide: bool) -> list[str]:
+    """The columns of ``runs list`` that fit ``width``: all with --wide; otherwise the least useful
+    ones are dropped until the rest fits with room for the metrics."""
+    cols = list(LIST_COLUMNS)
+    if wide:
+        return cols
+    for col in DROP_ORDER:
+        rest = [c for c in cols if c != "metrics"]
+        if _table_width(rows, rest) + min(MIN_METRICS, _col_width(rows, "metrics")) + 2 <= width:
+            break
+        cols.remove(col)
+    return cols
 
 
 def _status(status: str) -> Any:
@@ -199,31 +253,21 @@ def _show(store: Any, args: argparse.Namespace) -> int:
     if r.command:
         console.print(T("  command " + " ".join(r.command)))
     if r.config:
+        from lmdev.track.export import flatten_config
+
         console.print("[bold]config")
-        for k, v in sorted(r.config.items()):
-            console.print(T(f"  {k} = {json.dumps(v)}"))
+        for k, v in sorted(flatten_config(r.config).items()):
+            console.print(T(f"  {k} = {_config_value(v)}"))
     summaries = store.summaries(r)
     if summaries:
         t = Table(title="metrics", title_justify="left", box=None, header_style="bold")
         for col in ("key", "points", "steps", "last", "min", "max", "NaN/Inf"):
             t.add_column(col, justify="left" if col == "key" else "right")
         for s in summaries:
-            t.add_row(T(s.key), str(s.count), f"{s.first_step}-{s.last_step}", _num(s.last), _num(s.min),
-                      _num(s.max), str(s.nonfinite or ""))
+            t.add_row(T(s.key), str(s.count), f"{s.first_step}-{s.last_step}", _num(s.last, s.key),
+                      _num(s.min, s.key), _num(s.max, s.key), str(s.nonfinite or ""))
         console.print(t)
-    system = store.system(r)
-    if system:
-        series: dict[str, list[float]] = {}
-        for s in system:
-            if isinstance(s.value, (int, float)):
-                series.setdefault(f"{s.device} {s.key}" + (f" (rank {s.rank})" if s.rank else ""),
-                                  []).append(float(s.value))
-        t = Table(title="system", title_justify="left", box=None, header_style="bold")
-        for col in ("metric", "samples", "mean", "max"):
-            t.add_column(col, justify="left" if col == "metric" else "right")
-        for key, values in series.items():
-            t.add_row(T(key), str(len(values)), _num(sum(values) / len(values)), _num(max(values)))
-        console.print(t)
+    _print_system(console, store.system(r), args.system)
     events = store.events(r)
     if events:
         console.print("[bold]events")
@@ -233,8 +277,32 @@ def _show(store: Any, args: argparse.Namespace) -> int:
     if artifacts:
         console.print("[bold]artifacts")
         for a in artifacts:
-            console.print(T(f"  {a.path}  {a.kind}  {a.size} B  sha256 {str(a.sha256)[:16]}"))
+            console.print(T(f"  {a.path}  {a.kind}  {_num(a.size, 'bytes')}  sha256 {str(a.sha256)[:16]}"))
     return 0
+
+
+def _print_system(console: Any, system: list[Any], full: bool) -> None:
+    """The run's system metrics: a table of each series with --system, else one line saying so."""
+    from rich.table import Table
+    from rich.text import Text as T
+
+    series: dict[str, tuple[str, list[float]]] = {}
+    for s in system:
+        if isinstance(s.value, (int, float)):
+            name = f"{s.device} {s.key}" + (f" (rank {s.rank})" if s.rank else "")
+            series.setdefault(name, (s.key, []))[1].append(float(s.value))
+    if not series:
+        return
+    if not full:
+        console.print(T(f"system: {len(series)} series sampled (--system shows them)", style="dim"))
+        return
+    t = Table(title="system", title_justify="left", box=None, header_style="bold")
+    for col in ("metric", "samples", "mean", "max", "last"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    for name, (key, values) in series.items():
+        t.add_row(T(name), str(len(values)), _num(sum(values) / len(values), key), _num(max(values), key),
+                  _num(values[-1], key))
+    console.print(t)
 
 
 def _compare(store: Any, args: argparse.Namespace) -> int:
@@ -247,8 +315,13 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
     configs = [r.config for r in runs]
     keys = sorted({k for c in configs for k in c})
     differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
-    lasts = [{s.key: s for s in store.summaries(r)} for r in runs]
+    from lmdev.track.metric_names import aliases, by_canonical
+
+    stored = [{s.key: s for s in store.summaries(r)} for r in runs]
+    lasts = [by_canonical(m) for m in stored]  # val_loss (Keras) and val/loss (lmdev) on one row
     metric_keys = sorted({k for m in lasts for k in m})
+    spellings = aliases({k for m in stored for k in m})
+    renamed = {k: v for k, v in spellings.items() if v != [k]}
     if args.json:
         _print_json({
             "schema": "lmdev.compare/1",
@@ -257,11 +330,14 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
             "metrics": {k: [None if k not in m else {"last": json_number(m[k].last),
                                                      "min": m[k].min, "max": m[k].max}
                             for m in lasts] for k in metric_keys},
+            "aliases": renamed,
         })
         return 0
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text as T
+
+    from lmdev.track.export import flatten_config
 
     t = Table(box=None, header_style="bold")
     t.add_column("")
@@ -269,12 +345,20 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
         t.add_column(T(f"{r.name}\n{r.id}"), justify="right")
     t.add_row("[bold]status", *[_status(r.status) for r in runs])
     t.add_row("duration", *[_dur(r.duration) for r in runs])
-    for k in differing:
-        t.add_row(T(f"config {k}"), *[T(json.dumps(c.get(k))) if k in c else "-" for c in configs])
+    flat = [flatten_config(c) for c in configs]  # one row per leaf: optimizer.lr, not a JSON blob
+    for k in sorted({k for f in flat for k in f}):
+        if len({json.dumps(f.get(k, "\0missing"), sort_keys=True) for f in flat}) > 1:
+            t.add_row(T(f"config {k}"), *[T(_config_value(f[k])) if k in f else "-" for f in flat])
     for k in metric_keys:
-        t.add_row(T(f"{k} (last)"), *[_num(m[k].last) if k in m else "-" for m in lasts])
+        also = [a for a in renamed.get(k, []) if a != k]
+        t.add_row(T(f"{k} (last" + (f"; also {', '.join(also)})" if also else ")")),
+                  *[_num(m[k].last, k) if k in m else "-" for m in lasts])
     Console(highlight=False).print(t)
     return 0
+
+
+def _config_value(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def _export(store: Any, args: argparse.Namespace) -> int:
@@ -306,6 +390,9 @@ def _rm(store: Any, args: argparse.Namespace) -> int:
     running = [r.id for r in runs if r.status == "running"]
     if running and not args.force:
         raise LmdevError(f"run {', '.join(running)} is still running", "stop it first, or use --force")
+    if not args.yes and not _confirm(runs):
+        print("nothing removed", file=sys.stderr)
+        return 1
     problems = 0
     for r in runs:
         try:
@@ -319,6 +406,20 @@ def _rm(store: Any, args: argparse.Namespace) -> int:
             shutil.rmtree(folder, ignore_errors=True)
         print(f"removed {r.id} ({r.name})")
     return 1 if problems else 0
+
+
+def _confirm(runs: list[Any]) -> bool:
+    """Ask on the terminal before deleting; without one, refuse (a script must say --yes)."""
+    from lmdev.errors import LmdevError
+
+    if not sys.stdin.isatty():
+        raise LmdevError("lmdev runs rm asks before deleting, and there is no terminal to ask on",
+                         "pass --yes to delete without asking")
+    for r in runs:
+        print(f"  {r.id}  {r.name}  ({r.status})", file=sys.stderr)
+    print(f"Delete {len(runs)} run{'s' if len(runs) > 1 else ''} and {'their' if len(runs) > 1 else 'its'} "
+          "folder? [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 _VERBS = {"list": _list, "show": _show, "compare": _compare, "export": _export, "rm": _rm}

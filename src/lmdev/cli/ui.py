@@ -18,7 +18,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "127.0.0.1; on any other address it needs a token (one is generated and printed as a URL). "
         "Docs: docs/commands/ui.md.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=6006, help="port (default 6006; 0 picks a free one)")
+    p.add_argument("--port", type=int, default=6150, help="port (default 6150, beside TensorBoard's 6006; 0 picks a free one)")
     p.add_argument("--open", action="store_true", help="open the dashboard in the browser")
     p.add_argument("--home", metavar="DIR", help="the store folder (default: $LMDEV_HOME or ./.lmdev)")
     p.add_argument("--token", metavar="T", help="require this token (default: a generated one when "
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise LmdevError(f"the dashboard needs FastAPI and uvicorn ({exc.name} is missing)",
                          "pip install 'lmdev[ui]'") from None
     if not 0 <= args.port <= 65535:
-        raise LmdevError(f"--port must be between 0 and 65535, got {args.port}", "pass a free port, e.g. 6006")
+        raise LmdevError(f"--port must be between 0 and 65535, got {args.port}", "pass a free port, e.g. 6150")
     token = resolve_token(args.host, args.token, args.no_auth)
     if args.no_auth and not is_loopback_name(args.host):
         print(f"lmdev: warning: serving {args.host} with --no-auth: anyone who can reach port {args.port} "

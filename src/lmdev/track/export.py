@@ -29,6 +29,21 @@ def json_number(value: float) -> float | str:
     return value
 
 
+def flatten_config(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys (``{"optimizer": {"lr": 0.1}}`` -> ``{"optimizer.lr": 0.1}``);
+    an empty section stays one key. Shared by ``runs compare`` and the dashboard's config diff."""
+    if not isinstance(d, dict):
+        return {prefix or "value": d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten_config(v, name))
+        else:
+            out[name] = v
+    return out
+
+
 def run_summary(store: Store, run: RunInfo) -> dict[str, Any]:
     """One entry of ``runs list --json``: the run's fields and the last value of each metric."""
     d = run.to_dict()

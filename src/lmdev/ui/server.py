@@ -262,7 +262,7 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             row = D.run_row(info)
             if status and row["live_status"] != status:
                 continue
-            row["metrics"] = metrics.get(info.id, {})
+            row["metrics"] = _canonical_metrics(metrics.get(info.id, {}))
             row.pop("config", None)  # the Run and Compare pages fetch it; the table does not need it
             row.pop("framework_versions", None)
             row.pop("data_fingerprints", None)
@@ -452,17 +452,22 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
                 points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS)) -> dict[str, Any]:
         refs = [r for r in runs.split(",") if r][:MAX_COMPARE]
         with reader.store() as st:
+            from lmdev.track.metric_names import aliases
+
             infos = [st.get_run(r) for r in refs]
+            # keys by canonical name: a Keras run's val_loss overlays an lmdev run's val/loss
+            stored = [aliases(s.key for s in st.summaries(info)) for info in infos]
             keys: dict[str, int] = {}
-            for info in infos:
-                for s in st.summaries(info):
-                    keys[s.key] = keys.get(s.key, 0) + 1
+            for names in stored:
+                for k in names:
+                    keys[k] = keys.get(k, 0) + 1
             out = {}
             if key:
-                for info in infos:
-                    arrays = D.metric_arrays(st, info, [key])
-                    if key in arrays:
-                        out[info.id] = series(*arrays[key], points=points)
+                for info, names in zip(infos, stored):
+                    original = names.get(key, [key])[0]
+                    arrays = D.metric_arrays(st, info, [original])
+                    if original in arrays:
+                        out[info.id] = series(*arrays[original], points=points)
         return {"runs": [{"id": i.id, "name": i.name, "start_time": i.start_time, "status": D.live_status(i)}
                          for i in infos],
                 "keys": sorted(keys), "common_keys": sorted(k for k, n in keys.items() if n == len(infos)),
@@ -526,9 +531,19 @@ def _bad_path(rel: str) -> str | None:
     return None
 
 
+def _canonical_metrics(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The runs table's metrics under one name per quantity (Keras' ``val_loss`` is ``val/loss``),
+    each with the stored spellings as ``aliases``."""
+    from lmdev.track.metric_names import aliases
+
+    return {name: dict(metrics[names[0]], aliases=names) for name, names in aliases(metrics).items()}
+
+
 def config_diff(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The flattened config keys whose values differ between the runs (or are missing in some)."""
-    flat = [_flatten(c) for c in configs]
+    from lmdev.track.export import flatten_config
+
+    flat = [flatten_config(c) for c in configs]
     keys = sorted(set().union(*flat)) if flat else []
     out = []
     for k in keys:
@@ -541,19 +556,6 @@ def config_diff(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 _MISSING = object()
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix or "value": d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        name = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, name))
-        else:
-            out[name] = v
-    return out
 
 
 def _add_plan_routes(app: FastAPI) -> None:

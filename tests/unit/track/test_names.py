@@ -94,7 +94,7 @@ def test_runs_rm_never_deletes_outside_the_store(home, tmp_path, capsys):
     (victim / "keep" / "data.txt").write_text("precious")
     _plant(home, "../../victim", "evil")  # home/runs/../../victim is tmp_path/victim
     assert (home / "runs" / "../../victim").resolve() == victim.resolve()
-    code, _, err = cli(capsys, "runs", "rm", "evil")
+    code, _, err = cli(capsys, "runs", "rm", "evil", "--yes")
     assert code == 1 and "not a valid run id" in err
     assert (victim / "keep" / "data.txt").read_text() == "precious"
     code, out, _ = cli(capsys, "runs", "list", "--json")
@@ -109,7 +109,7 @@ def test_runs_rm_does_not_follow_a_symlinked_run_folder(home, tmp_path, capsys):
     (outside / "data.txt").write_text("precious")
     (home / "runs").mkdir(parents=True, exist_ok=True)
     os.symlink(outside, home / "runs" / run.id)
-    code, _, err = cli(capsys, "runs", "rm", run.id)
+    code, _, err = cli(capsys, "runs", "rm", run.id, "--yes")
     assert code == 1 and "outside the store" in err
     assert (outside / "data.txt").read_text() == "precious"
 
@@ -118,13 +118,13 @@ def test_an_empty_or_ambiguous_prefix_matches_nothing(home, capsys):
     for name in ("one", "two"):
         with lmdev.init(name, run_id=f"ab{name}"):
             pass
-    code, _, err = cli(capsys, "runs", "rm", "")
+    code, _, err = cli(capsys, "runs", "rm", "", "--yes")
     assert code == 2 and "empty" in err
-    code, _, err = cli(capsys, "runs", "rm", "  ")
+    code, _, err = cli(capsys, "runs", "rm", "  ", "--yes")
     assert code == 2
-    code, _, err = cli(capsys, "runs", "rm", "ab")
+    code, _, err = cli(capsys, "runs", "rm", "ab", "--yes")
     assert code == 2 and "matches 2 runs" in err
-    code, _, err = cli(capsys, "runs", "rm", "AB")  # prefixes are exact, not case-folded
+    code, _, err = cli(capsys, "runs", "rm", "AB", "--yes")  # prefixes are exact, not case-folded
     assert code == 2 and "no run matches" in err
     with sqlite3.connect(home / "lmdev.db") as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
@@ -133,6 +133,6 @@ def test_an_empty_or_ambiguous_prefix_matches_nothing(home, capsys):
 def test_the_empty_prefix_with_a_single_run_deletes_nothing(home, capsys):
     with lmdev.init("only") as run:
         pass
-    code, _, _ = cli(capsys, "runs", "rm", "")
+    code, _, _ = cli(capsys, "runs", "rm", "", "--yes")
     assert code == 2
     assert Store(home).get_run(run.id).name == "only"

@@ -89,7 +89,7 @@ def test_read_only_commands_write_nothing(home, capsys, tmp_path, monkeypatch):
                        "-o", str(tmp_path / "x.json")))
     monkeypatch.setenv("LMDEV_READ_ONLY", "1")
     assert code_ok(cli(capsys, "runs", "list", "--json"))
-    code, _, err = cli(capsys, "runs", "rm", run.id)
+    code, _, err = cli(capsys, "runs", "rm", run.id, "--yes")
     assert code == 2 and "read-only" in err
     assert _snapshot(home) == before  # no -wal, no -shm, no new mtime
 

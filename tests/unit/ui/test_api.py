@@ -202,3 +202,21 @@ def test_plan_uses_the_planner(client):
     assert bad.status_code == 404  # only catalog presets: nothing the user types is read or run
     bad = client.get("/api/plan", params={"model": model, "precision": "fp7"})
     assert bad.status_code == 400 and "precision" in bad.json()["error"]["message"]
+
+
+def test_runs_table_lines_up_keras_and_lmdev_metric_names(tmp_path):
+    from lmdev import track
+
+    home = tmp_path / ".lmdev"
+    for name, key, value in (("keras-run", "val_loss", 0.5), ("engine-run", "val/loss", 0.3)):
+        run = track.init(name, home=home, telemetry=False)
+        run.log({key: value}, step=0)
+        run.finish()
+    with TestClient(create_app(home), base_url=BASE) as c:
+        runs = {r["name"]: r["metrics"] for r in c.get("/api/runs").json()["runs"]}
+        cmp = c.get("/api/compare", params={"runs": "keras-run,engine-run", "key": "val/loss"}).json()
+    assert cmp["common_keys"] == ["val/loss"]  # the Compare page overlays them too
+    assert sorted(s["value"][0] for s in cmp["series"].values()) == [0.3, 0.5]
+    assert set(runs["keras-run"]) == set(runs["engine-run"]) == {"val/loss"}  # one column for both
+    assert runs["keras-run"]["val/loss"]["last"] == 0.5 and runs["keras-run"]["val/loss"]["aliases"] == ["val_loss"]
+    assert runs["engine-run"]["val/loss"]["aliases"] == ["val/loss"]

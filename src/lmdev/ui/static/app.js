@@ -92,10 +92,12 @@
   function fmtTime(t) { return t ? new Date(t * 1000).toLocaleString() : "–"; }
   function fmtBytes(n) {
     if (n === null || n === undefined) return "–";
-    const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
+    if (n < 0) return "−" + fmtBytes(-n);
+    const u = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]; let i = 0;
     while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
     return (i ? n.toFixed(1) : String(n)) + " " + u[i];
   }
+  function fmtHeadroom(b) { return b < 0 ? `over by ${fmtBytes(-b)}` : `headroom ${fmtBytes(b)}`; }
   function badge(status) { return el("span", { class: "badge " + status, text: status }); }
   function clearTimers() {
     state.timers.forEach(clearInterval); state.timers = [];
@@ -104,6 +106,26 @@
   function every(ms, fn) { state.timers.push(setInterval(fn, ms)); }
   function destroyCharts() { for (const c of state.charts.values()) c.plot.destroy(); state.charts.clear(); }
   function params(hash) { const i = hash.indexOf("?"); return new URLSearchParams(i < 0 ? "" : hash.slice(i + 1)); }
+  // Chart settings live in the address (#/run/ID?smoothing=0.8&x=wall&log=1): a reload or a shared
+  // link shows the same chart. Read on every route; written with replaceState (no hashchange).
+  function readSettings(hash) {
+    const p = params(hash);
+    const sm = parseFloat(p.get("smoothing"));
+    if (p.has("smoothing") && isFinite(sm)) state.smoothing = Math.min(0.99, Math.max(0, sm));
+    if (["step", "wall", "rel"].includes(p.get("x"))) state.xmode = p.get("x");
+    if (p.has("log")) state.log = p.get("log") === "1";
+  }
+  function writeSettings() {
+    const hash = location.hash || "#/";
+    const i = hash.indexOf("?");
+    const p = params(hash);
+    p.set("smoothing", String(state.smoothing)); p.set("x", state.xmode); p.set("log", state.log ? "1" : "0");
+    history.replaceState(null, "", (i < 0 ? hash : hash.slice(0, i)) + "?" + p.toString());
+  }
+  // Schedules and counters (learning rate, epoch, ...) are drawn as they are: smoothing a step
+  // function only blurs where it changes.
+  const SCHEDULE = /(^|[\/_.-])(lr|learning[_-]?rate|epoch|epochs|step|global[_-]?step|momentum|weight[_-]?decay|warmup|batch[_-]?size|beta[12]?|temperature|lr[_-]?scale)$/i;
+  function isSchedule(key) { return SCHEDULE.test(key); }
   function groupOf(key) { const i = key.indexOf("/"); return i < 0 ? "(no prefix)" : key.slice(0, i); }
   function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
 
@@ -134,7 +156,7 @@
     const grid = { stroke: cssVar("--grid"), width: 1 };
     const axis = { stroke: cssVar("--muted"), grid, ticks: grid };
     return Object.assign({
-      width, height: 220, title: undefined, padding: [8, 18, 0, 0],
+      width, height: 220, title: undefined, padding: [8, xmode === "wall" ? 56 : 36, 0, 0],
       scales: { x: { time: xmode === "wall" }, y: logScale ? { distr: 3 } : {} },
       axes: [Object.assign({}, axis, xmode === "rel" ? { label: "seconds" } : {}),
         Object.assign({ size: 78, values: (u, splits) => splits.map((v) => fmtAxis(v, /bytes/.test(title))) }, axis)],
@@ -184,13 +206,23 @@
     let entry = state.charts.get(id);
     const width = widthOf(card);
     if (entry && entry.signature === series.map((s) => s.label).join("|") + xmode + logScale) {
-      entry.plot.setData(data);
+      if (entry.zoomed) {  // keep the user's x and y ranges: draw the new points inside them
+        const { x, y } = entry.plot.scales;
+        const keep = { x: [x.min, x.max], y: [y.min, y.max] };
+        entry.plot.setData(data, false);
+        entry.plot.batch(() => { entry.plot.setScale("x", { min: keep.x[0], max: keep.x[1] }); entry.plot.setScale("y", { min: keep.y[0], max: keep.y[1] }); });
+      } else entry.plot.setData(data);
     } else {
       if (entry) entry.plot.destroy();
       const host = card.querySelector(".plot");
       host.replaceChildren();
-      const plot = new uPlot(chartOpts(width, id, series, xmode, logScale, opts), data, host);
-      entry = { plot, signature: series.map((s) => s.label).join("|") + xmode + logScale };
+      const made = { zoomed: false };
+      const o = chartOpts(width, id, series, xmode, logScale, opts);
+      // a drag-zoom sets the x scale inside the data; a double-click (uPlot's reset) sets it back
+      o.hooks = { setSelect: [(u) => { if (u.select.width > 0) made.zoomed = true; }] };
+      const plot = new uPlot(o, data, host);
+      plot.over.addEventListener("dblclick", () => { made.zoomed = false; });
+      entry = Object.assign(made, { plot, signature: series.map((s) => s.label).join("|") + xmode + logScale });
       state.charts.set(id, entry);
     }
     entry.raw = named; entry.data = data; entry.labels = series.map((s) => s.label);
@@ -243,6 +275,13 @@
       return [...freq.keys()].sort((a, b) => pri(a) - pri(b) || freq.get(b) - freq.get(a) || a.localeCompare(b)).slice(0, 4);
     }
 
+    // the stored spellings of a metric the runs table shows under one name (Keras' val_loss is val/loss)
+    function spelledAs(key) {
+      const names = new Set();
+      for (const r of st.runs) for (const a of ((r.metrics || {})[key] || {}).aliases || []) if (a !== key) names.add(a);
+      return names.size ? "; also logged as " + [...names].sort().join(", ") : "";
+    }
+
     function sortValue(r, key) {
       if (key.startsWith("m:")) {
         const m = (r.metrics || {})[key.slice(2)];
@@ -271,7 +310,7 @@
       const cols = [["", null], ["Name", "name"], ["Status", "status"], ["Project", "project"], ["Started", "start_time"],
         ["Duration", "duration"]].concat(keys.map((k) => [k, "m:" + k])).concat([["Tags", null], ["Host", "host"]]);
       const head = el("tr", null, cols.map(([label, key]) => {
-        const th = el("th", { class: key ? "sortable" : "", text: label, title: key && key.startsWith("m:") ? "last (best)" : null });
+        const th = el("th", { class: key ? "sortable" : "", text: label, title: key && key.startsWith("m:") ? "last (best)" + spelledAs(label) : null });
         if (key === st.sort) th.classList.add(st.dir > 0 ? "sorted-asc" : "sorted-desc");
         if (key) th.addEventListener("click", () => { st.dir = st.sort === key ? -st.dir : (key === "name" ? 1 : -1); st.sort = key; render(); });
         return th;
@@ -308,7 +347,7 @@
       st.runs = data.runs;
       const projects = [...new Set(data.runs.map((r) => r.project))].sort();
       if (projectSel.options.length !== projects.length + 1) {
-        projectSel.replaceChildren(el("option", { value: "", text: "any project" }), projects.map((p) => el("option", { value: p, text: p })));
+        projectSel.replaceChildren(el("option", { value: "", text: "any project" }), ...projects.map((p) => el("option", { value: p, text: p })));
         projectSel.value = st.project;
       }
       render();
@@ -422,7 +461,7 @@
       const card = (root || view).querySelector(`.card[data-key="${CSS.escape(k)}"]`);
       const s = cache.get(k);
       if (!card || !s) return;
-      drawChart(card, k, { [k]: s }, { xmode: state.xmode, logScale: state.log, smoothing: state.smoothing, start: run.start_time });
+      drawChart(card, k, { [k]: s }, { xmode: state.xmode, logScale: state.log, smoothing: isSchedule(k) ? 0 : state.smoothing, start: run.start_time });
     }
     function redrawAll() { for (const k of cache.keys()) drawKey(k); }
     // the groups open at first: train/val/test and the first ones, up to a few charts
@@ -433,9 +472,9 @@
     }
     renderGroups();
 
-    slider.addEventListener("input", () => { state.smoothing = +slider.value; sliderVal.textContent = state.smoothing.toFixed(2); redrawAll(); });
-    xSel.addEventListener("change", () => { state.xmode = xSel.value; redrawAll(); if (!panes.System.hidden) loadSystem(); });
-    logBox.addEventListener("change", () => { state.log = logBox.checked; redrawAll(); });
+    slider.addEventListener("input", () => { state.smoothing = +slider.value; sliderVal.textContent = state.smoothing.toFixed(2); writeSettings(); redrawAll(); });
+    xSel.addEventListener("change", () => { state.xmode = xSel.value; writeSettings(); redrawAll(); if (!panes.System.hidden) loadSystem(); });
+    logBox.addEventListener("change", () => { state.log = logBox.checked; writeSettings(); redrawAll(); });
     keySearch.addEventListener("input", () => { renderGroups(); });
 
     // system charts: one per metric kind, every device/rank a series, on the run's time axis
@@ -586,11 +625,15 @@
         let label = names.get(r.id); if (seen.has(label)) label += " " + r.id.slice(0, 6); seen.set(label, 1);
         named[label] = d.series[r.id]; start[label] = starts.get(r.id);
       }
-      drawChart(card, "compare", named, { xmode: state.xmode, logScale: false, smoothing: state.smoothing, start, syncKey: "c" });
+      drawChart(card, "compare", named, { xmode: state.xmode, logScale: false, smoothing: isSchedule(key) ? 0 : state.smoothing, start, syncKey: "c" });
     }
-    keySel.addEventListener("change", () => { key = keySel.value; draw(true); });
-    slider.addEventListener("input", () => { state.smoothing = +slider.value; draw(false); });
-    xSel.addEventListener("change", () => { state.xmode = xSel.value; draw(false); });
+    keySel.addEventListener("change", () => { key = keySel.value; setKeyInUrl(); draw(true); });
+    slider.addEventListener("input", () => { state.smoothing = +slider.value; writeSettings(); draw(false); });
+    xSel.addEventListener("change", () => { state.xmode = xSel.value; writeSettings(); draw(false); });
+    function setKeyInUrl() {
+      const q = params(location.hash); q.set("key", key);
+      history.replaceState(null, "", "#/compare?" + q.toString());
+    }
     await draw(true);
     if (!d.config_diff.length) diff.append(el("p", { class: "muted", text: "The configs are the same." }));
     else diff.append(el("table", { id: "diff-table" }, el("thead", null, el("tr", null, el("th", { text: "key" }),
@@ -626,14 +669,77 @@
       for (const f of fs) out.push(el("div", { class: "finding " + f.severity, "data-id": f.id },
         el("div", null, badge(f.severity), " ", el("strong", { text: f.title }), " ", el("span", { class: "muted mono small", text: f.id })),
         el("div", { class: "small muted", text: f.evidence }), el("div", { class: "fix" }, el("b", { text: "Fix: " }), f.fix)));
-      out.push(el("details", null, el("summary", { text: "All facts (lmdev doctor --json)" }), el("pre", { text: JSON.stringify(r.facts, null, 2) })));
+      out.push(el("h2", { text: "Facts" }), factTables(r.facts));
     }
     out.push(el("h2", { text: "Benchmarks" }));
-    if (d.bench) out.push(el("pre", { id: "bench", text: JSON.stringify(d.bench, null, 2) }));
+    if (d.bench) out.push(benchTables(d.bench));
     else out.push(el("p", { class: "muted", text: `No saved bench results (${d.bench_path}): run \`lmdev bench\` to measure this machine.` }));
     view.replaceChildren(...out);
     lmdev.ready = true;
     async function render() { await machinePage(view); }
+  }
+
+  // The doctor's facts as one table per section (host, accelerators, software, ...): dotted keys,
+  // bytes in binary units, lists joined.
+  function flatFacts(v, prefix, out) {
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k, x] of Object.entries(v)) flatFacts(x, prefix ? prefix + "." + k : k, out);
+    } else if (Array.isArray(v) && v.some((x) => x && typeof x === "object")) {
+      v.forEach((x, i) => flatFacts(x, `${prefix}[${i}]`, out));
+    } else out.push([prefix, v]);
+    return out;
+  }
+  function factValue(k, v) {
+    if (v === null || v === undefined) return "–";
+    if (typeof v === "number" && /bytes/.test(k)) return fmtBytes(v) + (/_s$|per_s/.test(k) ? "/s" : "");
+    if (Array.isArray(v)) return v.join(", ") || "–";
+    return typeof v === "boolean" ? (v ? "yes" : "no") : String(v);
+  }
+  function factTables(facts) {
+    const box = el("div", { id: "facts" });
+    for (const [section, v] of Object.entries(facts || {})) {
+      const rows = flatFacts(v, "", []);
+      if (!rows.length) continue;
+      box.append(el("details", { open: section === "host" || section === "accelerators" },
+        el("summary", { text: section }), el("table", { class: "facts", "data-section": section }, el("tbody", null,
+          rows.map(([k, x]) => el("tr", null, el("td", { class: "mono small", text: k || section }), el("td", { text: factValue(k, x) })))))));
+    }
+    return box;
+  }
+  function fmtRate(v, unit) {
+    if (v === null || v === undefined || !isFinite(v)) return "–";
+    const p = [["P", 1e15], ["T", 1e12], ["G", 1e9], ["M", 1e6], ["k", 1e3]].find(([, f]) => Math.abs(v) >= f);
+    return p ? `${+(v / p[1]).toPrecision(3)} ${p[0]}${unit}` : `${+v.toPrecision(3)} ${unit}`;
+  }
+  // lmdev bench's results (docs/schemas/bench.md): the best matmul per dtype beside the datasheet
+  // peak, and the measured bandwidths.
+  function benchTables(b) {
+    const rows = [];
+    const dev = (name, d) => {
+      for (const [dtype, runs] of Object.entries(d.matmul || {})) {
+        const ok = (runs || []).filter((x) => typeof x.flops === "number");
+        const best = ok.reduce((a, x) => (!a || x.flops > a.flops ? x : a), null);
+        const peak = (d.peak_flops || {})[dtype];
+        const err = (runs || []).find((x) => x.error);
+        rows.push([name, "matmul " + dtype, best ? fmtRate(best.flops, "FLOP/s") + ` (n=${best.size})` : "failed: " + ((err || {}).error || "?"),
+          peak ? fmtRate(peak, "FLOP/s") : "–", best && peak ? (100 * best.flops / peak).toFixed(1) + " %" : "–"]);
+      }
+      if (d.memory_bandwidth_bytes_s) rows.push([name, "memory bandwidth", fmtBytes(d.memory_bandwidth_bytes_s) + "/s", "–",
+        d.memory_bandwidth_percent_of_peak ? d.memory_bandwidth_percent_of_peak.toFixed(1) + " %" : "–"]);
+      for (const dir of ["h2d", "d2h"]) for (const [kind, v] of Object.entries(d[dir + "_bytes_s"] || {}))
+        rows.push([name, `${dir} (${kind})`, fmtBytes(v) + "/s", "–", "–"]);
+    };
+    if (b.cpu) dev("CPU " + (b.cpu.model || ""), b.cpu);
+    (b.gpus || []).forEach((g) => dev(`GPU ${g.index} ${g.name || ""}`, g));
+    if (b.disk) {
+      if (b.disk.write_bytes_s) rows.push(["disk " + (b.disk.path || ""), "write", fmtBytes(b.disk.write_bytes_s) + "/s", "–", "–"]);
+      if (b.disk.read_bytes_s) rows.push(["disk " + (b.disk.path || ""), "read", fmtBytes(b.disk.read_bytes_s) + "/s", "–", "–"]);
+    }
+    if (b.allreduce && b.allreduce.bus_bandwidth_bytes_s) rows.push([`${b.allreduce.devices} GPUs`, "all-reduce bus bandwidth",
+      fmtBytes(b.allreduce.bus_bandwidth_bytes_s) + "/s", "–", b.allreduce.percent_of_peak ? b.allreduce.percent_of_peak.toFixed(1) + " %" : "–"]);
+    return el("div", null, el("p", { class: "muted small", text: `measured ${b.created || "?"}${b.quick ? " (quick)" : ""} on ${b.hostname || "?"}; peaks: ${(b.cpu || {}).peak_source || "the catalog's datasheets"}` }),
+      el("table", { id: "bench" }, el("thead", null, el("tr", null, ["Device", "Measure", "Measured", "Datasheet peak", "% of peak"].map((h) => el("th", { text: h })))),
+        el("tbody", null, rows.map((r) => el("tr", null, r.map((c, i) => el("td", { class: i >= 2 ? "num" : "", text: c })))))));
   }
 
   // -- plan page -------------------------------------------------------------------------------
@@ -675,9 +781,9 @@
       });
       const capLine = el("div", { class: "small muted", text: `capacity ${fmtBytes(cap)} per device (${p.hardware.name}); needs ${fmtBytes(mem.total_bytes)}` });
       result.replaceChildren(el("h2", { id: "plan-verdict" }, el("span", { class: "badge " + (p.fits ? "finished" : "failed"), text: p.fits ? "fits" : "does not fit" }), " " + p.model.name + " on " + p.hardware.name,
-        el("span", { class: "muted", text: ` — headroom ${fmtBytes(p.headroom_bytes)}, max batch ${p.max_batch}, max sequence ${p.max_seq}` })),
+        el("span", { class: "muted", text: ` — ${fmtHeadroom(p.headroom_bytes)}, max batch ${p.max_batch}, max sequence ${p.max_seq}` })),
         bar, legend, capLine,
-        p.warnings.length ? el("ul", null, p.warnings.map((w) => el("li", { text: w }))) : null,
+        ...((p.warnings || []).length ? [el("ul", { id: "plan-warnings" }, p.warnings.map((w) => el("li", { text: w })))] : []),
         el("h2", { text: "Recommendations" }), p.recommendations.length ? el("table", { id: "plan-recs" }, el("thead", null, el("tr", null,
           ["Change", "Memory", "Fits", "Trade-off"].map((h) => el("th", { text: h })))), el("tbody", null, p.recommendations.map((r) => el("tr", null,
           el("td", { text: r.description || r.action }), el("td", { class: "num", text: fmtBytes(r.total_bytes) }),
@@ -696,6 +802,7 @@
     const view = document.getElementById("view");
     const hash = location.hash || "#/";
     const path = hash.split("?")[0];
+    readSettings(hash);
     const page = path.startsWith("#/run/") ? "runs" : path.slice(2) || "runs";
     document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === page));
     try {
