@@ -561,7 +561,7 @@ _MISSING = object()
 def _add_plan_routes(app: FastAPI) -> None:
     """The Plan page's API: the same planner as `lmdev plan` (when it is installed)."""
     try:
-        from lmdev.plan.advisor import make_plan
+        from lmdev.plan.advisor import default_precision, make_plan
         from lmdev.plan.hardware import resolve_hardware
         from lmdev.plan.memory import ATTENTIONS, OPTIMIZERS, PRECISIONS, TASKS, Workload
         from lmdev.plan.model_input import resolve_model
@@ -574,11 +574,11 @@ def _add_plan_routes(app: FastAPI) -> None:
         from lmdev.catalog.models import presets
 
         return {"available": True, "models": sorted(presets()), "hardware": ["this", *sorted(gpus())],
-                "tasks": list(TASKS), "precisions": list(PRECISIONS), "optimizers": list(OPTIMIZERS),
+                "tasks": list(TASKS), "precisions": ["auto", *PRECISIONS], "optimizers": list(OPTIMIZERS),
                 "attentions": list(ATTENTIONS)}
 
     @app.get("/api/plan")
-    def plan(model: str, task: str = "train", precision: str = "bf16", batch: int = Query(1, ge=1, le=1 << 16),
+    def plan(model: str, task: str = "train", precision: str = "auto", batch: int = Query(1, ge=1, le=1 << 16),
              seq: int = Query(2048, ge=1, le=1 << 22), hardware: str = "this", optimizer: str = "adamw",
              devices: int = Query(1, ge=1, le=4096), activation_checkpointing: bool = False) -> dict[str, Any]:
         from lmdev.catalog.models import presets
@@ -586,7 +586,9 @@ def _add_plan_routes(app: FastAPI) -> None:
         if model not in presets():  # only catalog presets: a typed path is never read
             raise LmdevError(f"no such model preset {model!r}", "pick one of the catalog's presets")
         spec, source = resolve_model(model)
+        hws = resolve_hardware(hardware)
+        if precision == "auto":  # the first hardware's best supported precision (bf16, else fp16)
+            precision = default_precision(hws[0])
         w = Workload(task=task, precision=precision, optimizer=optimizer, batch=batch, seq=seq, devices=devices,
                      activation_checkpointing=activation_checkpointing)
-        hws = resolve_hardware(hardware)
         return make_plan(spec, w, hws, source=source).to_dict()

@@ -220,3 +220,18 @@ def test_runs_table_lines_up_keras_and_lmdev_metric_names(tmp_path):
     assert set(runs["keras-run"]) == set(runs["engine-run"]) == {"val/loss"}  # one column for both
     assert runs["keras-run"]["val/loss"]["last"] == 0.5 and runs["keras-run"]["val/loss"]["aliases"] == ["val_loss"]
     assert runs["engine-run"]["val/loss"]["aliases"] == ["val/loss"]
+
+
+def test_plan_page_default_precision_fits_the_hardware(client):
+    """A T4 has no bf16: the page's default ("auto") plans fp16 there instead of failing."""
+    o = client.get("/api/plan/options")
+    if o.status_code == 404:  # the planner is not installed
+        return
+    assert o.json()["precisions"][0] == "auto"
+    model = o.json()["models"][0]
+    t4 = next(h for h in o.json()["hardware"] if h.lower().startswith("t4"))
+    p = client.get("/api/plan", params={"model": model, "hardware": t4, "batch": 1, "seq": 128})
+    assert p.status_code == 200, p.text
+    assert p.json()["workload"]["precision"] == "fp16"
+    explicit = client.get("/api/plan", params={"model": model, "hardware": t4, "precision": "bf16"})
+    assert explicit.status_code == 400

@@ -756,7 +756,7 @@
       devices: el("input", { type: "number", id: "plan-devices", min: 1, value: 1 }),
       hardware: el("select", { id: "plan-hardware" }, o.hardware.map((m) => el("option", { value: m, text: m === "this" ? "this machine" : m }))),
     };
-    f.task.value = "train"; f.precision.value = "bf16";
+    f.task.value = "train"; f.precision.value = "auto";
     const go = el("button", { class: "primary", type: "button", id: "plan-go", text: "Plan" });
     const result = el("section", { id: "plan-result" });
     view.replaceChildren(el("h1", { text: "Plan" }), el("p", { class: "muted", text: "The same planner as `lmdev plan`: will it fit, and how long will it take?" }),
