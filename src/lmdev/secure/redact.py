@@ -35,8 +35,9 @@ _NAME_RE = re.compile(rf"^{_SECRET_NAME}$|^(?:KEY|PASS|PWD)$", re.IGNORECASE)
 _ASSIGN = re.compile(
     rf"(?P<name>\b{_SECRET_NAME})(?P<sep>\s*[=:]\s*|\"\s*:\s*\"?|'\s*:\s*'?)(?P<q>[\"']?)(?P<value>[^\s\"',;}}]{{6,}})",
     re.IGNORECASE)
-_FLAG = re.compile(rf"(?P<flag>--?(?:{_SECRET_NAME}|password|passwd|token|api-key|secret|key))(?P<sep>[ =])(?P<value>[^\s-][^\s]*)",
-                   re.IGNORECASE)
+_FLAG = re.compile(
+    rf"(?P<flag>--?(?:{_SECRET_NAME}|password|passwd|token|api-key|secret|key))(?P<sep>[ =])(?P<value>[^\s-][^\s]*)",
+    re.IGNORECASE)
 _TOKEN_RE = re.compile("|".join(f"(?:{t})" for t in _TOKENS))
 
 
