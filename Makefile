@@ -19,6 +19,8 @@ demo: $(STAMP)
 	$(BIN)/lmdev demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

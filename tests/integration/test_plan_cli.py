@@ -31,12 +31,13 @@ def test_plan_json_document(tmp_path):
     assert d["schema"] == "lmdev.plan/1"
     assert d["model"]["params"] == 124439808
     mem = d["memory"]
-    for part in ("weights", "gradients", "optimizer", "activations", "logits", "kv_cache", "overhead"):
+    parts = ("weights", "gradients", "optimizer", "activations", "attention_scores", "logits", "optimizer_step",
+             "grad_buckets", "kv_cache", "allocator", "overhead")
+    for part in parts:
         assert isinstance(mem[f"{part}_bytes"], int)
     assert mem["weights_bytes"] == 4 * 124439808 and mem["optimizer_bytes"] == 8 * 124439808
-    assert mem["total_bytes"] == sum(mem[f"{p}_bytes"] for p in ("weights", "gradients", "optimizer",
-                                                                  "activations", "logits", "kv_cache",
-                                                                  "overhead")) - mem["overlap_bytes"]
+    assert mem["total_bytes"] == sum(mem[f"{p}_bytes"] for p in parts) - mem["overlap_bytes"]
+    assert mem["allocator_bytes"] > 0 and mem["optimizer_step_bytes"] > 0
     assert d["fits"] is True and d["max_batch"] >= 8 and isinstance(d["recommendations"], list)
     assert d["compute"]["tokens_per_s"] > 0 and d["compute"]["seconds"] > 0
 
@@ -56,6 +57,12 @@ def test_plan_human_output_and_what_to_buy(tmp_path):
     (["plan", "gpt2", "--task", "train", "--precision", "int4", "--hardware", "h100"], "--task qlora"),
     (["plan", "nowhere/config.json"], "no such file"),
     (["plan"], "no MODEL given"),
+    (["plan", "gpt2", "--seq", "-5", "--hardware", "h100"], "--seq must be at least 1"),
+    (["plan", "gpt2", "--task", "serve", "--concurrency", "0", "--hardware", "h100"], "--concurrency"),
+    (["plan", "llama-3-8b", "--task", "infer", "--precision", "bf16", "--hardware", "t4"],
+     "bf16 is not supported on t4"),
+    (["plan", "llama-3-8b", "--task", "infer", "--precision", "fp8", "--hardware", "a100-80gb"],
+     "fp8 is not supported on a100-80gb"),
 ])
 def test_bad_input_exit_2_one_line_no_traceback(tmp_path, args, expect):
     r = lmdev(*args, home=tmp_path)
@@ -64,6 +71,15 @@ def test_bad_input_exit_2_one_line_no_traceback(tmp_path, args, expect):
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert r.stdout == ""
+
+
+@pytest.mark.parametrize("flag, value", [("--tokens", "nan"), ("--tokens", "inf"), ("--tokens", "-1"),
+                                         ("--batch", "nan"), ("--seq", "1e309"), ("--mfu", "nan")])
+def test_non_finite_numbers_exit_2_naming_the_option(tmp_path, flag, value):
+    r = lmdev("plan", "gpt2", flag, value, "--hardware", "h100", home=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == ""
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("lmdev: error: argument " + flag)
 
 
 def test_unknown_hardware_lists_catalog(tmp_path):
@@ -79,6 +95,58 @@ def test_malformed_config_names_the_field(tmp_path):
                                                  "vocab_size": 100, "num_hidden_layers": 2}))
     r = lmdev("plan", str(cfg), "--hardware", "l4", home=tmp_path)
     assert r.returncode == 2 and "'intermediate_size'" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"hidden_size": 100, "num_attention_heads": 3}, "'hidden_size' (100) is not divisible by 'num_attention_heads'"),
+    ({"num_key_value_heads": 3}, "'num_key_value_heads' (3) does not divide 'num_attention_heads'"),
+    ({"vocab_size": -4}, "'vocab_size'"),
+    ({"num_hidden_layers": 0}, "'num_hidden_layers'"),
+])
+def test_impossible_config_exits_2_naming_the_field(tmp_path, fields, named):
+    cfg = tmp_path / "config.json"
+    base = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+            "vocab_size": 100, "num_hidden_layers": 2}
+    cfg.write_text(json.dumps({**base, **fields}))
+    r = lmdev("plan", str(cfg), "--hardware", "l4", home=tmp_path)
+    assert r.returncode == 2 and named in r.stderr and "Traceback" not in r.stderr
+
+
+def test_nan_in_config_exits_2_naming_the_field(tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text('{"model_type": "llama", "hidden_size": NaN, "num_attention_heads": 4, "intermediate_size": 128, '
+                   '"vocab_size": 100, "num_hidden_layers": 2}')
+    r = lmdev("plan", str(cfg), "--hardware", "l4", home=tmp_path)
+    assert r.returncode == 2 and "'hidden_size'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_infer_and_serve_modes(tmp_path):
+    r = lmdev("plan", "llama-3-8b", "--task", "infer", "--batch", "4", "--seq", "2000", "--new-tokens", "200",
+              "--hardware", "h100-sxm", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["memory"]["kv_cache_bytes"] == 4 * 2200 * 131072
+    assert d["step_time"]["decode_seconds_per_token"] > 0 and d["step_time"]["prefill_seconds"] > 0
+    r = lmdev("plan", "llama-3-8b", "--task", "serve", "--seq", "500", "--context", "4000", "--concurrency", "8",
+              "--hardware", "a100-80gb", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "room for" in r.stdout and "sequences" in r.stdout
+
+
+def test_what_to_buy_names_the_recommended_hardware_and_exclusions(tmp_path):
+    r = lmdev("plan", "llama-3-8b", "--task", "infer", "--precision", "bf16", "--hardware", "t4,l4,a100-80gb",
+              "--json", home=tmp_path)
+    assert r.returncode == 2  # the first hardware (t4) has no bf16
+    r = lmdev("plan", "llama-3-8b", "--task", "infer", "--hardware", "t4,l4,a100-80gb", "--json", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["workload"]["precision"] == "fp16"  # the default where the first hardware has no bf16
+    assert d["recommended_hardware"] == d["comparison"][0]
+    r = lmdev("plan", "llama-3-8b", "--task", "infer", "--hardware", "a100-80gb,t4", "--json", home=tmp_path)
+    d = json.loads(r.stdout)
+    t4 = next(o for o in d["comparison"] if o["hardware"] == "t4")
+    assert t4["precision"] == "fp16" and "bf16 not offered" in t4["note"]
+    assert all(e["reason"] for e in d["excluded"])
 
 
 def test_sequence_beyond_maximum_is_a_warning(tmp_path):
@@ -140,11 +208,16 @@ def test_measure_tiny_model_on_cpu(tmp_path):
         pytest.skip("this test measures on a CPU machine")
     m = d["measurement"]
     assert m["measured_bytes"] > 0 and m["predicted_bytes"] == d["memory"]["total_bytes"]
-    assert abs(m["error"]) < 0.5  # tiny model: a sanity bound; the accuracy budget is benchmarks/plan_accuracy.py
+    assert abs(m["memory_error"]) < 0.5  # tiny model: a sanity bound; the accuracy budget is benchmarks/plan_accuracy.py
+    assert m["step_seconds"] > 0 and m["predicted_seconds"] > 0 and m["time_error"] is not None
     calib = json.loads((tmp_path / "plan" / "calibration.json").read_text())
-    assert "cpu_bytes" in calib["machines"]["cpu"]
-    # a later plan uses what was learned
+    (key, entry), = calib["machines"].items()
+    assert key == m["calibration_key"] and "/cpu/torch-" in key
+    assert entry["time_factor"] == pytest.approx(m["step_seconds"] / m["predicted_seconds"])
+    # a later plan uses what was learned, and says so
     r2 = lmdev("plan", str(cfg), "--precision", "fp32", "--batch", "2", "--seq", "128", "--json", home=tmp_path)
     d2 = json.loads(r2.stdout)
-    assert d2["calibrated"] is True
-    assert d2["memory"]["overhead_bytes"] == int(calib["machines"]["cpu"]["cpu_bytes"])
+    assert d2["calibrated"] is True and d2["calibration"]["key"] == key
+    assert d2["memory"]["total_bytes"] == pytest.approx(m["measured_bytes"], rel=0.01)
+    r3 = lmdev("plan", str(cfg), "--precision", "fp32", "--batch", "2", "--seq", "128", home=tmp_path)
+    assert "uses the calibration measured on this machine" in r3.stdout

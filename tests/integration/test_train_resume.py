@@ -170,7 +170,7 @@ def sigterm_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(sigterm_run: dict) -> None:
     code, doc, err, home = sigterm_run["code"], sigterm_run["doc"], sigterm_run["err"], sigterm_run["home"]
-    assert code == 1 and doc is not None, err  # the JSON summary, exit 1: the run did not finish
+    assert code == 143 and doc is not None, err  # the JSON summary; 128 + 15, after the save
     assert "Traceback" not in err
     assert doc["status"] == "killed" and 40 <= doc["steps"] < MAX
     info, events, _artifacts, _ = _run_info(home, doc["run_id"])
@@ -179,6 +179,39 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(sigterm_run: dict) -> None
     folder = home / "runs" / doc["run_id"] / "checkpoints"
     assert ckpt.list_checkpoints(folder)[-1].name == f"step-{doc['steps']:08d}"
     assert ckpt.verify(folder / f"step-{doc['steps']:08d}") is None
+
+
+def test_sighup_behaves_like_sigterm(tmp_path: Path) -> None:
+    home = _setup(tmp_path)
+    proc = _start(tmp_path, home)
+    _wait_for_checkpoint(home, 20, proc)
+    proc.send_signal(signal.SIGHUP)
+    code, doc, err = _finish(proc)
+    assert code == 128 + signal.SIGHUP and doc is not None and doc["status"] == "killed", (code, err)
+    folder = home / "runs" / doc["run_id"] / "checkpoints"
+    assert ckpt.verify(folder / f"step-{doc['steps']:08d}") is None
+    info, events, _artifacts, _ = _run_info(home, doc["run_id"])
+    assert info.status == "killed" and any("stopped by signal 1" in e.message for e in events)
+
+
+def test_a_second_sigterm_during_the_save_waits_for_it(tmp_path: Path) -> None:
+    """Every save pauses after writing its weights; the second SIGTERM lands in the pause of the
+    save the first one asked for. The save completes, then the run exits 143."""
+    home = _setup(tmp_path)
+    proc = _start(tmp_path, home, env=_env(home, LMDEV_TEST_PAUSE_AT="after_weights=2"))
+    _wait_for_checkpoint(home, 20, proc)
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while not list((home / "runs").glob("*/checkpoints/.step-*.tmp/model.safetensors")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    code, doc, err = _finish(proc)
+    assert code == 143 and doc is not None and doc["status"] == "killed", (code, err)
+    folder = home / "runs" / doc["run_id"] / "checkpoints"
+    assert ckpt.list_checkpoints(folder)[-1].name == f"step-{doc['steps']:08d}"
+    assert ckpt.verify(folder / f"step-{doc['steps']:08d}") is None
+    assert not list(folder.glob(".*.tmp"))
 
 
 def test_sigterm_then_resume_is_bit_exact(sigterm_run: dict, reference: dict) -> None:

@@ -422,7 +422,8 @@ def test_cpu_torch_on_gpu_suggests_the_wheel_for_the_driver(driver_cuda, variant
     hit = one(f, "torch.cpu_build_on_gpu", "error")
     assert "torch 2.8.0+cpu" in hit.evidence and f"CUDA {driver_cuda}" in hit.evidence
     assert "RTX 4090" in hit.evidence and "560.35.03" in hit.evidence
-    assert hit.fix == f"pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/{variant}"
+    assert hit.fix == ("lmdev setup --repair, or: "
+                       f"pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/{variant}")
 
 
 def test_cpu_torch_on_blackwell_with_old_driver_says_upgrade_the_driver():
@@ -525,7 +526,7 @@ def test_torchvision_version_mismatch():
     hit = one(with_packages(torch="2.5.1+cu124", torchvision="0.19.1+cu124"), "torch.companion_mismatch", "error")
     assert "torchvision 0.19.1+cu124" in hit.title and "torch 2.5.1+cu124" in hit.title
     assert "torchvision 0.20.x built for +cu124" in hit.evidence
-    assert hit.fix == ("pip install --force-reinstall torch==2.5.1 'torchvision==0.20.*' "
+    assert hit.fix == ("lmdev setup --repair, or: pip install --force-reinstall torch==2.5.1 'torchvision==0.20.*' "
                        "--index-url https://download.pytorch.org/whl/cu124")
 
 
@@ -543,7 +544,7 @@ def test_companion_mismatch_on_a_cpu_torch_keeps_the_cpu_index():
 def test_torchaudio_mismatch_without_labels():
     hit = one(with_packages(torch="2.5.1", torchaudio="2.4.0"), "torch.companion_mismatch", "error")
     assert "torchaudio 2.4.0" in hit.title
-    assert hit.fix == "pip install --force-reinstall torch==2.5.1 'torchaudio==2.5.*'"
+    assert hit.fix == "lmdev setup --repair, or: pip install --force-reinstall torch==2.5.1 'torchaudio==2.5.*'"
 
 
 def test_torchvision_and_torchaudio_both_wrong_give_two_findings():
@@ -644,7 +645,7 @@ def test_pynvml_clash():
     f.software.pynvml_providers = ["pynvml", "nvidia-ml-py"]
     hit = one(f, "nvml.pynvml_clash", "warning")
     assert "pynvml and nvidia-ml-py" in hit.title
-    assert hit.fix == "pip uninstall -y pynvml && pip install --force-reinstall nvidia-ml-py"
+    assert hit.fix == "lmdev setup --repair, or: pip uninstall -y pynvml && pip install --force-reinstall nvidia-ml-py"
     f.software.pynvml_providers = ["nvidia-ml-py3"]
     silent(f, "nvml.pynvml_clash")
 
@@ -654,7 +655,7 @@ def test_keras_backend_missing():
     f.software.keras_backend = "jax"
     hit = one(f, "keras.backend_missing", "warning")
     assert "jax backend" in hit.title and "'jax'" in hit.evidence
-    assert hit.fix.startswith("pip install jax,")
+    assert hit.fix.startswith("lmdev setup --repair, or: pip install jax,")
 
 
 @pytest.mark.parametrize(("backend", "installed"), [("torch", "torch"), ("tensorflow", "tensorflow-cpu"),

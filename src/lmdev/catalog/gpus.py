@@ -30,10 +30,26 @@ class GpuSpec:
     price_usd: float
     source: str
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    arch: str = ""
 
     def peak(self, dtype: str) -> float | None:
         """Dense peak for a compute dtype; fp32 training uses tf32 tensor cores when present."""
         return self.peak_flops.get(dtype)
+
+
+    def supports(self, dtype: str) -> tuple[bool, str]:
+        """Whether the chip has a matmul path for ``dtype`` (a storage precision or a compute
+        dtype), and why not. The rule is the catalog's: a null peak means no such path
+        (Turing and Volta: no bf16; fp8 only from Ada Lovelace / Hopper / CDNA 3 on); int8/int4
+        weight-only quantisation dequantises to a supported half type, so it runs everywhere."""
+        if dtype in ("fp32", "int8", "int4"):
+            return True, ""
+        key = "fp16" if dtype == "fp16" else dtype
+        if self.peak_flops.get(key) is None:
+            why = {"bf16": "no bf16 tensor cores", "fp8": "no fp8 tensor cores (Ada Lovelace, Hopper, CDNA 3 "
+                   "and later have them)"}.get(dtype, f"no {dtype} path")
+            return False, f"{self.name} ({self.arch or self.label}) has {why}; source: {self.source}"
+        return True, ""
 
 
 @lru_cache(maxsize=1)
@@ -47,7 +63,7 @@ def gpus() -> dict[str, GpuSpec]:
             peak_flops={k: (v * 1e12 if v is not None else None) for k, v in g["peak_tflops"].items()},
             interconnect=g["interconnect"], interconnect_bytes_s=g["interconnect_gbps"] * 1e9,
             power_w=g["power_w"], price_usd=g["price_usd"], source=g["source"],
-            aliases=tuple(g.get("aliases", [])))
+            aliases=tuple(g.get("aliases", [])), arch=g.get("arch", ""))
     return out
 
 

@@ -55,15 +55,31 @@ class ModelSpec:
     family: str = ""  # llama, qwen2, gpt2, bert ... (the HF model_type); lmdev-gpt: lmdev's own gpt
 
     def __post_init__(self) -> None:
-        for field in ("n_layers", "hidden", "n_heads", "ffn", "vocab"):
-            if int(getattr(self, field)) <= 0:
-                raise LmdevError(f"model {self.name}: {field} must be a positive integer",
+        for field in ("n_layers", "hidden", "n_heads", "ffn", "vocab", "n_kv_heads", "head_dim", "max_positions",
+                      "n_experts", "experts_per_token"):
+            v = getattr(self, field)
+            if v is None and field in ("n_kv_heads", "head_dim", "max_positions"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise LmdevError(f"model {self.name}: {field} must be a positive integer, got {v!r}",
                                  "check the model config")
+        for field in ("attn_dropout", "hidden_dropout"):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:  # NaN fails too
+                raise LmdevError(f"model {self.name}: {field} must be a probability in [0, 1), got {v!r}",
+                                 "check the model config")
+        if self.head_dim is None and self.hidden % self.n_heads:
+            raise LmdevError(f"model {self.name}: hidden {self.hidden} is not divisible by n_heads {self.n_heads}",
+                             "the width must split evenly into attention heads (or give head_dim)")
+        if self.experts_per_token > self.n_experts:
+            raise LmdevError(f"model {self.name}: experts_per_token {self.experts_per_token} is more than "
+                             f"n_experts {self.n_experts}", "check the model config")
         if self.mlp not in ("gelu", "swiglu", "geglu"):
             raise LmdevError(f"model {self.name}: unknown MLP kind {self.mlp!r}", "use gelu, swiglu or geglu")
         if self.n_heads % self.kv_heads:
-            raise LmdevError(f"model {self.name}: {self.n_heads} attention heads are not a multiple of "
-                             f"{self.kv_heads} key/value heads", "check num_key_value_heads")
+            raise LmdevError(f"model {self.name}: n_heads {self.n_heads} is not a multiple of n_kv_heads "
+                             f"{self.kv_heads} (key/value heads must divide the attention heads)",
+                             "check n_kv_heads / num_key_value_heads")
 
     @property
     def kv_heads(self) -> int:
@@ -184,6 +200,25 @@ def _int(cfg: dict[str, Any], *names: str, where: str, default: int | None = Non
     return value
 
 
+def _check_heads(cfg: dict[str, Any], hidden: int, heads: int, where: str) -> None:
+    """Impossible attention shapes, named by the config's own fields."""
+    if cfg.get("head_dim") is None and hidden % heads:
+        raise LmdevError(f"{where}: field 'hidden_size' ({hidden}) is not divisible by 'num_attention_heads' "
+                         f"({heads})", "the width must split evenly into heads (or set head_dim)")
+    kv = _int(cfg, "num_key_value_heads", where=where, required=False)
+    if kv is not None and heads % kv:
+        raise LmdevError(f"{where}: field 'num_key_value_heads' ({kv}) does not divide 'num_attention_heads' "
+                         f"({heads})", "grouped-query attention needs heads = a multiple of the KV heads")
+
+
+def _check_probs(cfg: dict[str, Any], where: str) -> None:
+    for key in ("attention_dropout", "attn_pdrop", "resid_pdrop", "hidden_dropout_prob",
+                "attention_probs_dropout_prob"):
+        v = cfg.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1):
+            raise LmdevError(f"{where}: field {key!r} must be a probability in [0, 1), got {v!r}", "fix the value")
+
+
 def spec_from_hf_config(cfg: dict[str, Any], name: str | None = None, where: str = "config.json") -> ModelSpec:
     """The :class:`ModelSpec` of a Hugging Face ``config.json`` (already parsed).
 
@@ -193,6 +228,7 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str | None = None, where: str
     mtype = cfg.get("model_type")
     if not isinstance(mtype, str) or not mtype:
         raise LmdevError(f"{where}: missing field 'model_type'", "a Hugging Face config.json is expected")
+    _check_probs(cfg, where)
     if mtype in ("gpt2", "gpt_bigcode"):
         h = _int(cfg, "n_embd", "hidden_size", where=where)
         assert h is not None
@@ -226,6 +262,7 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str | None = None, where: str
         h = _int(cfg, "hidden_size", where=where)
         n = _int(cfg, "num_attention_heads", where=where)
         assert h is not None and n is not None
+        _check_heads(cfg, h, n, where)
         act = cfg.get("hidden_act") or cfg.get("hidden_activation") or "silu"
         if not isinstance(act, str):
             raise LmdevError(f"{where}: field 'hidden_act' must be a string, got {act!r}", "fix the value")

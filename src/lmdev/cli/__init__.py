@@ -24,8 +24,15 @@ COMMANDS = {
     "ui": "ui",
     "plan": "plan",
     "bench": "bench",
+    "setup": "setup",
+    "init": "init",
     "demo": "demo",
+    "remote": "remote",
+    "cluster": "cluster",
+    "compress": "compress",
     "secure": "secure",
+    "data": "data",
+    "explain": "explain",
 }
 
 

@@ -23,12 +23,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from lmdev.errors import LmdevError
-    from lmdev.train import checkpoint as ckpt
+    from lmdev.fsutil import check_target
 
     path = Path(args.path)
+    if args.verb == "export":
+        check_target(Path(args.out))  # before any reading: a folder, a device or a symlink is refused
     if not (path / "manifest.json").exists() and not (path / "state.json").exists():
         raise LmdevError(f"{path} is not a checkpoint folder (no manifest.json)",
                          "give a step-NNNNNNNN folder under .lmdev/runs/<run>/checkpoints/")
+    from lmdev.train import checkpoint as ckpt  # torch: only once the arguments are sound
+
     if args.verb == "verify":
         problem = ckpt.verify(path)
         if problem:

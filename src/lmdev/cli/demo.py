@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     console.rule("[bold]Stage 1 of 3 — lmdev doctor: is this machine set up right?")
     render(doctor())
+    _setup_plan(console)
 
     from lmdev.cli.train import _summary, progress_bar
     from lmdev.train.session import train_session
@@ -84,10 +85,25 @@ def run(args: argparse.Namespace) -> int:
     console.print("  [cyan]lmdev train examples/digits_mlp.yaml --set optimizer.lr=0.05[/]   train your own")
     console.print("  [cyan]lmdev plan llama-3-8b --task lora --hardware all[/]   will a bigger model fit, and on what")
     console.print("  [cyan]lmdev doctor --deep[/]   also test each installed framework")
+    console.print("  [cyan]lmdev setup --verify[/]   check this environment on every device; "
+                  "[cyan]lmdev init DIR[/] starts a locked project")
     console.rule("[bold]Still to come")
     for command, what in COMING:
         console.print(f"  [cyan]{command}[/] — {what}")
     return 0
+
+
+def _setup_plan(console: Any) -> None:
+    """What `lmdev setup` would install on this machine (the plan only: nothing changes)."""
+    from lmdev.cli.setup import render_plan
+    from lmdev.errors import LmdevError
+    from lmdev.setup.engine import SetupOptions, dry_run
+
+    console.rule("[bold]lmdev setup --dry-run: the framework builds this machine needs")
+    try:
+        render_plan(dry_run(SetupOptions(stacks=["torch"])))
+    except LmdevError as exc:
+        console.print(f"[yellow]no setup plan: {exc}[/]")
 
 
 def _describe(cfg: Any) -> str:

@@ -50,9 +50,12 @@ def run(args: argparse.Namespace) -> int:
         return _list_rules()
     from lmdev.diagnose.report import doctor, to_html
     from lmdev.errors import LmdevError
-    from lmdev.fsutil import atomic_write_text
+    from lmdev.fsutil import atomic_write_text, check_target
     from lmdev.probe.source import LocalSource, RecordingSource
 
+    for out in (args.html, args.record):
+        if out:
+            check_target(Path(out))  # before the probes run: a folder, device or symlink is refused
     if args.snapshot and (args.record or args.deep):
         raise LmdevError("--from cannot be combined with --record or --deep",
                          "a snapshot is diagnosed as it was recorded")
@@ -63,7 +66,16 @@ def run(args: argparse.Namespace) -> int:
         src = RecordingSource(LocalSource())
     if args.deep and not args.json:
         print("Running deep checks (importing each framework in its own process)...", file=sys.stderr)
-    report = doctor(src, deep=args.deep, deep_timeout=args.deep_timeout)
+    try:
+        report = doctor(src, deep=args.deep, deep_timeout=args.deep_timeout)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+        if not args.snapshot:
+            raise
+        # a snapshot is input: a value of the wrong shape deep inside it (the probes read what
+        # NVML or a command would answer) is the snapshot's problem, said in one line
+        raise LmdevError(f"snapshot {args.snapshot} holds a value of the wrong type or shape "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                         "record one with `lmdev doctor --record PATH`") from None
     if args.record:
         atomic_write_text(args.record, json.dumps(src.fixture(f"recorded by lmdev doctor on {src.hostname}"),
                                                   indent=1, sort_keys=True))
@@ -82,18 +94,27 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_snapshot(path: str) -> Any:
     from lmdev.errors import LmdevError
+    from lmdev.fsutil import read_limited
     from lmdev.probe.source import FixtureSource
 
+    raw = read_limited(path, 64 * 1024**2, "snapshot")
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"), parse_constant=_not_json)  # no NaN / Infinity
         if not isinstance(data, dict):
             raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
         return FixtureSource.from_dict(data)
     except FileNotFoundError:
         raise LmdevError(f"snapshot {path} does not exist", "record one with `lmdev doctor --record PATH`") from None
+    except RecursionError:
+        raise LmdevError(f"snapshot {path} is nested too deeply to be a doctor snapshot",
+                         "record one with `lmdev doctor --record PATH`") from None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise LmdevError(f"snapshot {path} is not a doctor snapshot ({exc})",
                          "record one with `lmdev doctor --record PATH`") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _list_rules() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -27,8 +28,8 @@ def _count(text: str) -> float:
         value = float(t) * mult
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a token count: {text!r} (e.g. 1e9, 20B)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text!r}")
     return value
 
 
@@ -37,8 +38,8 @@ def _fraction(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError("must be in (0, 1]")
+    if not 0 < v <= 1:  # NaN fails the comparison too
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
     return v
 
 
@@ -51,15 +52,25 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(`lmdev plan --list-models`), a Hugging Face id of one, a config.json, a folder holding one, or an "
         "lmdev training config. Exit code 0: planned (fits or not); 2: bad input. Docs: docs/commands/plan.md.")
     p.add_argument("model", nargs="?", metavar="MODEL", help="preset, HF id, config.json, folder or lmdev config")
-    p.add_argument("--task", choices=["infer", "train", "lora", "qlora"], default="train")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "int8", "int4"], default=None,
-                   help="train: fp32 or bf16/fp16 mixed precision; infer: weight precision (default bf16)")
+    p.add_argument("--task", choices=["infer", "serve", "train", "lora", "qlora"], default="train",
+                   help="infer: a prefill (and generation with --new-tokens); serve: KV-cache capacity for "
+                   "--concurrency sequences of --context tokens")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "fp8", "int8", "int4"], default=None,
+                   help="train: fp32 or bf16/fp16 mixed precision; infer/serve: weight precision (default bf16, "
+                   "fp16 where the hardware has no bf16)")
     p.add_argument("--optimizer", choices=["adamw", "adam", "sgd", "adamw8bit"], default="adamw")
     p.add_argument("--batch", type=_int_arg, default=1, metavar="B", help="micro-batch per device (default 1)")
     p.add_argument("--seq", type=_int_arg, default=None, metavar="T",
-                   help="sequence length (default: min(model maximum, 2048))")
+                   help="sequence length; infer/serve: the prompt (default: min(model maximum, 2048))")
     p.add_argument("--new-tokens", type=_int_arg, default=0, metavar="N",
-                   help="infer: of the sequence, tokens generated (default 0: the cache holds T tokens)")
+                   help="infer: tokens generated after the prompt, one at a time from the KV cache (default 0: "
+                   "prefill only)")
+    p.add_argument("--logits", choices=["all", "last"], default="all",
+                   help="infer prefill: logits of every position (a plain forward call) or only the last "
+                   "(logits_to_keep=1, what generate() asks for); default all")
+    p.add_argument("--concurrency", type=_int_arg, default=1, metavar="C", help="serve: sequences decoded together")
+    p.add_argument("--context", type=_int_arg, default=None, metavar="L",
+                   help="serve: tokens per sequence, prompt + generated (default: --seq + 512)")
     p.add_argument("--grad-accum", type=_int_arg, default=1, metavar="K")
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--attention", choices=["eager", "sdpa", "flash"], default="sdpa")
@@ -91,28 +102,30 @@ def run(args: argparse.Namespace) -> int:
     if not args.model:
         raise LmdevError("no MODEL given", "e.g. `lmdev plan llama-3-8b`; `lmdev plan --list-models` lists presets")
 
-    from lmdev.plan.advisor import make_plan
+    from lmdev.plan.advisor import default_precision, make_plan
     from lmdev.plan.hardware import resolve_hardware
-    from lmdev.plan.measure import load_calibration
+    from lmdev.plan.measure import load_calibration, machine_key
     from lmdev.plan.memory import Workload
     from lmdev.plan.model_input import resolve_model
 
     spec, source = resolve_model(args.model)
-    precision = args.precision or "bf16"
+    hws = resolve_hardware(args.hardware)
+    precision = args.precision or default_precision(hws[0])
     seq = args.seq if args.seq is not None else min(spec.max_positions or 2048, 2048)
+    context = args.context if args.context is not None else (seq + 512 if args.task == "serve" else None)
     w = Workload(task=args.task, precision=precision, optimizer=args.optimizer, batch=args.batch, seq=seq,
                  grad_accum=args.grad_accum, activation_checkpointing=args.activation_checkpointing,
                  attention=args.attention, devices=args.devices, strategy=args.strategy, offload=args.offload,
-                 lora_rank=args.lora_rank, new_tokens=args.new_tokens)
+                 lora_rank=args.lora_rank, new_tokens=args.new_tokens, logits=args.logits,
+                 concurrency=args.concurrency, context=context)
     w.validate()
-    if w.new_tokens >= w.seq and w.task == "infer":
-        raise LmdevError(f"--new-tokens {w.new_tokens} must be smaller than --seq {w.seq}",
-                         "the sequence holds the prompt and the generated tokens")
-    hws = resolve_hardware(args.hardware)
-    calibration_key = hws[0].catalog or hws[0].name if hws[0].this_machine else None
+    calibration_key = machine_key(hws[0]) if hws[0].this_machine else None
     calibration = load_calibration(calibration_key) if calibration_key else {}
     budget = args.tokens if args.tokens is not None else (1e9 if w.training else None)
     plan = make_plan(spec, w, hws, source=source, mfu=args.mfu, token_budget=budget, calibration=calibration)
+    if calibration:
+        plan.calibration = {"key": calibration_key, "samples": int(calibration.get("samples", 0)),
+                            "terms": {k: v for k, v in calibration.items() if k != "samples"}}
     for msg in plan.warnings:
         print(f"lmdev: warning: {msg}", file=sys.stderr)
     if args.measure:
@@ -158,11 +171,12 @@ def _render_launch(launch: dict[str, Any]) -> None:
 def _measure(spec: Any, w: Any, hw: Any, key: str | None, calibration: dict[str, float],
              quiet: bool) -> dict[str, Any]:
     from lmdev.errors import LmdevError
+    from lmdev.plan.advisor import plan_step_time
     from lmdev.plan.measure import learn, measure
 
     if not hw.this_machine:
         raise LmdevError("--measure runs on this machine", "drop --hardware, or use --hardware this")
-    if w.task in ("lora", "qlora") or w.precision in ("int8", "int4") or w.devices > 1:
+    if w.task not in ("train", "infer") or w.precision in ("int8", "int4", "fp8") or w.devices > 1:
         raise LmdevError(f"--measure supports full training and inference on one device, not "
                          f"{w.task}/{w.precision}/{w.devices} devices", "measure the train or infer task")
     if spec.family == "lmdev-gpt" and w.task == "infer":
@@ -176,9 +190,18 @@ def _measure(spec: Any, w: Any, hw: Any, key: str | None, calibration: dict[str,
     from lmdev.plan.memory import estimate_memory
 
     uncalibrated = estimate_memory(spec, w, device=hw.kind)
-    learned = learn(key or "cpu", m, uncalibrated)
+    t = plan_step_time(spec, w, hw, None, None)
+    m.predicted_seconds = t.decode_seconds_per_token if w.generating else t.step_seconds
+    calibrated_t = plan_step_time(spec, w, hw, None, calibration or None)
+    learned = learn(key or "cpu", m, uncalibrated, m.predicted_seconds)
     out = m.to_dict()
-    out["learned_overhead"] = learned
+    out["what"] = "seconds per generated token" if w.generating else ("seconds per training step" if w.training
+                                                                       else "seconds per prefill")
+    out["calibrated_predicted_seconds"] = calibrated_t.decode_seconds_per_token if w.generating \
+        else calibrated_t.step_seconds
+    out["learned"] = learned
+    out["learned_overhead"] = learned  # the key of lmdev.plan/1 before time was learned too
+    out["calibration_key"] = key
     return out
 
 
@@ -252,6 +275,11 @@ def render(plan: Any) -> None:
     w, m, hw = plan.workload, plan.memory, plan.hardware
     c.print(f"[bold]{escape(plan.model.name)}[/bold]  {param_count(plan.model):,} parameters  ({escape(plan.model_source)})")
     shape = f"{w.task}, {w.precision}, batch {w.batch} x seq {w.seq}"
+    if w.task == "infer":
+        shape += (f", then {w.new_tokens} generated tokens (prefill keeps the last position's logits)"
+                  if w.new_tokens else f", prefill only, logits of {'every position' if w.logits == 'all' else 'the last position'}")
+    if w.task == "serve":
+        shape = f"serve, {w.precision}, {w.concurrency} concurrent sequences of {w.cache_tokens} tokens (prompt {w.seq})"
     if w.training:
         shape += f", {w.optimizer}" + (", activation checkpointing" if w.activation_checkpointing else "")
         shape += f", grad-accum {w.grad_accum}" if w.grad_accum > 1 else ""
@@ -267,10 +295,14 @@ def render(plan: Any) -> None:
     t.add_column("bytes", justify="right")
     t.add_column("share", justify="right")
     total = m.total_bytes or 1
+    labels = {"allocator": "allocator (glibc heap kept)" if hw.kind == "cpu" else "allocator (caching reserve)",
+              "overhead": "runtime" if hw.kind == "cpu" else "CUDA context + workspaces",
+              "optimizer_step": "optimizer step temporaries", "grad_buckets": "DDP gradient buckets",
+              "attention_scores": "attention scores (not fused)"}
     for part in m.PARTS:
         v = getattr(m, f"{part}_bytes")
         if v:
-            t.add_row(part.replace("_", " "), human(v), f"{v / total:.0%}")
+            t.add_row(labels.get(part, part.replace("_", " ")), human(v), f"{v / total:.0%}")
     if m.overlap_bytes:
         t.add_row("not held at once", "-" + human(m.overlap_bytes), "",
                   style="dim")
@@ -282,7 +314,11 @@ def render(plan: Any) -> None:
         c.print(f"  host RAM for offloaded state: {human(m.cpu_offload_bytes)}")
     verdict = "[green]fits[/green]" if plan.fits else "[red]does not fit[/red]"
     c.print(f"\n{verdict}: {human(m.total_bytes)} of {human(hw.available_bytes)} available "
-            f"(headroom {human(plan.headroom_bytes)})" + ("  [dim](calibrated on this machine)[/dim]" if plan.calibrated else ""))
+            f"(headroom {human(plan.headroom_bytes)})")
+    if plan.calibration:
+        cal = plan.calibration
+        c.print(f"  [dim]uses the calibration measured on this machine ({escape(str(cal['key']))}, "
+                f"{cal['samples']} measurement(s)): {escape(_terms(cal['terms']))}[/dim]")
     c.print(f"largest batch that fits: {plan.max_batch or 'none'};  longest sequence at batch {w.batch}: "
             f"{plan.max_seq or 'none'}")
     comp = plan.compute
@@ -294,8 +330,21 @@ def render(plan: Any) -> None:
     c.print(line)
     if comp.seconds:
         c.print(f"time for {comp.token_budget:,.0f} tokens: {_duration(comp.seconds)}")
-    if comp.decode_tokens_per_s:
-        c.print(f"generation (memory-bound): ~{comp.decode_tokens_per_s:,.0f} tokens/s for the batch")
+    st = plan.step_time or {}
+    if w.training and st.get("step_seconds"):
+        c.print(f"step time: ~{st['step_seconds']:.3g} s per optimizer step of {w.batch} x {w.seq} tokens")
+    elif st.get("prefill_seconds"):
+        c.print(f"prefill: ~{st['prefill_seconds']:.3g} s for {w.batch if w.task == 'infer' else 1} x {w.seq} tokens")
+    if st.get("decode_seconds_per_token"):
+        seqs = w.concurrency if w.task == "serve" else w.batch
+        c.print(f"generation: ~{st['decode_seconds_per_token'] * 1e3:.3g} ms per token step "
+                f"(~{seqs / st['decode_seconds_per_token']:,.0f} tokens/s for {seqs} sequence(s); weights and "
+                f"KV cache read once per token at the memory bandwidth)")
+    if plan.serving:
+        sv = plan.serving
+        ok = "[green]fits[/green]" if sv["fits"] else "[red]does not fit[/red]"
+        c.print(f"serving: KV cache {human(sv['kv_bytes_per_sequence'])} per sequence of {sv['context']} tokens; "
+                f"room for {sv['max_sequences']} sequences; {sv['concurrency']} requested: {ok}")
     if plan.recommendations:
         r = Table(title="Recommendations (best first)")
         for col in ("#", "change", "new total", "fits", "trade-off"):
@@ -305,20 +354,44 @@ def render(plan: Any) -> None:
                       "yes" if rec.fits else "no", escape(rec.tradeoff))
         c.print(r)
     if plan.comparison:
-        o = Table(title="What to buy: the fewest GPUs of each kind that fit, cheapest first")
-        for col in ("hardware", "GPUs", "per device", "fits", "tokens/s", "time", "price"):
-            o.add_column(col, justify="left" if col == "hardware" else "right")
+        o = Table(title="What to buy: the fewest GPUs of each kind that fit; fitting, then cheapest, then fastest")
+        for col in ("hardware", "GPUs", "precision", "per device", "fits", "tokens/s", "time", "price", "note"):
+            o.add_column(col, justify="left" if col in ("hardware", "note", "precision") else "right")
         for opt in plan.comparison:
-            o.add_row(opt.hardware, str(opt.count),
+            o.add_row(opt.hardware, str(opt.count), opt.precision,
                       f"{human(opt.total_bytes_per_device)} / {human(opt.memory_bytes_per_device)}",
                       "yes" if opt.fits else "no",
                       f"{opt.tokens_per_s:,.0f}" if opt.tokens_per_s else "-", _duration(opt.seconds),
-                      f"${opt.price_usd:,.0f}" if opt.price_usd else "-")
+                      f"${opt.price_usd:,.0f}" if opt.price_usd else "-", escape(opt.note))
         c.print(o)
+        best = plan.recommended_hardware
+        if best:
+            c.print(f"recommended hardware: {best.count} x {escape(best.hardware)} ({best.precision})")
+        else:
+            c.print("[red]none of these fits on 8 devices[/red]")
+    if plan.excluded:
+        c.print("not offered:")
+        for e in plan.excluded:
+            c.print(f"  [dim]{escape(e.option)}: {escape(e.reason)}[/dim]")
     if plan.measurement:
         mm = plan.measurement
         how = f"extrapolated from {mm['layers_measured']}-layer copies" if mm["extrapolated"] else "full model"
-        c.print(f"\n[bold]measured[/bold] on {mm['device']} ({how}): {human(mm['measured_bytes'])} peak, "
-                f"predicted {human(mm['predicted_bytes'])}, error {mm['error']:+.1%}; "
-                f"step {mm['step_seconds']:.2f} s")
-        c.print(f"  learned overhead stored for later plans: {mm['learned_overhead']}")
+        c.print(f"\n[bold]measured[/bold] on {mm['device']} ({how}), default allocator:")
+        c.print(f"  memory: {human(mm['measured_bytes'])} peak, predicted {human(mm['predicted_bytes'])}, "
+                f"error {mm['memory_error']:+.1%}")
+        te = f", error {mm['time_error']:+.1%}" if mm.get("time_error") is not None else ""
+        pred = f"{mm['predicted_seconds']:.3g} s" if mm.get("predicted_seconds") else "-"
+        c.print(f"  time: {mm['step_seconds']:.3g} {mm['what']}, predicted {pred}{te}")
+        c.print(f"  stored for later plans on this machine ({escape(str(mm.get('calibration_key')))}): "
+                f"{escape(_terms(mm['learned']))}")
+
+
+def _terms(terms: dict[str, Any]) -> str:
+    from lmdev.plan.memory import human
+
+    out = []
+    for k, v in sorted(terms.items()):
+        if not isinstance(v, (int, float)):
+            continue
+        out.append(f"{k} {human(v)}" if k.endswith("_bytes") else f"{k} {v:.3g}")
+    return ", ".join(out)

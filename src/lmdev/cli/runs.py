@@ -11,6 +11,23 @@ from pathlib import Path
 from typing import Any
 
 HELP = "list, show, compare, export and remove tracked runs"
+MAX_LIMIT = (1 << 63) - 1
+
+
+def _limit(text: str) -> int:
+    """--limit: a whole number from 0 to 2**63-1 (SQLite's largest); anything else is a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_LIMIT}, got {text}")
+    return value
+
+
+def _read_only_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--read-only", action="store_true",
+                   help="open the store read-only, writing nothing (read-only media); also LMDEV_READ_ONLY=1")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -23,21 +40,25 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     ls = verbs.add_parser("list", help="the runs, newest first")
     ls.add_argument("--project", help="only this project's runs")
     ls.add_argument("--status", choices=["running", "finished", "failed", "killed"])
-    ls.add_argument("--limit", type=int, metavar="N", help="at most N runs")
+    ls.add_argument("--limit", type=_limit, metavar="N", help="at most N runs")
     ls.add_argument("--json", action="store_true", help="print one JSON document (docs/schemas/runs.md)")
+    _read_only_flag(ls)
     show = verbs.add_parser("show", help="a run: fields, config, metrics, events, artifacts")
     show.add_argument("run", metavar="RUN")
     show.add_argument("--json", action="store_true", help="print one JSON document (docs/schemas/runs.md)")
     show.add_argument("--system", action="store_true", help="with --json: also the system metrics")
+    _read_only_flag(show)
     cmp = verbs.add_parser("compare", help="two or more runs side by side: config and final metrics")
     cmp.add_argument("runs", metavar="RUN", nargs="+")
     cmp.add_argument("--json", action="store_true", help="print one JSON document")
+    _read_only_flag(cmp)
     ex = verbs.add_parser("export", help="write a run as CSV, JSON or TensorBoard event files")
     ex.add_argument("run", metavar="RUN")
     ex.add_argument("--format", choices=["csv", "json", "tensorboard"], default="csv")
     ex.add_argument("--out", "-o", metavar="PATH",
                     help="file (csv, json) or folder (tensorboard); default: ./<run-id>.csv, "
                     "./<run-id>.json or ./tb/<run-id>")
+    _read_only_flag(ex)
     rm = verbs.add_parser("rm", help="delete runs and their folders")
     rm.add_argument("runs", metavar="RUN", nargs="+")
     rm.add_argument("--force", action="store_true", help="also delete runs that are still running")
@@ -46,18 +67,27 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from lmdev.errors import LmdevError
-    from lmdev.track.store import DB_NAME, Store, home
+    from lmdev.track.store import DB_NAME, Store, home, read_only_requested
 
     if not args.verb:
         raise LmdevError("lmdev runs needs a verb", "one of list, show, compare, export, rm")
     path = home(args.home) / DB_NAME
-    if not path.exists():  # reading commands do not create a store
+    try:
+        found = path.exists()
+    except OSError as exc:  # a name too long, ...
+        raise LmdevError(f"cannot use the store folder {path.parent}: {exc.strerror or exc}",
+                         "set LMDEV_HOME or --home to the folder of lmdev.db") from None
+    if not found:  # reading commands do not create a store
         if args.verb == "list":
             _print_json({"schema": "lmdev.runs/1", "runs": []}) if args.json else \
                 print(f"No runs: there is no store at {path} (set LMDEV_HOME or --home).")
             return 0
         raise LmdevError(f"no run store at {path}", "set LMDEV_HOME or --home to the folder of lmdev.db")
-    with Store(args.home) as store:
+    read_only = read_only_requested(getattr(args, "read_only", False))
+    if read_only and args.verb == "rm":
+        raise LmdevError("lmdev runs rm cannot work on a store opened read-only (LMDEV_READ_ONLY is set)",
+                         "unset LMDEV_READ_ONLY to remove runs")
+    with Store(args.home, read_only=read_only) as store:
         store.reap()
         return int(_VERBS[args.verb](store, args))
 
@@ -89,32 +119,61 @@ def _print_json(doc: Any) -> None:
     sys.stdout.write("\n")
 
 
+def _warn_damaged(damaged: list[Any]) -> None:
+    for exc in damaged:
+        print(f"lmdev: warning: {exc.message}; skipped — {exc.hint}", file=sys.stderr)
+
+
+def _last_values(store: Any, run: Any, damaged: list[Any]) -> dict[str, float]:
+    from lmdev.track.store import DamagedRun
+
+    try:
+        return {s.key: s.last for s in store.summaries(run)}
+    except DamagedRun as exc:
+        damaged.append(exc)
+        return {}
+
+
 def _list(store: Any, args: argparse.Namespace) -> int:
     from lmdev.track.export import list_document
 
     runs = store.list_runs(project=args.project, status=args.status, limit=args.limit)
+    damaged = list(store.damaged)
     if args.json:
-        _print_json(list_document(store, runs))
-        return 0
+        doc = list_document(store, runs)
+        damaged += doc.pop("damaged", [])
+        doc["damaged"] = [{"id": e.run_id, "message": e.message} for e in damaged]
+        _print_json(doc)
+        _warn_damaged(damaged)
+        return 1 if damaged else 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text as T
 
     console = Console(highlight=False)
     if not runs:
-        console.print(f"No runs in {store.path}. Start one with lmdev.init() or `lmdev run SCRIPT.py`.")
-        return 0
+        console.print(T(f"No runs in {store.path}. Start one with lmdev.init() or `lmdev run SCRIPT.py`."))
+        _warn_damaged(damaged)
+        return 1 if damaged else 0
     table = Table(box=None, header_style="bold")
     for col in ("id", "name", "project", "status", "started", "duration", "metrics"):
         table.add_column(col, no_wrap=col in ("id", "status", "started", "duration"))
     for r in runs:
-        last = {s.key: s.last for s in store.summaries(r)}
+        last = _last_values(store, r, damaged)
         shown = [k for k in ("val_accuracy", "val/accuracy", "val_acc", "val_loss", "loss") if k in last]
         metrics = "  ".join(f"{k}={_num(last[k])}" for k in (shown or list(last)[:2]))
-        style = _STATUS_STYLE.get(r.status, "")
-        table.add_row(r.id, r.name, r.project, f"[{style}]{r.status}[/]", _when(r.start_time),
-                      _dur(r.duration), metrics)
+        table.add_row(T(r.id), T(r.name), T(r.project), _status(r.status),
+                      _when(r.start_time), _dur(r.duration), T(metrics))
     console.print(table)
-    return 0
+    _warn_damaged(damaged)
+    return 1 if damaged else 0
+
+
+def _status(status: str) -> Any:
+    """The status as rich Text (user text is never parsed as markup)."""
+    from rich.text import Text
+
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
 
 
 def _show(store: Any, args: argparse.Namespace) -> int:
@@ -126,51 +185,55 @@ def _show(store: Any, args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text as T
 
     console = Console(highlight=False)
-    style = _STATUS_STYLE.get(r.status, "")
-    console.print(f"[bold]{r.name}[/]  {r.id}  [{style}]{r.status}[/]"
-                  + (f" (exit code {r.exit_code})" if r.exit_code is not None else ""))
-    console.print(f"  project {r.project}, started {_when(r.start_time)}, duration {_dur(r.duration)}, "
-                  f"host {r.host}, pid {r.pid}")
+    console.print(T.assemble((r.name, "bold"), f"  {r.id}  ", _status(r.status),
+                             f" (exit code {r.exit_code})" if r.exit_code is not None else ""))
+    console.print(T(f"  project {r.project}, started {_when(r.start_time)}, duration {_dur(r.duration)}, "
+                    f"host {r.host}, pid {r.pid}"))
+    if r.tags:
+        console.print(T("  tags " + ", ".join(r.tags)))
     if r.git_commit:
-        console.print(f"  git {r.git_commit[:12]}{' (dirty)' if r.git_dirty else ''}")
+        console.print(T(f"  git {r.git_commit[:12]}{' (dirty)' if r.git_dirty else ''}"))
     if r.command:
-        console.print("  command " + " ".join(r.command))
+        console.print(T("  command " + " ".join(r.command)))
     if r.config:
         console.print("[bold]config")
         for k, v in sorted(r.config.items()):
-            console.print(f"  {k} = {json.dumps(v)}")
+            console.print(T(f"  {k} = {json.dumps(v)}"))
     summaries = store.summaries(r)
     if summaries:
         t = Table(title="metrics", title_justify="left", box=None, header_style="bold")
         for col in ("key", "points", "steps", "last", "min", "max", "NaN/Inf"):
             t.add_column(col, justify="left" if col == "key" else "right")
         for s in summaries:
-            t.add_row(s.key, str(s.count), f"{s.first_step}-{s.last_step}", _num(s.last), _num(s.min),
+            t.add_row(T(s.key), str(s.count), f"{s.first_step}-{s.last_step}", _num(s.last), _num(s.min),
                       _num(s.max), str(s.nonfinite or ""))
         console.print(t)
     system = store.system(r)
     if system:
         series: dict[str, list[float]] = {}
         for s in system:
-            series.setdefault(f"{s.device} {s.key}" + (f" (rank {s.rank})" if s.rank else ""), []).append(s.value)
+            if isinstance(s.value, (int, float)):
+                series.setdefault(f"{s.device} {s.key}" + (f" (rank {s.rank})" if s.rank else ""),
+                                  []).append(float(s.value))
         t = Table(title="system", title_justify="left", box=None, header_style="bold")
         for col in ("metric", "samples", "mean", "max"):
             t.add_column(col, justify="left" if col == "metric" else "right")
         for key, values in series.items():
-            t.add_row(key, str(len(values)), _num(sum(values) / len(values)), _num(max(values)))
+            t.add_row(T(key), str(len(values)), _num(sum(values) / len(values)), _num(max(values)))
         console.print(t)
     events = store.events(r)
     if events:
         console.print("[bold]events")
-        for e in events[-20:]:
-            console.print(f"  {_when(e.time)} {e.level:7} {e.message}")
+        for ev in events[-20:]:
+            console.print(T(f"  {_when(ev.time)} {ev.level:7} {ev.message}"))
     artifacts = store.artifacts(r)
     if artifacts:
         console.print("[bold]artifacts")
         for a in artifacts:
-            console.print(f"  {a.path}  {a.kind}  {a.size} B  sha256 {a.sha256[:16]}")
+            console.print(T(f"  {a.path}  {a.kind}  {a.size} B  sha256 {str(a.sha256)[:16]}"))
     return 0
 
 
@@ -198,25 +261,30 @@ def _compare(store: Any, args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text as T
 
     t = Table(box=None, header_style="bold")
     t.add_column("")
     for r in runs:
-        t.add_column(f"{r.name}\n{r.id}", justify="right")
-    t.add_row("[bold]status", *[r.status for r in runs])
+        t.add_column(T(f"{r.name}\n{r.id}"), justify="right")
+    t.add_row("[bold]status", *[_status(r.status) for r in runs])
     t.add_row("duration", *[_dur(r.duration) for r in runs])
     for k in differing:
-        t.add_row(f"config {k}", *[json.dumps(c.get(k)) if k in c else "-" for c in configs])
+        t.add_row(T(f"config {k}"), *[T(json.dumps(c.get(k))) if k in c else "-" for c in configs])
     for k in metric_keys:
-        t.add_row(f"{k} (last)", *[_num(m[k].last) if k in m else "-" for m in lasts])
+        t.add_row(T(f"{k} (last)"), *[_num(m[k].last) if k in m else "-" for m in lasts])
     Console(highlight=False).print(t)
     return 0
 
 
 def _export(store: Any, args: argparse.Namespace) -> int:
+    from lmdev.errors import LmdevError
+    from lmdev.names import is_run_id
     from lmdev.track.export import export
 
     r = store.get_run(args.run)
+    if not args.out and not is_run_id(r.id):
+        raise LmdevError(f"run id {r.id!r} cannot name a file", "give the file to write with --out")
     default = {"csv": f"{r.id}.csv", "json": f"{r.id}.json", "tensorboard": f"tb/{r.id}"}[args.format]
     out = Path(args.out or default)
     files = export(store, r, args.format, out)
@@ -231,17 +299,26 @@ def _rm(store: Any, args: argparse.Namespace) -> int:
     import shutil
 
     from lmdev.errors import LmdevError
+    from lmdev.names import InvalidName
     from lmdev.track.store import run_dir
 
-    runs = [store.get_run(ref) for ref in args.runs]
+    runs = list({r.id: r for r in (store.get_run(ref) for ref in args.runs)}.values())
     running = [r.id for r in runs if r.status == "running"]
     if running and not args.force:
         raise LmdevError(f"run {', '.join(running)} is still running", "stop it first, or use --force")
+    problems = 0
     for r in runs:
+        try:
+            folder: Path | None = run_dir(store.home, r.id)  # checked to stay inside the store
+        except InvalidName as exc:
+            folder = None
+            problems += 1
+            print(f"lmdev: warning: {exc.message}; its folder is left alone", file=sys.stderr)
         store.delete_run(r)
-        shutil.rmtree(run_dir(store.home, r.id), ignore_errors=True)
+        if folder is not None and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
         print(f"removed {r.id} ({r.name})")
-    return 0
+    return 1 if problems else 0
 
 
 _VERBS = {"list": _list, "show": _show, "compare": _compare, "export": _export, "rm": _rm}

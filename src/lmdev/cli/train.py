@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -40,10 +41,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     d.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="a c10d rendezvous endpoint instead of master addr/port")
     d.add_argument("--max-restarts", type=int, default=0, metavar="K",
                    help="restart failed workers up to K times; they resume from the latest checkpoint")
-    d.add_argument("--join-timeout", type=float, default=300.0, metavar="SECONDS",
+    d.add_argument("--join-timeout", type=_seconds, default=300.0, metavar="SECONDS",
                    help="how long to wait for every node to join (default 300)")
     d.add_argument("--dry-run", action="store_true",
                    help="print the torchrun command line and the per-rank batch, and exit")
+    p.add_argument("--on", metavar="NAME", help="train on a remote or cluster (see `lmdev remote`, `lmdev cluster`)")
     return p
 
 
@@ -57,6 +59,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, not {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -65,6 +77,10 @@ def _port(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "on", None):  # lmdev remote / lmdev cluster
+        from lmdev.cli.cluster import train_on
+
+        return train_on(args)
     from lmdev.train.config import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -75,23 +91,36 @@ def run(args: argparse.Namespace) -> int:
 
         sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
+    from lmdev.train.session import require_store, train_session
+
+    if not args.dry_run:
+        require_store(None)  # before anything starts: checkpoints live in the store
     distributed = args.nproc is not None or args.nnodes > 1 or args.dry_run
     if distributed and not _inside_worker():
         return _launch(cfg, args)
-    from lmdev.train.session import train_session
 
     base_dir = Path(args.config).resolve().parent
     if _inside_worker() and os.environ.get("RANK", "0") != "0":  # rank 0 speaks for all
         result = train_session(cfg, resume=args.resume, base_dir=base_dir, telemetry=not args.no_telemetry)
-        return 0 if result.status == "finished" else 1
+        return exit_code(result)
     if args.json:
         result = train_session(cfg, resume=args.resume, base_dir=base_dir, telemetry=not args.no_telemetry)
-        json.dump(result.to_dict(), sys.stdout, indent=2)
+        json.dump(result.to_dict(), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
-        return 0 if result.status == "finished" else 1
+        return exit_code(result)
     result = _with_progress(cfg, args, base_dir)
     _summary(result)
-    return 0 if result.status == "finished" else 1
+    return exit_code(result)
+
+
+def exit_code(result: Any) -> int:
+    """0 finished; 128 + N for a run stopped by signal N (after its checkpoint was saved), as a
+    shell reports a process a signal ended; 1 otherwise (diverged, stopped by another worker)."""
+    if result.status == "finished":
+        return 0
+    if result.status == "killed" and result.signal:
+        return 128 + int(result.signal)
+    return 1
 
 
 def _inside_worker() -> bool:
@@ -187,12 +216,13 @@ def _with_progress(cfg: Any, args: argparse.Namespace, base_dir: Path) -> Any:
 @contextlib.contextmanager
 def progress_bar(console: Any, cfg: Any) -> Iterator[Callable[[Any], None]]:
     """A rich progress bar (step, loss, validation, throughput, ETA); yields the callback."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=30), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(cfg.name, total=cfg.train.max_steps, info="starting")
+        task = bar.add_task(escape(cfg.name), total=cfg.train.max_steps, info="starting")
 
         def on_progress(p: Any) -> None:
             m = p.metrics
@@ -213,9 +243,10 @@ def progress_bar(console: Any, cfg: Any) -> Iterator[Callable[[Any], None]]:
 
 def _summary(result: Any) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(highlight=False)
-    colour = "green" if result.status == "finished" else "yellow"
+    colour = {"finished": "green", "diverged": "red"}.get(result.status, "yellow")
     console.print(f"[bold {colour}]{result.status}[/] after {result.steps} steps in {result.seconds:.1f} s "
                   f"on {result.device} ({result.precision}), {result.parameters:,} parameters")
     shown = {**result.train, **result.val}
@@ -223,7 +254,11 @@ def _summary(result: Any) -> None:
     if keys:
         console.print("  " + "  ".join(f"{k} [bold]{shown[k]:.4f}[/]" for k in keys))
     if result.run_id:
-        console.print(f"  run [cyan]{result.run_id}[/] · checkpoints in {result.checkpoint_dir}")
-        console.print(f"  look at it: [cyan]lmdev runs show {result.run_id}[/]")
+        run_id = escape(str(result.run_id))
+        console.print(f"  run [cyan]{run_id}[/] · checkpoints in {escape(str(result.checkpoint_dir))}")
+        console.print(f"  look at it: [cyan]lmdev runs show {run_id}[/]")
+    if result.status == "diverged":
+        console.print("  the loss or the weights are no longer finite: lower optimizer.lr, set train.grad_clip, "
+                      "or use train.nan_policy: rollback")
     if result.status == "killed":
-        console.print(f"  continue with: [cyan]lmdev train CONFIG --resume {result.run_id or ''}[/]")
+        console.print(f"  continue with: [cyan]lmdev train CONFIG --resume {escape(str(result.run_id or ''))}[/]")

@@ -27,6 +27,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "(anyone who can reach the port sees your runs)")
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="also accept this Host header (a name the machine is reached by); repeatable")
+    p.add_argument("--read-only", action="store_true",
+                   help="open the store read-only, writing nothing (read-only media); also LMDEV_READ_ONLY=1")
     return p
 
 
@@ -34,13 +36,18 @@ def resolve_token(host: str, token: str | None, no_auth: bool) -> str | None:
     """The token the server will require: the one given, a generated one on a non-loopback
     address, or none (loopback, or an explicit ``--no-auth``)."""
     from lmdev.errors import LmdevError
+    from lmdev.ui.guard import MIN_TOKEN_BITS, token_bits
     from lmdev.ui.server import is_loopback_name
 
     if no_auth and token:
         raise LmdevError("--no-auth and --token contradict each other", "give one of them")
-    if token is not None and len(token) < 16:
-        raise LmdevError("--token is too short (fewer than 16 characters)",
-                         "leave it out to get a generated one, or pass a long random string")
+    if token is not None and not (token.isascii() and token.isprintable()):
+        raise LmdevError("--token must be printable ASCII", "pass a url-safe random string")
+    if token is not None and token_bits(token) < MIN_TOKEN_BITS:
+        raise LmdevError(f"--token is too weak (about {int(token_bits(token))} bits; at least "
+                         f"{MIN_TOKEN_BITS} are needed)",
+                         "leave it out to get a generated one, or pass at least 22 random url-safe "
+                         "characters (python -c 'import secrets; print(secrets.token_urlsafe(24))')")
     if token is None and not no_auth and not is_loopback_name(host):
         return secrets.token_urlsafe(24)
     return token
@@ -66,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"lmdev: warning: --no-auth: no token is asked ({args.host} is only reachable from this "
               "machine)", file=sys.stderr)
     hosts = default_allowed_hosts(args.host) | {h.lower() for h in args.allow_host}
-    app = create_app(args.home, token=token, allowed_hosts=hosts, bind=args.host)
+    from lmdev.track.store import read_only_requested
+
+    app = create_app(args.home, token=token, allowed_hosts=hosts, bind=args.host,
+                     read_only=read_only_requested(args.read_only))
 
     sock = _bind(args.host, args.port)
     port = sock.getsockname()[1]

@@ -48,6 +48,14 @@ def _major(v: str | None) -> int | None:
     return t[0] if t else None
 
 
+REPAIR = "lmdev setup --repair"
+
+
+def _or_repair(fix: str) -> str:
+    """A fix that `lmdev setup --repair` applies, with the manual command beside it."""
+    return f"{REPAIR}, or: {fix}"
+
+
 def _base_version(v: str) -> str:
     return v.split("+")[0]
 
@@ -230,7 +238,7 @@ def torch_cpu_build(f: Facts) -> Iterator[Hit]:
             "PyTorch is a CPU-only build: the GPUs will not be used",
             f"torch {t.version} built without CUDA; {len(gpus)} NVIDIA GPU(s) ({gpus[0].name}), "
             f"driver {f.accelerators.driver_version or '?'} (CUDA {f.accelerators.cuda_driver_version or '?'})",
-            torch_install_command(variant),
+            _or_repair(torch_install_command(variant)),
         )
 
 
@@ -247,7 +255,7 @@ def torch_cuda_vs_driver(f: Facts) -> Iterator[Hit]:
     driver = f"{minimum} or newer" if minimum else f"one that supports CUDA {t.cuda}"
     variant = torch_wheel_for(driver_cuda, ccs, strict=True)
     fix = f"upgrade the NVIDIA driver to {driver}" + (
-        f", or install a build for your driver: {torch_install_command(variant)}" if variant else "")
+        f", or install a build for your driver: {REPAIR} (or {torch_install_command(variant)})" if variant else "")
     evidence = (f"torch {t.version} needs CUDA {t.cuda}; driver {f.accelerators.driver_version} "
                 f"supports up to CUDA {driver_cuda}")
     if need[0] > have[0]:
@@ -278,7 +286,7 @@ def torch_arch(f: Facts) -> Iterator[Hit]:
                 f"GPU {g.index} ({g.name}, sm_{cc.replace('.', '')}) is not supported by this PyTorch build",
                 f"compute capability {cc} ({arch_name(cc)}); architectures in {source}: "
                 f"{', '.join(archs)}; kernels fail with 'no kernel image is available'",
-                torch_install_command(variant),
+                _or_repair(torch_install_command(variant)),
             )
 
 
@@ -311,7 +319,7 @@ def torch_companions(f: Facts) -> Iterator[Hit]:
                 f"{name} {have} does not match torch {torch}",
                 f"torch {torch} needs {name} {want_text}.x" + (f" built for +{torch_label}" if torch_label else "")
                 + "; a mismatch fails at import ('operator torchvision::nms does not exist') or crashes",
-                f"pip install --force-reinstall torch=={_base_version(torch)} '{name}=={want_text}.*'"
+                _or_repair(f"pip install --force-reinstall torch=={_base_version(torch)} '{name}=={want_text}.*'")
                 + (f" --index-url https://download.pytorch.org/whl/{torch_label}"
                    if torch_label.startswith(("cu", "cpu", "rocm", "xpu")) else ""),
             )
@@ -356,7 +364,8 @@ def framework_cuda_majors(f: Facts) -> Iterator[Hit]:
             "Frameworks in this environment were built for different CUDA major versions",
             f"{listing}; they load different cuDNN/cuBLAS/NCCL wheels and the second one imported "
             "in a process can fail to find its libraries",
-            "Keep each framework in its own virtual environment (python3 -m venv), or install builds "
+            f"{REPAIR} (plans one CUDA major, or separate environments), or keep each framework in its own "
+            "virtual environment (python3 -m venv), or install builds "
             "for one CUDA major (e.g. pip install 'tensorflow[and-cuda]' with a cu12 torch).",
         )
 
@@ -385,8 +394,8 @@ def pynvml_clash(f: Facts) -> Iterator[Hit]:
             "only one of them is imported; the deprecated `pynvml` (before 12) and `nvidia-ml-py3` "
             "ship old bindings that miss newer NVML calls, and uninstalling one can delete the "
             "other's files",
-            "pip uninstall -y " + " ".join(p for p in providers if p != "nvidia-ml-py")
-            + " && pip install --force-reinstall nvidia-ml-py",
+            _or_repair("pip uninstall -y " + " ".join(p for p in providers if p != "nvidia-ml-py")
+                       + " && pip install --force-reinstall nvidia-ml-py"),
         )
 
 
@@ -398,7 +407,7 @@ def keras_backend(f: Facts) -> Iterator[Hit]:
         yield Hit(
             f"Keras uses the {backend} backend, which is not installed",
             f"KERAS_BACKEND / ~/.keras/keras.json select {backend!r}; `import keras` will fail",
-            f"pip install {need[backend][0]}, or export KERAS_BACKEND to an installed backend",
+            _or_repair(f"pip install {need[backend][0]}, or export KERAS_BACKEND to an installed backend"),
         )
 
 

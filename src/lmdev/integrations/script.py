@@ -50,8 +50,12 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, name: str
                stdout: IO[bytes] | None = None, stderr: IO[bytes] | None = None) -> ScriptResult:
     """Run ``python SCRIPT ARGS`` as a recorded run; returns its id, status and exit code."""
     path = Path(script)
-    if not path.is_file():
-        raise LmdevError(f"no such script: {script}", "give the path of a Python file")
+    try:
+        found = path.is_file()
+    except OSError:  # a name too long for the file system, ...
+        found = False
+    if not found:
+        raise LmdevError(f"no such script: {script!r}", "give the path of a Python file")
     from lmdev.track.store import home as home_dir
 
     store_home = home_dir(home).absolute()

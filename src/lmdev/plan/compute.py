@@ -94,8 +94,88 @@ def estimate_compute(spec: ModelSpec, w: Workload, *, peak_flops: float | None, 
                    token_budget=token_budget, seconds=seconds, decode_tokens_per_s=decode)
 
 
+# --- step time from a matmul rate and a memory bandwidth -------------------------------------
+
+# Fraction of a large-matmul rate that a model's own matmuls reach (smaller, oddly shaped) and the
+# per-layer cost of the framework (kernel dispatch, Python) per forward pass; set on generated
+# configs of the tuning seeds (benchmarks/plan_accuracy.py), checked on a held-out seed.
+MATMUL_EFFICIENCY = {"cpu": 0.5, "gpu": 0.6}  # training steps
+FORWARD_EFFICIENCY = {"cpu": 0.9, "gpu": 0.7}  # a prefill: forward matmuls only, no backward kernels
+# per layer and pass, in FLOPs of the device's matmul rate (kernel dispatch and Python scale with
+# how fast this device is right now, as the matmul does)
+LAYER_OVERHEAD_FLOPS = {"cpu": 6e7, "gpu": 4e10}
+# generation reads each weight once per token; thin matmuls reach this share of a copy's bandwidth
+DECODE_BANDWIDTH_EFFICIENCY = {"cpu": 0.3, "gpu": 0.8}
+OPTIMIZER_TRAFFIC = {"adamw": 36.0, "adam": 36.0, "sgd": 20.0, "adamw8bit": 12.0}  # bytes read+written/param
+
+
+@dataclass
+class StepTime:
+    """Predicted seconds: a training step (forward, backward, optimizer), or for inference the
+    prefill of the prompt and each generated token."""
+
+    step_seconds: float | None
+    prefill_seconds: float | None
+    decode_seconds_per_token: float | None
+    matmul_flops: float | None
+    bandwidth_bytes_s: float | None
+    efficiency: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _elementwise_bytes(spec: ModelSpec, w: Workload, tokens: int) -> float:
+    """Bytes element-wise work moves in one forward pass (norms, activation, residuals, softmax of
+    the logits): several reads and writes of each activation."""
+    a = 4 if w.precision == "fp32" else 2
+    per_token = spec.n_layers * (10 * spec.hidden + 4 * spec.ffn + 4 * (spec.q_dim + 2 * spec.kv_dim)) * a
+    return tokens * per_token
+
+
+def step_time(spec: ModelSpec, w: Workload, *, matmul_flops: float | None, bandwidth_bytes_s: float | None,
+              device: str = "cpu", efficiency: float | None = None, layer_overhead_s: float | None = None
+              ) -> StepTime:
+    """Seconds per step from FLOPs at ``efficiency`` x ``matmul_flops`` plus the bytes moved at
+    ``bandwidth_bytes_s`` plus a per-layer framework cost. Unknown rates give None."""
+    eff = efficiency if efficiency is not None else MATMUL_EFFICIENCY.get(device, 0.6)
+    if not matmul_flops:
+        return StepTime(None, None, None, matmul_flops, bandwidth_bytes_s, eff)
+    per_layer = layer_overhead_s if layer_overhead_s is not None else \
+        LAYER_OVERHEAD_FLOPS.get(device, 4e9) / matmul_flops
+    bw = bandwidth_bytes_s or 0.0
+    rate = matmul_flops * eff
+    P = param_count(spec)
+    wbytes = P * (4 if w.precision == "fp32" or w.training else 2)
+    move = (lambda n: n / bw) if bw else (lambda n: 0.0)
+    tokens = w.tokens
+    elementwise = move(_elementwise_bytes(spec, w, tokens) + tokens * spec.vocab * 12)
+    fwd = forward_flops_per_token(spec, w.seq) * tokens / rate + elementwise
+    if w.training:
+        passes = 3.0 + (1.0 if w.activation_checkpointing else 0.0)
+        step = passes * fwd + move(P * OPTIMIZER_TRAFFIC.get(w.optimizer, 36.0)) \
+            + (passes + 1) * spec.n_layers * per_layer
+        return StepTime(step, None, None, matmul_flops, bandwidth_bytes_s, eff)
+    fwd_eff = efficiency if efficiency is not None else FORWARD_EFFICIENCY.get(device, 0.7)
+    prefill = forward_flops_per_token(spec, w.seq) * tokens / (matmul_flops * fwd_eff) + elementwise \
+        + move(wbytes) + spec.n_layers * per_layer
+    decode = None
+    new = w.new_tokens if w.task == "infer" else max(1, (w.context or w.seq) - w.seq)
+    if w.generating:
+        ctx = w.seq + new / 2  # the average cache length over the generated tokens
+        batch = w.concurrency if w.task == "serve" else w.batch
+        flops = forward_flops_per_token(spec, int(ctx) * 2) * batch  # each token attends to the whole cache
+        kv = 2 * spec.n_layers * spec.kv_dim * ctx * batch * (4 if w.precision == "fp32" else 2)
+        stream = move(wbytes + kv) / DECODE_BANDWIDTH_EFFICIENCY.get(device, 0.8)
+        decode = max(flops / rate, stream) + spec.n_layers * per_layer
+    total = prefill + (decode or 0.0) * new if w.task == "infer" else prefill
+    return StepTime(total, prefill, decode, matmul_flops, bandwidth_bytes_s, eff)
+
+
 __all__ = [
     "DEFAULT_MFU",
+    "StepTime",
+    "step_time",
     "Compute",
     "compute_dtype",
     "estimate_compute",

@@ -28,6 +28,13 @@ class Hardware:
     this_machine: bool = False
     catalog: str | None = None  # the catalog entry it matched
     vendor: str | None = None
+    unsupported: dict[str, str] = field(default_factory=dict)  # dtype -> why the chip has no path for it
+
+    def supports(self, dtype: str) -> tuple[bool, str]:
+        """Whether a precision can be planned here, and why not (catalog rule, with its source)."""
+        if dtype in self.unsupported:
+            return False, self.unsupported[dtype]
+        return True, ""
 
     @property
     def available_bytes(self) -> int:
@@ -50,10 +57,16 @@ class Hardware:
         return d
 
 
+PLANNED_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
+CPU_UNSUPPORTED = {"fp8": "CPUs have no fp8 matmul path in PyTorch (fp8 needs Ada Lovelace, Hopper or CDNA 3 "
+                          "tensor cores)"}
+
+
 def from_catalog(g: GpuSpec) -> Hardware:
+    limits = {d: why for d in PLANNED_DTYPES for ok, why in [g.supports(d)] if not ok}
     return Hardware(name=g.name, label=g.label, kind="gpu", memory_bytes=g.memory_bytes,
                     peak_flops=dict(g.peak_flops), bandwidth_bytes_s=g.bandwidth_bytes_s, price_usd=g.price_usd,
-                    power_w=g.power_w, catalog=g.name, vendor=g.vendor)
+                    power_w=g.power_w, catalog=g.name, vendor=g.vendor, unsupported=limits)
 
 
 def lmdev_home() -> Path:
@@ -113,7 +126,7 @@ def this_machine(facts: Any = None, bench: dict[str, Any] | None = None) -> Hard
     peak = cpu_peak_flops(cores, cpu_clock_ghz(), cpu.features, cpu.architecture) or {}
     hw = Hardware(name="cpu", label=f"{cpu.model or 'CPU'} ({cores} cores) + {total / 1e9:.0f} GB RAM (this machine)",
                   kind="cpu", memory_bytes=total, used_bytes=used, count=1, peak_flops=dict(peak),
-                  this_machine=True)
+                  this_machine=True, unsupported=dict(CPU_UNSUPPORTED))
     if bench and bench.get("cpu"):
         hw.measured_flops = _best_matmul(bench["cpu"])
         bw = bench["cpu"].get("memory_bandwidth_bytes_s")

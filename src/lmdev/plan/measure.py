@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,6 @@ from lmdev.errors import LmdevError
 from lmdev.fsutil import atomic_write_text
 from lmdev.plan.hardware import lmdev_home
 from lmdev.plan.memory import Memory, Workload, estimate_memory
-
-CPU_MMAP_THRESHOLD = 1 << 20
 
 
 @dataclass
@@ -34,32 +34,39 @@ class Measurement:
     layers_measured: int
     extrapolated: bool
     detail: dict[str, Any] = field(default_factory=dict)
+    predicted_seconds: float | None = None  # the planner's step time for this machine, uncalibrated
 
     @property
     def error(self) -> float:
-        """(predicted - measured) / measured."""
+        """Memory: (predicted - measured) / measured."""
         return (self.predicted_bytes - self.measured_bytes) / self.measured_bytes if self.measured_bytes else 0.0
+
+    @property
+    def time_error(self) -> float | None:
+        """Step time: (predicted - measured) / measured."""
+        if not self.predicted_seconds or self.step_seconds <= 0:
+            return None
+        return (self.predicted_seconds - self.step_seconds) / self.step_seconds
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["error"] = self.error
+        d["memory_error"] = self.error
+        d["time_error"] = self.time_error
         return d
 
 
 def run_worker(spec: ModelSpec, w: Workload, device: str = "cpu", steps: int = 2,
-               timeout: float = 900.0, threads: int | None = None, pin_malloc: bool = True) -> dict[str, Any]:
-    """One measurement in a fresh Python process; returns the worker's result. ``pin_malloc=False``
-    leaves glibc's allocator at its defaults (the resident set then includes heap fragmentation)."""
+               timeout: float = 900.0, threads: int | None = None, anchor: bool = False) -> dict[str, Any]:
+    """One measurement in a fresh Python process with the allocators' defaults; returns the
+    worker's result. ``anchor``: also time a matmul there (FLOP/s) right after the steps."""
     req = {"spec": spec.to_dict(), "task": "train" if w.training else "infer", "precision": w.precision,
            "optimizer": w.optimizer, "batch": w.batch, "seq": w.seq, "steps": steps, "device": device,
            "activation_checkpointing": w.activation_checkpointing, "attention": w.attention,
-           "new_tokens": w.new_tokens, "threads": threads}
+           "new_tokens": w.new_tokens, "logits": w.logits, "threads": threads, "anchor": anchor}
     env = dict(os.environ, PYTHONHASHSEED="0", TRANSFORMERS_VERBOSITY="error", TOKENIZERS_PARALLELISM="false")
-    # glibc: a fixed mmap threshold returns freed tensors to the OS at once, so the resident set is
-    # the memory in use (with the default dynamic threshold, heap fragmentation adds 5-30%)
-    if pin_malloc:
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(CPU_MMAP_THRESHOLD))
-        env.setdefault("MALLOC_TRIM_THRESHOLD_", str(CPU_MMAP_THRESHOLD))
+    for name in [k for k in env if k.startswith("MALLOC_") or k == "PYTORCH_CUDA_ALLOC_CONF"]:
+        del env[name]  # the allocators' defaults, whatever the calling shell set
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
@@ -94,7 +101,7 @@ def measure(spec: ModelSpec, w: Workload, *, device: str = "cpu", budget_bytes: 
     if predicted.total_bytes <= budget_bytes or spec.n_layers <= 2:
         r = run_worker(spec, w, device=device, steps=steps)
         return Measurement(device=device, predicted_bytes=predicted.total_bytes, measured_bytes=int(r["peak_bytes"]),
-                           step_seconds=float(r["step_seconds"]), layers_measured=spec.n_layers,
+                           step_seconds=_seconds(r, w), layers_measured=spec.n_layers,
                            extrapolated=False, detail=r)
     # two shallow copies: the per-layer slope and the intercept, both measured
     l1, l2 = 1, 2
@@ -110,10 +117,19 @@ def measure(spec: ModelSpec, w: Workload, *, device: str = "cpu", budget_bytes: 
     r2 = run_worker(spec.with_layers(l2), w, device=device, steps=steps)
     slope = (r2["peak_bytes"] - r1["peak_bytes"]) / (l2 - l1)
     measured = int(r2["peak_bytes"] + slope * (spec.n_layers - l2))
-    step = r2["step_seconds"] + (r2["step_seconds"] - r1["step_seconds"]) / (l2 - l1) * (spec.n_layers - l2)
+    s1, s2 = _seconds(r1, w), _seconds(r2, w)
+    step = s2 + (s2 - s1) / (l2 - l1) * (spec.n_layers - l2)
     return Measurement(device=device, predicted_bytes=predicted.total_bytes, measured_bytes=measured,
                        step_seconds=max(step, 0.0), layers_measured=l2, extrapolated=True,
                        detail={"runs": [r1, r2], "layers": [l1, l2], "per_layer_bytes": slope})
+
+
+def _seconds(r: dict[str, Any], w: Workload) -> float:
+    """The time compared with the prediction: a training step or a prefill; per generated token
+    when generating."""
+    if w.generating and r.get("decode_seconds_per_token"):
+        return float(r["decode_seconds_per_token"])
+    return float(r["step_seconds"])
 
 
 def _available(device: str) -> int:
@@ -130,46 +146,84 @@ def _available(device: str) -> int:
         return 1 << 62
 
 
-# --- learned overhead, per machine -------------------------------------------------------------
+# --- learned overhead and speed, per machine and framework version --------------------------------
 
 def calibration_path() -> Path:
     return lmdev_home() / "plan" / "calibration.json"
 
 
+def framework_version() -> str:
+    """The installed torch's version, read from its metadata (torch is not imported)."""
+    try:
+        from importlib.metadata import version
+
+        return f"torch-{version('torch')}"
+    except Exception:  # noqa: BLE001 - not installed
+        return "torch-none"
+
+
+def machine_key(hw: Any) -> str:
+    """Calibrations are per machine (host and device) and per framework version: a new torch
+    brings a new allocator and new kernels, so it is measured again."""
+    import platform
+
+    device = hw.catalog or hw.name if hw.kind == "gpu" else "cpu"
+    return f"{platform.node() or 'host'}/{device}/{framework_version()}"
+
+
+def _load_store() -> dict[str, Any]:
+    try:
+        data = json.loads(calibration_path().read_text("utf-8"))
+    except (OSError, ValueError):
+        return {"machines": {}}
+    return data if isinstance(data, dict) and isinstance(data.get("machines"), dict) else {"machines": {}}
+
+
 def load_calibration(machine: str) -> dict[str, float]:
-    """Learned overhead terms of ``machine`` (``cpu`` or a GPU's catalog name), if any."""
-    path = calibration_path()
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    entry = data.get("machines", {}).get(machine, {})
-    return {k: float(v) for k, v in entry.items() if isinstance(v, (int, float))}
+    """Learned terms of ``machine`` (a :func:`machine_key`), if any: memory (``cpu_heap_fraction``,
+    ``cpu_bytes``, ``reserve_fraction``, ``context_bytes``) and speed (``time_factor``)."""
+    entry = _load_store()["machines"].get(machine, {})
+    return {k: float(v) for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v)}
 
 
-def learn(machine: str, m: Measurement, predicted: Memory) -> dict[str, float]:
-    """Store the overhead this measurement reveals: for a CPU the bytes beyond what the planner
-    counted (the planner's parts are kept); for a GPU the context and the allocator reserve."""
-    path = calibration_path()
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        data = {"machines": {}}
-    entry = data.setdefault("machines", {}).setdefault(machine, {})
-    counted = predicted.total_bytes - predicted.overhead_bytes
+def _average(old: float | None, new: float, samples: float) -> float:
+    return new if old is None else (old * samples + new) / (samples + 1)
+
+
+def learn(machine: str, m: Measurement, predicted: Memory, predicted_seconds: float | None = None
+          ) -> dict[str, float]:
+    """Store what this measurement reveals, averaged with earlier ones of the same key: on a CPU
+    the share of the heap-served transients glibc retained (or, when there are too few of them to
+    tell, the bytes beyond the planner's parts); on a GPU the CUDA context and the caching
+    allocator's reserve; and the measured/predicted step time."""
+    data = _load_store()
+    entry = data["machines"].setdefault(machine, {})
+    n = float(entry.get("samples", 0))
+    base = predicted.total_bytes - predicted.allocator_bytes - predicted.overhead_bytes
     if m.device == "cpu":
-        extra = m.measured_bytes - counted
-        old = entry.get("cpu_bytes")
-        entry["cpu_bytes"] = max(0.0, extra if old is None else (old + extra) / 2)
+        heap = predicted.allocator_basis_bytes
+        extra = m.measured_bytes - base - predicted.overhead_bytes  # what the allocator line should have been
+        if heap > 0.05 * m.measured_bytes:
+            entry["cpu_heap_fraction"] = _average(entry.get("cpu_heap_fraction"), min(1.0, max(0.0, extra / heap)), n)
+        else:  # too little heap-served memory to tell a share: the bytes beyond the planner's lines
+            entry["cpu_bytes"] = max(0.0, _average(entry.get("cpu_bytes"), extra - predicted.allocator_bytes
+                                                   + predicted.overhead_bytes, n))
     else:
         d = m.detail
         if "context_bytes" in d:
             entry["context_bytes"] = float(d["context_bytes"])
-        transient = predicted.activations_bytes + predicted.logits_bytes + predicted.kv_cache_bytes
+        transient = (predicted.activations_bytes + predicted.attention_scores_bytes + predicted.logits_bytes
+                     + predicted.kv_cache_bytes + predicted.optimizer_step_bytes)
         if d.get("peak_allocated_bytes") and transient:
             slack = d["peak_reserved_bytes"] - d["peak_allocated_bytes"]
-            entry["reserve_fraction"] = max(0.0, slack / transient)
-    entry["samples"] = float(entry.get("samples", 0) + 1)
+            entry["reserve_fraction"] = _average(entry.get("reserve_fraction"), max(0.0, slack / transient), n)
+    if predicted_seconds and m.step_seconds > 0:
+        entry["time_factor"] = _average(entry.get("time_factor"), m.step_seconds / predicted_seconds, n)
+    entry["samples"] = n + 1
+    entry["framework"] = machine.rsplit("/", 1)[-1]
+    entry["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    path = calibration_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
-    return {k: v for k, v in entry.items() if k != "samples"}
+    return {k: v for k, v in entry.items() if k not in ("samples", "framework", "updated")}

@@ -34,22 +34,23 @@ from lmdev.errors import LmdevError
 MiB = 1024**2
 GiB = 1024**3
 
-TASKS = ("infer", "train", "lora", "qlora")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
+TASKS = ("infer", "serve", "train", "lora", "qlora")
+LOGITS = ("all", "last")
+PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
 OPTIMIZERS = ("adamw", "adam", "sgd", "adamw8bit")
 ATTENTIONS = ("eager", "sdpa", "flash")
 STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
 OFFLOADS = ("optimizer", "params")
 
 # bytes per parameter of stored weights (int8/int4: per-block scales included, bitsandbytes layout)
-WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0 + 4 / 64, "int4": 0.5 + 0.127 / 8 * 8 / 8 + 2 / 64}
+WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0 + 4 / 4096, "int8": 1.0 + 4 / 64, "int4": 0.5 + 0.127 / 8 * 8 / 8 + 2 / 64}
 OPTIMIZER_BYTES = {"adamw": 8.0, "adam": 8.0, "sgd": 4.0, "adamw8bit": 2.0 + 8 / 256}
 
 # GPU framework overhead defaults (replaced by measured values when there are some)
 CUDA_CONTEXT_BYTES = 500 * MiB  # CUDA context + kernels loaded by torch: ~300-700 MB by GPU and version
 CUBLAS_WORKSPACE_BYTES = 32 * MiB  # cuBLAS/cuBLASLt workspaces (Hopper: 32 MiB per handle)
 ALLOCATOR_RESERVE = 0.10  # caching allocator: reserved beyond the transient allocations (fragmentation)
-CPU_OVERHEAD_BYTES = 24 * MiB  # allocator slack and per-thread kernel buffers on a CPU
+CPU_OVERHEAD_BYTES = 5 * MiB  # per-thread kernel buffers and caches a first step creates on a CPU
 
 
 @dataclass
@@ -68,7 +69,10 @@ class Workload:
     strategy: str = "ddp"
     offload: str | None = None
     lora_rank: int = 16
-    new_tokens: int = 0  # inference: tokens generated after the prompt (the cache holds seq in all)
+    new_tokens: int = 0  # inference: tokens generated after the prompt of ``seq`` (the cache holds both)
+    logits: str = "all"  # prefill: logits of every position (transformers' default) or only the last
+    concurrency: int = 1  # serve: sequences decoded together
+    context: int | None = None  # serve: tokens per sequence (prompt + generated); None = seq
 
     def validate(self) -> None:
         for name, value, allowed in (("task", self.task, TASKS), ("precision", self.precision, PRECISIONS),
@@ -79,17 +83,40 @@ class Workload:
                 raise LmdevError(f"unknown {name} {value!r}", f"choose one of {', '.join(allowed)}")
         if self.offload is not None and self.offload not in OFFLOADS:
             raise LmdevError(f"unknown offload {self.offload!r}", "choose optimizer or params")
-        for name in ("batch", "seq", "grad_accum", "devices", "lora_rank"):
-            if getattr(self, name) < 1:
-                raise LmdevError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}",
+        if self.logits not in LOGITS:
+            raise LmdevError(f"unknown logits {self.logits!r}", "choose all or last")
+        for name in ("batch", "seq", "grad_accum", "devices", "lora_rank", "concurrency", "context", "new_tokens"):
+            v = getattr(self, name)
+            if v is None and name == "context":
+                continue
+            flag = f"--{name.replace('_', '-')}"
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise LmdevError(f"{flag} must be an integer, got {v!r}", "pass a whole number")
+            if v < (0 if name == "new_tokens" else 1):
+                raise LmdevError(f"{flag} must be at least {0 if name == 'new_tokens' else 1}, got {v}",
                                  "pass a positive integer")
-        if self.task == "train" and self.precision in ("int8", "int4"):
-            raise LmdevError(f"full training in {self.precision} is not supported",
+        if self.task in ("train", "lora", "qlora") and self.precision in ("int8", "int4", "fp8"):
+            raise LmdevError(f"training in {self.precision} is not supported",
                              "train in bf16/fp16/fp32, or use --task qlora (4-bit base, trained adapters)")
+        if self.task == "serve" and self.context is not None and self.context <= self.seq:
+            raise LmdevError(f"--context {self.context} must be longer than the prompt --seq {self.seq}",
+                             "the context holds the prompt and the generated tokens")
 
     @property
     def training(self) -> bool:
-        return self.task != "infer"
+        return self.task not in ("infer", "serve")
+
+    @property
+    def generating(self) -> bool:
+        """Inference that generates: the prefill keeps only the last position's logits."""
+        return self.task == "serve" or (self.task == "infer" and self.new_tokens > 0)
+
+    @property
+    def cache_tokens(self) -> int:
+        """Tokens per sequence the KV cache holds at the end."""
+        if self.task == "serve":
+            return self.context or self.seq
+        return self.seq + self.new_tokens
 
     @property
     def tokens(self) -> int:
@@ -98,20 +125,33 @@ class Workload:
 
 @dataclass
 class Memory:
-    """Bytes per device. ``total_bytes`` = sum of the parts - ``overlap_bytes``."""
+    """Bytes per device. ``total_bytes`` = sum of the parts - ``overlap_bytes``.
+
+    Held for the whole run: weights, optimizer, grad_buckets, kv_cache, overhead. Transient, in
+    phases that do not coincide: the forward/backward (activations, attention_scores, logits) and
+    the optimizer step (gradients, optimizer_step); ``overlap_bytes`` is the smaller phase, which
+    is never held on top of the larger one. ``allocator_bytes`` is what the allocator holds
+    beyond the tensors at the peak (glibc's retained heap on a CPU; the caching allocator's block
+    rounding and reserved-but-unallocated segments on a GPU)."""
 
     weights_bytes: int = 0
     gradients_bytes: int = 0
     optimizer_bytes: int = 0
     activations_bytes: int = 0
+    attention_scores_bytes: int = 0  # the s x s softmax when attention is not fused (eager / math kernel)
     logits_bytes: int = 0
+    optimizer_step_bytes: int = 0  # the optimizer step's temporaries
+    grad_buckets_bytes: int = 0  # DDP's all-reduce buckets (a second copy of the gradients)
     kv_cache_bytes: int = 0
-    overhead_bytes: int = 0
+    allocator_bytes: int = 0
+    overhead_bytes: int = 0  # runtime: CUDA context and cuBLAS workspaces (GPU), kernel buffers (CPU)
     overlap_bytes: int = 0
     cpu_offload_bytes: int = 0  # held in host RAM instead (offload), not part of the total
+    allocator_basis_bytes: int = 0  # the transient bytes the allocator line is a share of (not a part)
     notes: list[str] = field(default_factory=list)
 
-    PARTS = ("weights", "gradients", "optimizer", "activations", "logits", "kv_cache", "overhead")
+    PARTS = ("weights", "gradients", "optimizer", "activations", "attention_scores", "logits", "optimizer_step",
+             "grad_buckets", "kv_cache", "allocator", "overhead")
 
     @property
     def total_bytes(self) -> int:
@@ -163,16 +203,11 @@ def layer_activation_bytes(spec: ModelSpec, w: Workload, device: str = "gpu") ->
     if w.attention == "eager":
         kv_saved = 2 * q if spec.kv_heads != spec.n_heads else 2 * kv
         total += (q + kv_saved) * a  # q, k, v (k, v repeated to every query head)
-        # softmax probabilities, kept in fp32 (fp32 training, or autocast's fp32 softmax) plus the
-        # half copy the next matmul saves under mixed precision
-        total += spec.n_heads * s * (4 + (a if a < 4 else 0))
-        if spec.attn_dropout > 0:
-            total += spec.n_heads * s * (1 + a)
         total += q * a  # output projection input
-    elif spec.attn_dropout > 0 and w.attention == "sdpa" and device == "cpu":
+    elif _math_kernel(spec, w, device):
         # PyTorch's CPU flash kernel has no dropout: the math kernel runs and keeps the scaled q and k,
-        # v, the probabilities, the dropout mask and the dropped probabilities
-        total += (2 * q + 2 * kv) * a + spec.n_heads * s * (2 * a + 1)
+        # v (the probabilities and masks: attention_scores)
+        total += (2 * q + 2 * kv) * a
         total += 2 * q * a  # output, output projection input
     else:
         if spec.family == "lmdev-gpt":
@@ -193,6 +228,30 @@ def layer_activation_bytes(spec: ModelSpec, w: Workload, device: str = "gpu") ->
     if spec.moe:
         total += experts * h * a + spec.n_experts * 4 * 2  # token copies per expert, router logits
     return total
+
+
+def _math_kernel(spec: ModelSpec, w: Workload, device: str) -> bool:
+    return w.training and spec.attn_dropout > 0 and w.attention == "sdpa" and device == "cpu"
+
+
+def attention_scores_bytes(spec: ModelSpec, w: Workload, device: str = "gpu") -> int:
+    """The s x s attention probabilities when the attention is not one fused kernel (eager, or the
+    math kernel PyTorch's CPU sdpa falls back to with dropout). Training keeps them for every
+    layer (fp32 softmax, plus the half copy the next matmul saves under mixed precision, plus
+    dropout's mask and output); inference holds one layer's at a time."""
+    a = _act_bytes(w)
+    if w.training:
+        if w.attention == "eager":
+            per = 4 + (a if a < 4 else 0) + ((1 + a) if spec.attn_dropout > 0 else 0)
+        elif _math_kernel(spec, w, device):
+            per = 2 * a + 1
+        else:
+            return 0
+        layers = 2 if w.activation_checkpointing else spec.n_layers
+        return int(w.tokens * spec.n_heads * w.seq * per * layers)
+    if w.attention != "eager":
+        return 0
+    return int(w.tokens * spec.n_heads * w.seq * (4 + a))  # scores in fp32 and the probabilities
 
 
 def activations_bytes(spec: ModelSpec, w: Workload, device: str = "gpu") -> int:
@@ -220,8 +279,6 @@ def inference_transient_bytes(spec: ModelSpec, w: Workload) -> float:
     h, q, kv, f = spec.hidden, spec.q_dim, spec.kv_dim, spec.ffn
     experts = spec.experts_per_token if spec.moe else 1
     attn = (3 * h) * 4 + (2 * q + 2 * kv) * a
-    if w.attention == "eager":
-        attn += spec.n_heads * w.seq * (4 + a)
     # gated: act(gate), up and their product; plain: the input and what the activation computes
     mlp = 2 * h * 4 + ((2 + _act_saves(spec.activation)) if spec.gated else (1 + _act_saves(spec.activation))) \
         * f * a * experts
@@ -229,20 +286,59 @@ def inference_transient_bytes(spec: ModelSpec, w: Workload) -> float:
 
 
 def logits_bytes(spec: ModelSpec, w: Workload) -> int:
+    """The LM head's output and what is computed from it while it is alive.
+
+    Training: the logits (fp32, or half and the loss's fp32 upcast), the log-softmax, and both
+    gradients at the start of the backward pass. Prefill: every position's logits at the model's
+    dtype (a plain forward call; transformers upcasts only to compute a loss), or only the last
+    position's (``logits="last"``, and always when generating, as ``generate`` asks for) with the
+    fp32 copy sampling takes."""
     if spec.encoder and not w.training:
         return int(w.tokens * spec.hidden * 4)
+    a = 4 if w.precision == "fp32" else 2
+    if w.task == "serve":
+        return int(w.concurrency * spec.vocab * (a + 4))
     if not w.training:
-        return int(w.batch * spec.vocab * 4 * 2)  # generation: the last position only
-    # logits (fp32, or half + an fp32 copy), log-softmax, and both gradients at the backward's start
-    per_token = 16 if w.precision == "fp32" else 14
+        if w.generating or w.logits == "last":
+            return int(w.batch * spec.vocab * (a + 4))
+        return int(w.tokens * spec.vocab * a)
+    per_token = 16 if w.precision == "fp32" else 18
     return int(w.tokens * spec.vocab * per_token)
 
 
 def kv_cache_bytes(spec: ModelSpec, w: Workload) -> int:
+    """Keys and values of every layer for every token the sequences hold at the end (prompt and
+    generated tokens; serve: ``concurrency`` sequences of ``context`` tokens)."""
     if w.training or spec.encoder:
         return 0
     a = 4 if w.precision == "fp32" else 2
-    return int(2 * spec.n_layers * spec.kv_dim * w.tokens * a)
+    sequences = w.concurrency if w.task == "serve" else w.batch
+    return int(2 * spec.n_layers * spec.kv_dim * sequences * w.cache_tokens * a)
+
+
+def kv_bytes_per_sequence(spec: ModelSpec, w: Workload, tokens: int) -> int:
+    a = 4 if w.precision == "fp32" else 2
+    return int(2 * spec.n_layers * spec.kv_dim * tokens * a)
+
+
+def optimizer_step_bytes(spec: ModelSpec, w: Workload, device: str) -> int:
+    """Temporaries of ``optimizer.step()``. PyTorch's default on a GPU is the foreach
+    implementation: Adam's sqrt of the second moment is one list of tensors as large as all the
+    trained parameters (fp32); on a CPU the per-parameter loop holds two temporaries of the
+    largest parameter (the sqrt and its quotient). SGD with momentum updates in place."""
+    if not w.training or w.task != "train" or w.optimizer == "sgd":
+        return 0
+    if w.optimizer == "adamw8bit":
+        return int(largest_param(spec) * 4)
+    if device == "gpu":
+        return int(param_count(spec) * 4) // _shard(w, "optimizer")
+    return int(2 * largest_param(spec) * 4)
+
+
+def largest_param(spec: ModelSpec) -> int:
+    """Elements of the largest parameter tensor (the embedding table, an MLP matrix or the head)."""
+    return max(spec.vocab * spec.hidden, spec.hidden * spec.ffn * (1 if not spec.moe else 1),
+               spec.hidden * spec.q_dim)
 
 
 # --- parameters, gradients, optimizer ----------------------------------------------------------
@@ -315,7 +411,7 @@ def estimate_memory(spec: ModelSpec, w: Workload, *, device: str = "gpu",
         m.gradients_bytes = int(trainable * 4) // _shard(w, "gradients")
         m.optimizer_bytes = int(trainable * OPTIMIZER_BYTES[w.optimizer]) // _shard(w, "optimizer")
         if w.devices > 1 and w.strategy == "ddp":
-            m.gradients_bytes += int(trainable * 4)  # DDP's flat gradient buckets for all-reduce
+            m.grad_buckets_bytes = int(trainable * 4)  # DDP's flat gradient buckets for all-reduce
             m.notes.append("DDP keeps a second copy of the gradients in its all-reduce buckets")
 
     if w.offload == "optimizer" and w.training:
@@ -330,25 +426,126 @@ def estimate_memory(spec: ModelSpec, w: Workload, *, device: str = "gpu",
         m.notes.append("parameters in host RAM, streamed in one layer at a time")
 
     m.activations_bytes = activations_bytes(spec, w, device)
+    m.attention_scores_bytes = attention_scores_bytes(spec, w, device)
     m.logits_bytes = logits_bytes(spec, w)
+    m.optimizer_step_bytes = optimizer_step_bytes(spec, w, device) if w.offload != "optimizer" else 0
     m.kv_cache_bytes = kv_cache_bytes(spec, w) // (n_dev if n_dev > 1 and not w.training else 1)
-
+    forward = m.activations_bytes + m.attention_scores_bytes + m.logits_bytes + copies // _shard(w, "weights")
     if w.training:
-        # activations and logits are freed in the backward pass while gradients are created
-        transient = m.activations_bytes + m.logits_bytes + copies // _shard(w, "weights")
-        m.overlap_bytes = min(transient, m.gradients_bytes)
-
-    # the caching allocator's reserve grows with the transient allocations (states are allocated once)
-    dynamic = m.activations_bytes + m.logits_bytes + m.kv_cache_bytes + copies
+        # the forward/backward and the optimizer step do not coincide; zero_grad(set_to_none=True)
+        # frees the gradients before the next forward, unless they accumulate over micro-batches
+        # the LM head's weight gradient is the first one made, while the logits' gradients are alive
+        head_grad = spec.vocab * spec.hidden * 4 if w.task == "train" and w.grad_accum == 1 and not spec.encoder else 0
+        step = m.optimizer_step_bytes + (m.gradients_bytes if w.grad_accum == 1 else 0)
+        peak = max(forward + min(head_grad, step), step)
+        m.overlap_bytes = forward + step - peak
+    else:
+        # a layer's temporaries are gone when the LM head runs
+        m.overlap_bytes = min(m.activations_bytes + m.attention_scores_bytes, m.logits_bytes)
     if device == "cpu":
         m.overhead_bytes = int(learned.get("cpu_bytes", CPU_OVERHEAD_BYTES))
-        m.notes.append("CPU: memory in use; glibc's default allocator keeps freed heap memory and can add "
-                       "5-30% (export MALLOC_MMAP_THRESHOLD_=1048576 to avoid it)")
+        m.allocator_bytes = cpu_allocator_bytes(spec, w, m, learned, copies // _shard(w, "weights"))
+        m.notes.append("CPU: glibc's default malloc keeps freed blocks under its mmap threshold (up to 32 MiB) "
+                       "in the heap; the allocator line is the heap one phase leaves that the peak phase "
+                       "cannot use")
     else:
-        reserve = float(learned.get("reserve_fraction", ALLOCATOR_RESERVE))
         context = int(learned.get("context_bytes", CUDA_CONTEXT_BYTES))
-        m.overhead_bytes = context + CUBLAS_WORKSPACE_BYTES + int(reserve * dynamic)
+        m.overhead_bytes = context + CUBLAS_WORKSPACE_BYTES
+        m.allocator_bytes = gpu_allocator_bytes(spec, w, m, learned)
     return m
+
+
+# --- the allocators ------------------------------------------------------------------------------
+
+GLIBC_MMAP_MAX = 32 * MiB  # glibc's dynamic mmap threshold never rises above this (64-bit)
+CPU_HEAP_FRAGMENTATION = 0.3  # set on the tuning seed's generated configs (benchmarks/plan_accuracy.py)
+
+
+def _split(parts: list[tuple[float, float]]) -> tuple[float, float]:
+    """(heap, mapped) bytes of ``parts`` = [(total bytes, bytes of each tensor)]: glibc serves a
+    tensor above the mmap threshold with its own mapping, returned to the system when freed."""
+    heap = sum(total for total, each in parts if each <= GLIBC_MMAP_MAX)
+    return heap, sum(total for total, _each in parts) - heap
+
+
+def _train_phases(spec: ModelSpec, w: Workload, m: Memory, copies: int) -> tuple[tuple[float, float], ...]:
+    """(heap, mapped) bytes of the forward/backward phase and of the optimizer-step phase."""
+    a = _act_bytes(w)
+    head = spec.vocab * spec.hidden * 4  # the embedding's / the head's weight, or its gradient
+    head_grad = head if w.task == "train" and w.grad_accum == 1 and not spec.encoder else 0
+    big_grads = head * (1 if spec.tied_embeddings else 2) if w.task == "train" else 0
+    forward = [(m.activations_bytes, w.tokens * max(spec.ffn, spec.hidden) * a),
+               (m.attention_scores_bytes, w.batch * spec.n_heads * w.seq * w.seq * 4),
+               (m.logits_bytes, w.tokens * spec.vocab * 4), (copies, head // 2),
+               (min(head_grad, m.gradients_bytes), head)]
+    grads = m.gradients_bytes if w.grad_accum == 1 else 0
+    step = [(m.optimizer_step_bytes, largest_param(spec) * 4), (min(big_grads, grads), head),
+            (max(0, grads - big_grads), 0)]
+    return _split(forward), _split(step)
+
+
+def cpu_allocator_bytes(spec: ModelSpec, w: Workload, m: Memory, learned: dict[str, float], copies: int = 0) -> int:
+    """glibc's default malloc at the peak, beyond the tensors alive then.
+
+    A freed block under the mmap threshold (which rises to the largest mapped block freed so far,
+    at most 32 MiB) stays in the heap for reuse; a larger tensor is mapped and unmapped on its own.
+    So the heap a phase grew stays resident while another phase runs: the peak holds the larger
+    mapped part of the two phases (forward/backward; optimizer step) plus the larger heap part,
+    not the larger phase alone; blocks made late (the embedding's gradient, the step's temporaries)
+    cannot reuse smaller holes and go on top. Inference: the prefill's per-layer temporaries and the KV cache
+    (re-allocated a little larger at every generated token) leave as much again in the heap.
+    ``cpu_heap_fraction`` (learned by ``lmdev plan --measure``) scales the result."""
+    fraction = float(learned.get("cpu_heap_fraction", 1.0))
+    if w.training:
+        (fh, fm), (sh, sm) = _train_phases(spec, w, m, copies)
+        # plus fragmentation: the backward frees activations while it allocates gradients of other
+        # sizes, and not every hole is reused (a share of the heap-served activations; the logits'
+        # chain is tensors of one size, whose holes are reused)
+        act_heap, _ = _split([(m.activations_bytes, w.tokens * max(spec.ffn, spec.hidden) * _act_bytes(w)),
+                              (m.attention_scores_bytes, w.batch * spec.n_heads * w.seq * w.seq * 4)])
+        # Late large blocks (the embedding's gradient, made last in the backward; the step's
+        # temporaries) reuse the forward's freed heap only when it held blocks that large (the
+        # logits' chain); else they go on top of the heap the forward grew.
+        head = spec.vocab * spec.hidden * 4
+        holes = max([size for size in (w.tokens * max(spec.ffn, spec.hidden) * _act_bytes(w),
+                                       w.tokens * spec.vocab * 4) if size <= GLIBC_MMAP_MAX], default=0)
+
+        def on_top(each: float, total: float) -> float:
+            return total if holes < each <= GLIBC_MMAP_MAX else 0.0
+
+        grads = m.gradients_bytes if w.grad_accum == 1 else 0
+        late = on_top(head, head if w.task == "train" and grads else 0)  # the embedding's gradient
+        temps = on_top(largest_param(spec) * 4, m.optimizer_step_bytes)
+        temps_heap = m.optimizer_step_bytes if largest_param(spec) * 4 <= GLIBC_MMAP_MAX else 0
+        grads_heap = sh - temps_heap
+        h2 = max(fh, grads_heap - late) + late  # the end of the backward
+        h3 = max(h2, grads_heap + temps_heap - temps) + temps  # the optimizer step
+        # the heap never shrinks: from the second step on, its high-water mark is under every
+        # phase, the forward's mapped logits included
+        rss = max(fm, sm) + h3
+        retained = rss - max(fh + fm, sh + sm) + CPU_HEAP_FRAGMENTATION * act_heap
+        m.allocator_basis_bytes = int(retained)
+        return int(fraction * retained)
+    a = _act_bytes(w)
+    tokens = w.batch * w.seq if w.task == "infer" else w.seq
+    heap, _mapped = _split([(m.activations_bytes, tokens * max(spec.ffn, spec.hidden) * a),
+                            (m.attention_scores_bytes, tokens * spec.n_heads * w.seq * 4),
+                            (m.kv_cache_bytes if w.generating else 0, m.kv_cache_bytes / max(1, spec.n_layers) / 2)])
+    m.allocator_basis_bytes = int(heap)
+    return int(fraction * heap)
+
+
+def gpu_allocator_bytes(spec: ModelSpec, w: Workload, m: Memory, learned: dict[str, float]) -> int:
+    """PyTorch's caching allocator: every block is rounded up (512 B; large blocks to 2 MiB
+    segments) and freed blocks stay reserved for reuse, so reserved exceeds allocated by a share of
+    the transient allocations (activations, logits, KV cache growth, autocast copies, gradients,
+    step temporaries); states allocated once are not fragmented."""
+    reserve = float(learned.get("reserve_fraction", ALLOCATOR_RESERVE))
+    dynamic = (m.activations_bytes + m.attention_scores_bytes + m.logits_bytes + m.kv_cache_bytes
+               + m.optimizer_step_bytes)
+    m.allocator_basis_bytes = dynamic
+    tensors = spec.n_layers * (12 if w.training else 4) + 8  # live blocks, each rounded up by ~1 MiB on average
+    return int(reserve * dynamic + tensors * MiB)
 
 
 def largest(fits: Any, lo: int, hi: int) -> int:

@@ -7,7 +7,13 @@ config with random weights: nothing is downloaded.
 
 CPU: the peak resident set (``VmHWM``) minus the resident set before the model was built, with
 the peak reset (``/proc/self/clear_refs``) once the model exists, so weight initialisation does
-not count. GPU: ``max_memory_allocated`` and ``max_memory_reserved`` plus the CUDA context.
+not count. ``VmHWM`` is the kernel's own high-water mark: exact (sampling RSS with psutil misses
+peaks shorter than the sampling period, and a training step's logits peak lasts milliseconds)
+and resettable (``getrusage``'s ``ru_maxrss`` is not, so it would report the model build's peak).
+GPU: ``max_memory_allocated`` and ``max_memory_reserved`` plus the CUDA context.
+
+No allocator setting is touched: glibc's malloc and PyTorch's caching allocator run with their
+defaults, as in a user's process (no ``MALLOC_*`` variables, no ``malloc_trim``).
 """
 
 from __future__ import annotations
@@ -37,16 +43,6 @@ def _reset_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-def _trim() -> None:
-    """Hand freed heap memory back to the OS (glibc), so the resident set is what is in use."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _warm_up(torch: Any, device: str) -> None:
@@ -116,9 +112,97 @@ def _build_engine_gpt(spec: dict[str, Any], checkpointing: bool) -> Any:
     return GPT(cfg)
 
 
+def _optimizer(torch: Any, model: Any, name: str) -> Any:
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=1e-4)
+    return torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+
+def _train_step(torch: Any, model: Any, opt: Any, ids: Any, ctx: dict[str, Any]) -> None:
+    with torch.autocast(device_type=ctx["autocast_device"], dtype=ctx["half"] or torch.bfloat16,
+                        enabled=ctx["autocast"]):
+        if ctx["engine"]:
+            logits = model(ids)
+            loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), ids.view(-1))
+        else:
+            out = model(input_ids=ids, labels=ids)
+            logits, loss = out.logits, out.loss
+            del out
+    loss.backward()
+    del logits, loss
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _infer_step(torch: Any, model: Any, ids: Any, req: dict[str, Any], ctx: dict[str, Any]) -> dict[str, float]:
+    """Prefill (the whole prompt; all positions' logits or only the last) and, with new tokens,
+    generation one token at a time from the KV cache. Returns the phases' seconds."""
+    new = int(req.get("new_tokens", 0))
+    keep = 1 if (new > 0 or req.get("logits") == "last") else 0
+    sync = ctx["sync"]
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        if ctx["engine"] or ctx["encoder"]:
+            model(ids) if ctx["engine"] else model(input_ids=ids)
+            sync()
+            return {"prefill_seconds": time.perf_counter() - t0, "decode_seconds_per_token": 0.0}
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=keep)
+        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        del out
+        sync()
+        t1 = time.perf_counter()
+        for _ in range(new):
+            out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            del out
+        sync()
+        t2 = time.perf_counter()
+        del past
+    return {"prefill_seconds": t1 - t0, "decode_seconds_per_token": (t2 - t1) / new if new else 0.0}
+
+
+def matmul_anchor(torch: Any, device: str, dtype_name: str, n: int = 1024, reps: int = 4) -> float:
+    """FLOP/s of an n x n linear layer (``F.linear``, the form a model's matmuls take: on a CPU
+    without native bf16 it is several times faster than ``a @ b``) in ``dtype_name`` here, now:
+    the anchor the benchmark predicts time from, measured in the same process after the steps."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    x = torch.randn(n, n, device=device).to(dtype)
+    weight = torch.randn(n, n, device=device).to(dtype)
+    linear = torch.nn.functional.linear
+    linear(x, weight)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        linear(x, weight)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+def copy_anchor(torch: Any, device: str, nbytes: int = 64 << 20, reps: int = 4) -> float:
+    """Memory bandwidth here, now: bytes read + written per second by a large tensor copy."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * nbytes / best
+
+
 def run(req: dict[str, Any]) -> dict[str, Any]:
+    """Build the model, run ``steps`` real steps, report the peak and the step time.
+
+    Nothing tunes the allocator: glibc's malloc and PyTorch's caching allocator run with their
+    defaults, as in a user's process."""
     import torch
-    import transformers
 
     torch.manual_seed(0)
     if req.get("threads"):
@@ -133,12 +217,13 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
         # the flash-attn package when installed; otherwise sdpa, whose CUDA flash kernel keeps the same tensors
         attention = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
     spec = req["spec"]
-    cfg = hf_config(spec, attention)
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    autocast = task == "train" and half is not None
-    weight_dtype = torch.float32 if (task == "train" or half is None) else half
-
     cuda = device.startswith("cuda")
+    ctx: dict[str, Any] = {"half": half, "autocast": task == "train" and half is not None,
+                           "autocast_device": "cuda" if cuda else "cpu",
+                           "engine": spec.get("family") == "lmdev-gpt", "encoder": spec.get("encoder", False),
+                           "sync": (lambda: torch.cuda.synchronize()) if cuda else (lambda: None)}
+    weight_dtype = torch.float32 if (task == "train" or half is None) else half
     context = 0
     if cuda:
         free0, _total = torch.cuda.mem_get_info()
@@ -147,6 +232,58 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
         context = free0 - free1
     ids = torch.randint(0, spec["vocab"], (b, t), device=device)
     _warm_up(torch, device)
+    model = _load_model(torch, spec, attention, weight_dtype, req)
+    model.to(device)
+    params = sum(p.numel() for p in model.parameters())
+    opt = None
+    if task == "train":
+        model.train()
+        opt = _optimizer(torch, model, req.get("optimizer", "adamw"))
+    else:
+        model.eval()
+    import gc
+
+    gc.collect()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    reset = _reset_peak()
+    after_build = _status_kb("VmRSS") or 0
+    times: list[float] = []
+    phases: list[dict[str, float]] = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        if task == "train":
+            _train_step(torch, model, opt, ids, ctx)
+        else:
+            phases.append(_infer_step(torch, model, ids, req, ctx))
+        ctx["sync"]()
+        times.append(time.perf_counter() - t0)
+    result: dict[str, Any] = {"params": params, "step_seconds": min(times), "steps": steps, "device": device,
+                              "torch": torch.__version__}
+    if phases:
+        result["prefill_seconds"] = min(p["prefill_seconds"] for p in phases)
+        result["decode_seconds_per_token"] = min(p["decode_seconds_per_token"] for p in phases)
+    if cuda:
+        result.update(peak_allocated_bytes=torch.cuda.max_memory_allocated(),
+                      peak_reserved_bytes=torch.cuda.max_memory_reserved(), context_bytes=context,
+                      peak_bytes=torch.cuda.max_memory_reserved() + context)
+    else:
+        hwm = _status_kb("VmHWM") or 0
+        result.update(baseline_rss_bytes=req["_baseline"], after_build_rss_bytes=after_build, peak_rss_bytes=hwm,
+                      peak_bytes=hwm - req["_baseline"], peak_reset=reset)
+    if req.get("anchor"):
+        del model, opt
+        gc.collect()
+        result["anchor_matmul_flops"] = matmul_anchor(torch, device, precision if half is not None else "fp32")
+        result["anchor_bandwidth_bytes_s"] = copy_anchor(torch, device)
+    return result
+
+
+def _load_model(torch: Any, spec: dict[str, Any], attention: str, weight_dtype: Any, req: dict[str, Any]) -> Any:
+    """Import the model's code with a tiny copy, read the baseline resident set, build the model."""
+    import transformers
+
     is_encoder = spec.get("encoder", False)
     auto = transformers.AutoModelForMaskedLM if is_encoder else transformers.AutoModelForCausalLM
     tiny = dict(spec, n_layers=1, hidden=64, n_heads=2, n_kv_heads=1 if spec.get("n_kv_heads") else None,
@@ -155,88 +292,16 @@ def run(req: dict[str, Any]) -> dict[str, Any]:
     if spec.get("family") == "lmdev-gpt":
         _build_engine_gpt(dict(tiny, vocab=64, max_positions=16), False)
     import gc
-    gc.collect()
-    _trim()
-    baseline = _status_kb("VmRSS") or 0
 
-    engine = spec.get("family") == "lmdev-gpt"
-    if engine:
-        model = _build_engine_gpt(spec, bool(req.get("activation_checkpointing"))).to(device=device,
-                                                                                      dtype=weight_dtype)
-    else:
-        model = _build(auto, cfg, weight_dtype).to(device)
-        if task == "train" and req.get("activation_checkpointing"):
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    params = sum(p.numel() for p in model.parameters())
-    opt = None
-    if task == "train":
-        model.train()
-        if req.get("optimizer", "adamw") == "sgd":
-            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        elif req.get("optimizer") == "adam":
-            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        else:
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    else:
-        model.eval()
-
-    import gc
     gc.collect()
-    _trim()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    reset = _reset_peak()
-    after_build = _status_kb("VmRSS") or 0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        if task == "train":
-            with torch.autocast(device_type="cuda" if cuda else "cpu", dtype=half or torch.bfloat16,
-                                enabled=autocast):
-                if engine:
-                    logits = model(ids)
-                    loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]),
-                                                             ids.view(-1))
-                else:
-                    out = model(input_ids=ids, labels=ids)
-                    logits, loss = out.logits, out.loss
-            loss.backward()
-            del logits, loss
-            if not engine:
-                del out
-            opt.step()  # type: ignore[union-attr]
-            opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-        else:
-            new = int(req.get("new_tokens", 4))
-            prompt = ids[:, : max(1, t - new)]
-            with torch.inference_mode():
-                if engine:
-                    model(ids)
-                elif is_encoder:
-                    model(input_ids=ids)
-                else:
-                    out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-                    past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-                    del out
-                    for _ in range(t - prompt.shape[1]):
-                        out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-                        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-                        del out
-                    del past
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    result: dict[str, Any] = {"params": params, "step_seconds": min(times), "steps": steps, "device": device}
-    if cuda:
-        result.update(peak_allocated_bytes=torch.cuda.max_memory_allocated(),
-                      peak_reserved_bytes=torch.cuda.max_memory_reserved(), context_bytes=context,
-                      peak_bytes=torch.cuda.max_memory_reserved() + context)
-    else:
-        hwm = _status_kb("VmHWM") or 0
-        result.update(baseline_rss_bytes=baseline, after_build_rss_bytes=after_build, peak_rss_bytes=hwm,
-                      peak_bytes=hwm - baseline, peak_reset=reset)
-    return result
+    req["_baseline"] = _status_kb("VmRSS") or 0
+    checkpointing = bool(req.get("activation_checkpointing")) and req["task"] == "train"
+    if spec.get("family") == "lmdev-gpt":
+        return _build_engine_gpt(spec, checkpointing).to(dtype=weight_dtype)
+    model = _build(auto, hf_config(spec, attention), weight_dtype)
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def main() -> None:

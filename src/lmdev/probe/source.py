@@ -354,6 +354,38 @@ class FakeNvml:
         return self._s["pcie_ancestor"][h1][h2]
 
 
+# field -> (what it must be, a check): the shapes FixtureSource reads
+_SNAPSHOT_SHAPES: dict[str, tuple[str, Any]] = {
+    **{k: ("text", lambda v: isinstance(v, str)) for k in ("os", "machine", "kernel", "hostname", "home", "cwd")},
+    "python": ("an object of text fields", lambda v: isinstance(v, dict) and set(v) <= {
+        "version", "implementation", "executable", "prefix", "virtualenv", "conda_env"}
+        and all(x is None or isinstance(x, str) for x in v.values())),
+    **{k: ("an object of text values", lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()))
+       for k in ("files", "environ", "executables", "dists", "package_files")},
+    **{k: ("an object of lists of text", lambda v: isinstance(v, dict) and all(
+        isinstance(x, list) and all(isinstance(i, str) for i in x) for x in v.values()))
+       for k in ("dirs", "dist_file_lists")},
+    "commands": ("an object of command results (objects)", lambda v: isinstance(v, dict)
+                 and all(isinstance(x, dict) for x in v.values())),
+    "disks": ("an object of [total, free] byte counts", lambda v: isinstance(v, dict) and all(
+        isinstance(x, list) and len(x) == 2 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                    for i in x) for x in v.values())),
+    "nvml_snapshot": ("an object or null", lambda v: v is None or isinstance(v, dict)),
+}
+
+
+def _check_snapshot(data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if key not in _SNAPSHOT_SHAPES:
+            raise ValueError(f"unknown field {key!r}")
+        what, ok = _SNAPSHOT_SHAPES[key]
+        if not ok(value):
+            raise ValueError(f"field {key!r} must be {what}")
+    nvml = data.get("nvml_snapshot") or {}
+    if not isinstance(nvml.get("devices", []), list) or not all(isinstance(d, dict) for d in nvml.get("devices", [])):
+        raise ValueError("field 'nvml_snapshot.devices' must be a list of objects")
+
+
 class _Obj:
     def __init__(self, **kw: Any) -> None:
         self.__dict__.update(kw)
@@ -383,9 +415,12 @@ class FixtureSource:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FixtureSource:
+        """A source from a snapshot's JSON; ValueError naming the first field of the wrong
+        type (the snapshot is input: checked here, not found out deep inside a probe)."""
         data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_note": a comment
         data.pop("description", None)
         data.pop("expected_findings", None)
+        _check_snapshot(data)
         python = PythonFacts(**data.pop("python", {}))
         return cls(python=python, **data)
 

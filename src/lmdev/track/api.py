@@ -28,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from lmdev import names
 from lmdev.errors import LmdevError
 from lmdev.secure.redact import redact_argv, redact_value
 from lmdev.track.run import LmdevWarning, Run, _jsonable
@@ -85,15 +86,20 @@ def _launch_run_id() -> str | None:
 
 
 def _git(cwd: Path) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the repository around ``cwd``; None for what cannot be known. Git's
+    output is bytes (ref and file names need not be UTF-8): decoded leniently, and a commit
+    that is not a hex object id counts as unknown."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                                text=True, timeout=5)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, timeout=5)
         if commit.returncode != 0:
             return None, None
+        sha = commit.stdout.decode("utf-8", errors="replace").strip()
+        if not (len(sha) in (40, 64) and all(c in "0123456789abcdef" for c in sha)):
+            return None, None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=5)
-        return commit.stdout.strip(), bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
+                               capture_output=True, timeout=5)
+        return sha, bool(dirty.stdout.strip()) if dirty.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError, ValueError):
         return None, None
 
 
@@ -121,14 +127,22 @@ def init(name: str | None = None, *, project: str = "default", config: Any = Non
     ``config`` is a dict, a dataclass or an argparse Namespace (stored as JSON). ``telemetry``
     samples the system every ``telemetry_interval`` seconds (default on; off when attaching or
     with LMDEV_TELEMETRY=0). Metrics are written every ``flush_interval`` seconds.
-    Raises LmdevError if the store is corrupt or from a newer lmdev; if it merely cannot be
-    written, warns once and returns a run that records nothing, so training goes on.
+    Raises LmdevError if the store is corrupt or from a newer lmdev, and ``lmdev.names.InvalidName``
+    (an LmdevError and a ValueError) for a run id, name, project or tag lmdev does not accept;
+    if the store merely cannot be written, warns once and returns a run that records nothing,
+    so training goes on.
     """
     import warnings
 
     if flush_interval <= 0:
         raise ValueError("flush_interval must be > 0")
     env_id = os.environ.get("LMDEV_RUN_ID") or None
+    if run_id is not None:
+        names.check_run_id(run_id, "run_id")
+    elif env_id is not None:
+        names.check_run_id(env_id, "LMDEV_RUN_ID")
+    project = names.check_project(project)
+    tags = names.check_tags(tags)
     launch_id = _launch_run_id()
     my_rank = rank()
     attached = bool(run_id or env_id)
@@ -138,9 +152,10 @@ def init(name: str | None = None, *, project: str = "default", config: Any = Non
         telemetry = os.environ.get("LMDEV_TELEMETRY", "1") not in ("0", "false", "no") and not attached
     commit, dirty = _git(Path.cwd())
     info = RunInfo(
-        id=rid, name=name or os.environ.get("LMDEV_RUN_NAME") or _default_name(), project=project,
-        status="running", start_time=time.time(), config=redact_value(_jsonable(config)) if config is not None else {},
-        tags=[str(t) for t in tags], parent_id=parent, git_commit=commit, git_dirty=dirty,
+        id=rid, name=names.check_run_name(name or os.environ.get("LMDEV_RUN_NAME") or _default_name()),
+        project=project, status="running", start_time=time.time(),
+        config=redact_value(_jsonable(config)) if config is not None else {}, tags=tags, parent_id=parent,
+        git_commit=commit, git_dirty=dirty,
         host=hostname(), pid=os.getpid(), lmdev_version=_lmdev_version(),
         framework_versions=_versions(), command=redact_argv([sys.executable, *sys.argv]),
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from lmdev.errors import LmdevError
 from lmdev.fsutil import atomic_write_text
-from lmdev.track.store import Store
+from lmdev.track.store import DamagedRun, Store
 from lmdev.track.types import RunInfo
 
 SCHEMA = "lmdev.run/1"
@@ -37,7 +37,15 @@ def run_summary(store: Store, run: RunInfo) -> dict[str, Any]:
 
 
 def list_document(store: Store, runs: list[RunInfo]) -> dict[str, Any]:
-    return {"schema": LIST_SCHEMA, "runs": [run_summary(store, r) for r in runs]}
+    """``runs list --json``; a run whose metrics cannot be read is left out and its DamagedRun
+    error put under "damaged" (the caller reports it)."""
+    out, damaged = [], []
+    for r in runs:
+        try:
+            out.append(run_summary(store, r))
+        except DamagedRun as exc:
+            damaged.append(exc)
+    return {"schema": LIST_SCHEMA, "runs": out, "damaged": damaged}
 
 
 def run_document(store: Store, run: RunInfo, system: bool = False) -> dict[str, Any]:
@@ -57,6 +65,23 @@ def run_document(store: Store, run: RunInfo, system: bool = False) -> dict[str, 
 
 def export(store: Store, run: RunInfo, fmt: str, out: Path) -> list[Path]:
     """Write the run as ``fmt`` (csv | json | tensorboard) to ``out``; returns the files written."""
+    try:
+        if out.resolve() == Path(out.resolve().anchor):
+            raise LmdevError(f"--out {out} is the root of the file system", "give a file or a folder of your own")
+        if fmt in ("csv", "json") and (out.is_symlink() or out.exists() and not out.is_dir() and not out.is_file()):
+            raise LmdevError(f"--out {out} is not a regular file (a device, a pipe or a symlink)",
+                             "give the path of a new or a regular file")
+        if fmt in ("csv", "json") and out.is_dir():
+            raise LmdevError(f"--out {out} is a folder", f"give a file name, e.g. {out / ('run.' + fmt)}")
+        if fmt == "tensorboard" and out.exists() and not out.is_dir():
+            raise LmdevError(f"--out {out} exists and is not a folder", "give a folder for TensorBoard files")
+        return _export(store, run, fmt, out)
+    except OSError as exc:
+        raise LmdevError(f"cannot write {out}: {exc.strerror or exc}",
+                         "give an --out path in a writable folder") from None
+
+
+def _export(store: Store, run: RunInfo, fmt: str, out: Path) -> list[Path]:
     if fmt == "json":
         return [atomic_write_text(out, json.dumps(run_document(store, run, system=True), indent=1) + "\n")]
     if fmt == "csv":

@@ -20,6 +20,7 @@ import numbers
 import os
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 import warnings
@@ -29,14 +30,44 @@ from pathlib import Path
 from typing import Any
 
 from lmdev.errors import LmdevError
+from lmdev.names import check_metric_key
 from lmdev.secure.redact import redact, redact_value
-from lmdev.track.store import Store, pack_chunk, run_dir
+from lmdev.track.store import BUSY_TIMEOUT_S, Store, pack_chunk, run_dir
 from lmdev.track.types import RunInfo
 
 _now = time.time
 _BUSY_BACKLOG = 20_000  # entries waiting: the writer flushes again at once instead of sleeping
 _MAX_PENDING_CHUNKS = 100_000  # chunks kept for a retry while the store is locked by others
 _CHUNK = 65_536  # points per stored chunk at most
+FIRST_WAIT_S = 2.0  # how long run creation waits for the store's lock before saying it waits
+
+
+def _locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+def create_waiting(store: Store, info: RunInfo, pid_start: float | None) -> int:
+    """Create the run's row, waiting as long as another process holds the store's lock.
+
+    After ``FIRST_WAIT_S`` it says once on stderr that it waits; it never gives up on a lock
+    (Ctrl-C stops it), so a run is never silently left unrecorded."""
+    told = False
+    store.conn.execute(f"PRAGMA busy_timeout = {int(FIRST_WAIT_S * 1000)}")
+    try:
+        while True:
+            try:
+                return store.create_run(info, pid_start)
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc):
+                    raise
+                if not told:
+                    told = True
+                    print(f"lmdev: the run store {store.path} is locked by another process; waiting "
+                          f"for it to create run {info.id} (nothing logged is lost)", file=sys.stderr, flush=True)
+                    store.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    finally:
+        store.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
 
 from lmdev.errors import LmdevWarning  # noqa: E402 - re-exported: recording problems warn with it
@@ -78,6 +109,15 @@ def _coerce(key: Any, value: Any) -> Any:
             pass
     raise TypeError(f"cannot log {key!r}: {type(value).__name__} is not a number (log ints, floats "
                     "or scalar tensors)")
+
+
+def _utf8(text: str) -> str:
+    """Text SQLite can store: a lone surrogate (a file name that is not UTF-8) becomes U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _tensor_values(tensors: list[Any]) -> list[float]:
@@ -161,9 +201,10 @@ class Run:
         self._warned = False
         self._last_beat = 0.0
         self._sampler: Any = None
+        self._keys: set[str] = set()  # metric keys already checked
         if store is not None:
             try:
-                self._rid = store.create_run(info, pid_start)
+                self._rid = create_waiting(store, info, pid_start)
             except (sqlite3.Error, LmdevError) as exc:
                 self._store_failed(exc)
                 store.close()
@@ -204,12 +245,22 @@ class Run:
         elif type(step) is not int:
             step = int(step)
         self._next_step = step + 1
+        keys = self._keys
         for k, v in data.items():
             t = type(v)
-            if t is not float and t is not int or type(k) is not str:
-                self._metrics.append((step, _now(), {str(k): _coerce(k, v) for k, v in data.items()}))
+            if t is not float and t is not int or type(k) is not str or k not in keys:
+                self._metrics.append((step, _now(), self._checked(data)))
                 return
         self._metrics.append((step, _now(), dict(data)))
+
+    def _checked(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``data`` with its keys checked (``lmdev.names``) and its values made numbers."""
+        out = {}
+        for k, v in data.items():
+            key = k if type(k) is str and k in self._keys else check_metric_key(str(k))
+            out[key] = v if type(v) is float or type(v) is int else _coerce(key, v)
+        self._keys.update(out)
+        return out
 
     def event(self, message: str, level: str = "info", **data: Any) -> None:
         """Record an event (a checkpoint saved, a NaN skipped, a warning...)."""
@@ -217,7 +268,7 @@ class Run:
             raise ValueError(f"level must be debug, info, warning or error, not {level!r}")
         if self._finished or self._forked:
             return
-        self._events.append((_now(), level, redact(str(message)), json.dumps(redact_value(_jsonable(data)), sort_keys=True)))
+        self._events.append((_now(), level, redact(_utf8(str(message))), json.dumps(redact_value(_jsonable(data)), sort_keys=True)))
 
     def log_artifact(self, path: str | os.PathLike[str], kind: str = "file", copy: bool = False) -> Path:
         """Record a file (its size and sha256, hashed by the writer thread).
@@ -368,8 +419,13 @@ class Run:
         ids = store._key_ids
         new = [k for k in groups if k not in ids]
         if new:
-            with store.write() as c:
-                store.key_ids(c, new)
+            try:
+                with store.write() as c:
+                    store.key_ids(c, new)
+            except sqlite3.OperationalError as exc:
+                if _locked(exc):  # keep the points for the next flush
+                    metrics.extendleft(reversed(entries))
+                raise
         chunks = []
         for k, (steps, times, values) in groups.items():
             try:
@@ -391,7 +447,7 @@ class Run:
         for _ in range(len(self._artifacts)):
             path, kind = self._artifacts.popleft()
             try:
-                arts.append((rid, str(path), kind, path.stat().st_size, sha256_file(path), _now()))
+                arts.append((rid, _utf8(str(path)), _utf8(str(kind)), path.stat().st_size, sha256_file(path), _now()))
             except OSError as exc:
                 out["events"].append((rid, _now(), "warning", f"artifact {path} not recorded: {exc}", "{}"))
         out["artifacts"] = arts
@@ -414,9 +470,10 @@ class Run:
                 return n
             try:
                 batch = self._merge_pending(self._drain())
-            except sqlite3.Error as exc:  # registering new keys failed: those values are lost
-                self._dropped += n
-                self._store_failed(exc)
+            except sqlite3.Error as exc:  # registering new keys failed
+                if not _locked(exc):  # a lock keeps the values for the next flush; else they are lost
+                    self._dropped += n
+                    self._store_failed(exc)
                 return n
             except Exception as exc:  # a tensor that cannot be read: never break training
                 self._warn_once(f"lmdev: could not convert logged values ({exc}); they are dropped")

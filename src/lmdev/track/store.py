@@ -15,8 +15,8 @@ import json
 import os
 import socket
 import sqlite3
-import time
 import sys
+import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lmdev.errors import LmdevError
+from lmdev.names import run_path
 from lmdev.track.types import (
     Artifact,
     Event,
@@ -104,6 +105,20 @@ class StoreUnavailable(LmdevError):
     """The store cannot be opened or written (read-only folder, full disk): not corruption."""
 
 
+class DamagedRun(LmdevError):
+    """One run's rows cannot be read (bad JSON, wrong types, a truncated chunk): the rest can."""
+
+    exit_code = 1  # the store was read and a problem found: not a usage error
+
+    def __init__(self, run_id: object, problem: str) -> None:
+        super().__init__(f"run {run_id!r} in the store is damaged ({problem})",
+                         f"remove it with `lmdev runs rm {run_id}`, or repair the row with sqlite3")
+        self.run_id = str(run_id)
+
+
+MAX_LIMIT = (1 << 63) - 1
+
+
 def home(path: str | os.PathLike[str] | None = None) -> Path:
     """The lmdev state folder: ``path``, else ``$LMDEV_HOME``, else ``./.lmdev``."""
     if path is not None:
@@ -112,7 +127,14 @@ def home(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def run_dir(home_dir: Path, run_id: str) -> Path:
-    return home_dir / "runs" / run_id
+    """The run's folder, checked to stay inside the store (``lmdev.names.run_path``)."""
+    return run_path(home_dir, run_id)
+
+
+def read_only_requested(flag: bool = False) -> bool:
+    """Whether a reading command should open the store read-only: ``--read-only`` or
+    ``LMDEV_READ_ONLY=1``."""
+    return bool(flag) or os.environ.get("LMDEV_READ_ONLY", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def hostname() -> str:
@@ -191,6 +213,46 @@ def connect(path: Path, migrations: Sequence[Sequence[str]] = MIGRATIONS) -> sql
     return conn
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open an existing store for reading only: nothing is created, migrated or written.
+
+    While a writer is at work (its ``-wal`` file exists) ``mode=ro``, which sees what it adds;
+    otherwise, and where ``mode=ro`` cannot work (read-only media), ``immutable=1``, which reads
+    the file as it is and creates no ``-wal``/``-shm`` file. A store of an older schema is
+    refused (it needs one writable open to be upgraded)."""
+    if not path.is_file():
+        raise StoreUnavailable(f"no run store at {path}", "set LMDEV_HOME or --home to the folder of lmdev.db")
+    problem: BaseException | None = None
+    live = path.with_name(path.name + "-wal").exists()
+    for flags in ("mode=ro", "immutable=1") if live else ("immutable=1",):
+        try:
+            conn = sqlite3.connect(f"{path.absolute().as_uri()}?{flags}", uri=True, timeout=BUSY_TIMEOUT_S,
+                                   isolation_level=None, check_same_thread=False)
+        except sqlite3.OperationalError as exc:
+            problem = exc
+            continue
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            problem = exc
+            continue
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _corrupt(path, exc) from None
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise LmdevError(
+                f"the run store {path} has schema version {version}; this lmdev reads {SCHEMA_VERSION}",
+                "upgrade lmdev" if version > SCHEMA_VERSION else
+                "open it once without --read-only / LMDEV_READ_ONLY to upgrade it")
+        return conn
+    raise StoreUnavailable(f"cannot open the run store {path} read-only: {problem}",
+                           "check that the file is readable")
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
@@ -214,11 +276,13 @@ def _pid_alive(pid: int | None, pid_start: float | None) -> bool:
 class Store:
     """A connection to the store with its writes and queries. Not shared between threads."""
 
-    def __init__(self, home_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, home_dir: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> None:
         self.home = home(home_dir)
         self.path = self.home / DB_NAME
+        self.read_only = read_only
+        self.damaged: list[DamagedRun] = []  # the runs the last list_runs skipped
         try:
-            self.conn = connect(self.path)
+            self.conn = connect_read_only(self.path) if read_only else connect(self.path)
         except (sqlite3.OperationalError, OSError) as exc:
             raise StoreUnavailable(f"cannot open the run store {self.path}: {exc}",
                                    "check that LMDEV_HOME points to a writable folder with free "
@@ -242,6 +306,9 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken with the write lock up front (no deadlock on upgrade)."""
+        if self.read_only:
+            raise LmdevError(f"the run store {self.path} is open read-only",
+                             "run the command without --read-only / LMDEV_READ_ONLY")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
@@ -261,6 +328,15 @@ class Store:
             if isinstance(exc, sqlite3.OperationalError):
                 raise LmdevError(f"cannot read the run store {self.path}: {exc}") from None
             raise _corrupt(self.path, exc) from None
+
+    @staticmethod
+    @contextmanager
+    def _damage(run: RunInfo) -> Iterator[None]:
+        """Rows of ``run`` that cannot be decoded (a truncated chunk, bad JSON) -> DamagedRun."""
+        try:
+            yield
+        except (ValueError, TypeError, StopIteration, OverflowError) as exc:
+            raise DamagedRun(run.id, f"{type(exc).__name__}: {exc}") from None
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -345,6 +421,8 @@ class Store:
         A run on this host is gone when its process no longer exists (or its pid was reused);
         a run on another host when its heartbeat is older than ``stale_after`` seconds.
         """
+        if self.read_only:
+            return []  # a read-only store: report the runs as they are
         now = time.time() if now is None else now
         me = hostname()
         with self._reading():
@@ -388,16 +466,32 @@ class Store:
 
     @staticmethod
     def _info(row: Sequence[Any]) -> RunInfo:
+        """A row as a RunInfo; DamagedRun (naming the run and the column) when it is not one."""
         (rid, name, project, status, start, end, config, tags, parent, commit, dirty, host, pid,
          version, fw, data, exit_code, command, beat) = row
-        return RunInfo(
-            id=rid, name=name, project=project, status=status, start_time=start, end_time=end,
-            config=json.loads(config or "{}"), tags=json.loads(tags or "[]"), parent_id=parent,
-            git_commit=commit, git_dirty=None if dirty is None else bool(dirty), host=host,
-            pid=pid, lmdev_version=version, framework_versions=json.loads(fw or "{}"),
-            data_fingerprints=json.loads(data or "{}"), exit_code=exit_code,
-            command=None if command is None else json.loads(command), heartbeat=beat,
-        )
+        try:
+            for column, value in (("id", rid), ("name", name), ("project", project), ("status", status)):
+                if not isinstance(value, str):
+                    raise ValueError(f"{column} is {type(value).__name__}, not text")
+            for column, value in (("start_time", start), ("end_time", end), ("heartbeat", beat)):
+                if not (value is None and column != "start_time" or _is_number(value)):
+                    raise ValueError(f"{column} is {type(value).__name__}, not a number")
+            for column, value in (("pid", pid), ("exit_code", exit_code), ("git_dirty", dirty)):
+                if value is not None and not isinstance(value, int):
+                    raise ValueError(f"{column} is {type(value).__name__}, not an integer")
+            return RunInfo(
+                id=rid, name=name, project=project, status=status, start_time=float(start),
+                end_time=end, config=_json_column("config", config, dict, "{}"),
+                tags=[str(t) for t in _json_column("tags", tags, list, "[]")], parent_id=_text(parent),
+                git_commit=_text(commit), git_dirty=None if dirty is None else bool(dirty),
+                host=_text(host) or "", pid=pid, lmdev_version=_text(version) or "",
+                framework_versions=_json_column("framework_versions", fw, dict, "{}"),
+                data_fingerprints=_json_column("data_fingerprints", data, dict, "{}"), exit_code=exit_code,
+                command=None if command is None else [str(c) for c in _json_column("command", command, list, "[]")],
+                heartbeat=beat,
+            )
+        except (ValueError, TypeError) as exc:
+            raise DamagedRun(rid, str(exc)) from None
 
     def list_runs(self, project: str | None = None, status: str | None = None,
                   limit: int | None = None) -> list[RunInfo]:
@@ -405,6 +499,7 @@ class Store:
         sql = f"SELECT {_RUN_COLUMNS} FROM runs"
         where, args = [], []
         if project is not None:
+            _sql_text(project, "project")
             where.append("project = ?")
             args.append(project)
         if status is not None:
@@ -414,19 +509,35 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY start_time DESC, rid DESC"
         if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+            if type(limit) is not int or not 0 <= limit <= MAX_LIMIT:
+                raise LmdevError(f"limit must be a whole number from 0 to {MAX_LIMIT}, not {limit!r}")
+            sql += " LIMIT ?"
+            args.append(limit)
+        self.damaged = []
+        out = []
         with self._reading():
-            return [self._info(r) for r in self.conn.execute(sql, args)]
+            rows = self.conn.execute(sql, args).fetchall()
+        for r in rows:
+            try:
+                out.append(self._info(r))
+            except DamagedRun as exc:
+                self.damaged.append(exc)
+        return out
 
     def get_run(self, ref: str) -> RunInfo:
-        """A run by its id, a unique id prefix, or its name (the newest run with that name)."""
+        """A run by its id, a unique id prefix, or its name (the newest run with that name).
+
+        An empty reference matches nothing; a prefix of several ids is an error naming them."""
+        if not isinstance(ref, str) or not ref.strip():
+            raise LmdevError("an empty run reference matches no run",
+                             "give a run id, an id prefix or a run name (see `lmdev runs list`)")
+        _sql_text(ref, "run reference")
         with self._reading():
             rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (ref,)).fetchall()
-            if not rows:
-                escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            if not rows:  # a prefix, compared exactly (LIKE would ignore case)
                 rows = self.conn.execute(
-                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE id LIKE ? ESCAPE '\\' "
-                    "ORDER BY start_time DESC", (escaped + "%",)).fetchall()
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE substr(id, 1, ?) = ? "
+                    "ORDER BY start_time DESC", (len(ref), ref)).fetchall()
             if not rows:  # a name: the newest run of that name
                 rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ? "
                                          "ORDER BY start_time DESC, rid DESC LIMIT 1", (ref,)).fetchall()
@@ -434,7 +545,7 @@ class Store:
             raise LmdevError(f"no run matches {ref!r}", "give a run id, an id prefix or a run name "
                              "(see `lmdev runs list`)")
         if len(rows) > 1:
-            ids = ", ".join(r[0] for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            ids = ", ".join(str(r[0]) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
             raise LmdevError(f"{ref!r} matches {len(rows)} runs ({ids})",
                              "give a longer id prefix")
         return self._info(rows[0])
@@ -442,7 +553,7 @@ class Store:
     def metrics(self, run: RunInfo, keys: Sequence[str] | None = None) -> dict[str, list[tuple[int, float, float]]]:
         """{key: [(step, value, time), ...]} in step order (points of one step in logging order)."""
         out: dict[str, list[tuple[int, float, float]]] = {}
-        with self._reading():
+        with self._reading(), self._damage(run):
             rid = self._rid(run.id)
             for key, steps, times, vals in self.conn.execute(
                     "SELECT k.key, m.steps, m.times, m.vals FROM metrics m "
@@ -462,7 +573,7 @@ class Store:
                                          (self._rid(run.id),)).fetchone()[0])
 
     def summaries(self, run: RunInfo) -> list[MetricSummary]:
-        with self._reading():
+        with self._reading(), self._damage(run):
             rid = self._rid(run.id)
             rows = self.conn.execute(
                 "SELECT k.key, m.key, sum(m.n), min(m.step_min), max(m.step_max), min(m.value_min), "
@@ -488,8 +599,8 @@ class Store:
                 "ORDER BY time, rowid", (self._rid(run.id),))]
 
     def events(self, run: RunInfo) -> list[Event]:
-        with self._reading():
-            return [Event(t, level, msg, json.loads(data or "{}")) for t, level, msg, data in
+        with self._reading(), self._damage(run):
+            return [Event(t, str(level), str(msg), json.loads(data or "{}")) for t, level, msg, data in
                     self.conn.execute("SELECT time, level, message, data FROM events WHERE run = ? "
                                       "ORDER BY time, rowid", (self._rid(run.id),))]
 
@@ -498,6 +609,34 @@ class Store:
             return [Artifact(*r) for r in self.conn.execute(
                 "SELECT path, kind, size, sha256, time FROM artifacts WHERE run = ? "
                 "ORDER BY time, rowid", (self._rid(run.id),))]
+
+
+def _sql_text(value: str, what: str) -> None:
+    """Text from a user that SQLite must compare: it must be valid UTF-8 (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LmdevError(f"the {what} {value!r} is not valid UTF-8 text", "give it in UTF-8") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _json_column(column: str, text: Any, kind: type, default: str) -> Any:
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"{column} is {type(text).__name__}, not JSON text")
+    try:
+        value = json.loads(text or default)
+    except ValueError:
+        raise ValueError(f"{column} is not valid JSON") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{column} is a JSON {type(value).__name__}, not a {kind.__name__}")
+    return value
 
 
 _UPDATABLE = {"name", "project", "status", "end_time", "heartbeat", "config", "tags", "parent_id",

@@ -67,18 +67,49 @@ def _fsync_dir(path: Path) -> None:
 
 def _crash_point(name: str, step: int) -> None:
     """Tests set LMDEV_TEST_CRASH_AT to kill the process at a named point of the save:
-    ``NAME`` (the first save that reaches it) or ``NAME:STEP`` (only the save of that step)."""
+    ``NAME`` (the first save that reaches it) or ``NAME:STEP`` (only the save of that step);
+    LMDEV_TEST_PAUSE_AT=NAME=SECONDS makes every save wait there (to signal it mid-save)."""
     want = os.environ.get("LMDEV_TEST_CRASH_AT")
     if want and want in (name, f"{name}:{step}"):
         os._exit(137)
+    pause = os.environ.get("LMDEV_TEST_PAUSE_AT", "")  # NAME=SECONDS: every save sleeps there
+    if pause.partition("=")[0] == name:
+        import time
+
+        time.sleep(float(pause.partition("=")[2] or 1))
+
+
+class SaveError(LmdevError):
+    """A checkpoint could not be written (a full disk, a folder gone read-only): the run itself
+    failed (exit 1); the checkpoints before it are intact."""
+
+    exit_code = 1
+
+
+def save_error(exc: BaseException, folder: Path, step: int) -> SaveError:
+    text = str(exc).strip()
+    why = getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    return SaveError(f"cannot save the checkpoint of step {step} in {folder}: {why}",
+                     "free some disk space, then continue with lmdev train CONFIG --resume "
+                     "(the earlier checkpoints are intact)")
+
+
+def _write_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (OSError, SafetensorError)
 
 
 def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
          state: dict[str, Any]) -> tuple[Path, dict[str, dict[str, Any]]]:
-    """Write checkpoint ``step`` under ``folder`` atomically; returns its path and its manifest."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write checkpoint ``step`` under ``folder`` atomically; returns its path and its manifest.
+    A failed write (a full disk) removes the partial folder and raises SaveError."""
     final = folder / f"{PREFIX}{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder))
+    except OSError as exc:
+        raise save_error(exc, folder, step) from None
     try:
         # Tied weights share storage; safetensors wants each tensor once, so clone any alias.
         seen: set[int] = set()
@@ -92,8 +123,10 @@ def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dic
         save_file(unique, str(tmp / "model.safetensors"))
         _crash_point("after_weights", step)
         return final, _seal(tmp, final, folder, tensors, state)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, _write_errors()):
+            raise save_error(exc, folder, step) from None
         raise
 
 
@@ -135,29 +168,39 @@ def save_sharded(folder: Path, step: int, model: torch.nn.Module, opt: torch.opt
         tmp.mkdir()
     barrier()
     model_sd, optim_sd = get_state_dict(model, opt)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    from lmdev.train.dcp_safe import checkpoint_error
+
+    try:
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp / "dcp"))
+    except CheckpointException as exc:  # a BaseException wrapping each rank's error
+        shutil.rmtree(tmp, ignore_errors=True)
+        err = checkpoint_error(exc, f"cannot save the sharded checkpoint of step {step} in {folder}")
+        raise SaveError(err.message, err.hint) from None
     barrier()
     if is_main:
         try:
             _seal(tmp, final, folder, tensors, state)
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, _write_errors()):
+                raise save_error(exc, folder, step) from None
             raise
     barrier()
     return final
 
 
 def load_sharded_into(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
-    """Load a sharded checkpoint into ``model`` and ``opt``, whatever their sharding now."""
-    import torch.distributed.checkpoint as dcp
+    """Load a sharded checkpoint into ``model`` and ``opt``, whatever their sharding now. The
+    index is read with a restricted unpickler first (:mod:`lmdev.train.dcp_safe`): a crafted one
+    is refused before anything of it runs."""
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    import warnings
+    from lmdev.train import dcp_safe
 
     model_sd, optim_sd = get_state_dict(model, opt)
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path / "dcp"))
+    dcp_safe.load({"model": model_sd, "optim": optim_sd}, path / "dcp")
     set_state_dict(model, opt, model_state_dict=model_sd, optim_state_dict=optim_sd)
 
 
@@ -174,27 +217,13 @@ def export_safetensors(path: Path, out: Path) -> Path:
     if (path / "model.safetensors").is_file():
         weights = load_file(str(path / "model.safetensors"))
     else:
-        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+        from lmdev.train import dcp_safe
 
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            loaded = _load_state_dict_from_keys(checkpoint_id=str(path / "dcp"))
-        weights = {k.removeprefix("model."): v for k, v in _flatten(loaded).items() if k.startswith("model.")}
+        weights = dcp_safe.load_tensors(path / "dcp", "model.")
     from safetensors.torch import save
 
     weights = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).contiguous() for k, v in weights.items()}
     return atomic_write_bytes(out, save(weights))
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
@@ -207,11 +236,11 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def verify(path: Path) -> str | None:
-    """None when the checkpoint matches its manifest, else what is wrong."""
-    try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "manifest.json is missing or unreadable"
+    """None when the checkpoint matches its manifest (and a sharded one's index is one lmdev
+    can read without running code from it), else what is wrong."""
+    manifest, problem = _read_manifest(path)
+    if problem:
+        return problem
     if "state.json" not in manifest:
         return "state.json is missing"
     if "model.safetensors" not in manifest and "dcp/.metadata" not in manifest:
@@ -225,7 +254,36 @@ def verify(path: Path) -> str | None:
             return f"{name} is missing"
         if f.stat().st_size != entry["bytes"] or sha256_file(f) != entry["sha256"]:
             return f"{name} does not match its sha256"
+    if is_sharded(path):
+        from lmdev.train.dcp_safe import UnsafeCheckpoint, read_metadata
+
+        try:
+            read_metadata(path / "dcp" / ".metadata")
+        except UnsafeCheckpoint as exc:
+            return f"dcp/.metadata was refused ({exc.message})"
     return None
+
+
+def _read_manifest(path: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The manifest, checked: a mapping of relative file names (inside the checkpoint) to
+    ``{"sha256": hex, "bytes": int}``; or what is wrong with it."""
+    try:
+        f = path / "manifest.json"
+        if f.stat().st_size > 16 * 1024**2:
+            return {}, "manifest.json is larger than any manifest lmdev writes"
+        manifest = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        return {}, "manifest.json is missing or unreadable"
+    if not isinstance(manifest, dict):
+        return {}, "manifest.json is not a mapping of files to their sha256"
+    for name, entry in manifest.items():
+        parts = Path(name).parts
+        if not name or Path(name).is_absolute() or ".." in parts or "\\" in name:
+            return {}, f"manifest.json names a file outside the checkpoint ({name!r})"
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("bytes"), int) and not isinstance(entry.get("bytes"), bool)):
+            return {}, f"manifest.json's entry for {name!r} is malformed (want sha256 and bytes)"
+    return manifest, None
 
 
 def is_sharded(path: Path) -> bool:
@@ -241,7 +299,14 @@ def load(path: Path, *, check: bool = True) -> Checkpoint:
     from lmdev.secure import require_safe
 
     require_safe(path, what="resume from the checkpoint")
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise LmdevError(f"checkpoint {path}: state.json is missing or not JSON",
+                         "resume from an earlier checkpoint") from None
+    if not (isinstance(state, dict) and isinstance(state.get("step"), int) and not isinstance(state["step"], bool)):
+        raise LmdevError(f"checkpoint {path}: state.json lacks its step",
+                         "resume from an earlier checkpoint")
     weights = load_file(str(path / "model.safetensors")) if (path / "model.safetensors").is_file() else {}
     return Checkpoint(path, int(state["step"]), load_file(str(path / "optimizer.safetensors")), weights, state)
 

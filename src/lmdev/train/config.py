@@ -22,7 +22,8 @@ from lmdev.errors import LmdevError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and ±Infinity (also "1e400", which overflows to inf) are refused in every number field
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- model
@@ -59,7 +60,7 @@ class GPTConfig(_Strict):
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     position: Literal["rope", "learned"] = "rope"
     mlp: Literal["swiglu", "gelu"] = "swiglu"
-    rope_theta: float = 10000.0
+    rope_theta: float = Field(10000.0, gt=0.0)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     bias: bool = False
     tie_embeddings: bool = True
@@ -143,6 +144,11 @@ class DataConfig(_Strict):
     seq_len: int = Field(128, ge=1, description="text: tokens per example")
     tokenizer: Literal["byte", "tiktoken"] = "byte"
     n_examples: int = Field(20000, ge=1, description="synthetic: how many problems to generate")
+    val: str | None = Field(None, description="a separate validation file (csv/npy/parquet/text), used "
+                            "instead of a random split")
+    test: str | None = Field(None, description="a test file: checked for overlap with train, never trained on")
+    check: Literal["off", "warn", "fail"] = Field(
+        "warn", description="the data check before training: off, warn (record and warn), fail (stop on severe)")
 
     @field_validator("type")
     @classmethod
@@ -153,6 +159,13 @@ class DataConfig(_Strict):
         if kind not in ("digits", "synthetic") and ":" not in v:
             raise ValueError(f"{kind} data needs a path: {kind}:PATH")
         return v
+
+    @model_validator(mode="after")
+    def _split_files(self) -> DataConfig:
+        kind = self.type.split(":", 1)[0]
+        if (self.val or self.test) and kind not in ("csv", "npy", "parquet", "text"):
+            raise ValueError(f"val/test files need file data (csv, npy, parquet, text), not {kind}")
+        return self
 
 
 DATA_TYPES = ["digits", "csv", "npy", "parquet", "text", "synthetic", "sparse", "python"]
@@ -185,7 +198,7 @@ class OptimizerConfig(_Strict):
     lr: float = Field(1e-3, gt=0.0)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0.0)
 
     @field_validator("type")
@@ -274,13 +287,52 @@ class TrainConfig(_Strict):
 # --------------------------------------------------------------------------- loading
 
 
+CONFIG_LIMIT = 4 * 1024**2  # bytes: a config file larger than this is not a config
+EXPANDED_LIMIT = 100_000  # values in a config once YAML's aliases are expanded
+
+
 def _parse_value(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError):
         return text
+    check_expansion(value, f"--set value {text[:40]!r}")
+    return value
+
+
+def check_expansion(data: Any, source: str, limit: int = EXPANDED_LIMIT) -> None:
+    """Refuse a config that YAML aliases (``&a`` / ``*a``) blow up: the values it holds once
+    every alias is expanded are counted without expanding them (each shared node once); a
+    "billion laughs" is refused in milliseconds instead of filling memory later."""
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(node: Any) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in busy:
+            raise LmdevError(f"{source} refers to itself through a YAML alias", "remove the recursive alias")
+        busy.add(key)
+        children = node.values() if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise LmdevError(f"{source} expands to more than {limit:,} values (YAML aliases)",
+                                 "write the config without aliases (&name / *name) that repeat large parts")
+        busy.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(data)
+    except RecursionError:
+        raise LmdevError(f"{source} is nested too deeply", "flatten the config") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -320,12 +372,7 @@ def format_errors(exc: ValidationError, source: str) -> str:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LmdevError(f"config file {path} does not exist", "check the path, or start from examples/") from None
-    except OSError as exc:
-        raise LmdevError(f"cannot read config file {path}: {exc.strerror}") from None
+    text = _read_text(path)
     try:
         if path.suffix == ".toml":
             import tomllib
@@ -337,6 +384,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             import yaml
 
             data = yaml.safe_load(text)
+    except RecursionError:
+        raise LmdevError(f"{path} is nested too deeply", "flatten the config") from None
     except Exception as exc:  # yaml, toml and json each have their own error type
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         mark = getattr(exc, "problem_mark", None)  # PyYAML: where it went wrong
@@ -348,7 +397,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         data = {}
     if not isinstance(data, dict):
         raise LmdevError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
+    check_expansion(data, str(path))
     return data
+
+
+def _read_text(path: Path) -> str:
+    """A config file's text: a regular file of at most CONFIG_LIMIT bytes, in UTF-8 (a BOM is
+    allowed); checked before it is read, so ``/dev/zero`` or a huge file fails at once."""
+    from lmdev.fsutil import read_limited
+
+    raw = read_limited(path, CONFIG_LIMIT, "config file")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
+        raise LmdevError(f"config file {path} is not UTF-8 text (binary, or UTF-16)", "save it as UTF-8")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LmdevError(f"config file {path} is not UTF-8 text (byte {exc.start} is not valid UTF-8)",
+                         "save it as UTF-8") from None
 
 
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:

@@ -104,8 +104,12 @@ def load_data(cfg: DataConfig, seed: int, base_dir: Path | None = None, cache_di
         return _table(x / 16.0, y, cfg, seed, "classification", hashlib.sha256(x.tobytes()).hexdigest())
     if kind in ("csv", "npy", "parquet"):
         path = _resolve(arg, base_dir)
+        _check_fits(path)
         reader = {"csv": _read_csv, "npy": _read_npy, "parquet": _read_parquet}[kind]
         x, y, task = reader(path, cfg)
+        if cfg.val:  # a separate validation file: its rows come last, no random split
+            vx, vy, _ = reader(_resolve(cfg.val, base_dir), cfg)
+            return _table(np.concatenate([x, vx]), np.concatenate([y, vy]), cfg, seed, task, sha256_file(path), len(vx))
         return _table(x, y, cfg, seed, task, sha256_file(path))
     if kind == "sparse":
         path = _resolve(arg, base_dir)
@@ -113,6 +117,11 @@ def load_data(cfg: DataConfig, seed: int, base_dir: Path | None = None, cache_di
     if kind == "text":
         path = _resolve(arg, base_dir)
         tokens, vocab, digest = _tokens_from_text(path, cfg, cache_dir)
+        if cfg.val:  # a separate validation file instead of the corpus's tail
+            val_tokens = _tokens_from_text(_resolve(cfg.val, base_dir), cfg, cache_dir)[0]
+            data = _token_data(tokens, vocab, cfg.model_copy(update={"val_fraction": 0.0}), digest)
+            data.val = Split(tokens=val_tokens, seq_len=cfg.seq_len)
+            return data
         return _token_data(tokens, vocab, cfg, digest)
     if kind == "synthetic":
         text = arithmetic_corpus(cfg.n_examples, seed).encode()
@@ -152,9 +161,26 @@ def _resolve(arg: str, base_dir: Path) -> Path:
     path = Path(os.path.expanduser(arg))
     if not path.is_absolute():
         path = base_dir / path
-    if not path.is_file():
+    if not path.exists():
         raise LmdevError(f"data file {path} does not exist", "check data.type's path (relative to the config file)")
+    if not path.is_file():  # a folder, a device (/dev/zero), a pipe: never read one into memory
+        raise LmdevError(f"data file {path} is not a regular file", "give a file (csv, npy, parquet, text)")
     return path
+
+
+def _check_fits(path: Path) -> None:
+    """A table is read whole: refuse one larger than the memory available now, before reading."""
+    try:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    except Exception:
+        return
+    size = path.stat().st_size
+    if size > available:
+        raise LmdevError(f"data file {path} is {size / 1024**3:.1f} GiB, more than the "
+                         f"{available / 1024**3:.1f} GiB of memory available to read it into",
+                         "use a smaller file, or text:PATH data (memory-mapped)")
 
 
 def _guess_task(y: np.ndarray) -> str:
@@ -266,10 +292,14 @@ def _sparse(path: Path, cfg: DataConfig, seed: int) -> Data:
     return Data(shape_, subset(order[n_val:]), subset(order[:n_val]), sha256_file(path))
 
 
-def _table(x: np.ndarray, y: np.ndarray, cfg: DataConfig, seed: int, task: str, digest: str) -> Data:
+def _table(x: np.ndarray, y: np.ndarray, cfg: DataConfig, seed: int, task: str, digest: str,
+           val_rows: int | None = None) -> Data:
     n = len(x)
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * cfg.val_fraction))
+    if val_rows is None:
+        order = np.random.default_rng(seed).permutation(n)
+        n_val = int(round(n * cfg.val_fraction))
+    else:  # the last val_rows rows are the validation split
+        order, n_val = np.r_[np.arange(n - val_rows, n), np.arange(n - val_rows)], val_rows
     val_idx, train_idx = order[:n_val], order[n_val:]
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if task == "classification":

@@ -51,19 +51,32 @@ class Progress:
 @dataclass
 class TrainResult:
     run_id: str | None
-    status: str  # finished | killed | failed
+    status: str  # finished | diverged (the final loss or weights are not finite) | killed | failed
     steps: int
     train: dict[str, float] = field(default_factory=dict)
     val: dict[str, float] = field(default_factory=dict)
     checkpoint_dir: str | None = None
     best_checkpoint: str | None = None
+    signal: int | None = None  # the signal that stopped a killed run (None: another worker's)
     parameters: int = 0
     device: str = "cpu"
     precision: str = "fp32"
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-safe: a non-finite metric becomes null, and ``non_finite`` names it and its value
+        ("nan", "inf", "-inf"), since JSON has no NaN or Infinity."""
+        out = asdict(self)
+        non_finite: dict[str, str] = {}
+        for part in ("train", "val"):
+            for key, value in out[part].items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    non_finite[key] = str(value)
+                    out[part][key] = None
+        if not math.isfinite(out["seconds"]):
+            out["seconds"] = None
+        out["non_finite"] = non_finite
+        return out
 
 
 class NaNStop(LmdevError):
@@ -114,6 +127,20 @@ def seed_everything(seed: int) -> None:
 # --------------------------------------------------------------------------- fit
 
 
+def _checkpoint_folder(checkpoint_dir: str | Path | None, run: Any) -> Path:
+    """Where checkpoints go: ``checkpoint_dir``, else the run's folder; ``./checkpoints`` only
+    when there is no run at all. A run that is not recorded (its store could not be opened) has
+    no folder: refused, rather than sharing ``./checkpoints`` with every other run."""
+    if checkpoint_dir:
+        return Path(checkpoint_dir)
+    if run is None:
+        return Path("checkpoints")
+    if getattr(run, "dir", None) is None:
+        raise LmdevError("the run is not recorded in a store, so it has no folder for its checkpoints",
+                         "make the store writable (LMDEV_HOME), or pass checkpoint_dir")
+    return Path(run.dir) / "checkpoints"
+
+
 def fit(
     config: TrainConfig,
     *,
@@ -128,6 +155,7 @@ def fit(
     checkpoint folder or a folder of checkpoints; checkpoints go to ``checkpoint_dir`` (default:
     the run's folder, else ``./checkpoints``)."""
     t_start = time.perf_counter()
+    folder = _checkpoint_folder(checkpoint_dir, run)
     tc = config.train
     seed_everything(config.seed)
     d = from_env(config.device)
@@ -142,8 +170,10 @@ def fit(
         torch.backends.cudnn.allow_tf32 = True
 
     for folder_on_path in (str(Path(base_dir).resolve()) if base_dir else None, os.getcwd()):
-        if folder_on_path and folder_on_path not in sys.path:  # for python:module:... in the config
-            sys.path.insert(0, folder_on_path)
+        # for python:module:... in the config; appended, after the standard library and
+        # site-packages, so a stray tiktoken.py beside the config cannot replace the real one
+        if folder_on_path and folder_on_path not in sys.path:
+            sys.path.append(folder_on_path)
     data = load_data(config.data, config.seed, Path(base_dir) if base_dir else None)
     if device.type != "cpu":
         _place_tables(data, device)
@@ -174,7 +204,6 @@ def fit(
     if tc.compile:
         step_model = torch.compile(step_model)
 
-    folder = Path(checkpoint_dir) if checkpoint_dir else (Path(run.dir) / "checkpoints" if run is not None and getattr(run, "dir", None) else Path("checkpoints"))
     state = _LoopState()
     if resume is not None:
         _restore(Path(resume), config, model, opt, sched, scaler, state, run, d)
@@ -189,8 +218,8 @@ def fit(
     if not d.is_main:
         run = _RankEvents(run, d.rank)  # other ranks record events (labelled), never metrics
 
-    stop_signal: list[int] = []
-    previous = _install_signals(stop_signal) if handle_signals else {}
+    latch = SignalLatch.install() if handle_signals else SignalLatch()
+    stop_signal = latch.signals
     classification = data.shape.task == "classification"
     tokens_per_example = data.shape.input_shape[0] if data.shape.kind == "tokens" else 0
     acc = _Acc(device, state.acc)
@@ -294,7 +323,8 @@ def fit(
                 if run is not None and val_metrics and d.is_main:
                     run.log(val_metrics, step=step)
                 model.train()
-                if val_metrics and (state.best is None or val_metrics["val/loss"] < state.best):
+                if val_metrics and math.isfinite(val_metrics["val/loss"]) and (
+                        state.best is None or val_metrics["val/loss"] < state.best):
                     state.best, state.best_step = val_metrics["val/loss"], step
             if step % config.checkpoint.every == 0 or step == tc.max_steps:
                 _save_all(d, strategy, folder, step, model, opt, sched, scaler, state, config, run, acc)
@@ -313,15 +343,33 @@ def fit(
             _event(run, f"failed at step {state.step}: {type(exc).__name__}: {exc}".splitlines()[0][:500], "error")
         raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        latch.restore()
         d.close()
+    if status == "finished":
+        bad = _diverged(model, {**last_metrics, **val_metrics})
+        if bad:
+            status = "diverged"
+            _event(run, f"diverged: {bad} at step {state.step}", "error")
     best = folder / f"{ckpt.PREFIX}{state.best_step:08d}" if state.best_step is not None else None
     return TrainResult(
         run_id=getattr(run, "id", None), status=status, steps=state.step, train=last_metrics, val=val_metrics,
         checkpoint_dir=str(folder), best_checkpoint=str(best) if best and best.exists() else None,
-        parameters=n_params, device=str(device), precision=precision, seconds=time.perf_counter() - t_start,
+        signal=stop_signal[0] if status == "killed" and stop_signal else None, parameters=n_params, device=str(device), precision=precision, seconds=time.perf_counter() - t_start,
     )
+
+
+def _diverged(model: torch.nn.Module, metrics: dict[str, float]) -> str | None:
+    """What makes a run that reached its last step a diverged one: a non-finite final loss, or
+    non-finite weights (this rank's shards under FSDP); None when all is finite."""
+    for key in ("train/loss", "val/loss"):
+        if key in metrics and not math.isfinite(metrics[key]):
+            return f"the final {key} is {metrics[key]}"
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            local = p.to_local() if hasattr(p, "to_local") else p
+            if not bool(torch.isfinite(local).all()):
+                return f"the weights {name} are not finite"
+    return None
 
 
 def _forward_backward(step_model: Any, model: torch.nn.Module, data: Data, idx: torch.Tensor, accum: int,
@@ -516,6 +564,9 @@ def _check_shapes(model: Any, data: Data, device: torch.device) -> None:
                          "make the model's input size match the data's features") from None
     finally:
         model.train(was_training)
+    if not isinstance(out, torch.Tensor):
+        raise LmdevError(f"the model's forward returned a {type(out).__name__}, not a tensor",
+                         "return the output tensor (e.g. the logits) from forward, not a tuple or dict")
     if data.shape.task == "classification" and out.shape[-1] < data.shape.n_outputs:
         raise LmdevError(f"the model outputs {out.shape[-1]} values per example but the data has "
                          f"{data.shape.n_outputs} classes (output shape {tuple(out.shape)}, labels shape {tuple(y.shape)})",
@@ -661,7 +712,10 @@ def _restore(path: Path, config: TrainConfig, model: torch.nn.Module, opt: Any, 
         found = ckpt.load_latest(path, warn)
     if found is None:
         raise LmdevError(f"no complete checkpoint under {path}", "the run saved none before it stopped")
-    old_model = found.state["config"]["model"]
+    old_model = (found.state.get("config") or {}).get("model") if isinstance(found.state.get("config"), dict) else None
+    if not isinstance(old_model, dict):
+        raise LmdevError(f"cannot resume {found.path}: its state.json has no model config",
+                         "resume from another checkpoint, or start a new run")
     new_model = config.model.model_dump(mode="json")
     if old_model != new_model:
         diff = "; ".join(f"model.{k}: {old_model.get(k)!r} -> {new_model.get(k)!r}"
@@ -714,15 +768,40 @@ def scaler_needed(precision: str) -> bool:
     return precision == "fp16"
 
 
-def _install_signals(flag: list[int]) -> dict[int, Any]:
-    """SIGTERM / SIGINT set a flag; the loop saves a checkpoint at the next step and stops."""
-    import threading
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
 
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.getsignal(sig)
-        signal.signal(sig, lambda signum, frame: flag.append(signum))
-    return previous
 
+class SignalLatch:
+    """SIGTERM, SIGINT and SIGHUP only set a flag (``signals``): the loop saves a checkpoint at
+    the end of the step and stops. A second signal while that save (or the run's final record)
+    is written is noted too, never an exit mid-save.
+
+    ``install()`` while another latch is installed (the session's, around ``fit`` and the run's
+    final record) returns that one: a signal that came during set-up is seen by the loop."""
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.signals.append(signum)
+
+    @classmethod
+    def install(cls) -> SignalLatch:
+        import threading
+
+        latch = cls()
+        if threading.current_thread() is not threading.main_thread():
+            return latch
+        outer = signal.getsignal(signal.SIGTERM)
+        if isinstance(outer, SignalLatch):
+            return outer  # its owner restores it
+        for sig in STOP_SIGNALS:
+            latch._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, latch)
+        return latch
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}

@@ -313,10 +313,30 @@ def build_model(cfg: MLPConfig | CNNConfig | GPTConfig | PythonModelConfig | HFM
     if isinstance(cfg, HFModelConfig):
         return build_hf(cfg, shape)
     factory = load_object(cfg.type.removeprefix("python:"), "model")
+    _check_kwargs(factory, cfg.kwargs, cfg.type)
     model = factory(**cfg.kwargs)  # type: ignore[operator]
     if not isinstance(model, nn.Module):
         raise LmdevError(f"model factory {cfg.type} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _check_kwargs(factory: object, kwargs: dict[str, object], name: str) -> None:
+    """model.kwargs must fit the factory's signature: checked before the call, so a typo is
+    named (with what the factory takes) rather than a TypeError from inside it."""
+    import inspect
+
+    if not callable(factory):
+        raise LmdevError(f"model factory {name} is a {type(factory).__name__}, not a function or class")
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: the call itself will tell
+    try:
+        sig.bind(**kwargs)
+    except TypeError as exc:
+        takes = ", ".join(p for p in sig.parameters if p not in ("self", "args", "kwargs")) or "nothing"
+        raise LmdevError(f"model.kwargs do not fit {name}: {exc} (it takes: {takes})",
+                         "fix model.kwargs in the config") from None
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lmdev.errors import LmdevError
 from lmdev.train.config import TrainConfig
-from lmdev.train.loop import Progress, TrainResult, fit
+from lmdev.train.loop import Progress, SignalLatch, TrainResult, fit
 
 
 def resolve_resume(ref: str, name: str, home: str | Path | None = None) -> tuple[Path, str | None]:
@@ -41,6 +41,18 @@ def resolve_resume(ref: str, name: str, home: str | Path | None = None) -> tuple
     return folder, info.id
 
 
+def require_store(home: str | Path | None) -> None:
+    """Training keeps its checkpoints in the run's folder in the store: a store that cannot be
+    opened stops the run before it starts (never a silent ``./checkpoints`` that runs share)."""
+    from lmdev.track.store import Store, StoreUnavailable
+
+    try:
+        Store(home).close()
+    except StoreUnavailable as exc:
+        raise LmdevError(f"{exc.message}; training needs it for its checkpoints and was not started",
+                         exc.hint or "set LMDEV_HOME to a writable folder, or fix the folder's permissions") from None
+
+
 def train_session(
     cfg: TrainConfig,
     *,
@@ -51,6 +63,17 @@ def train_session(
     announce: Callable[[str], None] | None = None,
     home: str | Path | None = None,
 ) -> TrainResult:
+    require_store(home)
+    latch = SignalLatch.install()  # from here until the run is recorded, a signal never kills mid-write
+    try:
+        return _session(cfg, resume, base_dir, on_progress, telemetry, announce, home)
+    finally:
+        latch.restore()
+
+
+def _session(cfg: TrainConfig, resume: str | None, base_dir: Path | None,
+             on_progress: Callable[[Progress], None] | None, telemetry: bool,
+             announce: Callable[[str], None] | None, home: str | Path | None) -> TrainResult:
     import lmdev.track as track
 
     resume_path, parent = (None, None)
@@ -58,6 +81,10 @@ def train_session(
         resume_path, parent = resolve_resume(resume, cfg.name, home)
     run = track.init(name=cfg.name, config=cfg.model_dump(mode="json"), parent=parent, home=home,
                      telemetry=telemetry, tags=["lmdev-train"])
+    if run.dir is None:  # the store went away between the check and the run's creation
+        run.finish("failed")
+        raise LmdevError("the run store cannot be written, so this run has nowhere to keep its checkpoints",
+                         "set LMDEV_HOME to a writable folder (see lmdev doctor)")
     if resume_path is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0 and run.dir:
         # torchrun restarted this worker (--max-restarts): carry on from the run's own checkpoint
         from lmdev.train.checkpoint import list_checkpoints
@@ -67,8 +94,14 @@ def train_session(
             resume_path = own
             run.event(f"worker restarted by the elastic launcher: resuming from {own}", level="warning")
     if announce:
-        announce(f"run [cyan]{run.id}[/] ({cfg.name})" + (f", resuming {resume_path}" if resume_path else ""))
+        from rich.markup import escape  # names and paths are user text: never markup
+
+        announce(f"run [cyan]{escape(str(run.id))}[/] ({escape(cfg.name)})"
+                 + (f", resuming {escape(str(resume_path))}" if resume_path else ""))
     try:
+        from lmdev.data.check import check_for_training
+
+        check_for_training(cfg, run, base_dir, announce)  # data.check: off | warn | fail
         result = fit(cfg, run=run, resume=resume_path, base_dir=base_dir, on_progress=on_progress)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
@@ -81,6 +114,8 @@ def train_session(
     final = {f"final/{k}": v for k, v in {**result.train, **result.val}.items()}
     if final:
         run.log(final, step=result.steps)
-    run.finish(result.status)
+    # the store knows finished / failed / killed: a diverged run is recorded as failed (its
+    # events say why)
+    run.finish("failed" if result.status == "diverged" else result.status)
     return result
 

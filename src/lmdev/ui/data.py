@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lmdev.errors import LmdevError
-from lmdev.track.store import DB_NAME, Store, hostname
+from lmdev.track.store import DB_NAME, DamagedRun, Store, hostname
 from lmdev.track.types import RunInfo
 
 # metrics shown in the runs table, and which way is "best"
@@ -46,8 +46,9 @@ class NoStore(LmdevError):
 class Reader:
     """One store connection per server thread (SQLite connections are not shared)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, read_only: bool = False) -> None:
         self.home = Path(home)
+        self.read_only = read_only
         self.path = self.home / DB_NAME
         self._local = threading.local()
 
@@ -59,7 +60,7 @@ class Reader:
                 raise NoStore(f"there is no run store at {self.path}",
                               "run `lmdev demo` or `lmdev train` to record runs, or start `lmdev ui` with "
                               "--home (or LMDEV_HOME) pointing at the folder that holds lmdev.db")
-            st = Store(self.home)  # raises LmdevError when the file is corrupt
+            st = Store(self.home, read_only=self.read_only)  # raises LmdevError when the file is corrupt
             self._local.store = st
         try:
             yield st
@@ -125,16 +126,28 @@ def table_metrics(st: Store) -> dict[str, dict[str, dict[str, Any]]]:
         chunk = last_rows[i:i + 900]
         for rid, kid, vals in conn.execute(
                 f"SELECT run, key, vals FROM metrics WHERE rowid IN ({','.join('?' * len(chunk))})", chunk):
-            last_vals[(rid, kid)] = float(np.frombuffer(vals, dtype="<f8")[-1]) if vals else float("nan")
+            last_vals[(rid, kid)] = _last_value(vals)
     for rid, kid, n, lo, hi, bad, step in picked:
         key = keys[kid]
         best = hi if higher_is_better(key) else lo
-        out.setdefault(ids[rid], {})[key] = {
-            "last": json_float(last_vals.get((rid, kid))), "best": json_float(best),
-            "min": json_float(lo), "max": json_float(hi), "count": int(n), "nonfinite": int(bad or 0),
-            "step": step, "higher_is_better": higher_is_better(key),
+        out.setdefault(str(ids[rid]), {})[str(key)] = {
+            "last": json_float(last_vals.get((rid, kid))), "best": json_float(_number(best)),
+            "min": json_float(_number(lo)), "max": json_float(_number(hi)), "count": int(_number(n) or 0),
+            "nonfinite": int(_number(bad) or 0), "step": step if isinstance(step, int) else None,
+            "higher_is_better": higher_is_better(str(key)),
         }
     return out
+
+
+def _last_value(vals: Any) -> float:
+    """The last value of a stored chunk; NaN for a chunk that is not whole (a damaged row)."""
+    if not isinstance(vals, bytes) or not vals or len(vals) % 8:
+        return float("nan")
+    return float(np.frombuffer(vals, dtype="<f8")[-1])
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def json_float(value: float | None) -> float | str | None:
@@ -155,21 +168,33 @@ def metric_arrays(st: Store, run: RunInfo, keys: Sequence[str]) -> dict[str, tup
     rid = st._rid(run.id)
     out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for key in keys:
-        row = conn.execute("SELECT id FROM metric_keys WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            continue
-        chunks = conn.execute("SELECT steps, times, vals FROM metrics WHERE run = ? AND key = ? ORDER BY rowid",
-                              (rid, row[0])).fetchall()
-        if not chunks:
-            continue
-        steps = np.concatenate([np.frombuffer(c[0], dtype="<i8") for c in chunks])
-        times = np.concatenate([np.frombuffer(c[1], dtype="<f8") for c in chunks])
-        vals = np.concatenate([np.frombuffer(c[2], dtype="<f8") for c in chunks])
-        if steps.size > 1 and np.any(steps[1:] < steps[:-1]):
-            order = np.argsort(steps, kind="stable")
-            steps, times, vals = steps[order], times[order], vals[order]
-        out[key] = (steps, times, vals)
+        try:
+            arrays = _key_arrays(conn, rid, key)
+        except (ValueError, TypeError) as exc:  # a chunk that is not whole
+            raise DamagedRun(run.id, f"metric {key!r}: {exc}") from None
+        if arrays is not None:
+            out[key] = arrays
     return out
+
+
+def _key_arrays(conn: sqlite3.Connection, rid: int, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """One key's (steps, times, values) in step order; None when the run has no such key."""
+    row = conn.execute("SELECT id FROM metric_keys WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        return None
+    chunks = conn.execute("SELECT steps, times, vals FROM metrics WHERE run = ? AND key = ? ORDER BY rowid",
+                          (rid, row[0])).fetchall()
+    if not chunks:
+        return None
+    steps = np.concatenate([np.frombuffer(c[0], dtype="<i8") for c in chunks])
+    times = np.concatenate([np.frombuffer(c[1], dtype="<f8") for c in chunks])
+    vals = np.concatenate([np.frombuffer(c[2], dtype="<f8") for c in chunks])
+    if not steps.size == times.size == vals.size:
+        raise ValueError("its arrays differ in length")
+    if steps.size > 1 and np.any(steps[1:] < steps[:-1]):
+        order = np.argsort(steps, kind="stable")
+        steps, times, vals = steps[order], times[order], vals[order]
+    return steps, times, vals
 
 
 def metrics_cursor(st: Store, run: RunInfo) -> dict[str, Any]:

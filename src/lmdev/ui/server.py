@@ -33,11 +33,13 @@ from fastapi.responses import (
 from starlette.staticfiles import StaticFiles
 
 from lmdev.errors import LmdevError
+from lmdev.names import InvalidName, run_path
+from lmdev.track.store import MAX_LIMIT, DamagedRun
 from lmdev.ui import data as D
 from lmdev.ui.downsample import DEFAULT_POINTS, MAX_POINTS, series
+from lmdev.ui.guard import LoginThrottle, StreamGate, cookie_name, safe_redirect_path
 
 STATIC = Path(__file__).parent / "static"
-COOKIE = "lmdev_ui_token"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -99,19 +101,42 @@ def _page(status: int, title: str, text: str) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
+class _GatedStream(StreamingResponse):
+    """A streaming answer that gives its place back (``release``) however the stream ends."""
+
+    def __init__(self, content: Any, release: Any, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
 def create_app(home: str | os.PathLike[str] | None = None, token: str | None = None, *,
                allowed_hosts: Iterable[str] | None = None, bind: str = "127.0.0.1",
-               doctor: Any = None) -> FastAPI:
+               doctor: Any = None, read_only: bool = False, streams: StreamGate | None = None,
+               logins: LoginThrottle | None = None) -> FastAPI:
     """The dashboard app over the store at ``home`` (default: $LMDEV_HOME or ./.lmdev).
 
     ``token``: when set, every request must carry it. ``allowed_hosts``: the Host header values
     accepted (default: loopback names plus ``bind``). ``doctor``: a function returning the doctor
     report as a dict (default: ``lmdev.diagnose.report.doctor().to_dict()``), for tests.
+    ``read_only``: open the store read-only (read-only media). ``streams`` caps the live
+    streams, ``logins`` slows failed logins (defaults: ``lmdev.ui.guard``'s).
     """
     from lmdev.track.store import home as store_home
 
     root = store_home(home).absolute()
-    reader = D.Reader(root)
+    reader = D.Reader(root, read_only=read_only)
+    gate = streams if streams is not None else StreamGate()
+    throttle = logins if logins is not None else LoginThrottle()
     hosts = {h.lower().strip("[]") for h in (allowed_hosts if allowed_hosts is not None else default_allowed_hosts(bind))}
     token_bytes = token.encode() if token else None
     app = FastAPI(title="lmdev ui", docs_url=None, redoc_url=None, openapi_url=None)
@@ -119,7 +144,12 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
     app.state.token = token
 
     def token_ok(given: str | None) -> bool:
-        return bool(given) and token_bytes is not None and hmac.compare_digest(given.encode(), token_bytes)
+        return bool(given) and token_bytes is not None and hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), token_bytes)
+
+    def cookie_of(request: Request) -> str:
+        server = request.scope.get("server")
+        return cookie_name(server[1] if server else None)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
@@ -131,34 +161,52 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         elif request.method not in ("GET", "HEAD"):
             resp = _error(405, f"{request.method} is not allowed: the dashboard is read-only", None, "method")
             resp.headers["Allow"] = "GET, HEAD"
-        elif token_bytes is not None and not _authorised(request):
-            resp = _unauthorised(request)
+        elif token_bytes is not None and (refused := _login(request)) is not None:
+            resp = refused
         elif token_bytes is not None and token_ok(request.query_params.get("token")) \
                 and not request.url.path.startswith("/api/"):
-            # the token came in the URL: keep it in a cookie and drop it from the address bar
+            # the token came in the URL: keep it in a cookie and drop it from the address bar;
+            # only ever to a path of this dashboard (never //elsewhere or https://elsewhere)
+            path = request.scope.get("path", "/")
+            target = safe_redirect_path(path)
             query = urllib.parse.urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-            resp = RedirectResponse(request.url.path + (f"?{query}" if query else ""), status_code=303)
-            _set_cookie(resp)
+            resp = RedirectResponse(target + (f"?{query}" if query and target == path else ""), status_code=303)
+            _set_cookie(resp, request)
         else:
             if request.method == "HEAD":  # answered as a GET; the server sends no body
                 request.scope["method"] = "GET"
             resp = await call_next(request)
             if token_bytes is not None and token_ok(request.query_params.get("token")):
-                _set_cookie(resp)
+                _set_cookie(resp, request)
         for k, v in SECURITY_HEADERS.items():
             resp.headers[k] = v
         if request.url.path.startswith("/api/"):
             resp.headers["Cache-Control"] = "no-store"
         return resp
 
-    def _authorised(request: Request) -> bool:
+    def _login(request: Request) -> Response | None:
+        """None when the request carries the token; else the answer: 401, or 429 while the
+        client waits out its back-off after wrong tokens."""
         auth = request.headers.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-        return (token_ok(request.cookies.get(COOKIE)) or token_ok(bearer)
-                or token_ok(request.query_params.get("token")))
+        given = [t for t in (request.cookies.get(cookie_of(request)), bearer,
+                             request.query_params.get("token")) if t]
+        client = _client(request)
+        wait = throttle.wait_left(client) if given else 0.0
+        if wait > 0:
+            resp = _error(429, "too many wrong tokens from this address",
+                          f"wait {int(wait) + 1} s, then open the URL `lmdev ui` printed", "auth")
+            resp.headers["Retry-After"] = str(int(wait) + 1)
+            return resp
+        if any(token_ok(t) for t in given):
+            throttle.succeeded(client)
+            return None
+        for t in given:
+            throttle.failed(client, t)
+        return _unauthorised(request)
 
-    def _set_cookie(resp: Response) -> None:
-        resp.set_cookie(COOKIE, token or "", httponly=True, samesite="strict", path="/")
+    def _set_cookie(resp: Response, request: Request) -> None:
+        resp.set_cookie(cookie_of(request), token or "", httponly=True, samesite="strict", path="/")
 
     def _unauthorised(request: Request) -> Response:
         if request.cookies.get(COOKIE) or request.headers.get("authorization") or request.query_params.get("token"):
@@ -173,7 +221,9 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
 
     @app.exception_handler(LmdevError)
     async def lmdev_error(request: Request, exc: LmdevError) -> Response:
-        if exc.message.startswith(("no run", "no such")):
+        if isinstance(exc, DamagedRun):
+            status, kind = 422, "damaged"
+        elif exc.message.startswith(("no run", "no such")):
             status, kind = 404, "not_found"
         elif isinstance(exc, D.NoStore):
             status, kind = 503, "no_store"
@@ -205,9 +255,11 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
                               "message": exc.message, "hint": exc.hint}}
 
     @app.get("/api/runs")
-    def runs(project: str | None = None, status: str | None = None, limit: int | None = Query(None, ge=1)) -> dict[str, Any]:
+    def runs(project: str | None = None, status: str | None = None,
+             limit: int | None = Query(None, ge=1, le=MAX_LIMIT)) -> dict[str, Any]:
         with reader.store() as st:
             infos = st.list_runs(project=project, limit=limit)
+            damaged = [{"id": e.run_id, "message": e.message} for e in st.damaged]
             metrics = D.table_metrics(st)
         rows = []
         for info in infos:
@@ -220,7 +272,7 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             row.pop("data_fingerprints", None)
             row.pop("command", None)
             rows.append(row)
-        return {"runs": rows, "now": time.time()}
+        return {"runs": rows, "now": time.time(), "damaged": damaged}
 
     @app.get("/api/runs/{ref}")
     def run_detail(ref: str) -> dict[str, Any]:
@@ -238,7 +290,8 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
                             for s in summaries]
         row["system_keys"] = sorted(system_keys)
         row["cursor"] = cursor
-        row["output_files"] = [n for n in OUTPUT_FILES if (_run_folder(info.id) / n).is_file()]
+        folder = _run_folder(info.id)
+        row["output_files"] = [n for n in OUTPUT_FILES if folder is not None and (folder / n).is_file()]
         return row
 
     def state_of(ref: str) -> dict[str, Any]:
@@ -255,14 +308,29 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         return state_of(ref)
 
     @app.get("/api/runs/{ref}/stream")
-    def run_stream(ref: str) -> Response:
+    async def run_stream(ref: str, request: Request) -> Response:
         """Server-sent events: the run's state (as /state) each time something new is recorded,
         checked every half second; a comment line every 15 s keeps the connection open. The
         stream ends once a finished run's last state is sent, and after an hour at most (the
-        browser's EventSource then reconnects)."""
-        first = state_of(ref)  # an unknown run is a 404 before the stream starts
+        browser's EventSource then reconnects). Streams are capped in all and per client: past
+        the cap the answer is 429, on which the page polls /state instead."""
+        from starlette.concurrency import run_in_threadpool
 
-        def events() -> Iterable[str]:
+        client = _client(request)
+        if not gate.enter(client):
+            resp = _error(429, "too many live streams are open", f"poll /api/runs/{ref}/state instead",
+                          "streams")
+            resp.headers["Retry-After"] = "30"
+            return resp
+        try:
+            first = await run_in_threadpool(state_of, ref)  # an unknown run is a 404 before the stream
+        except BaseException:
+            gate.leave(client)
+            raise
+
+        async def events() -> Any:
+            import asyncio
+
             last, sent_at, started = None, 0.0, time.monotonic()
             state = first
             while time.monotonic() - started < STREAM_MAX_S:
@@ -275,14 +343,14 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
                 elif time.monotonic() - sent_at > 15:
                     yield ": keep-alive\n\n"
                     sent_at = time.monotonic()
-                time.sleep(STREAM_CHECK_S)
+                await asyncio.sleep(STREAM_CHECK_S)
                 try:
-                    state = state_of(first["id"])
+                    state = await run_in_threadpool(state_of, first["id"])
                 except LmdevError:
                     return
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return _GatedStream(events(), lambda: gate.leave(client), media_type="text/event-stream",
+                            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get("/api/runs/{ref}/metrics")
     def run_metrics(ref: str, keys: str = Query(..., description="comma-separated metric keys"),
@@ -316,8 +384,12 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         return {"id": info.id, "events": [{"time": e.time, "level": e.level, "message": e.message, "data": e.data}
                                           for e in events[-2000:]], "count": len(events)}
 
-    def _run_folder(run_id: str) -> Path:
-        return root / "runs" / run_id
+    def _run_folder(run_id: str) -> Path | None:
+        """The run's folder, or None for an id that would lead outside the store."""
+        try:
+            return run_path(root, run_id)
+        except InvalidName:
+            return None
 
     def _inside(path: Path, folder: Path) -> bool:
         try:
@@ -336,7 +408,7 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         for a in arts:
             p = Path(a.path)
             rel = None
-            if p.is_absolute() and _inside(p, folder):
+            if folder is not None and p.is_absolute() and _inside(p, folder):
                 rel = p.resolve().relative_to(folder.resolve()).as_posix()
             out.append({"path": a.path, "kind": a.kind, "size": a.size, "sha256": a.sha256, "time": a.time,
                         "exists": p.is_file(), "download": rel and f"/api/runs/{urllib.parse.quote(info.id)}/files/"
@@ -349,9 +421,9 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             info = st.get_run(ref)
         folder = _run_folder(info.id)
         out = {}
-        for name in OUTPUT_FILES:
+        for name in OUTPUT_FILES if folder is not None else ():
             p = folder / name
-            if p.is_file() and _inside(p, folder):
+            if p.is_file() and _inside(p, folder) and _inside(p, root):
                 size = p.stat().st_size
                 with open(p, "rb") as f:
                     f.seek(max(0, size - bytes_))
@@ -369,6 +441,8 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         with reader.store() as st:
             info = st.get_run(ref)
         folder = _run_folder(info.id)
+        if folder is None:
+            return _error(404, "no such file in this run's folder", None, "not_found")
         target = folder / rel
         if not _inside(target, folder) or not _inside(target, root):
             return _error(404, "no such file in this run's folder", None, "not_found")

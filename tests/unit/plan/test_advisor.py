@@ -49,7 +49,7 @@ def test_time_for_budget_uses_mfu_and_devices():
 
 
 def test_max_batch_and_seq_are_exact_limits():
-    s = spec("llama-3.2-1b")
+    s = spec("qwen2.5-0.5b")
     hw = from_catalog(gpus()["rtx-4090"])
     w = Workload(task="train", precision="bf16", batch=1, seq=1024)
     b = max_batch(s, w, hw)
@@ -147,8 +147,9 @@ def test_plan_json_is_serialisable_and_consistent():
     d = json.loads(json.dumps(plan.to_dict()))
     assert d["model"]["params"] == 7615616512
     mem = d["memory"]
-    parts = sum(mem[f"{p}_bytes"] for p in ("weights", "gradients", "optimizer", "activations", "logits",
-                                            "kv_cache", "overhead"))
+    parts = sum(mem[f"{p}_bytes"] for p in ("weights", "gradients", "optimizer", "activations", "attention_scores",
+                                            "logits", "optimizer_step", "grad_buckets", "kv_cache", "allocator",
+                                            "overhead"))
     assert mem["total_bytes"] == parts - mem["overlap_bytes"]
     assert isinstance(d["fits"], bool) and isinstance(d["recommendations"], list) and d["comparison"]
 

@@ -88,19 +88,29 @@ def test_calibration_is_stored_per_machine(tmp_path, monkeypatch):
     spec = presets()["gpt2"].spec
     w = Workload(task="infer", precision="fp32", batch=1, seq=64)
     pred = estimate_memory(spec, w, device="cpu")
-    counted = pred.total_bytes - pred.overhead_bytes
-    m = Measurement(device="cpu", predicted_bytes=pred.total_bytes, measured_bytes=counted + 50_000_000,
-                    step_seconds=0.1, layers_measured=12, extrapolated=False)
-    learned = learn("cpu", m, pred)
-    assert learned["cpu_bytes"] == 50_000_000
-    assert load_calibration("cpu")["cpu_bytes"] == 50_000_000
-    assert load_calibration("h100-sxm") == {}
-    again = estimate_memory(spec, w, device="cpu", overhead=load_calibration("cpu"))
+    m = Measurement(device="cpu", predicted_bytes=pred.total_bytes, measured_bytes=pred.total_bytes + 50_000_000,
+                    step_seconds=0.2, layers_measured=12, extrapolated=False)
+    learned = learn("host/cpu/torch-9", m, pred, predicted_seconds=0.1)
+    assert learned["cpu_bytes"] == pred.overhead_bytes + 50_000_000
+    assert learned["time_factor"] == pytest.approx(2.0)  # measured twice as long as predicted
+    assert load_calibration("host/cpu/torch-9")["cpu_bytes"] == learned["cpu_bytes"]
+    assert load_calibration("host/cpu/torch-10") == {}  # another framework version: measured again
+    again = estimate_memory(spec, w, device="cpu", overhead=load_calibration("host/cpu/torch-9"))
     assert again.total_bytes == m.measured_bytes
+    # a training shape: glibc's retained share of the heap-served transients is what is learned
+    wt = Workload(task="train", precision="fp32", batch=2, seq=256)
+    pt = estimate_memory(spec, wt, device="cpu")
+    base = pt.total_bytes - pt.allocator_bytes
+    mt = Measurement(device="cpu", predicted_bytes=pt.total_bytes, measured_bytes=base + pt.allocator_basis_bytes // 2,
+                     step_seconds=1.0, layers_measured=12, extrapolated=False)
+    assert learn("host2/cpu/torch-9", mt, pt)["cpu_heap_fraction"] == pytest.approx(0.5, abs=1e-6)
+    again = estimate_memory(spec, wt, device="cpu", overhead=load_calibration("host2/cpu/torch-9"))
+    assert again.total_bytes == pytest.approx(mt.measured_bytes, rel=1e-6)
     gpu = Measurement(device="cuda:0", predicted_bytes=1, measured_bytes=1, step_seconds=0.1, layers_measured=1,
                       extrapolated=False, detail={"context_bytes": 400e6, "peak_allocated_bytes": 1000,
                                                   "peak_reserved_bytes": 1100})
-    g = learn("h100-sxm", gpu, pred)
-    transient = pred.activations_bytes + pred.logits_bytes + pred.kv_cache_bytes
+    g = learn("host/h100-sxm/torch-9", gpu, pred)
+    transient = (pred.activations_bytes + pred.attention_scores_bytes + pred.logits_bytes + pred.kv_cache_bytes
+                 + pred.optimizer_step_bytes)
     assert g["context_bytes"] == 400e6 and g["reserve_fraction"] == pytest.approx(100 / transient)
     assert (tmp_path / "plan" / "calibration.json").is_file()

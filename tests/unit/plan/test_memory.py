@@ -10,6 +10,7 @@ from lmdev.catalog.models import ModelSpec, param_count, presets
 from lmdev.errors import LmdevError
 from lmdev.plan.memory import (
     Workload,
+    attention_scores_bytes,
     estimate_memory,
     half_weight_copies_bytes,
     kv_cache_bytes,
@@ -56,7 +57,12 @@ def test_total_is_parts_minus_overlap_and_overlap_is_the_smaller_group():
         m = estimate_memory(TINY, w, device="cpu")
         parts = sum(getattr(m, f"{p}_bytes") for p in m.PARTS)
         assert m.total_bytes == parts - m.overlap_bytes
-        assert m.overlap_bytes == min(m.gradients_bytes, m.activations_bytes + m.logits_bytes)
+        forward = m.activations_bytes + m.attention_scores_bytes + m.logits_bytes
+        step = m.gradients_bytes + m.optimizer_step_bytes
+        head_grad = TINY.vocab * TINY.hidden * 4  # made while the logits' gradients are alive
+        # the peak is the larger phase; the rest is not held at the same time
+        assert m.total_bytes - (m.weights_bytes + m.optimizer_bytes + m.allocator_bytes + m.overhead_bytes) == \
+            max(forward + head_grad, step)
 
 
 def test_llama3_8b_kv_cache_is_128_kib_per_token():
@@ -79,27 +85,32 @@ def test_activations_linear_in_batch_and_checkpointing_saves():
 def test_eager_attention_is_quadratic_sdpa_is_not():
     w = Workload(task="train", precision="bf16", batch=1, seq=1024)
     sdpa1, sdpa2 = (layer_activation_bytes(TINY, dataclasses.replace(w, seq=s)) for s in (1024, 2048))
-    eager1, eager2 = (layer_activation_bytes(TINY, dataclasses.replace(w, seq=s, attention="eager"))
-                      for s in (1024, 2048))
     assert sdpa1 == sdpa2  # per token: no s x s term
-    assert eager2 - eager1 == pytest.approx(TINY.n_heads * 1024 * (4 + 2))  # fp32 softmax + bf16 copy
-    fp32 = dataclasses.replace(w, precision="fp32", attention="eager")
-    growth = layer_activation_bytes(TINY, dataclasses.replace(fp32, seq=2048)) - layer_activation_bytes(TINY, fp32)
-    assert growth == pytest.approx(TINY.n_heads * 1024 * 4)
+    assert attention_scores_bytes(TINY, w) == 0  # fused: no scores held
+    eager = dataclasses.replace(w, attention="eager")
+    # every layer keeps its fp32 softmax and the bf16 copy the next matmul saves: 6 bytes per score
+    assert attention_scores_bytes(TINY, eager) == TINY.n_layers * TINY.n_heads * 1024 * 1024 * (4 + 2)
+    assert attention_scores_bytes(TINY, dataclasses.replace(eager, seq=2048)) == 4 * attention_scores_bytes(TINY, eager)
+    fp32 = dataclasses.replace(eager, precision="fp32")
+    assert attention_scores_bytes(TINY, fp32) == TINY.n_layers * TINY.n_heads * 1024 * 1024 * 4
+    # inference: one layer's scores at a time
+    inf = Workload(task="infer", precision="fp32", batch=1, seq=1024, attention="eager")
+    assert attention_scores_bytes(TINY, inf) == TINY.n_heads * 1024 * 1024 * 8
+    m = estimate_memory(TINY, eager, device="cpu")
+    assert m.attention_scores_bytes == attention_scores_bytes(TINY, eager, "cpu") > 0
 
 
 def test_korthikanti_baseline():
     # GPT-3-like layer, fp16, eager with dropout: Korthikanti et al. give sbh(34 + 5as/h) bytes per
     # layer: 34 bytes x hidden per token, and 5 bytes x heads x seq for the scores (fp16 softmax, dropout
-    # mask and output). We split our count the same way: the linear part must be of that size; the
-    # quadratic part is 9 (the softmax is kept in fp32 and cast, as Hugging Face models do)
+    # mask and output). We split our count the same way: the linear part (activations) must be of that
+    # size; the quadratic part (attention_scores) is 9 (the softmax is kept in fp32 and cast, as Hugging
+    # Face models do)
     s = ModelSpec(name="g", family="gpt2", n_layers=1, hidden=4096, n_heads=32, ffn=16384, vocab=50000,
                   mlp="gelu", activation="gelu", norm="layernorm", attn_dropout=0.1, hidden_dropout=0.1)
     w = Workload(task="train", precision="bf16", batch=1, seq=2048, attention="eager")
-    a1 = layer_activation_bytes(s, w)
-    a2 = layer_activation_bytes(s, dataclasses.replace(w, seq=4096))
-    quadratic_per_head_token = (a2 - a1) / (s.n_heads * 2048)
-    linear_per_hidden = (a1 - quadratic_per_head_token * s.n_heads * 2048) / s.hidden
+    quadratic_per_head_token = attention_scores_bytes(s, w) / (s.n_heads * 2048 * 2048)
+    linear_per_hidden = layer_activation_bytes(s, w) / s.hidden
     assert quadratic_per_head_token == 9
     assert 34 * 0.8 < linear_per_hidden < 34 * 1.3
 

@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 
 from lmdev.cli.ui import resolve_token
 from lmdev.errors import LmdevError
-from lmdev.ui.server import COOKIE, create_app, is_loopback_name
+from lmdev.ui.guard import cookie_name
+from lmdev.ui.server import create_app, is_loopback_name
 from tests.unit.ui.conftest import BASE
 
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -79,7 +80,7 @@ def test_token_in_url_sets_a_strict_httponly_cookie_and_is_dropped(authed):
     r = authed.get("/", params={"token": TOKEN}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/"
     cookie = r.headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE}=") and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert cookie.startswith(f"{cookie_name(6006)}=") and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     # the client now holds the cookie: everything opens without the token in the URL
     assert authed.get("/api/runs").status_code == 200
     assert authed.get("/").status_code == 200
@@ -123,7 +124,7 @@ def test_bad_options_are_refused_before_serving(lmdev_cli, tmp_path):
     r = lmdev_cli("ui", "--host", "127.0.0.2", "--port", "70000", "--no-auth", env={"LMDEV_HOME": str(tmp_path)})
     assert r.returncode == 2 and "--port" in r.stderr  # bad port: refused before serving
     r = lmdev_cli("ui", "--host", "127.0.0.2", "--token", "x", env={"LMDEV_HOME": str(tmp_path)})
-    assert r.returncode == 2 and "too short" in r.stderr
+    assert r.returncode == 2 and "too weak" in r.stderr
 
 
 # -- files: traversal ----------------------------------------------------------------------------

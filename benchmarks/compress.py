@@ -1,0 +1,221 @@
+"""lmdev compress beside the backends it chooses from, and beside the tools as users call them.
+
+Three models, each built from a config and trained briefly here:
+- a GPT-2-shaped model (transformers GPT2LMHeadModel, Conv1D layers, tied head; 124M parameters,
+  or a narrower one with --small) trained on the bundled arithmetic corpus so perplexity means
+  something;
+- the digits MLP (64-128-64-10) of examples/digits_mlp.yaml;
+- a wide MLP (64-1024-1024-10) on the digits.
+For each: every backend lmdev tries, lmdev's pick, and the anchors (torch.ao quantize_dynamic as
+users call it on GPT-2, unstructured magnitude pruning), each timed in alternation with fp32 and
+printed as ratios. Budgets (docs/figures/compress.md): GPT-2 shape best latency <= 0.35x fp32 at
+batch 1 with perplexity within 2%; smallest <= 0.3x size; structured pruning at 50% <= 0.55x
+latency with accuracy within 1 point.
+
+    python benchmarks/compress.py --small          # a few minutes
+    python benchmarks/compress.py                  # the full GPT-2 small shape (124M)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmdev.compress import measure as ms
+from lmdev.compress.core import Options, compress_source
+from lmdev.compress.report import Report, render_json
+from lmdev.compress.source import from_config, resolve
+from lmdev.compress.variant import TorchRunner, module_bytes
+
+
+def gpt2_source(small: bool, steps: int, folder: Path) -> Any:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    shape = dict(n_layer=4, n_embd=256, n_head=4) if small else dict(n_layer=12, n_embd=768, n_head=12)
+    cfg = transformers.GPT2Config(vocab_size=50257, n_positions=1024, **shape)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg)
+    from lmdev.train.config import DataConfig
+    from lmdev.train.data import Batches, load_data
+
+    data = load_data(DataConfig(type="synthetic", seq_len=64, batch_size=8, n_examples=20000), 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3 if small else 6e-4)
+    order = Batches(len(data.train), 8, 0)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        x, y = data.train.batch(order.indices(step))
+        logits = model(input_ids=x, use_cache=False).logits
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(f"  trained {steps} steps in {time.perf_counter() - t0:.0f} s, last loss {loss.item():.3f}", file=sys.stderr)
+    model.eval().save_pretrained(folder, safe_serialization=True)
+    return resolve(f"hf:{folder}", data="synthetic")
+
+
+def anchor_torch_ao_as_called(source: Any, ev: ms.EvalSet, budget: float) -> dict[str, Any]:
+    """torch.ao.quantization.quantize_dynamic on the model as it is (GPT-2's Conv1D left alone)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(copy.deepcopy(source.model), {nn.Linear}, dtype=torch.qint8)
+    return _anchor("torch.ao quantize_dynamic as called (Conv1D untouched)", source, q, ev, budget)
+
+
+def anchor_unstructured(source: Any, ev: ms.EvalSet, budget: float, amount: float) -> dict[str, Any]:
+    """torch.nn.utils.prune magnitude pruning: zeros in dense weights, masks saved beside them."""
+    from torch.nn.utils import prune
+
+    m = copy.deepcopy(source.model)
+    for mod in m.modules():
+        if isinstance(mod, nn.Linear):
+            prune.l1_unstructured(mod, "weight", amount=amount)
+    return _anchor(f"unstructured {amount:.0%} (torch.nn.utils.prune, masks kept)", source, m, ev, budget)
+
+
+def _anchor(name: str, source: Any, model: nn.Module, ev: ms.EvalSet, budget: float) -> dict[str, Any]:
+    base, run = TorchRunner(source.model), TorchRunner(model)
+    ratios = []
+    for x in ev.latency_inputs:
+        b, v = ms.paired_latency(base, run, x, budget)
+        ratios.append(v.p50_ms / b.p50_ms)
+    q = ms.quality(ms.outputs(run, ev), ev, ms.outputs(base, ev))
+    return {"name": name, "weights_ratio": module_bytes(model) / module_bytes(source.model), "latency_ratio": ratios,
+            "metric": q.value, "rel_logit_error": q.rel_logit_error}
+
+
+def show(title: str, report: Report, anchors: list[dict[str, Any]]) -> None:
+    base = report.baseline.measurement
+    q = base.quality if base else None
+    print(f"\n## {title} — {report.source['parameters']:,} parameters, {report.machine['threads']} thread(s), "
+          f"batches {' and '.join(str(lt.batch) for lt in base.latency)}")
+    print(f"fp32: file {base.file_bytes / 1e6:.2f} MB, batch-1 p50 {base.latency[0].p50_ms:.3g} ms, "
+          f"batch-N p50 {base.latency[-1].p50_ms:.3g} ms, {q.metric if q else ''} {q.value if q else ''}")
+    print("| variant | size | latency b=1 | latency b=N | metric | change | top-1 agree | verdict |")
+    print("|---|---|---|---|---|---|---|---|")
+    for v in report.variants:
+        m = v.measurement
+        if m is None:
+            print(f"| {v.backend} | - | - | - | - | - | - | failed: {v.error} |")
+            continue
+        pick = " **(lmdev's pick)**" if v.backend == report.chosen else ""
+        lat = [f"{1 / s:.2f}x" for s in v.speedup]
+        qq = m.quality
+        print(f"| {v.backend}{pick} | {v.size_ratio:.2f}x | {lat[0]} | {lat[-1]} | "
+              f"{qq.value if qq and qq.value is not None else '-':.4g} | "
+              f"{'-' if v.quality_drop is None else f'{-v.quality_drop:+.2f}'} | "
+              f"{'-' if not qq or qq.top1_agreement is None else f'{qq.top1_agreement:.1%}'} | {v.verdict} |")
+    for a in anchors:
+        lat = " / ".join(f"{r:.2f}x" for r in a["latency_ratio"])
+        print(f"| anchor: {a['name']} | {a['weights_ratio']:.2f}x (weights) | {lat} | | {a['metric'] or 0:.4g} | | "
+              f"logit err {a['rel_logit_error'] or 0:.2%} | |")
+    for n in report.notes:
+        print(f"note: {n}")
+
+
+def budget(line: str, ok: bool, detail: str) -> bool:
+    print(f"{'PASS' if ok else 'MISS'}  {line}: {detail}")
+    return ok
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help="a narrower GPT-2-shaped model (4 layers, width 256)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--budget", type=float, default=1.0, help="timing seconds per variant and batch")
+    ap.add_argument("--gpt-steps", type=int, default=None, help="training steps of the GPT-2 shape")
+    ap.add_argument("--skip-gpt", action="store_true")
+    ap.add_argument("--json", metavar="PATH", help="write every report here")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    reports: dict[str, Any] = {}
+    results: list[bool] = []
+    opts = dict(budget_s=args.budget, record=False, threads=args.threads)
+
+    if not args.skip_gpt:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("GPT-2 shape: training", file=sys.stderr)
+            src = gpt2_source(args.small, args.gpt_steps or (150 if args.small else 40), Path(tmp))
+            rep = compress_source(src, Options(method="quantize", max_drop=2.0, **opts), _say)
+            ev = ms.make_eval_set(src)
+            show("GPT-2 shape" + (" (small)" if args.small else " (124M)"), rep,
+                 [anchor_torch_ao_as_called(src, ev, args.budget)])
+            reports["gpt2"] = json.loads(render_json(rep))
+            results += _gpt_budgets(rep)
+
+    digits = from_config({"name": "digits-mlp", "model": {"type": "mlp", "hidden": [128, 64]},
+                          "data": {"type": "digits", "batch_size": 64},
+                          "optimizer": {"type": "sgd", "lr": 0.1}}, train_steps=500)
+    rep = compress_source(digits, Options(method="auto", **opts), _say)
+    ev = ms.make_eval_set(digits)
+    show("digits MLP 64-128-64-10", rep, [anchor_unstructured(digits, ev, args.budget, 0.5)])
+    reports["digits"] = json.loads(render_json(rep))
+
+    wide_cfg = {"name": "wide-mlp", "model": {"type": "mlp", "hidden": [1024, 1024]},
+                "data": {"type": "digits", "batch_size": 64}, "optimizer": {"type": "adamw", "lr": 0.001}}
+    wide = from_config(wide_cfg, train_steps=300)
+    ev = ms.make_eval_set(wide)
+    for ratio in (0.5, 0.75):
+        rep = compress_source(wide, Options(method="prune", ratio=ratio, steps=300, **opts), _say)
+        show(f"wide MLP 64-1024-1024-10, structured pruning {ratio:.0%}", rep,
+             [anchor_unstructured(wide, ev, args.budget, ratio)] if ratio == 0.5 else [])
+        reports[f"wide-prune-{ratio}"] = json.loads(render_json(rep))
+        if ratio == 0.5:
+            results.append(_prune_budget(rep))
+    rep = compress_source(wide, Options(method="quantize", **opts), _say)
+    show("wide MLP 64-1024-1024-10, quantisation", rep, [])
+    reports["wide-quantize"] = json.loads(render_json(rep))
+    if args.json:
+        Path(args.json).write_text(json.dumps(reports, indent=1))
+    print(f"\n{sum(results)} of {len(results)} budgets met")
+    return 0
+
+
+def _say(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def _gpt_budgets(rep: Report) -> list[bool]:
+    ok = [v for v in rep.variants if v.measurement is not None]
+    chosen = next((v for v in ok if v.backend == rep.chosen), None)
+    out = []
+    if chosen is None:
+        out.append(budget("GPT-2 best latency <= 0.35x fp32 at batch 1, perplexity within 2%", False, "nothing chosen"))
+    else:
+        r = 1 / chosen.speedup[0]
+        out.append(budget("GPT-2 best latency <= 0.35x fp32 at batch 1, perplexity within 2%",
+                          r <= 0.35 and (chosen.quality_drop or 0) <= 2.0,
+                          f"{chosen.backend}: {r:.2f}x, perplexity {-(chosen.quality_drop or 0):+.2f}%"))
+    smallest = min(ok, key=lambda v: v.size_ratio or 9.0, default=None)
+    if smallest is not None:
+        out.append(budget("GPT-2 smallest variant <= 0.3x size", (smallest.size_ratio or 9) <= 0.3,
+                          f"{smallest.backend}: {smallest.size_ratio:.2f}x"))
+    return out
+
+
+def _prune_budget(rep: Report) -> bool:
+    v = next((v for v in rep.variants if v.backend == "pruned" and v.measurement is not None), None)
+    if v is None:
+        return budget("pruning 50% <= 0.55x latency, accuracy within 1 point", False, "pruning failed")
+    r = 1 / v.speedup[0]
+    return budget("pruning 50% <= 0.55x latency at batch 1, accuracy within 1 point",
+                  r <= 0.55 and (v.quality_drop or 0) <= 1.0,
+                  f"{r:.2f}x at batch 1, {1 / v.speedup[-1]:.2f}x at batch {v.measurement.latency[-1].batch}, "
+                  f"accuracy {-(v.quality_drop or 0):+.2f} points")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Framework release data for ``lmdev setup``: which builds each PyTorch, TensorFlow and JAX release
+publishes, which companions pair with it, which CUDA / cuDNN it needs, which Python it supports.
+
+Each table names its source. The GPU-architecture lists per CUDA build and the driver minimums
+live in :mod:`lmdev.catalog.cuda` (one home per rule); this module adds what the planner needs on
+top of them. Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmdev.catalog.cuda import torch_arch_list, version_tuple
+
+
+@dataclass(frozen=True)
+class TorchRelease:
+    version: str
+    torchvision: str  # torchvision's wheel metadata pins exactly this torch
+    torchaudio: str
+    triton: str  # pytorch-triton / triton that the Linux CUDA wheels require
+    python: tuple[str, str]  # oldest and newest CPython with wheels
+    cuda: tuple[str, ...]  # CUDA variants published (download.pytorch.org/whl/cuXYZ)
+    rocm: tuple[str, ...]  # ROCm variants published (download.pytorch.org/whl/rocmX.Y)
+    xpu: bool  # Intel GPU wheels published (download.pytorch.org/whl/xpu)
+    cudnn: str  # nvidia-cudnn-cu12/13 version the CUDA 12/13 wheels pin
+
+
+# Newest first. Source: PyTorch release notes (github.com/pytorch/pytorch/releases) and the
+# "Previous PyTorch Versions" install matrix on pytorch.org (variants per release); companion
+# versions from torchvision's README compatibility table; cuDNN pins from the wheels' METADATA
+# (Requires-Dist: nvidia-cudnn-cu12==...).
+TORCH_RELEASES: list[TorchRelease] = [
+    TorchRelease("2.9.1", "0.24.1", "2.9.1", "3.5.1", ("3.10", "3.14"), ("12.6", "12.8", "13.0"),
+                 ("6.3", "6.4"), True, "9.10.2.21"),
+    TorchRelease("2.8.0", "0.23.0", "2.8.0", "3.4.0", ("3.9", "3.13"), ("12.6", "12.8", "12.9"),
+                 ("6.3", "6.4"), True, "9.10.2.21"),
+    TorchRelease("2.7.1", "0.22.1", "2.7.1", "3.3.1", ("3.9", "3.13"), ("11.8", "12.6", "12.8"),
+                 ("6.2.4", "6.3"), True, "9.5.1.17"),
+    TorchRelease("2.6.0", "0.21.0", "2.6.0", "3.2.0", ("3.9", "3.13"), ("11.8", "12.4", "12.6"),
+                 ("6.1", "6.2.4"), True, "9.1.0.70"),
+]
+
+# AMD GPU targets (gfx names) compiled into PyTorch's ROCm wheels, by ROCm version (the first row
+# whose version is <= the build's applies). Source: PyTorch's ROCm builder
+# (.ci/docker/manywheel/build_scripts, PYTORCH_ROCM_ARCH) and the ROCm compatibility matrix.
+ROCM_ARCHS: list[tuple[str, tuple[str, ...]]] = [
+    ("6.4", ("gfx900", "gfx906", "gfx908", "gfx90a", "gfx942", "gfx950", "gfx1030", "gfx1100",
+             "gfx1101", "gfx1102", "gfx1200", "gfx1201")),
+    ("6.1", ("gfx900", "gfx906", "gfx908", "gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1101")),
+]
+
+# AMD product name -> gfx target. Source: AMD ROCm documentation, "GPU hardware specifications".
+AMD_GFX: dict[str, str] = {
+    "MI355X": "gfx950", "MI350X": "gfx950", "MI325X": "gfx942", "MI300X": "gfx942",
+    "MI300A": "gfx942", "MI250X": "gfx90a", "MI250": "gfx90a", "MI210": "gfx90a", "MI100": "gfx908",
+    "RX 7900": "gfx1100", "W7900": "gfx1100", "RX 7800": "gfx1101", "RX 9070": "gfx1201",
+    "RX 6900": "gfx1030", "RX 6800": "gfx1030",
+}
+
+
+@dataclass(frozen=True)
+class TensorflowRelease:
+    version: str
+    cuda: str  # CUDA it is built with; [and-cuda] installs nvidia-*-cu12 wheels of it
+    cudnn: str  # the nvidia-cudnn-cu12 version [and-cuda] pins
+    min_cc: str  # oldest compute capability with kernels
+    python: tuple[str, str]
+
+
+# Source: tensorflow.org/install/source#gpu (tested build configurations) and the release notes
+# (2.18: CUDA 12.5, cuDNN 9.3, compute capability 5.0 dropped; GPU builds are Linux-only since 2.11,
+# native Windows GPU ended with 2.10).
+TENSORFLOW_RELEASES: list[TensorflowRelease] = [
+    TensorflowRelease("2.20.0", "12.5", "9.3.0.75", "6.0", ("3.9", "3.13")),
+    TensorflowRelease("2.19.0", "12.5", "9.3.0.75", "6.0", ("3.9", "3.12")),
+    TensorflowRelease("2.18.0", "12.5", "9.3.0.75", "6.0", ("3.9", "3.12")),
+]
+
+
+@dataclass(frozen=True)
+class JaxCuda:
+    extra: str  # jax[cuda12] / jax[cuda13]
+    cuda_major: int
+    min_driver: str  # the driver the plugin's CUDA needs (minor-version compatibility applies)
+    min_cc: str
+    cudnn: str  # the lowest nvidia-cudnn it accepts (a range, not a pin)
+
+
+# Source: JAX installation guide (docs.jax.dev/en/latest/installation.html): "NVIDIA GPU ... SM
+# version 5.2 (Maxwell) or newer", driver >= 525 for CUDA 12 and >= 580 for CUDA 13; cuDNN from
+# jax-cuda12-plugin's METADATA (nvidia-cudnn-cu12>=9.8).
+JAX_CUDA: list[JaxCuda] = [
+    JaxCuda("cuda13", 13, "580.65.06", "7.5", "9.8"),
+    JaxCuda("cuda12", 12, "525.60.13", "5.2", "9.8"),
+]
+JAX_VERSION = "0.7"  # the series the plan installs (newest at the catalog's date); source: JAX changelog
+
+# Keras 3 backends and the package each needs. Source: keras.io/getting_started.
+KERAS_BACKEND_PACKAGE = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}
+
+# What each stack installs beyond its framework. Source: each project's install page.
+STACK_PACKAGES: dict[str, tuple[str, ...]] = {
+    "torch": ("torch", "torchvision"),
+    "lightning": ("lightning>=2",),
+    "keras": ("keras>=3",),
+    "tensorflow": ("tensorflow",),
+    "jax": ("jax",),
+    "hf": ("transformers", "accelerate", "peft", "datasets", "safetensors"),
+}
+# Stacks that need PyTorch installed with them.
+NEEDS_TORCH = {"torch", "lightning", "hf"}
+TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton-rocm",
+                "pytorch-triton-xpu")
+
+
+def python_supported(python: str, span: tuple[str, str]) -> bool:
+    have = version_tuple(python)[:2]
+    return version_tuple(span[0])[:2] <= have <= version_tuple(span[1])[:2]
+
+
+def torch_archs(release: TorchRelease, cuda: str) -> list[str]:
+    """Compute capabilities in the official ``release`` wheels built for CUDA ``cuda``."""
+    return torch_arch_list(cuda)
+
+
+def rocm_archs(rocm: str) -> tuple[str, ...]:
+    want = version_tuple(rocm)
+    for version, archs in ROCM_ARCHS:
+        if want >= version_tuple(version):
+            return archs
+    return ()
+
+
+def amd_gfx(name: str) -> str | None:
+    """The gfx target of an AMD GPU from its marketing name, or None when unknown."""
+    upper = name.upper()
+    for key, gfx in AMD_GFX.items():
+        if key in upper:
+            return gfx
+    return None
+
+
+def variant_tag(kind: str, version: str) -> str:
+    """``("cuda", "12.8")`` -> ``cu128``; ``("rocm", "6.4")`` -> ``rocm6.4``."""
+    if kind == "cuda":
+        return "cu" + version.replace(".", "")
+    return f"rocm{version}" if kind == "rocm" else kind

@@ -1,0 +1,51 @@
+"""A short training loop on the source's own config and data: the fine-tune after pruning and the
+student training of distillation. Uses the training engine's public pieces (optimizer, loss,
+batch order), not its loop, because the model here is not the one the config would build."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmdev.errors import LmdevError
+
+LossHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (out, x, y) -> loss
+
+
+def default_steps(source: Any) -> int:
+    cfg = source.train_config
+    return max(50, min(300, cfg.train.max_steps // 2)) if cfg is not None else 100
+
+
+def finetune(model: nn.Module, source: Any, steps: int, loss_hook: LossHook | None = None,
+             lr_scale: float = 1.0, train_split: Any = None, seed: int = 0) -> None:
+    """Train ``model`` in place for ``steps`` batches of the source's training split."""
+    from lmdev.train.data import Batches
+    from lmdev.train.losses import make_loss
+    from lmdev.train.optim import make_optimizer
+
+    cfg = source.train_config
+    if cfg is None or source.data is None:
+        raise LmdevError("training needs the source's training config and data",
+                         "give a run or a checkpoint of lmdev train as SOURCE")
+    split = train_split if train_split is not None else source.data.train
+    batch = min(cfg.data.batch_size, len(split))
+    opt_cfg = cfg.optimizer.model_copy(update={"lr": cfg.optimizer.lr * lr_scale})
+    opt = make_optimizer(model, opt_cfg, torch.device("cpu"))
+    loss_fn = make_loss(cfg.loss, source.data.shape.task)
+    order = Batches(len(split), batch, cfg.seed + seed + 1)
+    torch.manual_seed(cfg.seed + seed)
+    model.train()
+    for step in range(steps):
+        x, y = split.batch(order.indices(step))
+        out = model(x)
+        loss = loss_hook(out, x, y) if loss_hook else loss_fn(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+    model.eval()

@@ -1,0 +1,166 @@
+"""How each kind of variant is stored and read back. Weights are safetensors (or ONNX); no pickle.
+
+format        files               read back by
+torch         model.safetensors   build the architecture, cast to dtype, load the weights
+torch.ao-int8 model.safetensors   build, linearize, load fp32 parts, quantize_dynamic, set the stored int8 weights
+torchao-int8  model.safetensors   build, linearize, load fp32 parts, torchao quantize_, set the stored int8 weights
+onnx          model.onnx          onnxruntime.InferenceSession
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lmdev.compress import transforms
+from lmdev.compress.source import ModelSpec
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict safetensors accepts: tied tensors are stored once (the later names dropped)."""
+    seen: set[int] = set()
+    out = {}
+    for k, v in state.items():
+        if v.data_ptr() in seen and v.numel():
+            continue
+        seen.add(v.data_ptr())
+        out[k] = v.detach().contiguous().cpu()
+    return out
+
+
+# --------------------------------------------------------------------------- plain torch
+
+
+def write_torch(module: nn.Module, folder: Path) -> dict[str, Any]:
+    dtype = next((p.dtype for p in module.parameters()), torch.float32)
+    save_file(unique_tensors(module.state_dict()), str(folder / "model.safetensors"))
+    name = {v: k for k, v in DTYPES.items()}[dtype]
+    return {"format": "torch", "dtype": name}
+
+
+def read_torch(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
+    model = spec.build().to(DTYPES[load.get("dtype", "float32")])
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- int8
+
+
+def write_int8(quantized: nn.Module, fp32_rest: nn.Module, folder: Path, fmt: str) -> dict[str, Any]:
+    """``quantized``: the int8 model; ``fp32_rest``: the linearized fp32 model it came from (for the
+    tensors that stayed fp32)."""
+    int8 = _int8_tensors(quantized, fmt)
+    quantized_names = {k.rsplit(".", 2)[0] for k in int8}
+    rest = {k: v for k, v in fp32_rest.state_dict().items()
+            if k.rsplit(".", 1)[0] not in quantized_names}
+    save_file({**unique_tensors(rest), **int8}, str(folder / "model.safetensors"))
+    return {"format": fmt, "dtype": "int8", "quantized_layers": sorted(quantized_names)}
+
+
+def _int8_tensors(model: nn.Module, fmt: str) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for name, m in model.named_modules():
+        if fmt == "torch.ao-int8" and isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
+            w, b = m.weight(), m.bias()
+            out[f"{name}.weight.int8"] = w.int_repr().contiguous()
+            out[f"{name}.weight.scale"] = torch.tensor([w.q_scale()], dtype=torch.float64)
+            out[f"{name}.weight.zero_point"] = torch.tensor([w.q_zero_point()], dtype=torch.int64)
+            if b is not None:
+                out[f"{name}.weight.bias"] = b.detach().contiguous()
+        elif fmt == "torchao-int8" and isinstance(m, nn.Linear) and hasattr(m.weight, "qdata"):
+            w = m.weight
+            out[f"{name}.weight.int8"] = w.qdata.contiguous()
+            out[f"{name}.weight.scale"] = w.scale.contiguous()
+            out[f"{name}.weight.zero_point"] = w.zero_point.contiguous()
+            if m.bias is not None:
+                out[f"{name}.weight.bias"] = m.bias.detach().contiguous()
+    return out
+
+
+def read_int8(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
+    fmt = load["format"]
+    tensors = load_file(str(folder / "model.safetensors"))
+    model = transforms.linearize(spec.build())
+    layers = load["quantized_layers"]
+    fp32 = {k: v for k, v in tensors.items() if not k.rsplit(".", 2)[0] in layers or ".weight." not in k}
+    with torch.no_grad():
+        for name in layers:
+            lin = model.get_submodule(name)
+            lin.weight.copy_(_dequant(tensors, name, fmt).view_as(lin.weight))
+            if f"{name}.weight.bias" in tensors:
+                lin.bias.copy_(tensors[f"{name}.weight.bias"])
+    model.load_state_dict(fp32, strict=False)
+    model.eval()
+    if fmt == "torch.ao-int8":
+        model = transforms.torch_ao_int8(model)
+        for name in layers:
+            m = model.get_submodule(name)
+            scale = float(tensors[f"{name}.weight.scale"][0])
+            zp = int(tensors[f"{name}.weight.zero_point"][0])
+            q = torch.quantize_per_tensor(_dequant(tensors, name, fmt), scale, zp, torch.qint8)
+            m.set_weight_bias(q, tensors.get(f"{name}.weight.bias"))
+    else:
+        model = transforms.torchao_int8(model)
+        with torch.no_grad():
+            for name in layers:
+                w = model.get_submodule(name).weight
+                w.qdata.copy_(tensors[f"{name}.weight.int8"])
+                w.scale.copy_(tensors[f"{name}.weight.scale"])
+                w.zero_point.copy_(tensors[f"{name}.weight.zero_point"])
+    return model.eval()
+
+
+def _dequant(tensors: dict[str, torch.Tensor], name: str, fmt: str) -> torch.Tensor:
+    q = tensors[f"{name}.weight.int8"].float()
+    scale, zp = tensors[f"{name}.weight.scale"], tensors[f"{name}.weight.zero_point"]
+    if fmt == "torch.ao-int8":
+        return (q - float(zp[0])) * float(scale[0])
+    return (q - zp.float()) * scale.float()
+
+
+# --------------------------------------------------------------------------- onnx
+
+
+def write_onnx(onnx_file: Path, folder: Path, load: dict[str, Any]) -> dict[str, Any]:
+    shutil.copyfile(onnx_file, folder / "model.onnx")
+    return {**load, "format": "onnx"}
+
+
+class OnnxModel:
+    """An ONNX Runtime session that takes and returns torch tensors, like the torch variants."""
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().cpu()
+        arr = x.numpy() if not x.is_floating_point() else x.float().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0]).float()
+
+
+def read_any(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> Any:
+    fmt = load["format"]
+    if fmt == "torch":
+        return read_torch(folder, spec, load)
+    if fmt in ("torch.ao-int8", "torchao-int8"):
+        return read_int8(folder, spec, load)
+    if fmt == "onnx":
+        return OnnxModel(folder / "model.onnx")
+    from lmdev.errors import LmdevError
+
+    raise LmdevError(f"{folder}: unknown variant format {fmt!r}", "it was written by a newer lmdev")

@@ -1,0 +1,153 @@
+"""Quantisation candidates. Each builds a variant from the fp32 model or raises BackendFailed
+saying why; the caller measures every one and keeps what pays.
+
+- ``bf16`` / ``fp16``: the whole model cast; kept only when measured faster (fp16 matmuls on most
+  CPUs are emulated and many times slower);
+- ``torch.ao-int8``: ``torch.ao.quantization.quantize_dynamic`` after Conv1D -> Linear;
+- ``torchao-int8``: torchao's int8 dynamic-activation / int8-weight (needs the torchao package);
+- ``onnxruntime-fp32`` / ``onnxruntime-int8``: ONNX export, then ONNX Runtime (int8 by its
+  dynamic quantiser).
+fp8 needs a GPU that has it and is not offered on CPUs."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmdev.compress import formats, transforms
+from lmdev.compress.source import ModelSpec
+from lmdev.compress.variant import TorchRunner, Variant, module_bytes
+from lmdev.errors import LmdevError
+
+
+class BackendFailed(Exception):
+    """A backend could not make its variant here; the message says why."""
+
+
+BACKENDS = ["torch-bf16", "torch-fp16", "torch.ao-int8", "torchao-int8", "onnxruntime-fp32", "onnxruntime-int8"]
+
+
+def check_quantizable(model: nn.Module, method: dict[str, Any] | None) -> None:
+    if transforms.has_int8(model) or (method and method.get("dtype") == "int8"):
+        raise LmdevError("the model is already quantised to int8", "quantise its fp32 source instead")
+
+
+def candidates(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workdir: Path,
+               backend: str | None = None) -> list[tuple[str, Callable[[], Variant]]]:
+    """(backend, factory) for each backend that applies, or only ``backend`` when forced."""
+    makers: dict[str, Callable[[], Variant]] = {
+        "torch-bf16": lambda: cast(spec, model, torch.bfloat16),
+        "torch-fp16": lambda: cast(spec, model, torch.float16),
+        "torch.ao-int8": lambda: ao_int8(spec, model),
+        "torchao-int8": lambda: torchao_int8(spec, model),
+        "onnxruntime-fp32": lambda: onnx_variant(spec, model, example, workdir, int8=False),
+        "onnxruntime-int8": lambda: onnx_variant(spec, model, example, workdir, int8=True),
+    }
+    if backend is not None:
+        if backend not in makers:
+            raise LmdevError(f"unknown quantisation backend {backend!r}", f"valid: {', '.join(BACKENDS)}")
+        return [(backend, makers[backend])]
+    return list(makers.items())
+
+
+def cast(spec: ModelSpec, model: nn.Module, dtype: torch.dtype) -> Variant:
+    m = copy.deepcopy(model).to(dtype).eval()
+    label = "bf16" if dtype == torch.bfloat16 else "fp16"
+    try:
+        TorchRunner(m, dtype)(_probe_input(spec))
+    except RuntimeError as exc:
+        raise BackendFailed(f"{label} does not run here: {str(exc).splitlines()[0]}") from None
+    return Variant(label, "quantize", f"torch-{label}", TorchRunner(m, dtype), lambda f: formats.write_torch(m, f),
+                   spec, {"dtype": label}, m, module_bytes(m))
+
+
+def _probe_input(spec: ModelSpec) -> torch.Tensor:
+    if spec.kind == "hf" or spec.shape.get("kind") == "tokens":
+        return torch.zeros(1, 4, dtype=torch.long)
+    return torch.zeros(1, *spec.shape["input_shape"])
+
+
+def ao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
+    fp32 = transforms.linearize(copy.deepcopy(model)).eval()
+    n_linear = len(transforms.linear_names(fp32))
+    if not n_linear:
+        raise BackendFailed("the model has no Linear (or Conv1D) layer to quantise")
+    try:
+        q = transforms.torch_ao_int8(fp32)
+    except (RuntimeError, AssertionError) as exc:
+        raise BackendFailed(f"torch.ao dynamic quantisation failed: {str(exc).splitlines()[0]}") from None
+    return Variant("int8 dynamic (torch.ao)", "quantize", "torch.ao-int8", TorchRunner(q),
+                   lambda f: formats.write_int8(q, fp32, f, "torch.ao-int8"), spec,
+                   {"dtype": "int8", "layers": n_linear, "scheme": "per-tensor affine weights, dynamic activations"},
+                   q, module_bytes(q))
+
+
+def torchao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
+    if importlib.util.find_spec("torchao") is None:
+        raise BackendFailed("torchao is not installed (pip install 'lmdev[compress]')")
+    fp32 = transforms.linearize(copy.deepcopy(model)).eval()
+    q = transforms.linearize(copy.deepcopy(model)).eval()
+    try:
+        transforms.torchao_int8(q)
+        TorchRunner(q)(_probe_input(spec))
+    except Exception as exc:  # torchao raises many kinds of errors on unsupported setups
+        raise BackendFailed(f"torchao int8 failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    return Variant("int8 dyn-act/int8-weight (torchao)", "quantize", "torchao-int8", TorchRunner(q),
+                   lambda f: formats.write_int8(q, fp32, f, "torchao-int8"), spec,
+                   {"dtype": "int8", "scheme": "per-row symmetric weights, per-token dynamic activations"},
+                   q, module_bytes(q))
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    tokens = not example.is_floating_point()
+    axes = {"x": {0: "batch", 1: "sequence"} if tokens else {0: "batch"},
+            "y": {0: "batch", 1: "sequence"} if tokens else {0: "batch"}}
+    ctx = transforms.quiet()
+    try:
+        torch.onnx.export(model.eval(), (example,), str(path), input_names=["x"], output_names=["y"],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def onnx_variant(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workdir: Path, int8: bool) -> Variant:
+    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
+        raise BackendFailed("onnx and onnxruntime are not installed (pip install 'lmdev[compress]')")
+    fp32_file = workdir / "fp32.onnx"
+    if not fp32_file.exists():
+        try:
+            export_onnx(transforms.export_friendly(transforms.linearize(copy.deepcopy(model))), example[:1], fp32_file)
+        except Exception as exc:  # the exporter fails in many ways on unsupported operators
+            raise BackendFailed(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    path = fp32_file
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        path = workdir / "int8.onnx"
+        ctx = transforms.quiet()
+        import logging
+
+        logging.getLogger().setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(str(fp32_file), str(path), weight_type=QuantType.QInt8)
+        except Exception as exc:
+            raise BackendFailed(f"ONNX Runtime int8 quantisation failed: {str(exc).splitlines()[0][:200]}") from None
+        finally:
+            ctx.__exit__(None, None, None)
+    try:
+        session = formats.OnnxModel(path)
+        session(example[:1])
+    except Exception as exc:
+        raise BackendFailed(f"ONNX Runtime cannot run the export: {str(exc).splitlines()[0][:200]}") from None
+    label = "int8" if int8 else "fp32"
+    load = {"dtype": label, "input": "int64 token ids [batch, sequence]" if not example.is_floating_point()
+            else f"float32 {list(example.shape[1:])} per example"}
+    return Variant(f"ONNX Runtime {label}", "quantize" if int8 else "export", f"onnxruntime-{label}", session,
+                   lambda f, p=path: formats.write_onnx(p, f, load), spec,
+                   {"dtype": label, "opset": 17}, None, path.stat().st_size)

@@ -1,0 +1,118 @@
+"""Model rewrites the quantisers need, shared by making a variant and loading it back.
+
+- ``linearize``: GPT-2-style ``Conv1D`` layers (weight stored [in, out]) become ``nn.Linear``
+  (weight [out, in]): ``torch.ao`` and torchao only quantise ``nn.Linear``, so without this
+  GPT-2's blocks stay fp32 and only the head is quantised.
+- output heads tied to an embedding get their own copy of the weight, so the head can be int8
+  while the embedding lookup stays exact.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def linearize(model: nn.Module) -> nn.Module:
+    """Replace Conv1D layers by equivalent nn.Linear ones and untie heads from embeddings (in place)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child).__name__ == "Conv1D" and hasattr(child, "nf") and child.weight.dim() == 2:
+                n_in, n_out = child.weight.shape
+                lin = nn.Linear(n_in, n_out, bias=child.bias is not None)
+                with torch.no_grad():
+                    lin.weight.copy_(child.weight.t())
+                    if child.bias is not None:
+                        lin.bias.copy_(child.bias)
+                setattr(parent, name, lin)
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and id(m.weight) in embeddings:
+            m.weight = nn.Parameter(m.weight.detach().clone())
+    return model
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+def quiet() -> Any:
+    """Silence the deprecation chatter of torch.ao / torchao / the ONNX exporter."""
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore")
+    return ctx
+
+
+def torch_ao_int8(model: nn.Module) -> nn.Module:
+    """torch.ao dynamic quantisation of every nn.Linear: int8 weights, activations quantised on the fly."""
+    ctx = quiet()
+    try:
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def torchao_int8(model: nn.Module) -> nn.Module:
+    """torchao int8 dynamic-activation / int8-weight quantisation of every nn.Linear (in place)."""
+    import logging
+
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    ctx = quiet()
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        quantize_(model, Int8DynamicActivationInt8WeightConfig())
+        return model
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def has_int8(model: nn.Module) -> bool:
+    """True when the model already holds int8 (torch.ao or torchao) weights."""
+    for m in model.modules():
+        if isinstance(m, torch.ao.nn.quantized.dynamic.Linear):
+            return True
+        w = getattr(m, "weight", None)
+        if isinstance(w, torch.Tensor) and type(w).__module__.startswith("torchao"):
+            return True
+    return False
+
+
+class ExportRMSNorm(nn.Module):
+    """RMSNorm written with elementary operators, for exporters that lack ``aten::rms_norm``."""
+
+    def __init__(self, weight: torch.Tensor, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class ExportCausalLM(nn.Module):
+    """A transformers causal LM called with an explicit all-ones attention mask: without one,
+    transformers looks for packed sequences with ``aten::diff``, which ONNX cannot export."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.inner(input_ids=idx, attention_mask=torch.ones_like(idx), use_cache=False).logits
+
+
+def export_friendly(model: nn.Module) -> nn.Module:
+    """Swap modules the ONNX exporter cannot export for equivalent ones (in place, except an
+    HF causal LM, which is wrapped)."""
+    if type(model).__name__ == "HFCausalLM":
+        model = ExportCausalLM(model.inner)  # type: ignore[arg-type]
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child).__name__ == "RMSNorm" and hasattr(child, "eps") and hasattr(child, "weight"):
+                setattr(parent, name, ExportRMSNorm(child.weight, float(child.eps or 1e-6)))
+    return model

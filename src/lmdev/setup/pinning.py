@@ -1,0 +1,96 @@
+"""The torch family comes from its backend's index, and from nowhere else.
+
+Installers that are given several indexes fall back to another one when the first lacks a build,
+and install the wrong one silently (a CPU or CUDA 12.8 wheel from a PyPI mirror on a machine that
+needed CUDA 12.6). After resolving, :func:`check_pinned` reads the pinned index's project page
+(PEP 503 simple API, ``file://`` or ``http(s)://``) and refuses any torch-family file that page
+does not list with the same sha256.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from lmdev.catalog.frameworks import TORCH_FAMILY
+from lmdev.errors import LmdevError
+from lmdev.setup.lock import Lock, normalise
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            href = dict(attrs).get("href")
+            if href:
+                self.hrefs.append(href)
+
+
+def _read(url: str, timeout: float) -> str | None:
+    """The page at ``url``; None when the project is not on the index (404 / no such folder)."""
+    if url.startswith("file://"):
+        path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+        page = path / "index.html" if path.is_dir() else path
+        if not page.is_file():
+            if path.parent.is_dir():
+                return None
+            raise LmdevError(f"index unreachable: {url}", "check the torch-index setting")
+        return page.read_text(encoding="utf-8", errors="replace")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.read().decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise LmdevError(f"index answered {exc.code}: {url}", "check the torch-index setting") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise LmdevError(f"index unreachable: {url} ({getattr(exc, 'reason', exc)})",
+                         "check the torch-index setting and the network, or use --from-bundle") from None
+
+
+def index_files(index: str, project: str, timeout: float = 30) -> dict[str, str | None] | None:
+    """Filename -> sha256 (None when the page gives none) of ``project`` on ``index``; None when
+    the index does not have the project at all."""
+    url = index.rstrip("/") + "/" + normalise(project) + "/"
+    text = _read(url, timeout)
+    if text is None:
+        return None
+    parser = _Links()
+    parser.feed(text)
+    files: dict[str, str | None] = {}
+    for href in parser.hrefs:
+        path, _, fragment = href.partition("#")
+        name = urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
+        files[name] = fragment[len("sha256="):] if fragment.startswith("sha256=") else None
+    return files
+
+
+def _filename(entry: dict) -> str:
+    return str(entry.get("name") or urllib.parse.unquote(str(entry.get("url") or entry.get("path", "")).rsplit("/", 1)[-1]))
+
+
+def check_pinned(lock: Lock, index: str, backend: str) -> None:
+    """Raise unless every torch-family file of ``lock`` is listed on ``index`` with its hash."""
+    for pkg in lock.packages:
+        name = normalise(pkg["name"])
+        if name not in TORCH_FAMILY:
+            continue
+        listed = index_files(index, name)
+        for entry in [*pkg.get("wheels", []), *([pkg["sdist"]] if pkg.get("sdist") else [])]:
+            fname, sha = _filename(entry), entry.get("hashes", {}).get("sha256")
+            where = entry.get("url") or entry.get("path")
+            if listed is None or fname not in listed:
+                raise LmdevError(
+                    f"the {backend} index {index} has no {fname}: the resolver took {pkg['name']} "
+                    f"{pkg['version']} from {where}; refusing a build from another index",
+                    f"put the {backend} build of {pkg['name']} on that index, or set torch-index "
+                    "([tool.lmdev.setup] in pyproject.toml, or --torch-index) to one that has it")
+            if listed[fname] and sha and listed[fname] != sha:
+                raise LmdevError(f"{fname} from {where} differs from the one on the {backend} index {index}",
+                                 "refusing a build from another index; check your mirrors")

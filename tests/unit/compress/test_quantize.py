@@ -1,0 +1,128 @@
+"""Quantised variants run, are smaller, and read back from OUT exactly as they were measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lmdev.compress import formats, quantize, transforms
+from lmdev.compress.output import load, write_variant
+from lmdev.errors import LmdevError
+
+
+def _x(source, n=32):
+    return source.data.val.batch(torch.arange(n))[0]
+
+
+def test_gpt2_conv1d_becomes_linear_with_the_same_outputs_and_an_untied_head():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=1, n_head=2)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    ids = torch.randint(0, 64, (2, 8))
+    before = model(input_ids=ids).logits
+    lin = transformers.GPT2LMHeadModel(cfg).eval()
+    lin.load_state_dict(model.state_dict())
+    transforms.linearize(lin)
+    assert not any(type(m).__name__ == "Conv1D" for m in lin.modules())
+    assert lin.lm_head.weight is not lin.transformer.wte.weight
+    torch.testing.assert_close(lin(input_ids=ids).logits, before, atol=1e-5, rtol=1e-5)
+    # and now torch.ao quantises the blocks, not only the head
+    q = transforms.torch_ao_int8(lin)
+    n_q = sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in q.modules())
+    assert n_q == 1 + 4 * cfg.n_layer  # lm_head + c_attn, c_proj, c_fc, mlp.c_proj
+
+
+@pytest.mark.parametrize("backend", ["torch.ao-int8", "torchao-int8", "torch-bf16"])
+def test_variant_reads_back_as_measured(digits_source, tmp_path, backend):
+    if backend == "torchao-int8":
+        pytest.importorskip("torchao")
+    s = digits_source
+    (_, make), = quantize.candidates(s.spec, s.model, _x(s, 1), tmp_path, backend)
+    v = make()
+    out = write_variant(v, tmp_path / "out", s)
+    model = load(out)
+    x = _x(s)
+    torch.testing.assert_close(v.runner(x), model(x.to(next(model.parameters()).dtype if backend == "torch-bf16"
+                                                         else torch.float32)).float(), atol=0, rtol=0)
+    size = (out / "model.safetensors").stat().st_size
+    fp32 = sum(p.numel() * 4 for p in s.model.parameters())
+    assert size < fp32 * (0.6 if backend != "torch-bf16" else 0.55)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"]["backend"] == backend and manifest["how_to_load"]
+
+
+def test_gpt_int8_keeps_the_embedding_exact_and_reads_back(gpt_source, tmp_path):
+    s = gpt_source
+    v = quantize.ao_int8(s.spec, s.model)
+    out = write_variant(v, tmp_path / "gpt", s)
+    model = load(out)
+    assert model.embed.weight.dtype == torch.float32
+    torch.testing.assert_close(model.embed.weight, s.model.embed.weight)
+    x = _x(s, 4)
+    torch.testing.assert_close(v.runner(x), model(x), atol=0, rtol=0)
+
+
+def test_onnx_int8_variant_loads_in_onnx_runtime(digits_source, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    s = digits_source
+    v = quantize.onnx_variant(s.spec, s.model, _x(s, 1), tmp_path, int8=True)
+    out = write_variant(v, tmp_path / "onnx", s)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = _x(s, 16)
+    y = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+    assert y.shape == (16, 10)
+    assert (y.argmax(1) == s.model(x).argmax(1)).float().mean() > 0.9
+    assert isinstance(load(out), formats.OnnxModel)
+
+
+def test_quantising_an_int8_model_is_refused(digits_source):
+    q = transforms.torch_ao_int8(transforms.linearize(nn.Sequential(nn.Linear(4, 4))))
+    with pytest.raises(LmdevError, match="already quantised"):
+        quantize.check_quantizable(q, None)
+    with pytest.raises(LmdevError, match="already quantised"):
+        quantize.check_quantizable(digits_source.model, {"dtype": "int8"})
+
+
+def test_a_failing_writer_leaves_no_output(digits_source, tmp_path):
+    v = quantize.cast(digits_source.spec, digits_source.model, torch.bfloat16)
+
+    def broken(folder):
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError("disk full")
+
+    v.write = broken
+    with pytest.raises(OSError):
+        write_variant(v, tmp_path / "out", digits_source)
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_changed_file_is_not_loaded(digits_source, tmp_path):
+    v = quantize.cast(digits_source.spec, digits_source.model, torch.bfloat16)
+    out = write_variant(v, tmp_path / "out", digits_source)
+    data = bytearray((out / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (out / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(LmdevError, match="does not match"):
+        load(out)
+
+
+def test_a_written_variant_is_a_source_but_a_half_or_int8_one_is_not_requantised(digits_source, tmp_path):
+    from lmdev.compress import prune
+    from lmdev.compress.source import resolve
+
+    s = digits_source
+    pruned = write_variant(prune.prune_variant(s, 0.5, 5), tmp_path / "pruned", s)
+    again = resolve(str(pruned))
+    assert again.kind == "variant" and again.spec.config["hidden"] == [32, 16]
+    quantize.check_quantizable(again.model, again.method)  # fp32: fine
+    q = write_variant(quantize.ao_int8(again.spec, again.model), tmp_path / "q", again)
+    int8 = resolve(str(q))
+    with pytest.raises(LmdevError, match="already quantised"):
+        quantize.check_quantizable(int8.model, int8.method)
+    half = write_variant(quantize.cast(s.spec, s.model, torch.bfloat16), tmp_path / "half", s)
+    with pytest.raises(LmdevError, match="bfloat16 variant"):
+        resolve(str(half))
