@@ -268,7 +268,8 @@ class Run:
             raise ValueError(f"level must be debug, info, warning or error, not {level!r}")
         if self._finished or self._forked:
             return
-        self._events.append((_now(), level, redact(_utf8(str(message))), json.dumps(redact_value(_jsonable(data)), sort_keys=True)))
+        self._events.append((_now(), level, redact(_utf8(str(message))),
+                             json.dumps(redact_value(_jsonable(data)), sort_keys=True)))
 
     def log_artifact(self, path: str | os.PathLike[str], kind: str = "file", copy: bool = False) -> Path:
         """Record a file (its size and sha256, hashed by the writer thread).

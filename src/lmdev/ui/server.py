@@ -203,17 +203,16 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             return None
         for t in given:
             throttle.failed(client, t)
+        if given:  # a wrong token, not a missing one: lmdev secure audit show
+            from lmdev.secure import audit
+
+            audit.append("dashboard-token-failure", root, path=request.url.path, client=str(client))
         return _unauthorised(request)
 
     def _set_cookie(resp: Response, request: Request) -> None:
         resp.set_cookie(cookie_of(request), token or "", httponly=True, samesite="strict", path="/")
 
     def _unauthorised(request: Request) -> Response:
-        if request.cookies.get(COOKIE) or request.headers.get("authorization") or request.query_params.get("token"):
-            from lmdev.secure import audit  # a wrong token, not a missing one: lmdev secure audit show
-
-            audit.append("dashboard-token-failure", root, path=request.url.path,
-                         client=request.client.host if request.client else "")
         if request.url.path.startswith("/api/"):
             return _error(401, "a token is needed", "open the URL with ?token=... that `lmdev ui` printed", "auth")
         return _page(401, "Token needed", "This dashboard needs its token: open the address with ?token=... "
