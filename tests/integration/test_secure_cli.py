@@ -31,6 +31,9 @@ def test_scan_json_exits_1_naming_the_unsafe_files(tmp_path, env):
     proc = run_lmdev("secure", "scan", str(tmp_path / "m"), "--json", env=env)
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = Path(__file__).resolve().parents[2] / "docs" / "schemas" / "secure-scan.schema.json"
+    jsonschema.validate(doc, json.loads(schema.read_text()))
     verdicts = {Path(f["path"]).name: f["verdict"] for f in doc["files"]}
     assert verdicts.pop("plain.pkl") == "safe" and set(verdicts.values()) == {"unsafe"}
     assert not canary.exists()

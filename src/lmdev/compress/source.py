@@ -186,6 +186,9 @@ def _from_checkpoint(path: Path, ref: str, run_id: str | None, data_spec: str | 
     model = spec.build()
     from safetensors.torch import load_file
 
+    from lmdev.secure import require_safe
+
+    require_safe(path, what="compress the checkpoint")
     weights = load_file(str(path / "model.safetensors"))
     _load_state(model, weights, path)
     return Source(ref, "checkpoint", model.eval(), spec, data, cfg, run_id, path,
@@ -239,6 +242,10 @@ def _from_hf(ref: str, data_spec: str | None, base_dir: Path | None) -> Source:
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     spec = ModelSpec("hf", config)
     from safetensors.torch import load_file
+
+    from lmdev.secure import require_safe
+
+    require_safe(path, what="compress the hf: model")  # every file of the folder
 
     model = spec.build()
     state: dict[str, torch.Tensor] = {}

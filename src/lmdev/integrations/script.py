@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from lmdev.errors import LmdevError
 from lmdev.secure.redact import RedactingWriter, redact_argv
@@ -74,7 +74,7 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, name: str
     env = dict(os.environ, LMDEV_RUN_ID=run.id, LMDEV_HOME=str(store_home), PYTHONUNBUFFERED="1",
                LMDEV_TELEMETRY="0", LMDEV_AUTOLOG="1" if autolog else "0")
     logs = run.dir
-    files: list[RedactingWriter] = []
+    files: list[Any] = []  # RedactingWriter over each log file
     if logs is not None:
         try:
             logs.mkdir(parents=True, exist_ok=True)

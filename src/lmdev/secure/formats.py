@@ -152,7 +152,7 @@ def keras_config_findings(config: Any, member: str | None) -> list[Finding]:
             stack.extend(node)
         elif isinstance(node, dict):
             cls, module = node.get("class_name"), node.get("module")
-            if cls in ("Lambda", "TFOpLambda") or (cls == "__lambda__"):
+            if cls in ("Lambda", "__lambda__"):  # TFOpLambda names a TF op by string: not code
                 out.append(Finding("lambda", f"a Keras {cls} layer: its function is Python code that "
                                    "runs at load time with safe_mode off", None, member, cls))
             if isinstance(module, str) and module.split(".")[0] not in ("keras", "tf_keras"):

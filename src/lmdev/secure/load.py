@@ -47,7 +47,9 @@ def load(path: str | os.PathLike[str], *, trust: bool = False, map_location: str
 
 def _load_safetensors(path: str) -> dict[str, Any]:
     try:
-        from safetensors.torch import load_file
+        import safetensors.torch as tensors
     except ImportError:
-        from safetensors.numpy import load_file
-    return load_file(path)
+        import safetensors.numpy as arrays
+
+        return arrays.load_file(path)
+    return tensors.load_file(path)

@@ -45,6 +45,7 @@ def fields(buf: memoryview) -> Iterator[tuple[int, int, object]]:
     while i < len(buf):
         key, i = _varint(buf, i)
         number, wire = key >> 3, key & 7
+        value: int | memoryview
         if number == 0:
             raise NotProtobuf("field number 0")
         if wire == 0:

@@ -98,8 +98,9 @@ def _model_issues(path: Path, result: ScanResult) -> list[Issue]:
         return [Issue("unsafe-model", "error", str(path), result.findings[0].message,
                       f"delete it, or see `lmdev secure scan {path}`")]
     out = []
-    if result.format in ("torch-zip", "torch-legacy", "pickle") and set(result.callables) <= TENSOR_ONLY | {
-            c for c in result.callables if c.startswith("torch.") and c.endswith("Storage")}:
+    storages = {c for c in result.callables if c.startswith("torch.") and c.endswith("Storage")}
+    if (result.format in ("torch-zip", "torch-legacy", "pickle") and storages
+            and set(result.callables) <= TENSOR_ONLY | storages):
         out.append(Issue("pickle", "warning", str(path), f"a {result.format} file holding only tensors",
                          "save it as safetensors (safetensors.torch.save_file)"))
     if not (path.parent / SIGNATURE_NAME).is_file():
@@ -178,7 +179,7 @@ def check(root: Path, home: Path, fix: bool = False) -> Posture:
     posture = Posture(str(root), str(home))
     posture.issues += _store_permissions(home, fix)
     posture.issues += _dashboards()
-    for path in _files(root, home.resolve()):
+    for path in _files(root.resolve(), home.resolve()):
         result = scan_file(path, explicit=False, log=False)
         posture.scanned += result.verdict != "skipped"
         posture.issues += _model_issues(path, result) + _remote_code(path)

@@ -4,7 +4,7 @@ command lines.
 ``redact(text)`` replaces known token shapes (Hugging Face, OpenAI, AWS, GitHub, W&B, age, private
 key blocks, bearer tokens) and the values of secret-named assignments (``*_TOKEN=``, ``*_KEY:``,
 ``--password X``, ...) with ``[REDACTED]``. ``redact_value`` does the same through dicts and lists
-(a key with a secret-looking name has its whole value replaced). ``RedactingWriter`` wraps a log
+(a string under a secret-looking key is replaced whole). ``RedactingWriter`` wraps a log
 file and redacts whole lines, so a token split across two reads is still caught.
 """
 
@@ -35,8 +35,9 @@ _NAME_RE = re.compile(rf"^{_SECRET_NAME}$|^(?:KEY|PASS|PWD)$", re.IGNORECASE)
 _ASSIGN = re.compile(
     rf"(?P<name>\b{_SECRET_NAME})(?P<sep>\s*[=:]\s*|\"\s*:\s*\"?|'\s*:\s*'?)(?P<q>[\"']?)(?P<value>[^\s\"',;}}]{{6,}})",
     re.IGNORECASE)
-_FLAG = re.compile(rf"(?P<flag>--?(?:{_SECRET_NAME}|password|passwd|token|api-key|secret|key))(?P<sep>[ =])(?P<value>[^\s-][^\s]*)",
-                   re.IGNORECASE)
+_FLAG = re.compile(
+    rf"(?P<flag>--?(?:{_SECRET_NAME}|password|passwd|token|api-key|secret|key))(?P<sep>[ =])(?P<value>[^\s-][^\s]*)",
+    re.IGNORECASE)
 _TOKEN_RE = re.compile("|".join(f"(?:{t})" for t in _TOKENS))
 
 
@@ -59,8 +60,8 @@ def redact_value(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, Mapping):
-        return {k: (MASK if isinstance(k, str) and is_secret_name(k) and v not in (None, "", False)
-                    and not isinstance(v, (Mapping, list, tuple)) else redact_value(v))
+        return {k: (MASK if isinstance(k, str) and isinstance(v, str) and v and is_secret_name(k)
+                    else redact_value(v))
                 for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         out = [redact_value(v) for v in value]

@@ -16,9 +16,9 @@ import mmap
 import os
 import zipfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from lmdev.errors import LmdevError
 from lmdev.secure import audit
@@ -207,7 +207,9 @@ def _onnx_result(path: str, size: int) -> ScanResult | None:
 
 
 def _compressed_result(path: str, kind: str) -> ScanResult:
-    opener = {"gzip": gzip.open, "xz": lzma.open, "lzma": lzma.open, "bz2": bz2.open, "zlib": ZlibReader}[kind]
+    openers: dict[str, Callable[..., Any]] = {"gzip": gzip.open, "xz": lzma.open, "lzma": lzma.open,
+                                              "bz2": bz2.open, "zlib": ZlibReader}
+    opener = openers[kind]
     try:
         with opener(path, "rb") as f:
             result = _pickle_result(path, f"{kind}-pickle", f)  # joblib's compressed files

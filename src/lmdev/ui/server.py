@@ -204,6 +204,10 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             return None
         for t in given:
             throttle.failed(client, t)
+        if given:  # a wrong token, not a missing one: lmdev secure audit show
+            from lmdev.secure import audit
+
+            audit.append("dashboard-token-failure", root, path=request.url.path, client=str(client))
         return _unauthorised(request)
 
     def _set_cookie(resp: Response, request: Request) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,19 @@ def test_decrypting_a_plain_file_is_refused(tmp_path: Path, _home):
     (tmp_path / "plain").write_bytes(b"not encrypted")
     with pytest.raises(LmdevError, match="not an age-encrypted"):
         crypto.decrypt(tmp_path / "plain")
+
+
+@pytest.mark.skipif(shutil.which("age") is None, reason="the age command is not installed (apt-get install age)")
+def test_interoperates_with_the_age_command(tmp_path, _home):
+    crypto.keygen()
+    key = _home / "keys" / "age.key"
+    src = tmp_path / "weights.bin"
+    src.write_bytes(os.urandom(300_000))
+    enc = crypto.encrypt(src)
+    out = tmp_path / "by-age.bin"
+    subprocess.run(["age", "-d", "-i", str(key), "-o", str(out), str(enc)], check=True)
+    assert out.read_bytes() == src.read_bytes()
+    recipient = crypto.load_identity(key).recipient
+    theirs = tmp_path / "from-age.age"
+    subprocess.run(["age", "-r", recipient, "-o", str(theirs), str(src)], check=True)
+    assert crypto.decrypt(theirs, tmp_path / "back.bin").read_bytes() == src.read_bytes()

@@ -22,6 +22,14 @@ EXEMPT = {
     ("train/models.py", "build_hf"): "AutoConfig.from_pretrained reads config.json only (from_config)",
     ("train/checkpoint.py", "load_sharded_into"): "dcp.load of the checkpoint train/loop.py got from "
                                                     "ckpt.load / load_latest, which scanned the folder",
+    ("compress/formats.py", "read_torch"): "the model.safetensors lmdev compress wrote in its own output folder",
+    ("compress/formats.py", "read_int8"): "the model.safetensors lmdev compress wrote in its own output folder",
+    ("explain/model.py", "checkpoint_weights"): "loads through checkpoint.load / export_safetensors (both scan), "
+                                                "then the safetensors file export wrote in this process",
+    ("train/dcp_safe.py", "load_bytes"): "torch.load(weights_only=True) of a DCP bytes entry",
+    ("train/dcp_safe.py", "_planner_class"): "torch.load(weights_only=True) of a DCP bytes entry",
+    ("train/dcp_safe.py", "load"): "dcp.load through the restricted reader; its callers (checkpoint.load_sharded_into, "
+                                   "export_safetensors) run on folders checkpoint.load / export scanned",
     ("secure/load.py", "load"): "lmdev.secure.load: require_safe runs first in the same function",
     ("secure/load.py", "_load_safetensors"): "called by lmdev.secure.load after require_safe",
     ("secure/guard.py", "_wrap_pickle"): "the guard's wrappers: they scan, then call the original",

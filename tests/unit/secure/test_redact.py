@@ -71,3 +71,8 @@ def test_the_run_store_records_redacted_config_and_command(_home, monkeypatch):
     stored = config + command + events
     assert not any(s in stored for s in SECRETS)
     assert json.loads(config)["lr"] == 0.1
+
+
+def test_numbers_under_key_like_names_are_kept():
+    assert redact_value({"num_key": 5, "rope_key": None, "api_key": "abc12345"}) == \
+        {"num_key": 5, "rope_key": None, "api_key": MASK}

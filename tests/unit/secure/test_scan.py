@@ -109,3 +109,19 @@ def test_scan_verdicts_are_audited(tmp_path, _home):
     scan_file(path)
     log = (_home / "audit.log").read_text()
     assert '"event":"scan"' in log and '"verdict":"unsafe"' in log and str(path) in log
+
+
+def test_legacy_keras_h5_with_a_lambda_layer_is_unsafe(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    import json
+
+    config = {"class_name": "Sequential", "config": {"layers": [
+        {"class_name": "Lambda", "config": {"function": ["4wEAAAAAAAAA", None, None]}}]}}
+    path = tmp_path / "model.h5"
+    with h5py.File(path, "w") as h:
+        h.attrs["model_config"] = json.dumps(config)
+    result = scan_file(path)
+    assert result.verdict == "unsafe" and result.findings[0].kind == "lambda"
+    with h5py.File(tmp_path / "weights.h5", "w") as h:
+        h["w"] = [1.0, 2.0]
+    assert scan_file(tmp_path / "weights.h5").verdict == "safe"
