@@ -232,7 +232,9 @@ def fit(
     model.train()
     try:
         step = state.step
+        saved_step = -1
         while step < tc.max_steps:
+            new_best = False
             idx = d.shard(batches.indices(step))
             finite: bool | None = None  # None: the step's batch is skipped without being run
             # training accuracy is read on the batch of each logging step (the argmax costs as much
@@ -323,18 +325,21 @@ def fit(
                 if run is not None and val_metrics and d.is_main:
                     run.log(val_metrics, step=step)
                 model.train()
-                if val_metrics and math.isfinite(val_metrics["val/loss"]) and (
-                        state.best is None or val_metrics["val/loss"] < state.best):
+                new_best = _is_new_best(val_metrics, state.best)
+                if new_best:
                     state.best, state.best_step = val_metrics["val/loss"], step
-            if step % config.checkpoint.every == 0 or step == tc.max_steps:
+            # keep_best: a new best is saved at once, so the best weights are always on disk
+            if step % config.checkpoint.every == 0 or step == tc.max_steps or (
+                    new_best and config.checkpoint.keep_best):
                 _save_all(d, strategy, folder, step, model, opt, sched, scaler, state, config, run, acc)
+                saved_step = step
             if on_progress:
                 on_progress(Progress(step, tc.max_steps, {**last_metrics, **val_metrics}))
             if not go_on and step < tc.max_steps:
                 status = "killed"
                 break
         if status == "killed":
-            if state.step % config.checkpoint.every:  # unless this step's checkpoint was just saved
+            if saved_step != state.step:  # unless this step's checkpoint was just saved
                 _save_all(d, strategy, folder, state.step, model, opt, sched, scaler, state, config, run, acc)
             why = f"signal {stop_signal[0]}" if stop_signal else "a signal to another worker"
             _event(run, f"stopped by {why}: checkpoint saved at step {state.step}", "warning")
@@ -356,6 +361,12 @@ def fit(
         checkpoint_dir=str(folder), best_checkpoint=str(best) if best and best.exists() else None,
         signal=stop_signal[0] if status == "killed" and stop_signal else None, parameters=n_params, device=str(device), precision=precision, seconds=time.perf_counter() - t_start,
     )
+
+
+def _is_new_best(val_metrics: dict[str, float], best: float | None) -> bool:
+    """A finite validation loss below the best so far (the first finite one counts)."""
+    loss = val_metrics.get("val/loss")
+    return loss is not None and math.isfinite(loss) and (best is None or loss < best)
 
 
 def _diverged(model: torch.nn.Module, metrics: dict[str, float]) -> str | None:
