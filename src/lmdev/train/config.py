@@ -136,7 +136,8 @@ ModelConfig = Annotated[
 
 
 class DataConfig(_Strict):
-    type: str = Field("digits", description="digits | csv:PATH | npy:PATH | text:PATH | synthetic | python:mod:fn")
+    type: str = Field("digits", description="digits | csv:PATH | npy:PATH | text:PATH | synthetic | python:mod:fn "
+                      "(a file type may also be given as type: csv with path: PATH)")
     batch_size: int = Field(64, ge=1, description="the global batch")
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     target: str | int | None = Field(None, description="csv: the label column (name or index); default the last")
@@ -149,6 +150,21 @@ class DataConfig(_Strict):
     test: str | None = Field(None, description="a test file: checked for overlap with train, never trained on")
     check: Literal["off", "warn", "fail"] = Field(
         "warn", description="the data check before training: off, warn (record and warn), fail (stop on severe)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_field(cls, v: Any) -> Any:
+        """``{type: csv, path: x.csv}`` is ``{type: csv:x.csv}`` (the one form the rest reads)."""
+        if not isinstance(v, dict) or "path" not in v:
+            return v
+        v = dict(v)
+        path, kind = v.pop("path"), v.get("type", "digits")
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"data.path must be a file path, not {path!r}")
+        if not isinstance(kind, str) or kind not in PATH_DATA_TYPES:
+            raise ValueError(f"data.path goes with a file type ({', '.join(PATH_DATA_TYPES)}), not type {kind!r}")
+        v["type"] = f"{kind}:{path}"
+        return v
 
     @field_validator("type")
     @classmethod
@@ -169,6 +185,7 @@ class DataConfig(_Strict):
 
 
 DATA_TYPES = ["digits", "csv", "npy", "parquet", "text", "synthetic", "sparse", "python"]
+PATH_DATA_TYPES = ["csv", "npy", "parquet", "text", "sparse"]  # those that take a PATH
 DATA_TYPE_HELP = ["digits", "csv:PATH", "npy:PATH", "parquet:PATH", "text:PATH", "synthetic", "sparse:PATH",
                   "python:module:function"]
 
@@ -358,6 +375,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 _MODEL_TAGS = ("mlp", "cnn", "gpt", "python", "hf")
 
 
+def unknown_model_message(model: Any) -> str:
+    """``unknown model 'perceptron9000'; known: mlp, cnn, ...``: the name given, then the known ones."""
+    name = model.get("type") if isinstance(model, dict) else model
+    return f"unknown model {name!r}; known: {', '.join(MODEL_TYPES)}"
+
+
 def format_errors(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
@@ -366,6 +389,8 @@ def format_errors(exc: ValidationError, source: str) -> str:
                  if not (i == 1 and err["loc"][0] == "model" and p in _MODEL_TAGS)]
         loc = ".".join(parts) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "unknown_model_type":
+            msg = unknown_model_message(err.get("input"))
         lines.append(f"  {loc}: {msg}")
     return f"{source}: {len(lines)} error(s) in the config\n" + "\n".join(lines)
 
