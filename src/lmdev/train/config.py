@@ -4,6 +4,7 @@ its field path, any field overridable with ``--set a.b=c``."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -400,9 +401,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     text = _read_text(path)
     try:
         if path.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
+            data = toml_module(path).loads(text)
         elif path.suffix == ".json":
             data = json.loads(text)
         else:
@@ -411,6 +410,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
     except RecursionError:
         raise LmdevError(f"{path} is nested too deeply", "flatten the config") from None
+    except LmdevError:
+        raise
     except Exception as exc:  # yaml, toml and json each have their own error type
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         mark = getattr(exc, "problem_mark", None)  # PyYAML: where it went wrong
@@ -424,6 +425,24 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise LmdevError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
     check_expansion(data, str(path))
     return data
+
+
+def toml_module(path: Path) -> Any:
+    """The TOML reader: the standard library's ``tomllib`` (3.11+), else ``tomli`` (3.10);
+    neither: an error that says so (not "not valid TOML")."""
+    try:
+        import tomllib
+
+        return tomllib
+    except ImportError:
+        pass
+    try:
+        import tomli
+
+        return tomli
+    except ImportError:
+        raise LmdevError(f"{path}: reading a TOML config on Python {sys.version_info[0]}.{sys.version_info[1]} "
+                         "needs the tomli package", "pip install tomli, or write the config as YAML") from None
 
 
 def _read_text(path: Path) -> str:

@@ -235,3 +235,29 @@ def test_data_path_field_is_refused_where_it_means_nothing() -> None:
 def test_data_path_field_can_be_set_from_the_command_line() -> None:
     cfg = load_config({"data": {"type": "csv"}}, ["data.path=train.csv"])
     assert cfg.data.type == "csv:train.csv"
+
+
+TOML = 'name = "t"\n[model]\ntype = "mlp"\nhidden = [16]\n'
+
+
+def test_toml_without_tomllib_uses_tomli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.10 has no tomllib: the tomli package reads the config."""
+    import sys
+    import tomllib
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # import tomllib now fails, as on 3.10
+    monkeypatch.setitem(sys.modules, "tomli", tomllib)  # tomli has the same API
+    (tmp_path / "c.toml").write_text(TOML)
+    assert load_config(tmp_path / "c.toml").model.hidden == [16]
+
+
+def test_toml_without_any_reader_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    (tmp_path / "c.toml").write_text(TOML)
+    with pytest.raises(LmdevError) as info:
+        load_config(tmp_path / "c.toml")
+    assert "needs the tomli package" in str(info.value) and "not valid" not in str(info.value)
+    assert "tomli" in (info.value.hint or "")
