@@ -151,7 +151,7 @@ def _launch(cfg: Any, args: argparse.Namespace) -> int:
     import subprocess
 
     from lmdev.errors import LmdevError
-    from lmdev.train.launch import check_global_batch, port_in_use, torchrun_command
+    from lmdev.train.launch import check_global_batch, port_in_use, torchrun_command, worker_thread_env
 
     nproc = args.nproc or 1
     world = nproc * args.nnodes
@@ -185,7 +185,7 @@ def _launch(cfg: Any, args: argparse.Namespace) -> int:
         print(shlex.join(cmd))
         return 0
     print(f"lmdev: launching {plan}", file=sys.stderr)
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
+    env = worker_thread_env(os.environ, nproc)  # cores / workers threads each, unless the user set them
     import time
 
     t0 = time.monotonic()

@@ -28,7 +28,7 @@ from lmdev.errors import LmdevError
 from lmdev.train import checkpoint as ckpt
 from lmdev.train.config import TrainConfig
 from lmdev.train.data import Batches, Data, describe, load_data
-from lmdev.train.launch import check_global_batch
+from lmdev.train.launch import check_global_batch, worker_threads
 from lmdev.train.distributed import (
     Dist,
     check_same_config,
@@ -163,6 +163,10 @@ def fit(
         torch.device("cpu") if d.enabled else pick_device(config.device))
     precision = pick_precision(config.precision, device)
     check_same_config(d, json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    if d.enabled:  # the launcher's share of the cores (torch reads OMP_NUM_THREADS too, but say it once)
+        threads = worker_threads(os.environ)
+        if threads is not None and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
     if not d.is_main:
         on_progress = None
     if device.type == "cuda":
@@ -213,7 +217,9 @@ def fit(
 
     if run is not None and d.is_main:
         run.log_config(config.model_dump(mode="json"))
-        workers = f" on {d.world} workers ({d.backend}, {strategy})" if d.enabled else ""
+        workers = (f" on {d.world} workers ({d.backend}, {strategy}), {torch.get_num_threads()} thread(s) each "
+                   f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+                   f"MKL_NUM_THREADS={os.environ.get('MKL_NUM_THREADS', 'unset')})" if d.enabled else "")
         run.event(f"training on {device} in {precision}{workers}: {n_params:,} parameters; data: {describe(data)}")
     if not d.is_main:
         run = _RankEvents(run, d.rank)  # other ranks record events (labelled), never metrics
