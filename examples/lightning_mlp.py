@@ -17,6 +17,7 @@ yield (features, label) batches.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import warnings
 
 
@@ -85,10 +86,14 @@ def main() -> None:
     pl.seed_everything(0, verbose=False)
     train, val = loaders(args.batch_size)
     model = Model()
-    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, log_every_n_steps=10,
-                         enable_checkpointing=False, enable_model_summary=False,
-                         enable_progress_bar=False)
-    trainer.fit(model, train, val)
+    # Lightning's own logger writes lightning_logs/ under default_root_dir (the current folder by
+    # default): a temporary folder keeps the caller's folder clean, and lmdev's logger (added by
+    # `lmdev run` / autolog) still records the run.
+    with tempfile.TemporaryDirectory(prefix="lightning-") as scratch:
+        trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, log_every_n_steps=10,
+                             enable_checkpointing=False, enable_model_summary=False,
+                             enable_progress_bar=False, default_root_dir=scratch)
+        trainer.fit(model, train, val)
     print(f"val/accuracy {trainer.callback_metrics['val/accuracy'].item():.4f}")
 
 

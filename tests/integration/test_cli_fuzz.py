@@ -189,9 +189,6 @@ def _known_elsewhere(argv: list[str], data: bytes | None = None) -> bool:
     if argv[0] == "train" and data is not None and not _utf8(data):
         return True  # harden-train: a config that is not UTF-8 -> UnicodeDecodeError in train/config.py
         # (fixed on main by harden-train's merge, d523c5f: exit 2; remove this skip after merging)
-    if argv[0] == "checkpoint" and any(len(part.encode()) > 255 for arg in argv[2:] for part in arg.split("/")):
-        return True  # harden-train: a path part too long -> OSError (ENAMETOOLONG) in cli/checkpoint.py
-        # (still open on main at d523c5f)
     if argv[0] == "checkpoint" and data is not None and _json_but_not_an_object(data):
         return True  # harden-train: manifest.json `0`, `[]`, `"x"` -> TypeError in train/checkpoint.py verify
         # (fixed on main at d523c5f: exit 1; remove this skip after merging)

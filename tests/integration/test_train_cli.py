@@ -115,6 +115,18 @@ def test_missing_data_file_names_the_path(tmp_path: Path) -> None:
     assert str(ROOT / "examples" / "nowhere" / "table.csv") in err  # relative to the config file
 
 
+def test_missing_data_file_creates_no_run_and_draws_no_bar(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    res = train(str(EXAMPLE), "--set", "data.path=nowhere.csv", "--set", "data.type=csv",
+                cwd=tmp_path, home=home)
+    err = assert_usage_error(res)
+    assert "nowhere.csv does not exist" in err and err.count("\n") == 1  # one line, from its start
+    assert res.stdout == ""  # no progress bar (or run id) before the error
+    if (home / "lmdev.db").exists():
+        with Store(home) as store:
+            assert store.list_runs() == []
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     err = assert_usage_error(train("no-such.yaml", cwd=tmp_path, home=tmp_path / "h"))
     assert "no-such.yaml" in err and "does not exist" in err

@@ -161,3 +161,14 @@ def test_doctor_from_odd_json_is_one_line(tmp_path: Path, snapshot: str) -> None
         path.write_text(snapshot)
     line = _one_line_error(_lmdev(tmp_path, "doctor", "--from", str(path)))
     assert "snapshot" in line
+
+
+@pytest.mark.parametrize("args", [
+    ("verify", "{long}"),
+    ("export", "{long}/step-00000010", "out.safetensors"),
+    ("export", "{tmp}", "{long}/out.safetensors"),
+])
+def test_checkpoint_paths_with_a_part_over_255_bytes(tmp_path: Path, args: tuple[str, ...]) -> None:
+    long = str(tmp_path / ("n" * 300))
+    res = _lmdev(tmp_path, "checkpoint", *(a.format(long=long, tmp=tmp_path) for a in args))
+    assert "File name too long" in _one_line_error(res)

@@ -23,6 +23,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from lmdev.errors import LmdevError
+
+    try:
+        return _run(args)
+    except OSError as exc:  # a name too long, a permission, a loop of links: the OS's word, one line
+        where = exc.filename if exc.filename is not None else args.path
+        raise LmdevError(f"{where}: {exc.strerror or exc}",
+                         "give an existing step-NNNNNNNN checkpoint folder (and a writable OUT)") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lmdev.errors import LmdevError
     from lmdev.fsutil import check_target
 
     path = Path(args.path)

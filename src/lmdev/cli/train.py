@@ -91,15 +91,18 @@ def run(args: argparse.Namespace) -> int:
 
         sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return 0
+    from lmdev.train.preflight import preflight
     from lmdev.train.session import require_store, train_session
 
+    base_dir = Path(args.config).resolve().parent
+    # before anything starts (workers, the progress bar, a run): the data and the store
+    preflight(cfg, base_dir)
     if not args.dry_run:
-        require_store(None)  # before anything starts: checkpoints live in the store
+        require_store(None)  # checkpoints live in the store
     distributed = args.nproc is not None or args.nnodes > 1 or args.dry_run
     if distributed and not _inside_worker():
         return _launch(cfg, args)
 
-    base_dir = Path(args.config).resolve().parent
     if _inside_worker() and os.environ.get("RANK", "0") != "0":  # rank 0 speaks for all
         result = train_session(cfg, resume=args.resume, base_dir=base_dir, telemetry=not args.no_telemetry)
         return exit_code(result)
@@ -148,7 +151,7 @@ def _launch(cfg: Any, args: argparse.Namespace) -> int:
     import subprocess
 
     from lmdev.errors import LmdevError
-    from lmdev.train.launch import check_global_batch, port_in_use, torchrun_command
+    from lmdev.train.launch import check_global_batch, port_in_use, torchrun_command, worker_thread_env
 
     nproc = args.nproc or 1
     world = nproc * args.nnodes
@@ -182,7 +185,7 @@ def _launch(cfg: Any, args: argparse.Namespace) -> int:
         print(shlex.join(cmd))
         return 0
     print(f"lmdev: launching {plan}", file=sys.stderr)
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc))))
+    env = worker_thread_env(os.environ, nproc)  # cores / workers threads each, unless the user set them
     import time
 
     t0 = time.monotonic()

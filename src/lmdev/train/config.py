@@ -4,6 +4,7 @@ its field path, any field overridable with ``--set a.b=c``."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -136,7 +137,8 @@ ModelConfig = Annotated[
 
 
 class DataConfig(_Strict):
-    type: str = Field("digits", description="digits | csv:PATH | npy:PATH | text:PATH | synthetic | python:mod:fn")
+    type: str = Field("digits", description="digits | csv:PATH | npy:PATH | text:PATH | synthetic | python:mod:fn "
+                      "(a file type may also be given as type: csv with path: PATH)")
     batch_size: int = Field(64, ge=1, description="the global batch")
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     target: str | int | None = Field(None, description="csv: the label column (name or index); default the last")
@@ -149,6 +151,21 @@ class DataConfig(_Strict):
     test: str | None = Field(None, description="a test file: checked for overlap with train, never trained on")
     check: Literal["off", "warn", "fail"] = Field(
         "warn", description="the data check before training: off, warn (record and warn), fail (stop on severe)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_field(cls, v: Any) -> Any:
+        """``{type: csv, path: x.csv}`` is ``{type: csv:x.csv}`` (the one form the rest reads)."""
+        if not isinstance(v, dict) or "path" not in v:
+            return v
+        v = dict(v)
+        path, kind = v.pop("path"), v.get("type", "digits")
+        if not isinstance(path, str) or not path:
+            raise ValueError(f"data.path must be a file path, not {path!r}")
+        if not isinstance(kind, str) or kind not in PATH_DATA_TYPES:
+            raise ValueError(f"data.path goes with a file type ({', '.join(PATH_DATA_TYPES)}), not type {kind!r}")
+        v["type"] = f"{kind}:{path}"
+        return v
 
     @field_validator("type")
     @classmethod
@@ -169,6 +186,7 @@ class DataConfig(_Strict):
 
 
 DATA_TYPES = ["digits", "csv", "npy", "parquet", "text", "synthetic", "sparse", "python"]
+PATH_DATA_TYPES = ["csv", "npy", "parquet", "text", "sparse"]  # those that take a PATH
 DATA_TYPE_HELP = ["digits", "csv:PATH", "npy:PATH", "parquet:PATH", "text:PATH", "synthetic", "sparse:PATH",
                   "python:module:function"]
 
@@ -358,6 +376,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 _MODEL_TAGS = ("mlp", "cnn", "gpt", "python", "hf")
 
 
+def unknown_model_message(model: Any) -> str:
+    """``unknown model 'perceptron9000'; known: mlp, cnn, ...``: the name given, then the known ones."""
+    name = model.get("type") if isinstance(model, dict) else model
+    return f"unknown model {name!r}; known: {', '.join(MODEL_TYPES)}"
+
+
 def format_errors(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
@@ -366,6 +390,8 @@ def format_errors(exc: ValidationError, source: str) -> str:
                  if not (i == 1 and err["loc"][0] == "model" and p in _MODEL_TAGS)]
         loc = ".".join(parts) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "unknown_model_type":
+            msg = unknown_model_message(err.get("input"))
         lines.append(f"  {loc}: {msg}")
     return f"{source}: {len(lines)} error(s) in the config\n" + "\n".join(lines)
 
@@ -375,9 +401,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     text = _read_text(path)
     try:
         if path.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
+            data = toml_module(path).loads(text)
         elif path.suffix == ".json":
             data = json.loads(text)
         else:
@@ -386,6 +410,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             data = yaml.safe_load(text)
     except RecursionError:
         raise LmdevError(f"{path} is nested too deeply", "flatten the config") from None
+    except LmdevError:
+        raise
     except Exception as exc:  # yaml, toml and json each have their own error type
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         mark = getattr(exc, "problem_mark", None)  # PyYAML: where it went wrong
@@ -399,6 +425,24 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise LmdevError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
     check_expansion(data, str(path))
     return data
+
+
+def toml_module(path: Path) -> Any:
+    """The TOML reader: the standard library's ``tomllib`` (3.11+), else ``tomli`` (3.10);
+    neither: an error that says so (not "not valid TOML")."""
+    try:
+        import tomllib
+
+        return tomllib
+    except ImportError:
+        pass
+    try:
+        import tomli
+
+        return tomli
+    except ImportError:
+        raise LmdevError(f"{path}: reading a TOML config on Python {sys.version_info[0]}.{sys.version_info[1]} "
+                         "needs the tomli package", "pip install tomli, or write the config as YAML") from None
 
 
 def _read_text(path: Path) -> str:

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 
 from lmdev.errors import LmdevError
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def torchrun_command(config_args: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,
@@ -59,3 +63,36 @@ def check_global_batch(batch_size: int, world: int, accum: int) -> None:
             f"data.batch_size {batch_size} (the global batch) does not split evenly over "
             f"{world} worker(s) x {accum} accumulation step(s)",
             f"use a batch size divisible by {world * accum}")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(cpus: int, workers: int) -> int:
+    """Each of ``workers`` ranks on a machine of ``cpus`` CPUs gets cpus / workers threads (at
+    least one): more, and the ranks' OpenMP pools fight over the cores (a run was measured ~100x
+    slower on a loaded 2-core machine)."""
+    return max(1, cpus // max(1, workers))
+
+
+def worker_thread_env(environ: Mapping[str, str], workers: int, cpus: int | None = None) -> dict[str, str]:
+    """The environment for the workers of this machine: OMP_NUM_THREADS and MKL_NUM_THREADS set
+    to the threads per worker, except a value the user set explicitly (kept as it is). The
+    workers call ``torch.set_num_threads`` with OMP_NUM_THREADS (``apply_worker_threads``)."""
+    n = str(threads_per_worker(cpus if cpus is not None else usable_cpus(), workers))
+    env = dict(environ)
+    for name in THREAD_VARIABLES:
+        if not env.get(name, "").strip():
+            env[name] = n
+    return env
+
+
+def worker_threads(environ: Mapping[str, str]) -> int | None:
+    """The thread count a worker is told by OMP_NUM_THREADS (None: unset or not a positive integer)."""
+    value = environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None

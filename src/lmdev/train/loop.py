@@ -28,7 +28,7 @@ from lmdev.errors import LmdevError
 from lmdev.train import checkpoint as ckpt
 from lmdev.train.config import TrainConfig
 from lmdev.train.data import Batches, Data, describe, load_data
-from lmdev.train.launch import check_global_batch
+from lmdev.train.launch import check_global_batch, worker_threads
 from lmdev.train.distributed import (
     Dist,
     check_same_config,
@@ -163,6 +163,10 @@ def fit(
         torch.device("cpu") if d.enabled else pick_device(config.device))
     precision = pick_precision(config.precision, device)
     check_same_config(d, json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    if d.enabled:  # the launcher's share of the cores (torch reads OMP_NUM_THREADS too, but say it once)
+        threads = worker_threads(os.environ)
+        if threads is not None and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
     if not d.is_main:
         on_progress = None
     if device.type == "cuda":
@@ -213,7 +217,9 @@ def fit(
 
     if run is not None and d.is_main:
         run.log_config(config.model_dump(mode="json"))
-        workers = f" on {d.world} workers ({d.backend}, {strategy})" if d.enabled else ""
+        workers = (f" on {d.world} workers ({d.backend}, {strategy}), {torch.get_num_threads()} thread(s) each "
+                   f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+                   f"MKL_NUM_THREADS={os.environ.get('MKL_NUM_THREADS', 'unset')})" if d.enabled else "")
         run.event(f"training on {device} in {precision}{workers}: {n_params:,} parameters; data: {describe(data)}")
     if not d.is_main:
         run = _RankEvents(run, d.rank)  # other ranks record events (labelled), never metrics
@@ -232,7 +238,9 @@ def fit(
     model.train()
     try:
         step = state.step
+        saved_step = -1
         while step < tc.max_steps:
+            new_best = False
             idx = d.shard(batches.indices(step))
             finite: bool | None = None  # None: the step's batch is skipped without being run
             # training accuracy is read on the batch of each logging step (the argmax costs as much
@@ -323,18 +331,21 @@ def fit(
                 if run is not None and val_metrics and d.is_main:
                     run.log(val_metrics, step=step)
                 model.train()
-                if val_metrics and math.isfinite(val_metrics["val/loss"]) and (
-                        state.best is None or val_metrics["val/loss"] < state.best):
+                new_best = _is_new_best(val_metrics, state.best)
+                if new_best:
                     state.best, state.best_step = val_metrics["val/loss"], step
-            if step % config.checkpoint.every == 0 or step == tc.max_steps:
+            # keep_best: a new best is saved at once, so the best weights are always on disk
+            if step % config.checkpoint.every == 0 or step == tc.max_steps or (
+                    new_best and config.checkpoint.keep_best):
                 _save_all(d, strategy, folder, step, model, opt, sched, scaler, state, config, run, acc)
+                saved_step = step
             if on_progress:
                 on_progress(Progress(step, tc.max_steps, {**last_metrics, **val_metrics}))
             if not go_on and step < tc.max_steps:
                 status = "killed"
                 break
         if status == "killed":
-            if state.step % config.checkpoint.every:  # unless this step's checkpoint was just saved
+            if saved_step != state.step:  # unless this step's checkpoint was just saved
                 _save_all(d, strategy, folder, state.step, model, opt, sched, scaler, state, config, run, acc)
             why = f"signal {stop_signal[0]}" if stop_signal else "a signal to another worker"
             _event(run, f"stopped by {why}: checkpoint saved at step {state.step}", "warning")
@@ -356,6 +367,12 @@ def fit(
         checkpoint_dir=str(folder), best_checkpoint=str(best) if best and best.exists() else None,
         signal=stop_signal[0] if status == "killed" and stop_signal else None, parameters=n_params, device=str(device), precision=precision, seconds=time.perf_counter() - t_start,
     )
+
+
+def _is_new_best(val_metrics: dict[str, float], best: float | None) -> bool:
+    """A finite validation loss below the best so far (the first finite one counts)."""
+    loss = val_metrics.get("val/loss")
+    return loss is not None and math.isfinite(loss) and (best is None or loss < best)
 
 
 def _diverged(model: torch.nn.Module, metrics: dict[str, float]) -> str | None:

@@ -75,7 +75,9 @@ def _session(cfg: TrainConfig, resume: str | None, base_dir: Path | None,
              on_progress: Callable[[Progress], None] | None, telemetry: bool,
              announce: Callable[[str], None] | None, home: str | Path | None) -> TrainResult:
     import lmdev.track as track
+    from lmdev.train.preflight import preflight
 
+    preflight(cfg, base_dir)  # a config that cannot train leaves nothing behind: no failed run
     resume_path, parent = (None, None)
     if resume is not None:
         resume_path, parent = resolve_resume(resume, cfg.name, home)

@@ -209,3 +209,55 @@ def test_a_file_that_is_not_a_mapping(tmp_path: Path) -> None:
 def test_resolved_config_round_trips() -> None:
     cfg = load_config(ROOT / "examples" / "arithmetic_gpt.yaml")
     assert load_config(cfg.model_dump(mode="json")) == cfg
+
+
+@pytest.mark.parametrize("model", ["perceptron9000", {"type": "perceptron9000", "hidden": [8]}])
+def test_an_unknown_model_is_named_with_the_known_ones(model: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"model": model})
+    assert "  model: unknown model 'perceptron9000'; known: mlp, cnn, gpt, python:" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["csv", "npy", "parquet", "text"])
+def test_data_path_as_its_own_field(kind: str) -> None:
+    both = load_config({"data": {"type": kind, "path": f"x.{kind}", "batch_size": 8}})
+    assert both.data.type == f"{kind}:x.{kind}" and both.data.batch_size == 8
+    assert both == load_config({"data": {"type": f"{kind}:x.{kind}", "batch_size": 8}})
+
+
+def test_data_path_field_is_refused_where_it_means_nothing() -> None:
+    with pytest.raises(ConfigError, match="data: .*path goes with a file type"):
+        load_config({"data": {"type": "digits", "path": "x.csv"}})
+    with pytest.raises(ConfigError, match="csv:PATH"):
+        load_config({"data": {"type": "csv"}})
+
+
+def test_data_path_field_can_be_set_from_the_command_line() -> None:
+    cfg = load_config({"data": {"type": "csv"}}, ["data.path=train.csv"])
+    assert cfg.data.type == "csv:train.csv"
+
+
+TOML = 'name = "t"\n[model]\ntype = "mlp"\nhidden = [16]\n'
+
+
+def test_toml_without_tomllib_uses_tomli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.10 has no tomllib: the tomli package reads the config."""
+    import sys
+    import tomllib
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # import tomllib now fails, as on 3.10
+    monkeypatch.setitem(sys.modules, "tomli", tomllib)  # tomli has the same API
+    (tmp_path / "c.toml").write_text(TOML)
+    assert load_config(tmp_path / "c.toml").model.hidden == [16]
+
+
+def test_toml_without_any_reader_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tomllib", None)
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    (tmp_path / "c.toml").write_text(TOML)
+    with pytest.raises(LmdevError) as info:
+        load_config(tmp_path / "c.toml")
+    assert "needs the tomli package" in str(info.value) and "not valid" not in str(info.value)
+    assert "tomli" in (info.value.hint or "")

@@ -85,3 +85,19 @@ def test_a_corrupt_checkpoint_skipped_on_resume_is_shown_to_the_user(
         resumed = fit(TINY, home=home, telemetry=False, resume=first.run_id,
                       overrides=["train.max_steps=50"])
     assert resumed.steps == 50
+
+
+def test_keep_best_saves_the_best_even_between_checkpoint_steps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The best evaluation (step 20) falls between checkpoint steps (only the last, 40): it is
+    saved when found, and pruning down to one checkpoint still keeps it."""
+    from lmdev.train import loop
+
+    losses = iter([0.5, 0.1, 0.3, 0.4])  # evaluations at steps 10, 20, 30, 40
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: {"val/loss": next(losses)})
+    config = {**TINY, "train": {"max_steps": 40, "eval_every": 10, "log_every": 10},
+              "checkpoint": {"every": 1000, "keep": 1, "keep_best": True}}
+    result = fit(config, track=False, checkpoint_dir=tmp_path / "ck")
+    assert result.best_checkpoint == str(tmp_path / "ck" / "step-00000020")
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "ck")] == ["step-00000020", "step-00000040"]
+    assert ckpt.verify(tmp_path / "ck" / "step-00000020") is None

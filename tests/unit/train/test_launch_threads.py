@@ -1,0 +1,33 @@
+"""Each worker's share of the cores: cpus / workers threads, unless the user chose."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmdev.train.launch import threads_per_worker, worker_thread_env, worker_threads
+
+
+@pytest.mark.parametrize("cpus, workers, threads", [(2, 2, 1), (16, 2, 8), (16, 3, 5), (2, 4, 1), (1, 1, 1), (8, 1, 8)])
+def test_threads_per_worker(cpus: int, workers: int, threads: int) -> None:
+    assert threads_per_worker(cpus, workers) == threads
+
+
+def test_the_launcher_sets_omp_and_mkl_for_the_workers() -> None:
+    env = worker_thread_env({"PATH": "/bin"}, workers=2, cpus=16)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "8" and env["PATH"] == "/bin"
+
+
+def test_a_value_the_user_set_is_kept() -> None:
+    env = worker_thread_env({"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": ""}, workers=2, cpus=16)
+    assert env["OMP_NUM_THREADS"] == "3" and env["MKL_NUM_THREADS"] == "8"
+
+
+def test_the_caller_environment_is_not_changed() -> None:
+    mine = {"PATH": "/bin"}
+    worker_thread_env(mine, workers=2, cpus=4)
+    assert mine == {"PATH": "/bin"}
+
+
+@pytest.mark.parametrize("value, threads", [("4", 4), (" 2 ", 2), ("0", None), ("", None), ("x", None)])
+def test_worker_threads_reads_omp(value: str, threads: int | None) -> None:
+    assert worker_threads({"OMP_NUM_THREADS": value}) == threads
