@@ -78,7 +78,7 @@ class GPTConfig(_Strict):
 def gpt_cross_field_errors(m: dict[str, Any]) -> list[str]:
     """The GPT checks that involve several fields (run on the raw values too, so that they are
     reported alongside single-field errors instead of on the next attempt)."""
-    out = []
+    out: list[str] = []
     embd, head, kv = m.get("n_embd", 128), m.get("n_head", 4), m.get("n_kv_head")
     if not all(isinstance(v, int) and v > 0 for v in (embd, head)):
         return out

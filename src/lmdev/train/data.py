@@ -278,7 +278,8 @@ def _sparse(path: Path, cfg: DataConfig, seed: int) -> Data:
     order = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * cfg.val_fraction))
     task = cfg.task if cfg.task != "auto" else _guess_task(y)
-    yt = torch.from_numpy(y.astype(np.int64)) if task == "classification" else torch.from_numpy(y.astype(np.float32)).reshape(n, -1)
+    yt = (torch.from_numpy(y.astype(np.int64)) if task == "classification"
+          else torch.from_numpy(y.astype(np.float32)).reshape(n, -1))
 
     def subset(rows: np.ndarray) -> Split:
         lengths = indptr[rows + 1] - indptr[rows]

@@ -307,7 +307,7 @@ def fit(
             if step % tc.log_every == 0 or step == tc.max_steps:
                 now = time.perf_counter()
                 loss_total, n, n_right, n_checked = acc.totals(d)  # global-batch values, as one worker logs
-                last_metrics = {"train/lr": sched.get_last_lr()[0]}
+                last_metrics = {"train/lr": float(sched.get_last_lr()[0])}
                 if n:  # an interval whose every step was skipped has no loss to report
                     last_metrics["train/loss"] = loss_total / n
                 if n_checked:
@@ -365,7 +365,8 @@ def fit(
     return TrainResult(
         run_id=getattr(run, "id", None), status=status, steps=state.step, train=last_metrics, val=val_metrics,
         checkpoint_dir=str(folder), best_checkpoint=str(best) if best and best.exists() else None,
-        signal=stop_signal[0] if status == "killed" and stop_signal else None, parameters=n_params, device=str(device), precision=precision, seconds=time.perf_counter() - t_start,
+        signal=stop_signal[0] if status == "killed" and stop_signal else None, parameters=n_params,
+        device=str(device), precision=precision, seconds=time.perf_counter() - t_start,
     )
 
 
@@ -409,7 +410,7 @@ def _forward_backward(step_model: Any, model: torch.nn.Module, data: Data, idx: 
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         last = i == len(parts) - 1
         if strategy == "fsdp":  # reduce-scatter the gradients on the last micro-batch only
-            model.set_requires_gradient_sync(last)
+            model.set_requires_gradient_sync(last)  # type: ignore[operator]  # a method fully_shard adds
         sync = step_model.no_sync() if strategy == "ddp" and not last else contextlib.nullcontext()
         with sync:
             with _autocast(device, precision):
@@ -650,7 +651,7 @@ def _state_payload(opt: Any, sched: Any, scaler: Any, state: _LoopState, config:
         "scheduler": sched.state_dict() | {"lr_lambdas": None},
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng_python": _jsonable_rng(random.getstate()),
-        "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],  # type: ignore[index]  # numpy's stub types the legacy state as a dict
         "config": config.model_dump(mode="json"),
     }
     return tensors, payload

@@ -53,7 +53,7 @@ def regularization(model: nn.Module, cfg: RegularizationConfig) -> torch.Tensor 
         return None
     total: torch.Tensor | None = None
     for p in _weights(model):
-        term = 0.0
+        term = p.new_zeros(())
         if cfg.l1:
             term = term + cfg.l1 * p.abs().sum()
         if cfg.l2:

@@ -151,6 +151,7 @@ class Attention(nn.Module):
         k = k.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
         if self.rope:
+            assert cos is not None and sin is not None, "a RoPE model's blocks are given the rotation tables"
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.n_kv != self.n_head:  # each key/value head serves n_head / n_kv query heads
             k = k.repeat_interleave(self.n_head // self.n_kv, dim=1)
