@@ -33,6 +33,13 @@ ALLOWED = {
         "storage_reader=SafeReader (restricted .metadata), planner=SafePlanner (weights_only bytes)",
     ("train/data.py", "_read_npy", "np.load"): "allow_pickle=False (both calls: .npz and .npy)",
     ("train/data.py", "_sparse", "np.load"): "allow_pickle=False",
+    ("data/read.py", "_npy_chunks", "np.load"): "allow_pickle=False (both calls: .npz and a memory-mapped .npy)",
+    ("secure/guard.py", "<module>", "import pickle"):
+        "lmdev run --guard wraps pickle.load/loads in the user's script so they scan before they load",
+    ("secure/load.py", "load", "torch.load"): "weights_only=True, after require_safe scanned the file",
+    ("secure/load.py", "load", "np.load"): "allow_pickle=False, after require_safe scanned the file",
+    ("secure/load.py", "load", "keras.saving.load_model"):
+        "safe_mode=True (no Lambda bytecode), after require_safe scanned the archive",
     ("train/models.py", "build_hf", "AutoConfig.from_pretrained"): "reads config.json (JSON), local_files_only",
     ("train/models.py", "build_hf", "AutoModelForCausalLM.from_pretrained"):
         "use_safetensors=True (never a .bin pickle), local_files_only=True",
@@ -40,7 +47,7 @@ ALLOWED = {
 
 # guards checked on the call itself: call name -> (keyword, required constant value)
 GUARDS = {"torch.load": ("weights_only", True), "np.load": ("allow_pickle", False),
-          "numpy.load": ("allow_pickle", False)}
+          "numpy.load": ("allow_pickle", False), "keras.saving.load_model": ("safe_mode", True)}
 
 
 def _dotted(node: ast.AST) -> str:
