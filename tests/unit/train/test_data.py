@@ -155,6 +155,11 @@ def test_empty_text_file_is_a_user_error(tmp_path: Path) -> None:
         load_data(DataConfig(type="text:empty.txt", seq_len=16), 0, base_dir=tmp_path)
 
 
+def test_arithmetic_corpus_never_repeats_a_problem() -> None:
+    lines = arithmetic_corpus(20_000, seed=3).splitlines()
+    assert len(lines) == 20_000 and len(set(lines)) == 20_000
+
+
 def test_arithmetic_corpus_is_deterministic_and_correct() -> None:
     a, b = arithmetic_corpus(200, seed=5), arithmetic_corpus(200, seed=5)
     assert a == b and a != arithmetic_corpus(200, seed=6)
