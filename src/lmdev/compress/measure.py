@@ -129,8 +129,9 @@ def paired_latency(base: Runner, fn: Runner, x: torch.Tensor, budget_s: float = 
         f(x)
     t0 = time.perf_counter()
     fn(x)
-    if time.perf_counter() - t0 > budget_s:  # a very slow variant: three calls tell the story
-        min_repeats = 3
+    slow = time.perf_counter() - t0
+    if slow > budget_s:  # a very slow variant: a few calls tell the story
+        min_repeats = 1 if slow > 5 * budget_s else 3
     tb: list[float] = []
     tv: list[float] = []
     start = time.perf_counter()
