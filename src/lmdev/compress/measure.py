@@ -75,7 +75,8 @@ def make_eval_set(source: Any, batch: int | None = None, max_examples: int | Non
         return EvalSet([(x, None)], "language_modeling", [x[:1], x])
     split = data.val if len(data.val) else data.train
     n = len(split)
-    per_example = data.shape.n_outputs * (data.shape.input_shape[0] if source.is_tokens else 1)
+    width = max(data.shape.n_outputs, int(source.spec.config.get("vocab_size") or 0) if source.spec.kind == "hf" else 0)
+    per_example = width * (data.shape.input_shape[0] if source.is_tokens else 1)  # outputs kept per example
     cap = max(1, min(max_examples or n, n, MAX_LOGITS // max(1, per_example)))
     idx = torch.arange(cap)
     batches = [split.batch(part) for part in idx.split(big)]
