@@ -60,6 +60,8 @@ def gpt2_source(small: bool, steps: int, folder: Path) -> Any:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if step % 10 == 0:
+            print(f"  step {step}: loss {loss.item():.3f}", file=sys.stderr, flush=True)
     print(f"  trained {steps} steps in {time.perf_counter() - t0:.0f} s, last loss {loss.item():.3f}", file=sys.stderr)
     model.eval().save_pretrained(folder, safe_serialization=True)
     return resolve(f"hf:{folder}", data="synthetic")
@@ -137,7 +139,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=1.0, help="timing seconds per variant and batch")
     ap.add_argument("--gpt-steps", type=int, default=None, help="training steps of the GPT-2 shape")
-    ap.add_argument("--skip-gpt", action="store_true")
+    ap.add_argument("--gpt-batch", type=int, default=8, help="the GPT-2 shape's large latency batch (sequences)")
+    ap.add_argument("--skip-gpt", action="store_true", help="only the MLPs")
+    ap.add_argument("--skip-mlp", action="store_true", help="only the GPT-2 shape")
     ap.add_argument("--json", metavar="PATH", help="write every report here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -148,14 +152,16 @@ def main() -> int:
     if not args.skip_gpt:
         with tempfile.TemporaryDirectory() as tmp:
             print("GPT-2 shape: training", file=sys.stderr)
-            src = gpt2_source(args.small, args.gpt_steps or (150 if args.small else 40), Path(tmp))
-            rep = compress_source(src, Options(method="quantize", max_drop=2.0, **opts), _say)
-            ev = ms.make_eval_set(src)
+            src = gpt2_source(args.small, args.gpt_steps or (60 if args.small else 30), Path(tmp))
+            rep = compress_source(src, Options(method="quantize", max_drop=2.0, batch=args.gpt_batch, **opts), _say)
+            ev = ms.make_eval_set(src, args.gpt_batch)
             show("GPT-2 shape" + (" (small)" if args.small else " (124M)"), rep,
                  [anchor_torch_ao_as_called(src, ev, args.budget)])
             reports["gpt2"] = json.loads(render_json(rep))
             results += _gpt_budgets(rep)
 
+    if args.skip_mlp:
+        return _finish(args, reports, results)
     digits = from_config({"name": "digits-mlp", "model": {"type": "mlp", "hidden": [128, 64]},
                           "data": {"type": "digits", "batch_size": 64},
                           "optimizer": {"type": "sgd", "lr": 0.1}}, train_steps=500)
@@ -178,6 +184,10 @@ def main() -> int:
     rep = compress_source(wide, Options(method="quantize", **opts), _say)
     show("wide MLP 64-1024-1024-10, quantisation", rep, [])
     reports["wide-quantize"] = json.loads(render_json(rep))
+    return _finish(args, reports, results)
+
+
+def _finish(args: argparse.Namespace, reports: dict[str, Any], results: list[bool]) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(reports, indent=1))
     print(f"\n{sum(results)} of {len(results)} budgets met")

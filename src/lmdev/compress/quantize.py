@@ -56,9 +56,36 @@ def candidates(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workdir
     return list(makers.items())
 
 
-def cast(spec: ModelSpec, model: nn.Module, dtype: torch.dtype) -> Variant:
-    m = copy.deepcopy(model).to(dtype).eval()
+SLOW_DTYPE = 4.0  # a half-precision matmul this many times slower than fp32 is not worth measuring further
+
+
+def matmul_slowdown(dtype: torch.dtype, n: int = 256) -> float:
+    """How many times slower a matmul is in ``dtype`` than in fp32 here (measured, not read off
+    CPU flags): without native bf16/fp16 units the half types run on slow reference kernels."""
+    import time
+
+    a = torch.randn(n, n)
+    b = a.to(dtype)
+    best = {}
+    for x in (a, b):
+        x @ x
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            x @ x
+            times.append(time.perf_counter() - t0)
+        best[x.dtype] = min(times)
+    return best[dtype] / max(best[torch.float32], 1e-9)
+
+
+def cast(spec: ModelSpec, model: nn.Module, dtype: torch.dtype, check_speed: bool = True) -> Variant:
+    """The model cast to ``dtype``; refused up front when this CPU's matmul in it is far slower."""
     label = "bf16" if dtype == torch.bfloat16 else "fp16"
+    slow = matmul_slowdown(dtype) if check_speed else 1.0
+    if slow > SLOW_DTYPE:
+        raise BackendFailed(f"a {label} matmul is {slow:.0f}x slower than fp32 on this CPU (no native {label} "
+                            "units): no speed-up on this machine, not measured further")
+    m = copy.deepcopy(model).to(dtype).eval()
     try:
         TorchRunner(m, dtype)(_probe_input(spec))
     except RuntimeError as exc:

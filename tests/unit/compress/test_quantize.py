@@ -40,8 +40,11 @@ def test_variant_reads_back_as_measured(digits_source, tmp_path, backend):
     if backend == "torchao-int8":
         pytest.importorskip("torchao")
     s = digits_source
-    (_, make), = quantize.candidates(s.spec, s.model, _x(s, 1), tmp_path, backend)
-    v = make()
+    if backend == "torch-bf16":  # made even where bf16 is slow (the speed check is tested below)
+        v = quantize.cast(s.spec, s.model, torch.bfloat16, check_speed=False)
+    else:
+        (_, make), = quantize.candidates(s.spec, s.model, _x(s, 1), tmp_path, backend)
+        v = make()
     out = write_variant(v, tmp_path / "out", s)
     model = load(out)
     x = _x(s)
@@ -87,7 +90,7 @@ def test_quantising_an_int8_model_is_refused(digits_source):
 
 
 def test_a_failing_writer_leaves_no_output(digits_source, tmp_path):
-    v = quantize.cast(digits_source.spec, digits_source.model, torch.bfloat16)
+    v = quantize.cast(digits_source.spec, digits_source.model, torch.bfloat16, check_speed=False)
 
     def broken(folder):
         (folder / "model.safetensors").write_bytes(b"half")
@@ -101,7 +104,7 @@ def test_a_failing_writer_leaves_no_output(digits_source, tmp_path):
 
 
 def test_a_changed_file_is_not_loaded(digits_source, tmp_path):
-    v = quantize.cast(digits_source.spec, digits_source.model, torch.bfloat16)
+    v = quantize.cast(digits_source.spec, digits_source.model, torch.bfloat16, check_speed=False)
     out = write_variant(v, tmp_path / "out", digits_source)
     data = bytearray((out / "model.safetensors").read_bytes())
     data[-1] ^= 1
@@ -123,6 +126,14 @@ def test_a_written_variant_is_a_source_but_a_half_or_int8_one_is_not_requantised
     int8 = resolve(str(q))
     with pytest.raises(LmdevError, match="already quantised"):
         quantize.check_quantizable(int8.model, int8.method)
-    half = write_variant(quantize.cast(s.spec, s.model, torch.bfloat16), tmp_path / "half", s)
+    half = write_variant(quantize.cast(s.spec, s.model, torch.bfloat16, check_speed=False), tmp_path / "half", s)
     with pytest.raises(LmdevError, match="bfloat16 variant"):
         resolve(str(half))
+
+
+def test_half_precision_is_refused_up_front_where_its_matmul_is_slow(digits_source, monkeypatch):
+    monkeypatch.setattr(quantize, "matmul_slowdown", lambda dtype, n=256: 30.0)
+    with pytest.raises(quantize.BackendFailed, match="30x slower than fp32"):
+        quantize.cast(digits_source.spec, digits_source.model, torch.float16)
+    monkeypatch.setattr(quantize, "matmul_slowdown", lambda dtype, n=256: 0.5)
+    assert quantize.cast(digits_source.spec, digits_source.model, torch.float16).backend == "torch-fp16"

@@ -77,3 +77,13 @@ def test_quality_metrics_and_agreement():
     lm = ms.EvalSet([(torch.zeros(1, 2), torch.tensor([[0, 1]]))], "language_modeling", [])
     q3 = ms.quality([torch.zeros(1, 2, 4)], lm, None)
     assert math.isclose(q3.perplexity, 4.0, rel_tol=1e-5)  # uniform over 4 tokens
+
+
+def test_eval_set_keeps_outputs_bounded_by_the_model_vocabulary(gpt_source):
+    from lmdev.compress.source import ModelSpec, Source
+
+    s = gpt_source  # byte data (256 symbols) read by a model with a 50,257-token head
+    hf = Source("hf:x", "hf", s.model, ModelSpec("hf", {"vocab_size": 50257, "n_positions": 64}), s.data, None)
+    ev = ms.make_eval_set(hf)
+    kept = sum(len(x) for x, _ in ev.batches) * 16 * 50257
+    assert kept <= ms.MAX_LOGITS
