@@ -182,39 +182,10 @@ def place(tmp_path, monkeypatch):
 
 # -- the commands ---------------------------------------------------------------------------------
 
-# Crashes found in commands owned by the train/checkpoint/config half (branch harden-train). They
-# are not fixed here; their inputs are skipped so the rest of each command stays fuzzed. Remove a
-# skip once harden-train is merged and the case passes.
+# Inputs known to crash a command, skipped so the rest of the command stays fuzzed (none today:
+# every crash the fuzz found is fixed; add one here only with the owner and the exact input).
 def _known_elsewhere(argv: list[str], data: bytes | None = None) -> bool:
-    if argv[0] == "train" and data is not None and not _utf8(data):
-        return True  # harden-train: a config that is not UTF-8 -> UnicodeDecodeError in train/config.py
-        # (fixed on main by harden-train's merge, d523c5f: exit 2; remove this skip after merging)
-    if argv[0] == "checkpoint" and data is not None and _json_but_not_an_object(data):
-        return True  # harden-train: manifest.json `0`, `[]`, `"x"` -> TypeError in train/checkpoint.py verify
-        # (fixed on main at d523c5f: exit 1; remove this skip after merging)
-    if argv[0] == "doctor" and "--html" in argv and Path(argv[argv.index("--html") + 1]).is_dir():
-        return True  # harden-train: doctor --html FOLDER -> IsADirectoryError in fsutil.atomic_write_bytes
-        # (fixed on main at d523c5f: exit 2; remove this skip after merging)
-    if argv[0] == "plan" and any(len(part.encode("utf-8", "replace")) > 255 for part in argv[1].split("/")):
-        return True  # owned by neither hardening half (for the lead): plan MODEL with a path part
-        # longer than 255 bytes -> OSError (ENAMETOOLONG) in plan/model_input.py resolve_model
-        # (still open on main at d523c5f)
     return False
-
-
-def _json_but_not_an_object(data: bytes) -> bool:
-    try:
-        return not isinstance(json.loads(data), dict)
-    except ValueError:
-        return False
-
-
-def _utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 def _is_file(path: str) -> bool:
