@@ -147,7 +147,7 @@ def test_demo_runs_doctor_then_trains_and_tracks_two_models(tmp_path):
     res = run_lmdev("demo", "--quick", cwd=tmp_path, env={"LMDEV_HOME": str(tmp_path / ".lmdev"),
                                                            "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "lmdev doctor" in res.stdout and "Still to come" in res.stdout
+    assert "lmdev doctor" in res.stdout and "What you can do now" in res.stdout and "lmdev compress" in res.stdout
     from lmdev.track.store import Store
 
     with Store(tmp_path / ".lmdev") as store:

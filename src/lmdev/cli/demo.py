@@ -8,10 +8,6 @@ from typing import Any
 HELP = "walk through lmdev on this machine with bundled data"
 
 # Stages that later capabilities add to the demo, in the order they will run.
-COMING = [
-    ("lmdev compress", "prune, quantise and distil, with an honest before/after report"),
-    ("lmdev secure / lmdev audit", "encryption, model scanning, signing, an audit log"),
-]
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help=HELP, description="Run lmdev's stages on this machine, on "
@@ -87,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
     console.print("  [cyan]lmdev doctor --deep[/]   also test each installed framework")
     console.print("  [cyan]lmdev setup --verify[/]   check this environment on every device; "
                   "[cyan]lmdev init DIR[/] starts a locked project")
-    console.rule("[bold]Still to come")
-    for command, what in COMING:
-        console.print(f"  [cyan]{command}[/] — {what}")
+    if results:
+        first = results[0].run_id
+        console.print(f"  [cyan]lmdev compress {first}[/]   quantise or prune the MLP, measured against fp32 here")
+        console.print(f"  [cyan]lmdev explain {first}[/]   which pixels drove the MLP's predictions")
+    console.print("  [cyan]lmdev data check examples/digits_mlp.yaml[/]   duplicates, leaks and label errors in the data")
+    console.print("  [cyan]lmdev secure scan PATH[/]   is a model file safe to load; "
+                  "[cyan]lmdev remote add[/] NAME HOST for a GPU box over SSH")
     return 0
 
 
