@@ -42,7 +42,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             raise LmdevError(f"cannot write {path}: {exc.strerror or exc}",
                              "free some disk space or choose another path") from None
         raise
-    _fsync_dir(folder)
+    fsync_path(folder)
     return path
 
 
@@ -63,7 +63,9 @@ def check_target(path: Path) -> None:
     raise LmdevError(f"refusing to replace {path}: it is {kind}, not a regular file", "choose a file path")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_path(folder: Path) -> None:
+    """fsync a file or a folder (a folder so that a rename in it is durable); best effort: what
+    cannot be opened or synced is skipped."""
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:

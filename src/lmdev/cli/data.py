@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lmdev.cli.argtypes import positive_int
+
 HELP = "check training data: duplicates, leaks between splits, label errors, broken columns, text hygiene"
 
 
@@ -24,25 +26,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     c.add_argument("--val", metavar="PATH", help="a validation file, checked for overlap with train")
     c.add_argument("--test", metavar="PATH", help="a test file, checked for overlap with train")
     c.add_argument("--label", metavar="COLUMN", help="the label column of a table, name or index (default: the last)")
-    c.add_argument("--sample", type=_positive_int, default=None, metavar="N",
+    c.add_argument("--sample", type=positive_int, default=None, metavar="N",
                    help="rows the slow checks (label errors, leakage) look at (default 20000)")
-    c.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
+    c.add_argument("--max-tokens", type=positive_int, default=None, metavar="N",
                    help="text: a sample longer than this is overlong (default: the config's data.seq_len, else 128)")
     c.add_argument("--fast", action="store_true", help="skip the model-based label-error check")
     c.add_argument("--out", metavar="DIR", help="write report.json and each finding's full row list here "
                    "(default: $LMDEV_HOME/data-checks/<time>)")
     c.add_argument("--json", action="store_true", help="print one JSON document (docs/schemas/data.md)")
     return p
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from lmdev.cli.argtypes import positive_int
+
 HELP = "train a model from a config (YAML/TOML), tracked in the run store"
 
 
@@ -33,8 +35,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-telemetry", action="store_true", help="do not sample system metrics")
     d = p.add_argument_group("several workers (torchrun's elastic launcher; gloo on CPU, NCCL on GPU)")
-    d.add_argument("--nproc", type=_positive_int, metavar="N", help="workers on this machine (one GPU each)")
-    d.add_argument("--nnodes", type=_positive_int, default=1, metavar="M", help="machines taking part (default 1)")
+    d.add_argument("--nproc", type=positive_int, metavar="N", help="workers on this machine (one GPU each)")
+    d.add_argument("--nnodes", type=positive_int, default=1, metavar="M", help="machines taking part (default 1)")
     d.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's rank, 0..M-1")
     d.add_argument("--master-addr", metavar="ADDR", help="address of the node with rank 0")
     d.add_argument("--master-port", type=_port, metavar="PORT", help="its port (default 29500)")
@@ -49,16 +51,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -70,7 +62,7 @@ def _seconds(text: str) -> float:
 
 
 def _port(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError("a port is at most 65535")
     return value

@@ -15,7 +15,7 @@ from typing import Any
 
 from lmdev.compress.source import ModelSpec
 from lmdev.errors import LmdevError
-from lmdev.fsutil import sha256_file
+from lmdev.fsutil import fsync_path, sha256_file
 
 FORMAT = "lmdev-compress/1"
 HOW_TO_LOAD = {
@@ -48,13 +48,13 @@ def write_variant(variant: Any, out: Path, source: Any, extra: dict[str, Any] | 
         manifest = build_manifest(variant, load, source, tmp, extra or {})
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
         for f in tmp.iterdir():
-            _fsync(f)
+            fsync_path(f)
         old = None
         if out.exists():  # an earlier variant: moved aside, removed once the new one is in place
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
             os.replace(out, old / "variant")
         os.replace(tmp, out)
-        _fsync(parent)
+        fsync_path(parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -86,17 +86,6 @@ def build_manifest(variant: Any, load: dict[str, Any], source: Any, folder: Path
     }
 
 
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_manifest(out: Path) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmdev.errors import LmdevError
-from lmdev.fsutil import sha256_file
+from lmdev.fsutil import fsync_path, sha256_file
 
 PREFIX = "step-"
 FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
@@ -48,19 +48,6 @@ def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
 
@@ -140,14 +127,14 @@ def _seal(tmp: Path, final: Path, folder: Path, tensors: dict[str, torch.Tensor]
         _fsync_file(f)
         manifest[f.relative_to(tmp).as_posix()] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
     for sub in {f.parent for f in tmp.rglob("*") if f.is_file()}:
-        _fsync_dir(sub)
+        fsync_path(sub)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     _fsync_file(tmp / "manifest.json")
     _crash_point("before_rename", int(state.get("step", -1)))
     if final.exists():  # a checkpoint of the same step from an earlier attempt
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(folder)
+    fsync_path(folder)
     return manifest
 
 
