@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -76,10 +76,10 @@ def _int8_tensors(model: nn.Module, fmt: str) -> dict[str, torch.Tensor]:
             if b is not None:
                 out[f"{name}.weight.bias"] = b.detach().contiguous()
         elif fmt == "torchao-int8" and isinstance(m, nn.Linear) and hasattr(m.weight, "qdata"):
-            w = m.weight
-            out[f"{name}.weight.int8"] = w.qdata.contiguous()
-            out[f"{name}.weight.scale"] = w.scale.contiguous()
-            out[f"{name}.weight.zero_point"] = w.zero_point.contiguous()
+            qw: Any = m.weight  # a torchao quantised tensor subclass: qdata, scale, zero_point are its own
+            out[f"{name}.weight.int8"] = qw.qdata.contiguous()
+            out[f"{name}.weight.scale"] = qw.scale.contiguous()
+            out[f"{name}.weight.zero_point"] = qw.zero_point.contiguous()
             if m.bias is not None:
                 out[f"{name}.weight.bias"] = m.bias.detach().contiguous()
     return out
@@ -90,10 +90,10 @@ def read_int8(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
     tensors = load_file(str(folder / "model.safetensors"))
     model = transforms.linearize(spec.build())
     layers = load["quantized_layers"]
-    fp32 = {k: v for k, v in tensors.items() if not k.rsplit(".", 2)[0] in layers or ".weight." not in k}
+    fp32 = {k: v for k, v in tensors.items() if k.rsplit(".", 2)[0] not in layers or ".weight." not in k}
     with torch.no_grad():
         for name in layers:
-            lin = model.get_submodule(name)
+            lin = _linear(model, name)
             lin.weight.copy_(_dequant(tensors, name, fmt).view_as(lin.weight))
             if f"{name}.weight.bias" in tensors:
                 lin.bias.copy_(tensors[f"{name}.weight.bias"])
@@ -102,7 +102,7 @@ def read_int8(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
     if fmt == "torch.ao-int8":
         model = transforms.torch_ao_int8(model)
         for name in layers:
-            m = model.get_submodule(name)
+            m = cast("torch.ao.nn.quantized.dynamic.Linear", model.get_submodule(name))  # torch_ao_int8 made it one
             scale = float(tensors[f"{name}.weight.scale"][0])
             zp = int(tensors[f"{name}.weight.zero_point"][0])
             q = torch.quantize_per_tensor(_dequant(tensors, name, fmt), scale, zp, torch.qint8)
@@ -111,11 +111,17 @@ def read_int8(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
         model = transforms.torchao_int8(model)
         with torch.no_grad():
             for name in layers:
-                w = model.get_submodule(name).weight
-                w.qdata.copy_(tensors[f"{name}.weight.int8"])
-                w.scale.copy_(tensors[f"{name}.weight.scale"])
-                w.zero_point.copy_(tensors[f"{name}.weight.zero_point"])
+                qw: Any = _linear(model, name).weight  # a torchao quantised tensor subclass
+                qw.qdata.copy_(tensors[f"{name}.weight.int8"])
+                qw.scale.copy_(tensors[f"{name}.weight.scale"])
+                qw.zero_point.copy_(tensors[f"{name}.weight.zero_point"])
     return model.eval()
+
+
+def _linear(model: nn.Module, name: str) -> nn.Linear:
+    """The layer ``name`` of ``model``: a manifest's quantized_layers only names nn.Linear layers
+    (``linearize`` turned any Conv1D into one; torchao keeps the Linear, swapping its weight)."""
+    return cast(nn.Linear, model.get_submodule(name))
 
 
 def _dequant(tensors: dict[str, torch.Tensor], name: str, fmt: str) -> torch.Tensor:

@@ -10,7 +10,7 @@ of a smaller config (``hidden`` / ``ffn_hidden``), so it needs no sparse kernel.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from torch import nn
 from lmdev.compress.source import ModelSpec, Source
 from lmdev.compress.variant import TorchRunner, Variant, module_bytes
 from lmdev.errors import LmdevError
+
+if TYPE_CHECKING:
+    from lmdev.train.models import GPT, Block
 
 
 def applies(source: Source) -> bool:
@@ -45,12 +48,17 @@ def prune_mlp(model: nn.Sequential, ratio: float) -> tuple[nn.Sequential, list[i
         raise LmdevError("the MLP has no hidden layer to prune")
     widths = []
     for a, b in zip(linears, linears[1:]):
-        first, second = m[a], m[b]
+        first, second = _linear_at(m, a), _linear_at(m, b)
         keep = _top(first.weight.norm(dim=1) * second.weight.norm(dim=0), keep_count(first.out_features, ratio))
         m[a] = _sliced(first, rows=keep)
         m[b] = _sliced(second, cols=keep)
         widths.append(len(keep))
     return m, widths
+
+
+def _linear_at(model: nn.Sequential, i: int) -> nn.Linear:
+    """Layer ``i`` of ``model``, known to be an nn.Linear (picked by isinstance, or put there by _sliced)."""
+    return cast(nn.Linear, model[i])
 
 
 def _sliced(lin: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
@@ -73,7 +81,7 @@ def prune_gpt(model: nn.Module, ratio: float) -> tuple[nn.Module, int]:
     """Prune the MLP channels of every block of an lmdev GPT to the same width (so the result is
     described by one ``ffn_hidden``)."""
     m = copy.deepcopy(model)
-    blocks = list(m.blocks)  # type: ignore[attr-defined]
+    blocks = _gpt_blocks(m)
     hidden = blocks[0].mlp.down.in_features
     k = keep_count(hidden, ratio)
     for block in blocks:
@@ -88,6 +96,11 @@ def prune_gpt(model: nn.Module, ratio: float) -> tuple[nn.Module, int]:
             mlp.up = _sliced(mlp.up, rows=keep)
         mlp.down = _sliced(mlp.down, cols=keep)
     return m, k
+
+
+def _gpt_blocks(model: nn.Module) -> list[Block]:
+    """The blocks of an lmdev GPT (prune_gpt is only called for ``type = "gpt"`` models)."""
+    return [cast("Block", b) for b in cast("GPT", model).blocks]
 
 
 def pruned_spec(spec: ModelSpec, widths: Any) -> ModelSpec:
@@ -115,6 +128,8 @@ def check(source: Source, ratio: float) -> None:
 
 def prune_variant(source: Source, ratio: float, steps: int | None) -> Variant:
     check(source, ratio)
+    model: nn.Module
+    widths: list[int] | int
     if source.spec.config["type"] == "mlp":
         model, widths = prune_mlp(source.model, ratio)  # type: ignore[arg-type]
     else:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -176,5 +177,5 @@ def onnx_variant(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workd
     load = {"dtype": label, "input": "int64 token ids [batch, sequence]" if not example.is_floating_point()
             else f"float32 {list(example.shape[1:])} per example"}
     return Variant(f"ONNX Runtime {label}", "quantize" if int8 else "export", f"onnxruntime-{label}", session,
-                   lambda f, p=path: formats.write_onnx(p, f, load), spec,
+                   partial(formats.write_onnx, path, load=load), spec,
                    {"dtype": label, "opset": 17}, None, path.stat().st_size)

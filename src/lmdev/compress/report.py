@@ -117,8 +117,8 @@ def cost(v: VariantReport, target: str) -> float | None:
 
 def mark_pareto(reports: list[VariantReport], target: str) -> None:
     """A variant is on the front when no other is at least as cheap and as good, and better in one."""
-    pts = [(r, cost(r, target), r.quality_drop if r.quality_drop is not None else 0.0) for r in reports]
-    pts = [(r, c, q) for r, c, q in pts if c is not None]
+    scored = [(r, cost(r, target), r.quality_drop if r.quality_drop is not None else 0.0) for r in reports]
+    pts = [(r, c, q) for r, c, q in scored if c is not None]
     for r, c, q in pts:
         r.pareto = not any((c2 <= c and q2 <= q) and (c2 < c or q2 < q) for r2, c2, q2 in pts if r2 is not r)
 
@@ -156,9 +156,9 @@ def _mb(n: int | None) -> str:
 
 
 def _metric(m: Measurement | None) -> str:
-    if m is None or m.quality is None or m.quality.value is None:
+    q = m.quality if m is not None else None
+    if q is None or q.value is None:
         return "-"
-    q = m.quality
     return f"{q.value * 100:.2f}%" if q.metric == "accuracy" else f"{q.value:.4g}"
 
 
@@ -251,8 +251,8 @@ def render_html(report: Report) -> str:
 
 def scatter_svg(report: Report, w: int = 520, h: int = 300) -> str:
     """Cost (log scale) against quality drop, the Pareto front joined by a line."""
-    pts = [(v, cost(v, report.target), v.quality_drop or 0.0) for v in [report.baseline, *report.variants]]
-    pts = [(v, c, q) for v, c, q in pts if c]
+    scored = [(v, cost(v, report.target), v.quality_drop or 0.0) for v in [report.baseline, *report.variants]]
+    pts = [(v, c, q) for v, c, q in scored if c]
     if not pts:
         return ""
     xs = [math.log10(c) for _, c, _ in pts]

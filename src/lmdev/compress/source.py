@@ -15,12 +15,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from lmdev.errors import LmdevError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from lmdev.train.models import HFCausalLM
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
@@ -251,7 +256,7 @@ def _from_hf(ref: str, data_spec: str | None, base_dir: Path | None) -> Source:
     state: dict[str, torch.Tensor] = {}
     for w in weights:
         state.update(load_file(str(w)))
-    inner = model.inner  # type: ignore[attr-defined]
+    inner = _hf_inner(model)
     missing, unexpected = inner.load_state_dict(state, strict=False)
     missing = [k for k in missing if not _is_tied(inner, k)] if missing else []
     if missing or unexpected:
@@ -268,6 +273,11 @@ def _from_hf(ref: str, data_spec: str | None, base_dir: Path | None) -> Source:
             raise LmdevError(f"the data's vocabulary ({data.shape.n_outputs}) is larger than the model's ({vocab})")
     return Source(ref, "hf", model.eval(), spec, data, None, None, path,
                   sum(w.stat().st_size for w in weights))
+
+
+def _hf_inner(model: nn.Module) -> PreTrainedModel:
+    """The transformers model inside the HFCausalLM that an "hf" ModelSpec builds."""
+    return cast("PreTrainedModel", cast("HFCausalLM", model).inner)
 
 
 def _from_variant(path: Path, ref: str, data_spec: str | None, base_dir: Path | None) -> Source:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -20,19 +20,32 @@ def linearize(model: nn.Module) -> nn.Module:
     """Replace Conv1D layers by equivalent nn.Linear ones and untie heads from embeddings (in place)."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child).__name__ == "Conv1D" and hasattr(child, "nf") and child.weight.dim() == 2:
-                n_in, n_out = child.weight.shape
-                lin = nn.Linear(n_in, n_out, bias=child.bias is not None)
+            conv = _conv1d_params(child)
+            if conv is not None:
+                weight, bias = conv
+                n_in, n_out = weight.shape
+                lin = nn.Linear(n_in, n_out, bias=bias is not None)
                 with torch.no_grad():
-                    lin.weight.copy_(child.weight.t())
-                    if child.bias is not None:
-                        lin.bias.copy_(child.bias)
+                    lin.weight.copy_(weight.t())
+                    if bias is not None:
+                        lin.bias.copy_(bias)
                 setattr(parent, name, lin)
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for m in model.modules():
         if isinstance(m, nn.Linear) and id(m.weight) in embeddings:
             m.weight = nn.Parameter(m.weight.detach().clone())
     return model
+
+
+def _conv1d_params(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(weight [in, out], bias) of a GPT-2-style 2-D ``Conv1D`` layer; None for any other module."""
+    if type(module).__name__ != "Conv1D" or not hasattr(module, "nf"):
+        return None
+    # torch types Module attributes as Tensor | Module; a Conv1D's weight and bias are parameters
+    weight = cast(torch.Tensor, module.weight)
+    if weight.dim() != 2:
+        return None
+    return weight, cast("torch.Tensor | None", module.bias)
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -114,5 +127,7 @@ def export_friendly(model: nn.Module) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child).__name__ == "RMSNorm" and hasattr(child, "eps") and hasattr(child, "weight"):
-                setattr(parent, name, ExportRMSNorm(child.weight, float(child.eps or 1e-6)))
+                # an RMSNorm's weight is a parameter and its eps a float or None (torch types both Tensor | Module)
+                weight, eps = cast(torch.Tensor, child.weight), cast("float | None", child.eps)
+                setattr(parent, name, ExportRMSNorm(weight, float(eps or 1e-6)))
     return model
