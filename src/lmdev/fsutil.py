@@ -6,7 +6,10 @@ import hashlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from lmdev.errors import LmdevError
 
@@ -44,6 +47,43 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         raise
     fsync_path(folder)
     return path
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[str]:
+    """A temporary file name beside ``path`` for a writer that wants a path (a library that
+    writes files itself); when the block completes, the file is fsynced and replaces ``path``
+    (checked as by :func:`atomic_write_bytes`); on any failure it is removed."""
+    path = Path(path)
+    check_target(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        check_target(path)  # it may have appeared meanwhile
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_path(folder)
+
+
+@contextmanager
+def atomic_stream(path: str | Path, buffering: int = -1) -> Iterator[IO[bytes]]:
+    """A binary file object written in place of ``path`` only when the block completes."""
+    with atomic_path(path) as tmp, open(tmp, "wb", buffering=buffering) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def check_target(path: Path) -> None:

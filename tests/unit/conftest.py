@@ -5,7 +5,8 @@ from lmdev.track import api
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    """An isolated store folder, set as LMDEV_HOME; no launcher or `lmdev run` variables."""
+    """An isolated store folder, set as LMDEV_HOME; no launcher or `lmdev run` variables (the
+    unit tests of track/ and remote/ use it)."""
     h = tmp_path / "lmdev-home"
     monkeypatch.setenv("LMDEV_HOME", str(h))
     for var in ("LMDEV_RUN_ID", "LMDEV_RUN_NAME", "RANK", "LOCAL_RANK", "WORLD_SIZE",

@@ -23,13 +23,13 @@ import stat
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from lmdev.errors import LmdevError
+from lmdev.fsutil import atomic_path, atomic_stream
 from lmdev.secure import audit
 
 KEYRING_SERVICE, KEYRING_USER = "lmdev", "age-identity"
@@ -147,45 +147,6 @@ def _recipients(recipients: Sequence[str], key: str | os.PathLike[str] | None) -
     return out
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[str]:
-    """A temporary path that replaces ``path`` (after an fsync) only when the block completes."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-@contextmanager
-def _atomic_stream(path: Path) -> Iterator[IO[bytes]]:
-    """A file written in place of ``path`` only when the block completes (temp, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb", buffering=BUFFER) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _tar_reader(folder: Path) -> tuple[IO[bytes], threading.Thread, list[BaseException]]:
     """A pipe whose read end yields a tar stream of ``folder`` (written by a thread)."""
     r, w = os.pipe()
@@ -212,7 +173,7 @@ def encrypt(src: Path, dst: Path | None = None, recipients: Sequence[str] = (),
     targets = _recipients(recipients, key)
     dst = dst or src.with_name(src.name + (".tar.age" if src.is_dir() else ".age"))
     if src.is_dir():
-        with _atomic_stream(dst) as out:
+        with atomic_stream(dst, buffering=BUFFER) as out:
             reader, thread, errors = _tar_reader(src)
             with reader:
                 pyrage.encrypt_io(reader, out, targets)
@@ -220,7 +181,7 @@ def encrypt(src: Path, dst: Path | None = None, recipients: Sequence[str] = (),
             if errors:
                 raise LmdevError(f"cannot read {src}: {errors[0]}")
     else:
-        with _atomic_path(dst) as tmp:  # file to file: rage streams it without Python in the loop
+        with atomic_path(dst) as tmp:  # file to file: rage streams it without Python in the loop
             pyrage.encrypt_file(str(src), tmp, targets)
     audit.append("encrypt", path=str(src.absolute()), out=str(dst.absolute()), folder=src.is_dir(),
                  recipients=[str(r) for r in recipients] or ["(own key)"])
@@ -244,7 +205,7 @@ def decrypt(src: Path, dst: Path | None = None, key: str | os.PathLike[str] | No
         if folder:
             _decrypt_folder(pyrage, src, dst, identity)
         else:
-            with _atomic_path(dst) as tmp:
+            with atomic_path(dst) as tmp:
                 pyrage.decrypt_file(str(src), tmp, [identity])
     except pyrage.DecryptError as exc:
         audit.append("decrypt-failed", path=str(src.absolute()), error=str(exc))

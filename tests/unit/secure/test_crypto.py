@@ -117,3 +117,20 @@ def test_interoperates_with_the_age_command(tmp_path, _home):
     theirs = tmp_path / "from-age.age"
     subprocess.run(["age", "-r", recipient, "-o", str(theirs), str(src)], check=True)
     assert crypto.decrypt(theirs, tmp_path / "back.bin").read_bytes() == src.read_bytes()
+
+
+def test_decrypt_never_replaces_a_symlink_or_leaves_a_temp_file(tmp_path, _home):
+    """Encrypted output goes through fsutil's atomic writers: the same refusal of non-regular
+    targets as every other file lmdev writes."""
+    crypto.keygen()
+    src = tmp_path / "w.bin"
+    src.write_bytes(b"weights" * 1000)
+    enc = crypto.encrypt(src)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    link = tmp_path / "out.bin"
+    link.symlink_to(victim)
+    with pytest.raises(LmdevError, match="symbolic link"):
+        crypto.decrypt(enc, link)
+    assert link.is_symlink() and victim.read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
