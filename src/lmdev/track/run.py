@@ -313,6 +313,34 @@ class Run:
         self._write_run(lambda s: s.merge_run_json(self._rid, "data_fingerprints", {name: digest}))
         return digest
 
+    def rewind(self, step: int) -> int:
+        """Forget what this run logged past ``step``; returns how many points were dropped.
+
+        Call it right after restoring a checkpoint saved at ``step``: the points the earlier
+        (crashed or killed) process logged after that checkpoint are removed from the store, so
+        the resumed training's points replace them and the run keeps one curve. What is still
+        buffered is written first, so this works while the writer thread runs. Records an
+        event ``resumed at step S (N points past it replaced)`` with data
+        ``{"kind": "resume", "step": S, "dropped": N}``. The next ``log()`` without a step
+        logs at ``step + 1``.
+        """
+        step = int(step)
+        if self._finished or self._forked:
+            return 0
+        self._flush()
+        dropped = 0
+        with self._lock:
+            if self._store is not None:
+                try:
+                    dropped = self._store.rewind(self._rid, step)
+                except sqlite3.Error as exc:
+                    self._store_failed(exc)
+        self._next_step = step + 1
+        self.event(f"resumed at step {step} ({dropped} points past it replaced)",
+                   kind="resume", step=step, dropped=dropped)
+        self._wake.set()
+        return dropped
+
     def flush(self) -> None:
         """Write everything logged so far, now (blocks until it is stored)."""
         if not self._forked:

@@ -415,6 +415,33 @@ class Store:
             if heartbeat is not None:
                 c.execute("UPDATE runs SET heartbeat = ? WHERE rid = ?", (heartbeat, rid))
 
+    def rewind(self, rid: int, step: int) -> int:
+        """Drop the run's metric points logged at a step greater than ``step``; returns how many.
+
+        Used when a run resumes from a checkpoint at ``step``: what the earlier process logged
+        past it is replaced by what the resumed one logs. Chunks wholly past ``step`` are
+        deleted; a chunk that straddles it is rewritten in place (keeping its row order) with
+        only its points at or before ``step``. One transaction: readers see before or after.
+        """
+        dropped = 0
+        with self.write() as c:
+            rows = c.execute("SELECT rowid, key, n, step_min, steps, times, vals FROM metrics "
+                             "WHERE run = ? AND step_max > ?", (rid, step)).fetchall()
+            for rowid, kid, n, step_min, steps, times, vals in rows:
+                if step_min > step:
+                    c.execute("DELETE FROM metrics WHERE rowid = ?", (rowid,))
+                    dropped += int(n)
+                    continue
+                st, ts, vs = unpack("q", steps), unpack("d", times), unpack("d", vals)
+                keep = [i for i in range(len(st)) if st[i] <= step]
+                dropped += len(st) - len(keep)
+                chunk = pack_chunk(rid, kid, [st[i] for i in keep], [ts[i] for i in keep],
+                                   [vs[i] for i in keep])
+                c.execute("UPDATE metrics SET n = ?, step_min = ?, step_max = ?, time_min = ?, "
+                          "time_max = ?, value_min = ?, value_max = ?, nonfinite = ?, steps = ?, "
+                          "times = ?, vals = ? WHERE rowid = ?", (*chunk[2:], rowid))
+        return dropped
+
     def reap(self, now: float | None = None, stale_after: float = STALE_AFTER_S) -> list[str]:
         """Mark ``killed`` the running runs whose process is gone; returns their ids.
 
