@@ -739,7 +739,7 @@ class RunConfig(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._run.info.config)
 
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Merge ``other`` (a mapping, a dataclass, a Namespace) and ``kwargs`` in one write."""
         items = jsonable(other) if other != () else {}
         if not isinstance(items, dict):
@@ -788,7 +788,7 @@ class RunSummary(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values())
 
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Set several summary values in one write."""
         items = {str(k): _summary_value(v) for k, v in {**dict(other), **kwargs}.items()}
         run = self._run

@@ -174,7 +174,7 @@ def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
 def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Sequence[str]] = MIGRATIONS) -> int:
     """Bring the store to the newest schema; returns the version it was at before."""
     target = len(migrations)
-    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if found > target:
         raise LmdevError(
             f"the run store {path} was written by a newer lmdev (schema version {found}; "
@@ -185,7 +185,7 @@ def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Sequence[
         return found
     conn.execute("BEGIN IMMEDIATE")
     try:
-        found = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])  # another process may have won
         for version in range(found, target):
             for statement in migrations[version]:
                 conn.execute(statement)
@@ -282,7 +282,7 @@ def _pid_alive(pid: int | None, pid_start: float | None) -> bool:
         proc = psutil.Process(pid)
         if pid_start is not None and abs(proc.create_time() - pid_start) > 1.0:
             return False  # the pid was reused by another process
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
     except psutil.Error:
