@@ -597,16 +597,12 @@ class Run:
                 g[0].append(step)
                 g[1].append(t)
                 g[2].append(v)
-        ids = store._key_ids
-        new = [k for k in groups if k not in ids]
-        if new:
-            try:
-                with store.write() as c:
-                    store.key_ids(c, new)
-            except sqlite3.OperationalError as exc:
-                if _locked(exc):  # keep the points for the next flush
-                    metrics.extendleft(reversed(entries))
-                raise
+        try:
+            ids = store.metric_key_ids(groups)
+        except sqlite3.OperationalError as exc:
+            if _locked(exc):  # keep the points for the next flush
+                metrics.extendleft(reversed(entries))
+            raise
         chunks = []
         for k, (steps, times, values) in groups.items():
             try:

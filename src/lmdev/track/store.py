@@ -412,6 +412,14 @@ class Store:
             current.update(items)
             c.execute(f"UPDATE runs SET {column} = ? WHERE rid = ?", (_json(current), rid))
 
+    def metric_key_ids(self, keys: Iterable[str]) -> dict[str, int]:
+        """Ids of metric keys (all known ones), creating the new ones in one write transaction."""
+        new = [k for k in keys if k not in self._key_ids]
+        if new:
+            with self.write() as c:
+                self.key_ids(c, new)
+        return self._key_ids
+
     def key_ids(self, c: sqlite3.Connection, keys: Iterable[str]) -> dict[str, int]:
         """Ids of metric keys, creating the new ones (inside the caller's transaction)."""
         ids = self._key_ids
