@@ -52,7 +52,8 @@ class LmdevTrainerCallback(TrainerCallback):  # type: ignore[misc]
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is None:
             return
-        if not args.eval_strategy or str(args.eval_strategy).endswith("no"):
+        strategy = getattr(args, "eval_strategy", None)
+        if not strategy or str(strategy).lower().endswith("no"):
             self._histograms(state, kwargs.get("model"))
         if self._created:
             self.run.finish()
