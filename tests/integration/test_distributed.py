@@ -162,6 +162,11 @@ def test_a_killed_worker_is_restarted_and_resumes(tmp_path):
         steps = [s for s, _, _ in store.metrics(run, ["train/loss"])["train/loss"]]
     assert any("restarted by the elastic launcher" in m for m in events), events
     assert steps[-1] == 400
+    # one run for the whole launch: what the failed workers logged past the checkpoint was replaced
+    assert len(steps) == len(set(steps)) and steps == sorted(steps), steps
+    with Store(home) as store:
+        assert [r.id for r in store.list_runs()] == [summary["run_id"]]
+        assert store.get_run(summary["run_id"]).status == "finished"
 
 
 def test_a_two_worker_checkpoint_resumes_on_one_worker(tmp_path):
