@@ -34,7 +34,8 @@ TOLERANCE = 1e-4
 
 
 def _env(home: Path) -> dict[str, str]:
-    return dict(os.environ, LMDEV_HOME=str(home), NO_COLOR="1", OMP_NUM_THREADS="1", PYTHONPATH=str(home.parent))
+    path = os.pathsep.join(filter(None, [str(home.parent), os.environ.get("PYTHONPATH")]))  # keep the caller's
+    return dict(os.environ, LMDEV_HOME=str(home), NO_COLOR="1", OMP_NUM_THREADS="1", PYTHONPATH=path)
 
 
 def _config(tmp: Path, **over) -> Path:
