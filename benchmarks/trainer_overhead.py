@@ -7,7 +7,7 @@ Workloads (issue 4):
        length 256 on the generated arithmetic corpus, AdamW
 
 Contenders:
-  lmdev      lmdev.train.loop.fit with a real tracking run (lmdev.track.init, telemetry on),
+  lmdev      lmdev.train.trainer.Trainer with a real tracking run (lmdev.track.init, telemetry on),
              logging every 10 steps (the engine's default)
   raw        a hand-written loop: same model object from lmdev.train.models, same data tensors,
              same batch order (lmdev.train.data.Batches), same optimizer; loss.item() only at
@@ -88,7 +88,7 @@ def _cfg(workload: str, steps: int | None) -> Any:
 def _setup(cfg: Any) -> tuple[Any, Any, Any]:
     """The same data, initial model and batch order the engine builds."""
     from lmdev.train.data import Batches, load_data
-    from lmdev.train.loop import seed_everything
+    from lmdev.train.components.random_state import seed_everything
     from lmdev.train.models import build_model
 
     seed_everything(cfg.seed)
@@ -125,7 +125,7 @@ def _rate(stamps: dict[int, tuple[float, float]], warmup: int, last: int) -> tup
 
 def run_lmdev(cfg: Any, warmup: int, home: Path) -> tuple[float, float]:
     from lmdev import track
-    from lmdev.train.loop import fit
+    from lmdev.train.trainer import Trainer
 
     steps = cfg.train.max_steps
     stamps: dict[int, tuple[float, float]] = {}
@@ -136,7 +136,7 @@ def run_lmdev(cfg: Any, warmup: int, home: Path) -> tuple[float, float]:
 
     run = track.init(name=cfg.name, config=cfg.model_dump(mode="json"), home=home, telemetry=True)
     try:
-        result = fit(cfg, run=run, on_progress=on_progress, handle_signals=False)
+        result = Trainer(cfg, run=run, on_progress=on_progress, handle_signals=False).train()
     finally:
         run.finish()
     assert result.status == "finished" and result.steps == steps
