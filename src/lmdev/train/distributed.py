@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -109,7 +110,7 @@ def shard_model(model: torch.nn.Module, precision: str, cpu_offload: bool, resha
     a block's parameters are gathered only while it runs."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
-    kwargs: dict = {"reshard_after_forward": reshard}
+    kwargs: dict[str, Any] = {"reshard_after_forward": reshard}
     if precision in ("bf16", "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)

@@ -60,6 +60,7 @@ class Optimization:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """A sharded checkpoint's optimizer was loaded with the weights (its ``optimizer`` is null)."""
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         if state.get("optimizer") is not None:
             tensors = {k: v.to(self.device) if not k.endswith(".step") else v
                        for k, v in state.items() if k.startswith("optim.")}
@@ -67,8 +68,25 @@ class Optimization:
         saved = dict(state["scheduler"])
         saved.pop("lr_lambdas", None)
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **saved, "lr_lambdas": [None]})
+        if state.get("optimizer") is not None:
+            self.keep_configured_hyperparameters(configured)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+
+    def keep_configured_hyperparameters(self, configured: list[dict[str, Any]]) -> None:
+        """A fork (``lmdev train --fork``) may change the optimizer's hyper-parameters: the restored
+        moments are kept, the learning rate, betas, weight decay... are this config's. When nothing
+        changed the optimizer is left exactly as restored (a resume stays bit for bit)."""
+        opt, sched = self.optimizer, self.scheduler
+        if all({k: v for k, v in g.items() if k != "params"} == new for g, new in zip(opt.param_groups, configured)):
+            return
+        for group, new in zip(opt.param_groups, configured):
+            base = new.get("initial_lr", new.get("lr"))
+            group.update({k: v for k, v in new.items() if k not in ("lr", "initial_lr")})
+            group["initial_lr"] = base
+        sched.base_lrs = [g.get("initial_lr", g["lr"]) for g in opt.param_groups]
+        for group, base, fn in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * fn(sched.last_epoch) if callable(fn) else group["lr"]
 
 
 class ExtraModel:
