@@ -263,6 +263,7 @@ class Trainer:
         self.checkpointer.apply(found)
         if self.run is not None and self.runtime.is_main:
             self.run.event(f"resumed from {found.path} at step {found.step}")
+            self.run.rewind(found.step)  # one run per training: what was logged past the checkpoint is replaced
         self.callbacks.on_resume(self, found.step)
 
     def roll_back(self, step: int) -> None:
