@@ -39,7 +39,8 @@ def make_loss(cfg: LossConfig, task: str) -> LossFn:
     def huber(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.huber_loss(a, b, delta=cfg.huber_delta)
 
-    regression: LossFn = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": huber}[cfg.type]
+    regressions: dict[str, LossFn] = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": huber}
+    regression = regressions[cfg.type]
 
     def pointwise(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if task == "classification":  # regress onto the one-hot vector

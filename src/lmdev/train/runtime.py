@@ -70,8 +70,11 @@ def pick_precision(name: str, device: torch.device) -> str:
     return "fp32"  # the CPU: bf16 only when asked
 
 
+NO_CONTEXT: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()  # reusable: it holds no state
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     if precision == "fp32":
-        return contextlib.nullcontext()
+        return NO_CONTEXT
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)

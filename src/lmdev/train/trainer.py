@@ -43,7 +43,7 @@ from lmdev.train.distributed import check_same_config, choose_strategy, shard_mo
 from lmdev.train.launch import check_global_batch
 from lmdev.train.losses import LossFn, correct, make_loss, regularization
 from lmdev.train.models import DataShape, add_search_folder, build_model, count_parameters
-from lmdev.train.runtime import autocast, runtime_for
+from lmdev.train.runtime import NO_CONTEXT, autocast, runtime_for
 from lmdev.train.signals import SignalLatch
 
 __all__ = ["NaNStop", "SignalLatch", "StepOutput", "TrainProgress", "TrainResult", "Trainer"]
@@ -113,6 +113,7 @@ class Trainer:
         self.model = build_model(config.model, self.data.shape).to(rt.device)
         self.parameters = count_parameters(self.model)
         self.loss_fn: LossFn = make_loss(config.loss, self.data.shape.task)
+        self.regularized = bool(config.regularization.l1 or config.regularization.l2)
         rt.strategy = choose_strategy(config.strategy, rt.dist, self.parameters, rt.device)
         if rt.strategy == "fsdp":
             shard_for_fsdp(self.model, config, rt.precision)
@@ -223,33 +224,34 @@ class Trainer:
         host = rt.device.type == "cpu"  # there a scalar read is free: plain floats
         loss_sum: Any = 0.0 if host else torch.zeros((), device=rt.device)
         n_correct: Any = 0.0 if host else torch.zeros((), device=rt.device)
+        n = idx.shape[0]  # (len() of a tensor costs microseconds: this runs every step)
         parts = (idx,) if self.grad_accum == 1 else idx.chunk(self.grad_accum)
         for i, part in enumerate(parts):
-            x, y = to_device(*self.data.train.batch(part), rt.device)
-            with self.gradient_sync(last=i == len(parts) - 1):
+            x, y = self.data.train.batch(part)
+            if not host:
+                x, y = to_device(x, y, rt.device)
+            m = part.shape[0]
+            with self.gradient_sync(last=i == len(parts) - 1):  # the backward too: DDP's no_sync
                 with autocast(rt.device, rt.precision):
                     loss, out = self.compute_loss(x, y)
-                weight = len(part) / len(idx)
-                total = loss if len(parts) == 1 else loss * weight
-                reg = regularization(self.model, self.config.regularization)
-                if reg is not None:
-                    total = total + reg * weight
+                total = loss if len(parts) == 1 else loss * (m / n)
+                if self.regularized:
+                    reg = regularization(self.model, self.config.regularization)
+                    total = total + reg * (m / n) if reg is not None else total
                 self.optimization.backward(total)
-            loss_sum += loss.item() * len(part) if host else loss.detach().float() * len(part)
+            loss_sum += loss.item() * m if host else loss.detach().float() * m
             if count_correct:
                 right = correct(out.detach(), y)
                 n_correct += right.item() if host else right
-        return StepOutput(loss_sum, len(idx), n_correct, len(idx) if count_correct else 0)
+        return StepOutput(loss_sum, n, n_correct, n if count_correct else 0)
 
     def gradient_sync(self, last: bool) -> Any:
         """DDP and FSDP reduce the gradients on the last micro-batch of a step only."""
-        import contextlib
-
         if self.runtime.strategy == "fsdp":
             self.model.set_requires_gradient_sync(last)  # type: ignore[operator]  # a method fully_shard adds
         if self.runtime.strategy == "ddp" and not last:
             return self.step_model.no_sync()
-        return contextlib.nullcontext()
+        return NO_CONTEXT
 
     def reads_accuracy(self, step: int) -> bool:
         """Training accuracy is read on the batch of each logging step only (the argmax costs as
