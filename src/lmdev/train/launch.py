@@ -1,16 +1,42 @@
-"""The torchrun command line for ``lmdev train`` on several workers: plain data, no torch import
-(``lmdev plan`` prints it too)."""
+"""Launching ``lmdev train`` on several workers, and what a worker is told by its launcher: the
+torchrun command line, each worker's share of the cores, its rank and restart count. Plain
+data, no torch import (``lmdev plan`` prints the command too). The one place lmdev's training
+reads the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK, TORCHELASTIC_*, OMP_NUM_THREADS)."""
 
 from __future__ import annotations
 
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lmdev.errors import LmdevError
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass
+class WorkerPlace:
+    """Where this process is among the workers of a launch (one worker: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    restart: int = 0  # how often torchrun restarted the workers (--max-restarts)
+    launched: bool = False  # started by torchrun (even as a world of one)
+
+
+def worker_place(environ: Mapping[str, str]) -> WorkerPlace:
+    """This worker's place, from the variables torchrun sets."""
+    def number(name: str, default: int) -> int:
+        value = environ.get(name, "").strip()
+        return int(value) if value.isdigit() else default
+
+    world = number("WORLD_SIZE", 1)
+    return WorkerPlace(rank=number("RANK", 0), world=world, local_rank=number("LOCAL_RANK", 0),
+                       restart=number("TORCHELASTIC_RESTART_COUNT", 0),
+                       launched="TORCHELASTIC_RUN_ID" in environ or world > 1)
 
 
 def torchrun_command(config_args: list[str], nproc: int, nnodes: int = 1, node_rank: int = 0,

@@ -50,3 +50,14 @@ def test_each_launch_has_its_own_rendezvous_id() -> None:
         check_rendezvous_id(2, {})
     check_rendezvous_id(2, {"LMDEV_RDZV_ID": "exp-7"})
     assert not any(a.startswith("--rdzv-id") for a in torchrun_command(["c.yaml"], 2))  # --standalone makes its own
+
+
+def test_a_worker_reads_its_place_from_the_launcher() -> None:
+    from lmdev.train.launch import worker_place
+
+    place = worker_place({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "TORCHELASTIC_RESTART_COUNT": "2",
+                          "TORCHELASTIC_RUN_ID": "x"})
+    assert (place.rank, place.world, place.local_rank, place.restart, place.launched) == (3, 4, 1, 2, True)
+    alone = worker_place({})
+    assert (alone.rank, alone.world, alone.launched) == (0, 1, False)
+    assert worker_place({"TORCHELASTIC_RUN_ID": "x"}).launched  # torchrun with one worker
