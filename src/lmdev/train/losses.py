@@ -25,8 +25,11 @@ def make_loss(cfg: LossConfig, task: str) -> LossFn:
                              "use loss: mse, l1 or huber")
 
         def cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), target.reshape(-1),
-                                   label_smoothing=cfg.label_smoothing)
+            if out.dim() != 2:  # tokens: [B, T, V] -> [B*T, V] (a plain batch needs no reshape: it runs every step)
+                out, target = out.reshape(-1, out.shape[-1]), target.reshape(-1)
+            if out.dtype != torch.float32:
+                out = out.float()
+            return F.cross_entropy(out, target, label_smoothing=cfg.label_smoothing)
 
         return cross_entropy
     if cfg.type == "bce":

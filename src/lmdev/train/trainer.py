@@ -122,6 +122,7 @@ class Trainer:
         self.grad_accum = config.train.grad_accum
         check_global_batch(config.data.batch_size, rt.dist.world, self.grad_accum)
         self.step_model = wrap_model(self.model, rt.strategy, rt.device, rt.dist.local_rank, config.train.compile)
+        self.plain = rt.strategy == "single" and rt.precision == "fp32"
         self.nan_guard = NaNGuard(config.train, self.events)
         self.evaluator = Evaluator(self.data, rt, self.loss_fn, config.data.batch_size, config.train.eval_every)
         self.metrics = MetricLogger(rt.dist, rt.device, config.train.log_every,
@@ -231,19 +232,27 @@ class Trainer:
             if not host:
                 x, y = to_device(x, y, rt.device)
             m = part.shape[0]
-            with self.gradient_sync(last=i == len(parts) - 1):  # the backward too: DDP's no_sync
-                with autocast(rt.device, rt.precision):
-                    loss, out = self.compute_loss(x, y)
-                total = loss if len(parts) == 1 else loss * (m / n)
-                if self.regularized:
-                    reg = regularization(self.model, self.config.regularization)
-                    total = total + reg * (m / n) if reg is not None else total
-                self.optimization.backward(total)
+            if self.plain:  # one worker in fp32: no context to enter (this runs every step)
+                loss, out = self.compute_loss(x, y)
+                self.optimization.backward(self.add_regularization(loss, len(parts), m / n))
+            else:
+                with self.gradient_sync(last=i == len(parts) - 1):  # the backward too: DDP's no_sync
+                    with autocast(rt.device, rt.precision):
+                        loss, out = self.compute_loss(x, y)
+                    self.optimization.backward(self.add_regularization(loss, len(parts), m / n))
             loss_sum += loss.item() * m if host else loss.detach().float() * m
             if count_correct:
                 right = correct(out.detach(), y)
                 n_correct += right.item() if host else right
         return StepOutput(loss_sum, n, n_correct, n if count_correct else 0)
+
+    def add_regularization(self, loss: torch.Tensor, micro_batches: int, weight: float) -> torch.Tensor:
+        """The micro-batch's share of the step's loss, with the l1 / l2 terms."""
+        total = loss if micro_batches == 1 else loss * weight
+        if self.regularized:
+            reg = regularization(self.model, self.config.regularization)
+            total = total + reg * weight if reg is not None else total
+        return total
 
     def gradient_sync(self, last: bool) -> Any:
         """DDP and FSDP reduce the gradients on the last micro-batch of a step only."""
