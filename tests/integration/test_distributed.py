@@ -35,7 +35,9 @@ TOLERANCE = 1e-4
 
 def _env(home: Path) -> dict[str, str]:
     path = os.pathsep.join(filter(None, [str(home.parent), os.environ.get("PYTHONPATH")]))  # keep the caller's
-    return dict(os.environ, LMDEV_HOME=str(home), NO_COLOR="1", OMP_NUM_THREADS="1", PYTHONPATH=path)
+    # the same launch id for the nodes of one test (LMDEV_RDZV_ID), a new one for each test
+    return dict(os.environ, LMDEV_HOME=str(home), NO_COLOR="1", OMP_NUM_THREADS="1", PYTHONPATH=path,
+                LMDEV_RDZV_ID=f"test-{abs(hash(str(home))):x}")
 
 
 def _config(tmp: Path, **over) -> Path:

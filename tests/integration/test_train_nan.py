@@ -152,13 +152,12 @@ def test_rollback_goes_back_to_the_last_checkpoint_and_terminates(tmp_path: Path
             break
     out, err = proc.communicate(timeout=60)
     assert len(rollbacks) <= 25, f"rolled back {len(rollbacks)} times: {rollbacks[:2]}"
-    assert proc.returncode in (0, 1), err
-    assert "Traceback" not in err
+    # one bad batch: one rollback, then the exact replay skips that batch and the run finishes
+    assert proc.returncode == 0, err
+    assert json.loads(out)["status"] == "finished" and json.loads(out)["steps"] == 40
     with Store(tmp_path / "home") as store:
         (info,) = store.list_runs()
         events = [e.message for e in store.events(info)]
-    assert any("non-finite loss at step 12: rolled back to step-00000010" in m for m in events), events
-    if proc.returncode == 0:
-        assert json.loads(out)["steps"] == 40
-    else:
-        assert err.startswith("lmdev: error: ")
+    assert info.status == "finished"
+    assert [m for m in events if "rolled back" in m] == ["non-finite loss at step 12: rolled back to step-00000010"]
+    assert any("step 12: skipping the batch" in m for m in events), events

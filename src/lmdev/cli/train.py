@@ -152,7 +152,7 @@ def _launch(cfg: Any, args: argparse.Namespace) -> int:
     import subprocess
 
     from lmdev.errors import LmdevError
-    from lmdev.train.launch import check_global_batch, port_in_use, torchrun_command, worker_thread_env
+    from lmdev.train.launch import check_global_batch, check_rendezvous_id, port_in_use, torchrun_command, worker_thread_env
 
     nproc = args.nproc or 1
     world = nproc * args.nnodes
@@ -169,6 +169,8 @@ def _launch(cfg: Any, args: argparse.Namespace) -> int:
                          "give the address of the node with --node-rank 0")
     if not 0 <= args.node_rank < args.nnodes:
         raise LmdevError(f"--node-rank {args.node_rank} is outside 0..{args.nnodes - 1}")
+    if args.nnodes > 1 and not args.dry_run:
+        check_rendezvous_id(args.nnodes, os.environ)  # two launches must not share torchrun's run id
     port = args.master_port or 29500
     if args.nnodes > 1 and args.node_rank == 0 and not args.rdzv_endpoint and not args.dry_run \
             and port_in_use(args.master_addr or "127.0.0.1", port):

@@ -5,7 +5,6 @@ keys are :class:`~lmdev.catalog.models.ModelSpec` fields)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,34 +20,11 @@ _SPEC_FIELDS = {f.name for f in dataclasses.fields(ModelSpec)}
 
 
 def _read_structured(path: Path) -> Any:
-    text = path.read_text("utf-8", errors="replace")
+    from lmdev.config_files import parse
+
     suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise LmdevError(f"{path}: reading YAML needs PyYAML", "pip install pyyaml, or use JSON") from None
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise LmdevError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}", "fix the file") from None
-    if suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            try:
-                import tomli as tomllib  # type: ignore[no-redef]
-            except ImportError:
-                raise LmdevError(f"{path}: reading TOML on Python 3.10 needs tomli", "pip install tomli") from None
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise LmdevError(f"{path} is not valid TOML: {exc}", "fix the file") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LmdevError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                         "fix the file") from None
+    fmt = "yaml" if suffix in (".yaml", ".yml") else "toml" if suffix == ".toml" else "json"
+    return parse(path.read_text("utf-8", errors="replace"), fmt, path)
 
 
 def spec_from_lmdev_config(model: dict[str, Any], where: str) -> ModelSpec:

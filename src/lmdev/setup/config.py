@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
+from lmdev.config_files import tomllib
 
 from lmdev.errors import LmdevError
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
+from lmdev.config_files import tomllib
 
 from lmdev.errors import LmdevError
 from lmdev.fsutil import atomic_write_text

@@ -176,3 +176,10 @@ def _tensorboard(store: Store, run: RunInfo, out: Path) -> list[Path]:
                                summary=Summary(value=[Summary.Value(tag=tag, simple_value=s.value)])))
     writer.close()
     return sorted(out.glob(f"events.out.tfevents.*.{run.id}"))
+
+
+def config_changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for each key whose value differs between two configs
+    (a key missing on one side has None there), in key order."""
+    a, b = flatten_config(old, prefix), flatten_config(new, prefix)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

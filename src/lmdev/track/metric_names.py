@@ -42,3 +42,23 @@ def by_canonical(values: Mapping[str, T]) -> dict[str, T]:
     """``values`` keyed by canonical name; where a run holds two spellings of one name, the
     canonical spelling's value wins."""
     return {name: values[originals[0]] for name, originals in aliases(values).items()}
+
+
+_HIGHER_IS_BETTER = ("acc", "accuracy", "f1", "bleu", "rouge", "auc", "reward", "tokens_per_s", "throughput", "mfu",
+                     "precision", "recall")
+
+
+def higher_is_better(key: str) -> bool:
+    """Which way a metric improves, from its name: accuracy, F1, reward, throughput... up;
+    losses, perplexity, errors down. The one rule for "the best evaluation"."""
+    name = key.rsplit("/", 1)[-1].lower()
+    return any(word in name for word in _HIGHER_IS_BETTER)
+
+
+def improves(key: str, value: float, best: float | None) -> bool:
+    """``value`` of metric ``key`` is finite and better than ``best`` (any finite value beats None)."""
+    import math
+
+    if not math.isfinite(value):
+        return False
+    return best is None or (value > best if higher_is_better(key) else value < best)

@@ -33,9 +33,9 @@ def fit(config: Any, *, overrides: list[str] | None = None, resume: str | None =
         from lmdev.train.session import train_session
 
         return train_session(cfg, resume=resume, base_dir=base_dir, **kwargs)
-    from lmdev.train.loop import fit as fit_loop
+    from lmdev.train.trainer import Trainer
 
-    return fit_loop(cfg, resume=resume, base_dir=base_dir, **kwargs)
+    return Trainer(cfg, base_dir=base_dir, **kwargs).train(resume=resume)
 
 
 __all__ = ["fit"]

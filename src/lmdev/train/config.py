@@ -4,7 +4,6 @@ its field path, any field overridable with ``--set a.b=c``."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -19,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from lmdev.config_files import CONFIG_LIMIT
 from lmdev.errors import LmdevError
 
 
@@ -199,15 +199,16 @@ OPTIMIZERS = ["sgd", "momentum", "adam", "adamw", "sparse_adam"]
 
 
 class LossConfig(_Strict):
-    type: str = "cross_entropy"
+    type: str = Field("cross_entropy", description="a built-in loss, or module:function of your project "
+                      "(called as function(output, target) -> scalar tensor), found beside the config")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     huber_delta: float = Field(1.0, gt=0.0)
 
     @field_validator("type")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in LOSSES:
-            raise ValueError(f"unknown loss {v!r}; valid: {', '.join(LOSSES)}")
+        if v not in LOSSES and ":" not in v:
+            raise ValueError(f"unknown loss {v!r}; valid: {', '.join(LOSSES)}, or module:function")
         return v
 
 
@@ -278,6 +279,8 @@ class TrainConfig(_Strict):
         "auto", description="with several workers: ddp, fsdp, or auto (fsdp when the model's training "
         "state does not fit one device)")
     fsdp: FSDPConfig = Field(default_factory=FSDPConfig)
+    callbacks: list[str] = Field(default_factory=list, description="module:Class objects with on_eval, "
+                                 "on_checkpoint or on_resume methods, found beside the config")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -305,7 +308,6 @@ class TrainConfig(_Strict):
 # --------------------------------------------------------------------------- loading
 
 
-CONFIG_LIMIT = 4 * 1024**2  # bytes: a config file larger than this is not a config
 EXPANDED_LIMIT = 100_000  # values in a config once YAML's aliases are expanded
 
 
@@ -397,67 +399,16 @@ def format_errors(exc: ValidationError, source: str) -> str:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    text = _read_text(path)
-    try:
-        if path.suffix == ".toml":
-            data = toml_module(path).loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
+    """A training config file's settings (YAML, TOML or JSON: :mod:`lmdev.config_files`)."""
+    from lmdev.config_files import read_file
 
-            data = yaml.safe_load(text)
-    except RecursionError:
-        raise LmdevError(f"{path} is nested too deeply", "flatten the config") from None
-    except LmdevError:
-        raise
-    except Exception as exc:  # yaml, toml and json each have their own error type
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        mark = getattr(exc, "problem_mark", None)  # PyYAML: where it went wrong
-        if mark is not None:
-            first = f"line {mark.line + 1}, column {mark.column + 1}: {getattr(exc, 'problem', None) or first}"
-        kind = {"toml": "TOML", "json": "JSON"}.get(path.suffix.lstrip("."), "YAML")
-        raise LmdevError(f"{path} is not valid {kind}: {first}", "fix the syntax at the position shown") from None
+    data = read_file(path, CONFIG_LIMIT)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise LmdevError(f"{path} must hold a mapping of settings, not a {type(data).__name__}")
     check_expansion(data, str(path))
     return data
-
-
-def toml_module(path: Path) -> Any:
-    """The TOML reader: the standard library's ``tomllib`` (3.11+), else ``tomli`` (3.10);
-    neither: an error that says so (not "not valid TOML")."""
-    try:
-        import tomllib
-
-        return tomllib
-    except ImportError:
-        pass
-    try:
-        import tomli
-
-        return tomli
-    except ImportError:
-        raise LmdevError(f"{path}: reading a TOML config on Python {sys.version_info[0]}.{sys.version_info[1]} "
-                         "needs the tomli package", "pip install tomli, or write the config as YAML") from None
-
-
-def _read_text(path: Path) -> str:
-    """A config file's text: a regular file of at most CONFIG_LIMIT bytes, in UTF-8 (a BOM is
-    allowed); checked before it is read, so ``/dev/zero`` or a huge file fails at once."""
-    from lmdev.fsutil import read_limited
-
-    raw = read_limited(path, CONFIG_LIMIT, "config file")
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw:
-        raise LmdevError(f"config file {path} is not UTF-8 text (binary, or UTF-16)", "save it as UTF-8")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise LmdevError(f"config file {path} is not UTF-8 text (byte {exc.start} is not valid UTF-8)",
-                         "save it as UTF-8") from None
 
 
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -69,10 +70,12 @@ class Dist:
 
 def from_env(device_name: str, timeout_s: float = 300.0) -> Dist:
     """Join the process group torchrun set up (a no-op for a single process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    from lmdev.train.launch import worker_place
+
+    place = worker_place(os.environ)
+    if place.world <= 1:
         return Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local, world = place.rank, place.local_rank, place.world
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
@@ -83,8 +86,7 @@ def from_env(device_name: str, timeout_s: float = 300.0) -> Dist:
         # (each rank's gloo address among them) would be read stale by restarted workers, which
         # then dial a dead port: give every restart attempt keys of its own.
         store, _, _ = next(dist.rendezvous("env://", rank, world, timeout=timeout))
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-        dist.init_process_group(backend, store=dist.PrefixStore(f"lmdev/attempt-{attempt}", store),
+        dist.init_process_group(backend, store=dist.PrefixStore(f"lmdev/attempt-{place.restart}", store),
                                 rank=rank, world_size=world, timeout=timeout)
     return Dist(rank=rank, world=world, local_rank=local, backend=backend)
 
@@ -109,7 +111,7 @@ def shard_model(model: torch.nn.Module, precision: str, cpu_offload: bool, resha
     a block's parameters are gathered only while it runs."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
-    kwargs: dict = {"reshard_after_forward": reshard}
+    kwargs: dict[str, Any] = {"reshard_after_forward": reshard}
     if precision in ("bf16", "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)

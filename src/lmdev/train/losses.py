@@ -15,15 +15,21 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def make_loss(cfg: LossConfig, task: str) -> LossFn:
-    """J(output, target) averaged over the batch (and over tokens for language modelling)."""
+    """J(output, target) averaged over the batch (and over tokens for language modelling);
+    ``module:function`` is the user's own (:func:`user_loss`)."""
+    if ":" in cfg.type:
+        return user_loss(cfg.type)
     if cfg.type == "cross_entropy":
         if task == "regression":
             raise LmdevError("loss cross_entropy needs class labels but the data is a regression task",
                              "use loss: mse, l1 or huber")
 
         def cross_entropy(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), target.reshape(-1),
-                                   label_smoothing=cfg.label_smoothing)
+            if out.dim() != 2:  # tokens: [B, T, V] -> [B*T, V] (a plain batch needs no reshape: it runs every step)
+                out, target = out.reshape(-1, out.shape[-1]), target.reshape(-1)
+            if out.dtype != torch.float32:
+                out = out.float()
+            return F.cross_entropy(out, target, label_smoothing=cfg.label_smoothing)
 
         return cross_entropy
     if cfg.type == "bce":
@@ -33,8 +39,11 @@ def make_loss(cfg: LossConfig, task: str) -> LossFn:
             return F.binary_cross_entropy_with_logits(out.float(), target.float().reshape(out.shape))
 
         return bce
-    regression = {"mse": F.mse_loss, "l1": F.l1_loss,
-                  "huber": lambda a, b: F.huber_loss(a, b, delta=cfg.huber_delta)}[cfg.type]
+    def huber(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.huber_loss(a, b, delta=cfg.huber_delta)
+
+    regressions: dict[str, LossFn] = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": huber}
+    regression = regressions[cfg.type]
 
     def pointwise(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if task == "classification":  # regress onto the one-hot vector
@@ -73,3 +82,23 @@ def _weights(model: nn.Module) -> list[nn.Parameter]:
 def correct(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """How many predictions (argmax) equal the label, as a tensor (no host sync)."""
     return (out.argmax(dim=-1) == target).sum()
+
+
+def user_loss(spec: str) -> LossFn:
+    """``loss: {type: module:function}``: the user's ``function(output, target)``, which must
+    return one number (a 0-d tensor); the module is found beside the config."""
+    from lmdev.train.models import load_object
+
+    fn = load_object(spec.removeprefix("python:"), "loss")
+    if not callable(fn):
+        raise LmdevError(f"loss {spec} is a {type(fn).__name__}, not a function", "name a function: module:function")
+
+    def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        value = fn(out, target)
+        if not isinstance(value, torch.Tensor) or value.ndim != 0:
+            what = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+            raise LmdevError(f"loss {spec} returned {what}, not a single number (a 0-d tensor)",
+                             "reduce it, e.g. return the .mean() of the per-example losses")
+        return value
+
+    return loss

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +51,8 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         crow = x.crow_indices()
-        return self.bag(x.col_indices(), crow[:-1], per_sample_weights=x.values()) + self.bias
+        out: torch.Tensor = self.bag(x.col_indices(), crow[:-1], per_sample_weights=x.values()) + self.bias
+        return out
 
 
 def build_mlp(cfg: MLPConfig, shape: DataShape) -> nn.Module:
@@ -158,7 +161,8 @@ class Attention(nn.Module):
             v = v.repeat_interleave(self.n_head // self.n_kv, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(b, t, -1))
+        out: torch.Tensor = self.proj(y.transpose(1, 2).reshape(b, t, -1))
+        return out
 
 
 class MLP(nn.Module):
@@ -172,8 +176,10 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.swiglu:
             gate, up = self.up(x).chunk(2, dim=-1)
-            return self.down(F.silu(gate) * up)
-        return self.down(F.gelu(self.up(x)))
+            out: torch.Tensor = self.down(F.silu(gate) * up)
+        else:
+            out = self.down(F.gelu(self.up(x)))
+        return out
 
 
 class Block(nn.Module):
@@ -185,7 +191,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), cos, sin))
-        return x + self.drop(self.mlp(self.norm2(x)))
+        out: torch.Tensor = x + self.drop(self.mlp(self.norm2(x)))
+        return out
 
 
 class GPT(nn.Module):
@@ -235,10 +242,22 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, self.rope_cos, self.rope_sin, use_reentrant=False)
             else:
                 x = block(x, self.rope_cos, self.rope_sin)
-        return self.head(self.norm(x))
+        logits: torch.Tensor = self.head(self.norm(x))
+        return logits
 
 
 # --------------------------------------------------------------------------- factory
+
+
+def add_search_folder(base_dir: str | os.PathLike[str] | None) -> None:
+    """Let ``module:name`` references find modules beside the config (``base_dir``) and in the
+    current folder. Appended, after the standard library and site-packages, so a stray
+    ``tiktoken.py`` beside the config cannot replace the real one."""
+    from pathlib import Path
+
+    for folder in (str(Path(base_dir).resolve()) if base_dir else None, os.getcwd()):
+        if folder and folder not in sys.path:
+            sys.path.append(folder)
 
 
 def load_object(spec: str, what: str) -> object:
@@ -266,7 +285,8 @@ class HFCausalLM(nn.Module):
         self.inner = inner
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.inner(input_ids=idx, use_cache=False).logits
+        logits: torch.Tensor = self.inner(input_ids=idx, use_cache=False).logits
+        return logits
 
 
 def build_hf(cfg: HFModelConfig, shape: DataShape) -> nn.Module:
@@ -284,7 +304,8 @@ def build_hf(cfg: HFModelConfig, shape: DataShape) -> nn.Module:
         raise LmdevError("hf: models are causal language models and need token data",
                          "use data type text:PATH or synthetic")
     if cfg.from_config:
-        inner = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
+        inner = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]  # transformers is untyped here
+            AutoConfig.from_pretrained(path, local_files_only=True))
     else:
         from lmdev.secure import require_safe
 
@@ -314,11 +335,51 @@ def build_model(cfg: MLPConfig | CNNConfig | GPTConfig | PythonModelConfig | HFM
     if isinstance(cfg, HFModelConfig):
         return build_hf(cfg, shape)
     factory = load_object(cfg.type.removeprefix("python:"), "model")
-    _check_kwargs(factory, cfg.kwargs, cfg.type)
-    model = factory(**cfg.kwargs)  # type: ignore[operator]
+    kwargs = {**shape_kwargs(factory, cfg.kwargs, shape), **cfg.kwargs}
+    _check_kwargs(factory, kwargs, cfg.type)
+    model = factory(**kwargs)  # type: ignore[operator]
     if not isinstance(model, nn.Module):
         raise LmdevError(f"model factory {cfg.type} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def data_facts(shape: DataShape) -> dict[str, object]:
+    """What the data tells a model factory, by parameter name: ``input_shape`` (per example),
+    ``in_features`` (tables), ``n_outputs``, ``n_classes`` / ``num_classes`` (classification),
+    ``vocab_size`` and ``seq_len`` (token data)."""
+    facts: dict[str, object] = {"input_shape": tuple(shape.input_shape), "n_outputs": shape.n_outputs}
+    if shape.kind == "tokens":
+        facts.update(vocab_size=shape.n_outputs, seq_len=shape.input_shape[0])
+    else:
+        facts["in_features"] = math.prod(shape.input_shape)
+    if shape.task == "classification":
+        facts.update(n_classes=shape.n_outputs, num_classes=shape.n_outputs)
+    return facts
+
+
+AT_LEAST = ("n_outputs", "n_classes", "num_classes", "vocab_size")  # a model may have more outputs than the data needs
+
+
+def shape_kwargs(factory: object, given: dict[str, object], shape: DataShape) -> dict[str, object]:
+    """The data's facts that ``factory`` takes (a parameter of that name; ``**kwargs`` alone
+    receives none) and the config does not give; a value the config gives that
+    contradicts the data is refused here, naming both, before anything is trained."""
+    import inspect
+
+    facts = data_facts(shape)
+    for key, value in given.items():
+        want = facts.get(key)
+        if want is None or value == want or (isinstance(value, list) and tuple(value) == want):
+            continue
+        if key in AT_LEAST and isinstance(value, int) and isinstance(want, int) and value >= want:
+            continue
+        raise LmdevError(f"model.kwargs.{key} is {value!r} but the data's {key} is {want!r}",
+                         f"remove model.kwargs.{key}: the factory is given the data's value")
+    try:
+        params = inspect.signature(factory).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in facts.items() if k in params and k not in given}
 
 
 def _check_kwargs(factory: object, kwargs: dict[str, object], name: str) -> None:

@@ -16,7 +16,7 @@ FILE_KINDS = ("csv", "npy", "parquet", "text", "sparse")
 def preflight(cfg: TrainConfig, base_dir: Path | None = None) -> None:
     """Raise LmdevError naming the first problem: a data file (train, val or test) that is
     missing, not a regular file or unreadable; a .npy table that is not 2-D; text sequences
-    longer than the GPT's block_size."""
+    longer than the GPT's block_size; a loss or callback of the user's that cannot be imported."""
     base = base_dir or Path.cwd()
     kind, _, arg = cfg.data.type.partition(":")
     if kind in FILE_KINDS:
@@ -29,6 +29,20 @@ def preflight(cfg: TrainConfig, base_dir: Path | None = None) -> None:
     if kind in ("text", "synthetic") and isinstance(cfg.model, GPTConfig) and cfg.data.seq_len > cfg.model.block_size:
         raise LmdevError(f"data.seq_len {cfg.data.seq_len} is longer than model.block_size {cfg.model.block_size}",
                          "raise model.block_size or lower data.seq_len")
+    check_references(cfg, base)
+
+
+def check_references(cfg: TrainConfig, base_dir: Path) -> None:
+    """The user code a config names (a ``module:function`` loss, ``module:Class`` callbacks) can
+    be imported, looked up beside the config."""
+    from lmdev.train.models import add_search_folder, load_object
+
+    specs = [("loss", cfg.loss.type.removeprefix("python:"))] if ":" in cfg.loss.type else []
+    specs += [("callback", spec) for spec in cfg.callbacks]
+    if specs:
+        add_search_folder(base_dir)
+    for what, spec in specs:
+        load_object(spec, what)
 
 
 def check_readable(arg: str, base: Path, field: str) -> Path:

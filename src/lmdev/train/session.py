@@ -12,7 +12,8 @@ from typing import Any
 
 from lmdev.errors import LmdevError
 from lmdev.train.config import TrainConfig
-from lmdev.train.loop import Progress, SignalLatch, TrainResult, fit
+from lmdev.train.trainer import SignalLatch, Trainer, TrainResult
+from lmdev.train.trainer import TrainProgress as Progress
 
 
 @dataclass
@@ -173,7 +174,7 @@ def _session(cfg: TrainConfig, origin: Origin | None, base_dir: Path | None,
         from lmdev.data.check import check_for_training
 
         check_for_training(cfg, run, base_dir, announce)  # data.check: off | warn | fail
-        result = fit(cfg, run=run, resume=resume_path, base_dir=base_dir, on_progress=on_progress)
+        result = Trainer(cfg, run=run, base_dir=base_dir, on_progress=on_progress).train(resume=resume_path)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             run.event("interrupted", level="error")

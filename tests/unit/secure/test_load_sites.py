@@ -20,7 +20,7 @@ LOADER_MODULES = {"torch", "pickle", "np", "numpy", "joblib", "dcp", "keras", "A
 # (file relative to src/lmdev, function) -> why it needs no scan
 EXEMPT = {
     ("train/models.py", "build_hf"): "AutoConfig.from_pretrained reads config.json only (from_config)",
-    ("train/checkpoint.py", "load_sharded_into"): "dcp.load of the checkpoint train/loop.py got from "
+    ("train/checkpoint.py", "load_sharded_into"): "dcp.load of the checkpoint train/components/checkpointer.py got from "
                                                     "ckpt.load / load_latest, which scanned the folder",
     ("compress/formats.py", "read_torch"): "the model.safetensors lmdev compress wrote in its own output folder",
     ("compress/formats.py", "read_int8"): "the model.safetensors lmdev compress wrote in its own output folder",

@@ -45,10 +45,20 @@ def test_round_trip(tmp_path: Path) -> None:
 
 
 def test_no_pickle_anywhere(tmp_path: Path) -> None:
+    """Every file of a checkpoint is safetensors or JSON, read as such from its bytes: a pickle
+    (``\\x80`` + protocol) or torch.save's zip (``PK``) would fail these parses."""
+    import struct
+
     path = _save(tmp_path, 1)
-    for name in ckpt.FILES:
-        assert b"\x80\x02" not in (path / name).read_bytes()[:2]  # no pickle protocol header
-    json.loads((path / "state.json").read_text())
+    assert sorted(p.name for p in path.iterdir()) == sorted([*ckpt.FILES, "manifest.json"])
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        raw = (path / name).read_bytes()
+        (header_len,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8:8 + header_len])  # safetensors: u64 length, JSON header, raw data
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        assert 8 + header_len + max(ends) == len(raw), name
+    for name in ("state.json", "manifest.json"):
+        assert isinstance(json.loads((path / name).read_text(encoding="utf-8")), dict)
 
 
 def test_tied_weights_round_trip(tmp_path: Path) -> None:

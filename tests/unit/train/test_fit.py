@@ -91,10 +91,10 @@ def test_keep_best_saves_the_best_even_between_checkpoint_steps(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The best evaluation (step 20) falls between checkpoint steps (only the last, 40): it is
     saved when found, and pruning down to one checkpoint still keeps it."""
-    from lmdev.train import loop
+    from lmdev.train.components import evaluator
 
     losses = iter([0.5, 0.1, 0.3, 0.4])  # evaluations at steps 10, 20, 30, 40
-    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: {"val/loss": next(losses)})
+    monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: {"val/loss": next(losses)})
     config = {**TINY, "train": {"max_steps": 40, "eval_every": 10, "log_every": 10},
               "checkpoint": {"every": 1000, "keep": 1, "keep_best": True}}
     result = fit(config, track=False, checkpoint_dir=tmp_path / "ck")

@@ -218,7 +218,7 @@ def test_a_full_disk_in_an_atomic_write_leaves_the_old_file(tmp_path: Path, monk
 
 
 def test_json_results_carry_null_and_a_reason_for_non_finite_values() -> None:
-    from lmdev.train.loop import TrainResult
+    from lmdev.train.trainer import TrainResult
 
     doc = TrainResult(None, "diverged", 3, train={"train/loss": math.nan}, val={"val/loss": math.inf}).to_dict()
     text = json.dumps(doc, allow_nan=False)

@@ -152,3 +152,28 @@ def test_python_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         build_model(PythonModelConfig(type="python:no_such_module_xyz:make"), DIGITS)
     with pytest.raises(LmdevError, match="package.module:name"):
         build_model(PythonModelConfig(type="python:just_a_module"), DIGITS)
+
+
+def test_a_factory_is_given_the_data_facts_it_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The factory names in_features and n_classes: the data's values are passed (the config
+    repeats neither); a config value that contradicts the data is refused, naming both."""
+    (tmp_path / "lmdev_test_shaped_models.py").write_text(textwrap.dedent("""
+        import torch
+
+        def make(in_features, n_classes, width=4):
+            return torch.nn.Sequential(torch.nn.Linear(in_features, width), torch.nn.Linear(width, n_classes))
+
+        def tokens(vocab_size, seq_len, **rest):
+            assert not rest
+            return torch.nn.Embedding(vocab_size, seq_len)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = build_model(PythonModelConfig(type="python:lmdev_test_shaped_models:make"), DIGITS)
+    assert model[0].in_features == 64 and model[1].out_features == 10
+    more = build_model(PythonModelConfig(type="python:lmdev_test_shaped_models:make", kwargs={"n_classes": 12}), DIGITS)
+    assert more[1].out_features == 12  # more outputs than classes is allowed
+    with pytest.raises(LmdevError, match=r"model.kwargs.in_features is 10 but the data's in_features is 64"):
+        build_model(PythonModelConfig(type="python:lmdev_test_shaped_models:make", kwargs={"in_features": 10}), DIGITS)
+    emb = build_model(PythonModelConfig(type="python:lmdev_test_shaped_models:tokens"),
+                      DataShape("tokens", (16,), 256, "language_modeling"))
+    assert (emb.num_embeddings, emb.embedding_dim) == (256, 16)
