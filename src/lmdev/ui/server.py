@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -361,14 +362,16 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
     def run_metrics(ref: str, keys: str = Query(..., description="comma-separated metric keys"),
                     points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS),
                     lineage: bool = Query(False, description="add the ancestors' points up to each fork step")
-                    ) -> dict[str, Any]:
+                    ) -> Response:
         wanted = [k for k in keys.split(",") if k][:200]
         with reader.query() as q:
             info = q.run(ref)
             arrays = q.series(info, wanted)
             inherited = _inherited(q, info, wanted, points) if lineage else {}
-        return {"id": info.id, "start_time": info.start_time,
-                "series": {k: _series(arrays[k], points) for k in wanted if k in arrays}, "inherited": inherited}
+        # series are plain lists of floats: sent as they are, without FastAPI's (slow) encoder walk
+        return JSONResponse({"id": info.id, "start_time": info.start_time,
+                             "series": {k: _series(arrays[k], points) for k in wanted if k in arrays},
+                             "inherited": inherited})
 
     @app.get("/api/runs/{ref}/system")
     def run_system(ref: str, points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS)) -> dict[str, Any]:
@@ -463,7 +466,7 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
     def compare(runs: str = Query(..., description="comma-separated run ids"), key: str | None = None,
                 keys: str | None = Query(None, description="comma-separated metric keys (several on one chart)"),
                 points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS),
-                lineage: bool = Query(False, description="add each fork's ancestors' points")) -> dict[str, Any]:
+                lineage: bool = Query(False, description="add each fork's ancestors' points")) -> Response:
         from lmdev.track.metric_names import aliases
 
         refs = [r for r in runs.split(",") if r][:MAX_COMPARE]
@@ -489,11 +492,12 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
                 if lineage and info.parent_id:
                     for k, s in _inherited(q, info, list(originals.values()), points).items():
                         inherited.setdefault(k, {})[info.id] = s
-        return {"runs": [{"id": i.id, "name": i.name, "start_time": i.start_time, "status": live_status(i),
-                          "parent_id": i.parent_id, "fork_step": fork_step(i)} for i in infos],
-                "keys": sorted(counts), "common_keys": sorted(k for k, n in counts.items() if n == len(infos)),
-                "key": key, "series": by_key.get(key, {}) if key else {}, "by_key": by_key,
-                "inherited": inherited, "config_diff": config_diff([i.config for i in infos])}
+        return JSONResponse({
+            "runs": [{"id": i.id, "name": i.name, "start_time": i.start_time, "status": live_status(i),
+                      "parent_id": i.parent_id, "fork_step": fork_step(i)} for i in infos],
+            "keys": sorted(counts), "common_keys": sorted(k for k, n in counts.items() if n == len(infos)),
+            "key": key, "series": by_key.get(key, {}) if key else {}, "by_key": by_key,
+            "inherited": inherited, "config_diff": jsonable_encoder(config_diff([i.config for i in infos]))})
 
     @app.get("/api/hparams")
     def hparams(project: str | None = None, metric: str | None = None,

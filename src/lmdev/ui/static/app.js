@@ -679,7 +679,8 @@
     }
     const url = (withKeys) => "/api/compare?lineage=1&runs=" + encodeURIComponent(ids.join(",")) +
       (withKeys && keys.length ? "&keys=" + encodeURIComponent(keys.join(",")) : "");
-    let d = await api(url(false));
+    let d = await api(url(true));  // the keys asked for come in the first answer
+    let fetched = keys.join(",");
     const offered = d.common_keys.length ? d.common_keys : d.keys;
     keys = keys.filter((k) => d.keys.includes(k));
     if (!keys.length) { const k = ["val/loss", "train/loss", "loss"].find((x) => offered.includes(x)) || offered[0]; if (k) keys = [k]; }
@@ -736,7 +737,8 @@
     }
     async function draw(refetch) {
       if (!keys.length) { card.querySelector(".note").textContent = "These runs have no metrics."; lmdev.ready = true; return; }
-      if (refetch) d = await api(url(true));
+      if (refetch && fetched !== keys.join(",")) d = await api(url(true));
+      fetched = null;  // the next refetch (a new key, a live update) asks again
       card.querySelector("h3").textContent = keys.join(", ");
       const named = {}, start = {}, colors = {}, dashes = {}, schedule = {};
       const seen = new Map();
