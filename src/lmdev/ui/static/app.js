@@ -152,13 +152,15 @@
 
   // -- charts ----------------------------------------------------------------------------------
 
+  // steps are whole numbers: no tick at step 2.5
+  const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9].map((p) => m * p)).sort((a, b) => a - b);
   function chartOpts(width, title, series, xmode, logScale, extra) {
     const grid = { stroke: cssVar("--grid"), width: 1 };
     const axis = { stroke: cssVar("--muted"), grid, ticks: grid };
     return Object.assign({
       width, height: 220, title: undefined, padding: [8, xmode === "wall" ? 56 : 36, 0, 0],
       scales: { x: { time: xmode === "wall" }, y: logScale ? { distr: 3 } : {} },
-      axes: [Object.assign({}, axis, xmode === "rel" ? { label: "seconds" } : {}),
+      axes: [Object.assign({}, axis, xmode === "rel" ? { label: "seconds" } : {}, xmode === "step" ? { incrs: STEP_INCRS } : {}),
         Object.assign({ size: 78, values: (u, splits) => splits.map((v) => fmtAxis(v, /bytes/.test(title))) }, axis)],
       series: [{ label: xmode === "step" ? "step" : xmode === "wall" ? "time" : "s" }].concat(series),
       cursor: { sync: { key: "lmdev-" + (extra && extra.syncKey || "m") }, drag: { x: true, y: false } },
@@ -207,14 +209,14 @@
         return xAll.map((xv) => (m.has(xv) ? m.get(xv) : undefined));
       };
       const part = (arr, from, to) => arr.map((y, j) => (j >= from && j < to ? y : null));
-      const base = single && !opts.useNames ? "" : n;
+      const base = names.length === 1 && !opts.useNames ? "" : n;
       if (smoothing > 0) {
         series.push({ label: base ? base + " raw" : "raw", stroke: color + "66", width: 1, spanGaps: false, show, dash,
           points: { show: false } });
         data.push(align(raw)); groups.push(n);
       }
       if (nI) {
-        series.push({ label: n + " (parent)", stroke: color, width: 1.4, dash: [5, 4], spanGaps: false, show, points: { show: false } });
+        series.push({ label: base ? base + " (parent)" : "parent", stroke: color, width: 1.4, dash: [5, 4], spanGaps: false, show, points: { show: false } });
         data.push(align(part(sm, 0, nI + 1))); groups.push(n);
       }
       series.push({ label: base || (smoothing > 0 ? "smoothed" : "value"), stroke: color, width: 1.6, dash,
@@ -318,6 +320,116 @@
     const out = lin.resumes.map((r) => ({ step: r.step, time: r.time, text: "resumed" }));
     if (lin.parent && lin.parent.step !== null && lin.parent.step !== undefined) out.push({ step: lin.parent.step, time: run.start_time, text: "fork of " + lin.parent.name });
     return out;
+  }
+
+  // -- media (histograms, images, text, tables) --------------------------------------------------
+
+  // The Media tab: per key, by kind — a histogram as a heat strip over the steps (one column per
+  // logged step, darker where more values fell) with the histogram at one step below it; an image
+  // at one step; text and tables listed per step. A slider picks the step. window.lmdev.media
+  // holds what is shown, for tests.
+  function mediaView(pane, run) {
+    const shown = (lmdev.media = {});
+    const base = `/api/runs/${encodeURIComponent(run.id)}/media`;
+    async function load() {
+      const keys = run.media_keys || [];
+      if (!keys.length) { pane.replaceChildren(el("div", { class: "empty", text: "No media logged." })); return; }
+      pane.replaceChildren(...keys.map((k) => el("div", { class: "card media", "data-key": k.key, "data-kind": k.kind },
+        el("h3", null, k.key + " ", el("span", { class: "muted small", text: k.kind })), el("div", { class: "media-body" }))));
+      for (const k of keys) {
+        const d = await api(`${base}?key=${encodeURIComponent(k.key)}`);
+        const items = d.items.filter((x) => x.key === k.key);
+        const body = pane.querySelector(`.card.media[data-key="${CSS.escape(k.key)}"] .media-body`);
+        if (!items.length) { body.replaceChildren(el("p", { class: "muted", text: "Nothing logged yet." })); continue; }
+        if (k.kind === "histogram") histogramView(body, k.key, items);
+        else if (k.kind === "image") stepView(body, k.key, items, (it) => el("figure", { class: "media-image" },
+          it.url ? el("img", { src: it.url, alt: `${k.key} at step ${it.step}`, width: it.payload.width, height: it.payload.height })
+            : el("span", { class: "muted", text: "(the image file is missing)" }),
+          el("figcaption", { class: "small muted", text: it.payload.caption || "" })));
+        else if (k.kind === "table") stepView(body, k.key, items, (it) => el("table", { class: "media-table" },
+          el("thead", null, el("tr", null, (it.payload.columns || []).map((c) => el("th", { text: String(c) })))),
+          el("tbody", null, (it.payload.rows || []).map((r) => el("tr", null, r.map((v) => el("td", { text: typeof v === "string" ? v : JSON.stringify(v) })))))));
+        else textList(body, k.key, items);
+      }
+    }
+    // a step slider over items (in step order) and what to show at the chosen step
+    function stepView(body, key, items, render) {
+      const slider = el("input", { type: "range", class: "media-step", "data-key": key, min: 0, max: items.length - 1, step: 1, value: items.length - 1 });
+      const label = el("span", { class: "mono small media-step-label" });
+      const out = el("div", { class: "media-at" });
+      const show = () => { const it = items[+slider.value]; label.textContent = `step ${it.step}`; out.replaceChildren(render(it)); shown[key].step = it.step; };
+      shown[key] = { kind: items[0].kind, steps: items.map((x) => x.step), step: null };
+      slider.addEventListener("input", show);
+      body.replaceChildren(el("div", { class: "toolbar" }, el("label", null, "Step", slider), label), out);
+      show();
+    }
+    function textList(body, key, items) {
+      shown[key] = { kind: "text", steps: items.map((x) => x.step) };
+      body.replaceChildren(el("table", { class: "media-text" }, el("thead", null, el("tr", null, el("th", { text: "Step" }), el("th", { text: "Text" }))),
+        el("tbody", null, items.slice().reverse().map((it) => el("tr", null, el("td", { class: "num", text: String(it.step) }),
+          el("td", null, el("pre", { text: it.payload.text || "" })))))));
+    }
+    function histogramView(body, key, items) {
+      const ok = items.filter((it) => (it.payload.edges || []).length === (it.payload.counts || []).length + 1 && it.payload.counts.length);
+      const lo = Math.min(...ok.map((it) => it.payload.edges[0])), hi = Math.max(...ok.map((it) => it.payload.edges[it.payload.edges.length - 1]));
+      const rows = 48;
+      // each step's counts moved onto one common grid of value bins (by bucket centre)
+      const grid = ok.map((it) => {
+        const col = new Array(rows).fill(0); const e = it.payload.edges;
+        it.payload.counts.forEach((c, i) => { const mid = (e[i] + e[i + 1]) / 2; const r = hi > lo ? Math.min(rows - 1, Math.floor((mid - lo) / (hi - lo) * rows)) : 0; col[r] += c; });
+        return col;
+      });
+      const strip = el("canvas", { class: "hist-strip", "data-key": key });
+      const bars = el("canvas", { class: "hist-bars", "data-key": key });
+      const w = Math.max(300, body.getBoundingClientRect().width - 10), h = 140, dpr = devicePixelRatio || 1;
+      for (const [c, ch] of [[strip, h], [bars, 110]]) { c.width = w * dpr; c.height = ch * dpr; c.style.width = w + "px"; c.style.height = ch + "px"; }
+      const ctx = strip.getContext("2d"); ctx.scale(dpr, dpr);
+      const left = 56, cw = (w - left) / Math.max(1, grid.length);
+      const accent = cssVar("--accent");
+      grid.forEach((col, x) => {
+        const m = Math.max(1, ...col);
+        col.forEach((c, r) => { if (!c) return; ctx.globalAlpha = Math.sqrt(c / m); ctx.fillStyle = accent;
+          ctx.fillRect(left + x * cw, h - (r + 1) * (h / rows), Math.ceil(cw), Math.ceil(h / rows)); });
+      });
+      ctx.globalAlpha = 1; ctx.fillStyle = cssVar("--muted"); ctx.font = "11px system-ui, sans-serif";
+      ctx.fillText(fmtNum(hi), 2, 11); ctx.fillText(fmtNum(lo), 2, h - 2);
+      const marker = el("div", { class: "hist-marker" });
+      const wrap = el("div", { class: "hist-wrap" }, strip, marker);
+      stepView(body, key, ok, (it) => {
+        const b = bars.getContext("2d"); b.setTransform(dpr, 0, 0, dpr, 0, 0); b.clearRect(0, 0, w, 110);
+        const counts = it.payload.counts, m = Math.max(1, ...counts), bw = (w - left) / counts.length;
+        b.fillStyle = accent;
+        counts.forEach((c, i) => b.fillRect(left + i * bw, 108 - 100 * c / m, Math.max(1, bw - 1), 100 * c / m));
+        b.fillStyle = cssVar("--muted"); b.font = "11px system-ui, sans-serif";
+        b.fillText(fmtNum(it.payload.edges[0]), left, 108); b.textAlign = "right"; b.fillText(fmtNum(it.payload.edges[it.payload.edges.length - 1]), w - 2, 108); b.textAlign = "left";
+        marker.style.left = (left + ok.indexOf(it) * cw) + "px"; marker.style.width = Math.max(2, cw) + "px";
+        shown[key].counts = counts.slice();
+        return el("div", null, bars, el("div", { class: "small muted", text: `${counts.reduce((a, c) => a + c, 0)} values at step ${it.step}, ${counts.length} buckets` }));
+      });
+      body.prepend(wrap);
+      Object.assign(shown[key], { rows, lo, hi, columns: grid.length });
+    }
+    return { load };
+  }
+
+  // -- data check ------------------------------------------------------------------------------
+
+  // the report of `lmdev data check` (docs/schemas/data.md) that `lmdev train` stores with a run
+  function renderDataCheck(pane, r) {
+    const c = r.counts || {};
+    const badgeOf = (sev) => badge(sev === "severe" ? "failed" : sev === "warn" ? "warning" : "info");
+    pane.replaceChildren(
+      el("p", { id: "data-check-status" }, "Data check before training: ", el("span", { class: "badge " + (r.status === "severe" ? "failed" : r.status === "warn" ? "warning" : "finished"), text: r.status || "?" }),
+        ` — ${c.severe || 0} severe, ${c.warn || 0} warnings, ${c.info || 0} notes; ${(r.checks || []).join(", ")} in ${fmtNum(r.seconds)} s`),
+      el("table", { id: "data-check-splits" }, el("thead", null, el("tr", null, ["Split", "Source", "Kind", "Rows", "Columns", "Label", "Classes"].map((h) => el("th", { text: h })))),
+        el("tbody", null, (r.splits || []).map((x) => el("tr", null, [x.name, x.source, x.kind, x.rows, x.columns, x.label || "–", x.classes].map((v, i) => el("td", { class: i >= 3 && i !== 5 ? "num" : "", text: String(v) })))))),
+      el("h2", { text: "Findings" }),
+      (r.findings || []).length ? el("table", { id: "data-check-findings" }, el("thead", null, el("tr", null, ["Severity", "Finding", "Split", "Rows", "Fix"].map((h) => el("th", { text: h })))),
+        el("tbody", null, r.findings.map((f) => el("tr", { "data-id": f.id }, el("td", null, badgeOf(f.severity)),
+          el("td", null, el("div", { text: f.message }), el("div", { class: "muted mono small", text: f.id })),
+          el("td", { text: f.split || "–" }), el("td", { class: "num", text: f.count === null || f.count === undefined ? "–" : String(f.count) }),
+          el("td", { class: "small", text: f.fix || "" })))))
+        : el("p", { class: "muted", text: "No findings: the data looks sound." }));
   }
 
   // -- runs page -------------------------------------------------------------------------------
@@ -460,16 +572,19 @@
       el("label", null, "Smoothing", slider, sliderVal), el("label", null, "X axis", xSel),
       el("label", null, logBox, "log scale"), keySearch, el("span", { id: "live", class: "muted small" }));
 
-    const tabs = ["Metrics", "System", "Config", "Events", "Artifacts", "Output"];
+    const tabs = ["Metrics", "Media", "System", "Config", "Events", "Artifacts", "Output", "Data check"];
     const panes = {};
     const tabBar = el("div", { class: "tabs" });
     for (const t of tabs) {
-      panes[t] = el("section", { id: "pane-" + t.toLowerCase(), hidden: t !== "Metrics" });
-      const b = el("button", { type: "button", text: t, "data-tab": t, class: t === "Metrics" ? "active" : "" });
+      panes[t] = el("section", { id: "pane-" + t.toLowerCase().replace(" ", "-"), hidden: t !== "Metrics" });
+      // Media and Data check only when the run has some
+      const b = el("button", { type: "button", text: t, "data-tab": t, class: t === "Metrics" ? "active" : "",
+        hidden: (t === "Media" && !(run.media_keys || []).length) || t === "Data check" });
       b.addEventListener("click", () => {
         tabBar.querySelectorAll("button").forEach((x) => x.classList.toggle("active", x === b));
         for (const k of tabs) panes[k].hidden = k !== t;
         if (t === "System") loadSystem();
+        if (t === "Media") loadMedia();
         if (t === "Output") panes.Output.querySelectorAll("pre").forEach((pre) => { pre.scrollTop = pre.scrollHeight; });
       });
       tabBar.append(b);
@@ -599,7 +714,18 @@
       panes.Artifacts.replaceChildren(rows.length ? el("table", { id: "artifacts" }, el("thead", null, el("tr", null,
         ["Path", "Kind", "Size", "sha256", "Time"].map((h) => el("th", { text: h })))), el("tbody", null, rows))
         : el("div", { class: "empty", text: "No artifacts." }));
+      // the data check `lmdev train` ran before training (an artifact of kind data-check)
+      const check = d.artifacts.filter((a) => a.kind === "data-check" && a.download && a.exists).pop();
+      if (check && !panes["Data check"].dataset.loaded) {
+        panes["Data check"].dataset.loaded = "1";
+        try {
+          renderDataCheck(panes["Data check"], await api(check.download));
+          tabBar.querySelector('button[data-tab="Data check"]').hidden = false;
+        } catch (e) { delete panes["Data check"].dataset.loaded; }
+      }
     }
+    let media = null;
+    async function loadMedia() { media = media || mediaView(panes.Media, run); await media.load(); }
     async function loadOutput() {
       const d = await api(`/api/runs/${encodeURIComponent(run.id)}/output`);
       const names = Object.keys(d.files);

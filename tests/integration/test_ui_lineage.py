@@ -1,0 +1,103 @@
+"""Lineage, media and the data check on a run's page, in a real headless Chromium (issue 18):
+resumes drawn as markers on the charts, a fork's curve continuing its parent's, the lineage
+line (parent, forks), histograms over steps and images at a step with a step slider, text and
+tables per step, and the data-check report `lmdev train` stores with a run. Screenshots go to
+test-artifacts/ui/."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmdev import track
+from tests.integration.test_ui_browser import (  # noqa: F401  (fixtures)
+    Server,
+    browser,
+    chart,
+    open_page,
+    page,
+    playwright_api,
+    wait_js,
+)
+
+pytestmark = [pytest.mark.integration]
+
+
+def _lineage(home):
+    base = track.init("base", home=home, telemetry=False, flush_interval=0.05)
+    for step in range(0, 50):
+        base.log({"train/loss": 2.0 - step * 0.02}, step=step)
+    base.event("resumed at step 30 (19 points past it replaced)", kind="resume", step=30, dropped=19)
+    base.finish()
+    fork = track.init("base-lowlr", home=home, telemetry=False, parent=base.id, flush_interval=0.05)
+    for step in range(31, 60):
+        fork.log({"train/loss": 1.0 - (step - 30) * 0.01}, step=step)
+    fork.finish()
+    return base.id, fork.id
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    home = tmp_path_factory.mktemp("ui-lineage") / ".lmdev"
+    ids = _lineage(home)
+    srv = Server(home)
+    yield home, ids, srv
+    srv.stop()
+
+
+def test_resumes_are_marked_and_forks_listed(page, lab):
+    _home, (base, fork), srv = lab
+    open_page(page, f"{srv.base}/#/run/{base}")
+    wait_js(page, "window.lmdev.charts.has('train/loss')")
+    markers = page.evaluate("window.lmdev.charts.get('train/loss').markers")
+    assert markers == [{"text": "resumed", "x": 30}]
+    lineage = page.locator("#lineage").inner_text()
+    assert "resumed 1 time: from step 30 (19 later points replaced)" in lineage
+    assert "1 fork: base-lowlr" in lineage
+    page.click(f'#lineage a[data-run="{fork}"]')
+    wait_js(page, f"location.hash.includes('{fork}') && window.lmdev.ready && window.lmdev.charts.has('train/loss')")
+    assert "forked from base" in page.locator("#lineage").inner_text()
+
+
+def test_a_fork_is_drawn_continuing_its_parent(page, lab):
+    _home, (base, fork), srv = lab
+    open_page(page, f"{srv.base}/#/run/{fork}?smoothing=0")
+    wait_js(page, "window.lmdev.charts.has('train/loss')")
+    c = chart(page, "train/loss")
+    assert c["labels"] == ["parent", "value"]
+    steps, parent, own = c["data"]
+    assert steps == list(range(60))
+    assert parent[0] == pytest.approx(2.0) and parent[30] == pytest.approx(1.4)  # the parent's points up to the fork
+    assert all(v is None for v in parent[32:]) and all(v is None for v in own[:31])
+    assert own[31] == pytest.approx(0.99) and own[59] == pytest.approx(0.71)
+    # on Compare the fork is drawn the same way beside its parent
+    open_page(page, f"{srv.base}/#/compare?runs={base},{fork}&keys=train/loss&smoothing=0")
+    wait_js(page, "window.lmdev.charts.has('compare')")
+    assert chart(page, "compare")["labels"] == ["base", "base-lowlr (parent)", "base-lowlr"]
+
+
+def test_the_data_check_report_is_shown_with_the_run(page, tmp_path):
+    from lmdev.data.check import CheckOptions, check
+
+    home = tmp_path / ".lmdev"
+    rows = [f"{i % 7},{(i * 3) % 11},{i % 2}" for i in range(60)]
+    (tmp_path / "train.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    (tmp_path / "val.csv").write_text("a,b,label\n" + "\n".join(rows[:20]) + "\n")  # all of val is in train
+    run = track.init("checked", home=home, telemetry=False)
+    run.log({"train/loss": 1.0}, step=0)
+    out = run.dir / "data-check"
+    report = check(tmp_path / "train.csv", CheckOptions(val=str(tmp_path / "val.csv"), out_dir=out, fast=True))
+    run.log_artifact(out / "report.json", kind="data-check")
+    run.finish()
+    assert any(f.id == "split.overlap" for f in report.findings)
+    srv = Server(home)
+    try:
+        open_page(page, f"{srv.base}/#/run/{run.id}")
+        wait_js(page, "!document.querySelector('button[data-tab=\"Data check\"]').hidden")
+        page.click('button[data-tab="Data check"]')
+        status = page.locator("#data-check-status").inner_text()
+        assert report.to_dict()["status"] in status
+        findings = page.locator("#data-check-findings").inner_text()
+        assert "split.overlap" in findings and "val" in findings
+        assert page.locator("#data-check-splits tbody tr").count() == 2
+    finally:
+        srv.stop()
