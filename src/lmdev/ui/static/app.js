@@ -1179,7 +1179,7 @@
       else if (path === "#/compare") await comparePage(view, hash);
       else if (path === "#/hparams") await hparamsPage(view, hash);
       else if (path === "#/machine") await machinePage(view);
-      else if (path === "#/plan" && state.plan) await planPage(view);
+      else if (path === "#/plan" && (await state.planReady, state.plan)) await planPage(view);
       else throw new ApiError(404, { error: { message: "There is no page " + path.slice(1) + "." } });
     } catch (err) {
       showError(view, err);
@@ -1201,7 +1201,9 @@
       theme(document.documentElement.dataset.theme === "dark" ? "light" : "dark");
       route();
     });
-    try { await api("/api/plan/options"); state.plan = true; document.getElementById("nav-plan").hidden = false; } catch (e) { state.plan = false; }
+    // whether the planner is installed: asked beside the first page, not before it
+    state.planReady = api("/api/plan/options").then(() => { state.plan = true; document.getElementById("nav-plan").hidden = false; })
+      .catch(() => { state.plan = false; });
     window.addEventListener("hashchange", route);
     route();
   });
