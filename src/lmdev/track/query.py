@@ -83,6 +83,17 @@ class Cursor:
 
 
 @dataclass
+class MediaKey:
+    """One media key of a run (a histogram, image, text or table series) and its steps."""
+
+    key: str
+    kind: str
+    count: int
+    first_step: int
+    last_step: int
+
+
+@dataclass
 class Resume:
     """The run was resumed from a checkpoint at ``step``; ``dropped`` points logged past it by the
     earlier process were replaced."""
@@ -271,6 +282,30 @@ class Query:
     def _has_table(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                                  (name,)).fetchone() is not None
+
+    # -- media --------------------------------------------------------------------------------
+
+    def media_keys(self, run: RunInfo) -> list[MediaKey]:
+        """The run's media keys with their kind, how many items and their step range."""
+        with self.store.reading():
+            if not self._has_table("media"):
+                return []
+            return [MediaKey(str(k), str(kind), int(n), int(lo), int(hi)) for k, kind, n, lo, hi in self.conn.execute(
+                "SELECT key, kind, count(*), min(step), max(step) FROM media WHERE run = ? "
+                "GROUP BY key, kind ORDER BY key", (self.store.rid(run.id),))]
+
+    def media(self, run: RunInfo, key: str | None = None, kind: str | None = None,
+              limit: int | None = None) -> tuple[list[Any], bool]:
+        """The run's media items (``Store.media``: key then step order) and whether ``limit``
+        cut them (the latest steps of each key are kept)."""
+        with self.store.reading():
+            if not self._has_table("media"):
+                return [], False
+        items = self.store.media(run, key=key, kind=kind)
+        if limit is None or len(items) <= limit:
+            return items, False
+        keep = sorted(range(len(items)), key=lambda i: (-items[i].step, i))[:limit]
+        return [items[i] for i in sorted(keep)], True
 
     # -- system -------------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ SECURITY_HEADERS = {
 OUTPUT_FILES = ("stdout.log", "stderr.log", "output.log")
 OUTPUT_TAIL_BYTES = 64 * 1024
 MAX_COMPARE = 50
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}  # never SVG (it can hold script)
 MAX_COMPARE_KEYS = 12
 MAX_ANCESTORS = 16
 
@@ -288,6 +289,7 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             cursor = q.cursor(info).to_dict()
             system_keys = q.system_keys(info)
             lineage = D.lineage_dict(q.lineage(info))
+            media_keys = q.media_keys(info)
         row = D.run_row(info)
         row["summaries"] = [{"key": s.key, "count": s.count, "first_step": s.first_step, "last_step": s.last_step,
                              "last": D.json_float(s.last), "min": D.json_float(s.min), "max": D.json_float(s.max),
@@ -296,6 +298,7 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         row["system_keys"] = system_keys
         row["cursor"] = cursor
         row["lineage"] = lineage
+        row["media_keys"] = [{"key": m.key, "kind": m.kind} for m in media_keys]
         folder = _run_folder(info.id)
         row["output_files"] = [n for n in OUTPUT_FILES if folder is not None and (folder / n).is_file()]
         return row
@@ -409,6 +412,25 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         except (OSError, ValueError, RuntimeError):
             return False
 
+    @app.get("/api/runs/{ref}/media")
+    def run_media(ref: str, key: str | None = None, kind: str | None = None,
+                  limit: int = Query(1000, ge=1, le=5000)) -> Response:
+        """The run's histograms, images, texts and tables; images with a URL to their PNG."""
+        with reader.query() as q:
+            info = q.run(ref)
+            keys = q.media_keys(info)
+            items, truncated = q.media(info, key=key, kind=kind, limit=limit)
+        folder = _run_folder(info.id)
+        out = []
+        for it in items:
+            d = {"key": it.key, "kind": it.kind, "step": it.step, "time": it.time, "payload": it.payload}
+            if it.path is not None and folder is not None and _inside(Path(it.path), folder):
+                rel = Path(it.path).resolve().relative_to(folder.resolve()).as_posix()
+                d["url"] = f"/api/runs/{urllib.parse.quote(info.id)}/files/{urllib.parse.quote(rel)}"
+            out.append(d)
+        return JSONResponse(jsonable_encoder({"id": info.id, "keys": [vars(k) for k in keys], "items": out,
+                                              "truncated": truncated}))
+
     @app.get("/api/runs/{ref}/artifacts")
     def run_artifacts(ref: str) -> dict[str, Any]:
         with reader.query() as q:
@@ -460,6 +482,10 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             return _error(404, "no such file in this run's folder", None, "not_found")
         if not target.resolve().is_file():
             return _error(404, "no such file in this run's folder", None, "not_found")
+        # images (the Media tab shows them) as what they are; everything else as a download
+        image = IMAGE_TYPES.get(target.suffix.lower())
+        if image is not None:
+            return FileResponse(target.resolve(), media_type=image)
         return FileResponse(target.resolve(), media_type="application/octet-stream", filename=target.name)
 
     @app.get("/api/compare")
