@@ -101,3 +101,23 @@ def test_the_data_check_report_is_shown_with_the_run(page, tmp_path):
         assert page.locator("#data-check-splits tbody tr").count() == 2
     finally:
         srv.stop()
+
+
+
+def test_compression_page_lists_the_recorded_variants(page, lab):
+    home, (base, _fork), srv = lab
+    # a variant as `lmdev compress --out` records it (compress/core.py: start_run)
+    v = track.init("compress-torchao", home=home, telemetry=False, parent=base, tags=["lmdev-compress", "quantize"],
+                   config={"compress": {"method": "quantize", "backend": "torchao", "bits": 8},
+                           "source": {"ref": base}, "target": "latency", "max_drop": 0.02})
+    v.log({"compress/file_bytes": 3.0 * 2**20, "compress/size_ratio": 3.9, "compress/speedup_b1": 2.4,
+           "compress/latency_b1_p50_ms": 1.25}, step=0)
+    v.finish()
+    open_page(page, f"{srv.base}/#/compression")
+    row = page.locator(f'#compress-table tr[data-run="{v.id}"]').inner_text()
+    assert "compress-torchao" in row and "base" in row and "quantize / torchao" in row and "bits=8" in row
+    assert "3.9×" in row and "2.4×" in row and "3.0 MiB" in row
+    open_page(page, f"{srv.base}/#/run/{base}")
+    assert "1 compressed variant: compress-torchao" in page.locator("#lineage").inner_text()
+    open_page(page, f"{srv.base}/#/run/{v.id}")
+    assert "compressed from base" in page.locator("#lineage").inner_text()

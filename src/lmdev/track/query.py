@@ -32,6 +32,7 @@ _HIGHER_IS_BETTER = re.compile(r"(acc|accuracy|f1|bleu|rouge|auc|reward|tokens_p
                                re.IGNORECASE)
 MAX_TABLE_KEYS = 8  # key metrics per run in the runs table
 RESUME_KIND = "resume"  # the ``kind`` of the event a resumed run records
+COMPRESS_TAG = "lmdev-compress"  # the tag `lmdev compress` puts on the variants it records as runs
 
 
 def higher_is_better(key: str) -> bool:
@@ -112,6 +113,7 @@ class Fork:
     status: str
     step: int | None
     start_time: float
+    kind: str = "fork"  # "fork", or "compressed": a variant `lmdev compress` made of the run
 
 
 @dataclass
@@ -334,11 +336,11 @@ class Query:
         if run.parent_id:
             try:
                 p = self.store.get_run(run.parent_id)
-                parent = Fork(p.id, p.name, live_status(p), fork_step(run), p.start_time)
+                parent = Fork(p.id, p.name, live_status(p), fork_step(run), p.start_time, _child_kind(run))
             except DamagedRun:
                 raise
             except Exception:  # the parent was deleted: keep its id
-                parent = Fork(run.parent_id, run.parent_id, "deleted", fork_step(run), 0.0)
+                parent = Fork(run.parent_id, run.parent_id, "deleted", fork_step(run), 0.0, _child_kind(run))
         return Lineage(run.id, parent, self.forks(run), self.resumes(run))
 
     def forks(self, run: RunInfo) -> list[Fork]:
@@ -349,7 +351,8 @@ class Query:
         out = []
         for rid in ids:
             child = self.store.get_run(rid)
-            out.append(Fork(child.id, child.name, live_status(child), fork_step(child), child.start_time))
+            out.append(Fork(child.id, child.name, live_status(child), fork_step(child), child.start_time,
+                            _child_kind(child)))
         return out
 
     def resumes(self, run: RunInfo) -> list[Resume]:
@@ -363,6 +366,10 @@ class Query:
             out.append(Resume(e.time, step if isinstance(step, int) else None,
                               dropped if isinstance(dropped, int) else 0))
         return out
+
+
+def _child_kind(run: RunInfo) -> str:
+    return "compressed" if COMPRESS_TAG in run.tags else "fork"
 
 
 def _last_value(vals: Any) -> float:

@@ -82,7 +82,7 @@ def key_metric_dict(m: KeyMetric) -> dict[str, Any]:
 def lineage_dict(lin: Lineage) -> dict[str, Any]:
     def fork(f: Any) -> dict[str, Any] | None:
         return None if f is None else {"id": f.id, "name": f.name, "status": f.status, "step": f.step,
-                                       "start_time": f.start_time}
+                                       "start_time": f.start_time, "kind": f.kind}
 
     return {"id": lin.run_id, "parent": fork(lin.parent), "forks": [fork(f) for f in lin.forks],
             "resumes": [{"time": r.time, "step": r.step, "dropped": r.dropped} for r in lin.resumes]}

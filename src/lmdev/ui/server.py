@@ -36,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 from lmdev.errors import LmdevError
 from lmdev.names import InvalidName, run_path
 from lmdev.track.query import Query as StoreQuery
-from lmdev.track.query import Series, fork_step, live_status
+from lmdev.track.query import COMPRESS_TAG, Series, fork_step, live_status
 from lmdev.track.store import MAX_LIMIT, DamagedRun
 from lmdev.track.types import RunInfo
 from lmdev.ui import data as D
@@ -535,6 +535,33 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             table = q.table_metrics()
             finals = q.final_values(infos, _spellings(q, metric)) if metric else {}
         return hparams_document(infos, table, metric, finals)
+
+    @app.get("/api/compress")
+    def compress_runs(limit: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
+        """The runs `lmdev compress` recorded (tag ``lmdev-compress``): each variant's settings,
+        its source run and its measurements (the ``compress/*`` metrics)."""
+        with reader.query() as q:
+            infos, _bad = q.runs()
+            out = []
+            for info in infos:
+                if COMPRESS_TAG not in info.tags:
+                    continue
+                source = None
+                if info.parent_id:
+                    try:
+                        p = q.run(info.parent_id)
+                        source = {"id": p.id, "name": p.name}
+                    except LmdevError:
+                        source = {"id": info.parent_id, "name": None}
+                measured = {s.key.split("/", 1)[1]: D.json_float(s.last) for s in q.summaries(info)
+                            if s.key.startswith("compress/")}
+                cfg = info.config if isinstance(info.config, dict) else {}
+                out.append({"id": info.id, "name": info.name, "status": live_status(info),
+                            "start_time": info.start_time, "source": source, "settings": cfg.get("compress") or {},
+                            "target": cfg.get("target"), "max_drop": cfg.get("max_drop"), "measured": measured})
+                if len(out) >= limit:
+                    break
+        return {"runs": out}
 
     @app.get("/api/runs/{ref}/lineage")
     def run_lineage(ref: str) -> dict[str, Any]:

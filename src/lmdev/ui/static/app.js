@@ -306,10 +306,14 @@
     const runLink = (f) => el("a", { href: "#/run/" + encodeURIComponent(f.id), text: f.name, "data-run": f.id });
     const at = (step) => (step === null || step === undefined ? "" : ` at step ${step}`);
     const rows = [];
-    if (lin.parent) rows.push(el("div", { class: "lineage-parent" }, "forked from ", runLink(lin.parent), at(lin.parent.step),
+    if (lin.parent) rows.push(el("div", { class: "lineage-parent" }, lin.parent.kind === "compressed" ? "compressed from " : "forked from ",
+      runLink(lin.parent), at(lin.parent.step),
       lin.parent.status === "deleted" ? el("span", { class: "muted", text: " (deleted)" }) : null));
-    if (lin.forks.length) rows.push(el("div", { class: "lineage-forks" }, `${lin.forks.length} fork${lin.forks.length > 1 ? "s" : ""}: `,
-      lin.forks.map((f, i) => el("span", { class: "lineage-fork" }, i ? ", " : "", runLink(f), at(f.step), " ", badge(f.status)))));
+    const forks = lin.forks.filter((f) => f.kind !== "compressed"), variants = lin.forks.filter((f) => f.kind === "compressed");
+    if (variants.length) rows.push(el("div", { class: "lineage-variants" }, `${variants.length} compressed variant${variants.length > 1 ? "s" : ""}: `,
+      variants.map((f, i) => el("span", null, i ? ", " : "", runLink(f)))));
+    if (forks.length) rows.push(el("div", { class: "lineage-forks" }, `${forks.length} fork${forks.length > 1 ? "s" : ""}: `,
+      forks.map((f, i) => el("span", { class: "lineage-fork" }, i ? ", " : "", runLink(f), at(f.step), " ", badge(f.status)))));
     if (lin.resumes.length) rows.push(el("div", { class: "lineage-resumes" }, `resumed ${lin.resumes.length} time${lin.resumes.length > 1 ? "s" : ""}: `,
       lin.resumes.map((r) => `from step ${r.step === null ? "?" : r.step}` + (r.dropped ? ` (${r.dropped} later points replaced)` : "")).join("; ")));
     box.replaceChildren(...rows);
@@ -640,7 +644,7 @@
     async function fetchKeys(ks) {
       for (let i = 0; i < ks.length; i += 40) {
         const part = ks.slice(i, i + 40);
-        const lin = run.lineage && run.lineage.parent ? "&lineage=1" : "";
+        const lin = run.lineage && run.lineage.parent && run.lineage.parent.kind !== "compressed" ? "&lineage=1" : "";
         const d = await api(`/api/runs/${encodeURIComponent(run.id)}/metrics?keys=${encodeURIComponent(part.join(","))}${lin}`);
         for (const [k, s] of Object.entries(d.series)) cache.set(k, Object.assign({}, s, { inherited: (d.inherited || {})[k] }));
       }
@@ -1001,6 +1005,31 @@
     });
   }
 
+  // -- compression page ------------------------------------------------------------------------
+
+  // the variants `lmdev compress` recorded as runs: what was done to which run, and what it gave
+  async function compressionPage(view) {
+    const d = await api("/api/compress");
+    const keys = [...new Set(d.runs.flatMap((r) => Object.keys(r.measured)))].sort((a, b) => {
+      const p = (k) => (k === "size_ratio" ? 0 : k === "file_bytes" ? 1 : k.startsWith("speedup") ? 2 : k.startsWith("latency") ? 3 : 4);
+      return p(a) - p(b) || a.localeCompare(b);
+    });
+    const fmt = (k, v) => (v === null || v === undefined ? "–" : k === "file_bytes" ? fmtBytes(v) : k === "size_ratio" || k.startsWith("speedup") ? fmtNum(v) + "×" : fmtNum(v));
+    view.replaceChildren(el("h1", { text: "Compression" }),
+      el("p", { class: "muted", text: "The variants `lmdev compress --out` wrote, each recorded as a run beside the run it came from." }),
+      d.runs.length ? el("table", { id: "compress-table" }, el("thead", null, el("tr", null, ["Variant", "Source", "Method", "Settings", "Started"].map((h) => el("th", { text: h })),
+        keys.map((k) => el("th", { class: "mono small", text: k })))),
+        el("tbody", null, d.runs.map((r) => el("tr", { "data-run": r.id },
+          el("td", null, el("a", { href: "#/run/" + encodeURIComponent(r.id), text: r.name }), " ", badge(r.status)),
+          el("td", null, r.source ? (r.source.name ? el("a", { href: "#/run/" + encodeURIComponent(r.source.id), text: r.source.name }) : r.source.id) : "–"),
+          el("td", { text: [r.settings.method, r.settings.backend].filter(Boolean).join(" / ") || "–" }),
+          el("td", { class: "mono small", text: Object.entries(r.settings).filter(([k]) => k !== "method" && k !== "backend").map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ") }),
+          el("td", { class: "small", text: fmtTime(r.start_time) }),
+          keys.map((k) => el("td", { class: "num", text: fmt(k, r.measured[k]) }))))))
+        : el("div", { class: "empty", text: "No compressed variants recorded yet: `lmdev compress SOURCE --out DIR` records one." }));
+    lmdev.ready = true;
+  }
+
   // -- machine page ----------------------------------------------------------------------------
 
   async function machinePage(view) {
@@ -1178,6 +1207,7 @@
       else if (path.startsWith("#/run/")) await runPage(view, decodeURIComponent(path.slice(6)));
       else if (path === "#/compare") await comparePage(view, hash);
       else if (path === "#/hparams") await hparamsPage(view, hash);
+      else if (path === "#/compression") await compressionPage(view);
       else if (path === "#/machine") await machinePage(view);
       else if (path === "#/plan" && (await state.planReady, state.plan)) await planPage(view);
       else throw new ApiError(404, { error: { message: "There is no page " + path.slice(1) + "." } });
