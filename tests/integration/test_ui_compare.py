@@ -13,17 +13,12 @@ import urllib.parse
 
 import pytest
 
-from tests.integration.test_ui_browser import (  # noqa: F401  (fixtures)
-    CHROMIUM,
-    Server,
-    browser,
-    chart,
-    open_page,
-    page,
-    playwright_api,
-    wait_js,
-)
+from tests.integration import test_ui_browser as kit
+from tests.integration.test_ui_browser import Server, chart, open_page, wait_js
+
 from tests.unit.ui.helpers import make_sweep
+
+browser, page = kit.browser, kit.page  # the real-Chromium fixtures (a page per test, screenshot after)
 
 pytestmark = [pytest.mark.integration]
 
@@ -56,7 +51,8 @@ def test_compare_draws_several_runs_and_metrics_with_a_clickable_legend(page, sw
     keras = c["data"][1 + c["labels"].index("lr-0.01 · val/loss")]
     assert keras[c["data"][0].index(100)] == pytest.approx(0.8 + 2.2 * 2.718281828459045 ** -5)
     # one colour per run, one dash per metric
-    styles = page.evaluate("window.lmdev.charts.get('compare').plot.series.slice(1).map(s => [s.label, s._stroke || s.stroke, JSON.stringify(s.dash || null)])")
+    styles = page.evaluate("window.lmdev.charts.get('compare').plot.series.slice(1)"
+                           ".map(s => [s.label, s._stroke || s.stroke, JSON.stringify(s.dash || null)])")
     by = {label: (stroke, dash) for label, stroke, dash in styles}
     assert by["lr-0.1 · val/loss"][0] == by["lr-0.1 · train/loss"][0] != by["lr-0.01 · val/loss"][0]
     assert by["lr-0.1 · val/loss"][1] != by["lr-0.1 · train/loss"][1]

@@ -9,15 +9,10 @@ from __future__ import annotations
 import pytest
 
 from lmdev import track
-from tests.integration.test_ui_browser import (  # noqa: F401  (fixtures)
-    Server,
-    browser,
-    chart,
-    open_page,
-    page,
-    playwright_api,
-    wait_js,
-)
+from tests.integration import test_ui_browser as kit
+from tests.integration.test_ui_browser import Server, chart, open_page, wait_js
+
+browser, page = kit.browser, kit.page  # the real-Chromium fixtures (a page per test, screenshot after)
 
 pytestmark = [pytest.mark.integration]
 

@@ -546,7 +546,7 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             for info in infos:
                 if COMPRESS_TAG not in info.tags:
                     continue
-                source = None
+                source: dict[str, str | None] | None = None
                 if info.parent_id:
                     try:
                         p = q.run(info.parent_id)
