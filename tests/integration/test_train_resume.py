@@ -132,7 +132,8 @@ def _setup(tmp_path: Path) -> Path:
 
 
 def _resume_and_compare(tmp_path: Path, home: Path, first_id: str, reference: dict) -> dict:
-    """Resume the newest run of the config's name; check the joined loss sequence bit for bit."""
+    """Resume the newest run of the config's name: the same run continues; its one loss curve
+    equals the reference bit for bit (the points logged past the checkpoint were replaced)."""
     folder = home / "runs" / first_id / "checkpoints"
     good = [p for p in ckpt.list_checkpoints(folder) if ckpt.verify(p) is None]
     assert good, "the interrupted run left no complete checkpoint"
@@ -140,13 +141,16 @@ def _resume_and_compare(tmp_path: Path, home: Path, first_id: str, reference: di
     assert 0 < resumed_from < MAX
     code, doc, err = _finish(_start(tmp_path, home, "--resume"))
     assert code == 0 and doc and doc["status"] == "finished", err
-    assert doc["run_id"] != first_id and doc["steps"] == MAX
-    info, events, _artifacts, _ = _run_info(home, doc["run_id"])
-    assert info.parent_id == first_id
+    assert doc["run_id"] == first_id and doc["steps"] == MAX  # one training, one run
+    info, events, _artifacts, _ = _run_info(home, first_id)
+    assert info.parent_id is None and info.status == "finished"
+    with Store(home) as store:
+        assert [r.id for r in store.list_runs()] == [first_id]
     assert any(f"step-{resumed_from:08d}" in e.message and "resumed" in e.message for e in events), \
         [e.message for e in events]
-    joined = [(s, v) for s, v in _losses(home, first_id) if s <= resumed_from]
-    joined += [(s, v) for s, v in _losses(home, doc["run_id"]) if s > resumed_from]
+    resumes = [e.data for e in events if e.data.get("kind") == "resume"]
+    assert [r["step"] for r in resumes] == [resumed_from]
+    joined = _losses(home, first_id)
     assert [s for s, _ in joined] == [s for s, _ in reference["losses"]]
     for (step, got), (_, want) in zip(joined, reference["losses"]):
         assert got == want, f"train/loss differs at step {step}: {got!r} != {want!r}"  # exact, not approx
@@ -270,3 +274,86 @@ def test_resume_with_a_changed_model_is_refused_showing_the_difference(reference
     assert code == 2 and out is None, err
     assert "Traceback" not in err
     assert "model config changed" in err and "model.kwargs" in err and "0.001" in err, err
+
+
+# slow steps (~2 s between checkpoints, longer than the store's 1 s flush interval) so that a
+# kill lands after points past the newest checkpoint have reached the store
+THRICE = CONFIG.replace("name: resume-me", "name: thrice").replace("delay: 0.004", "delay: 0.03").replace(
+    "max_steps: 120", "max_steps: 120").replace("log_every: 3", "log_every: 1").replace(
+    "every: 20, keep: 10", "every: 30, keep: 10")
+
+
+def _logged_past_checkpoint(home: Path, newer_than: int, resumes: int) -> int | None:
+    """The newest checkpoint step, once it is > ``newer_than``, the run has been resumed
+    ``resumes`` times (this process has rewound) and the store holds a loss past it."""
+    found = [int(p.name[len(ckpt.PREFIX):]) for p in (home / "runs").glob(f"*/checkpoints/{ckpt.PREFIX}*")
+             if p.name[len(ckpt.PREFIX):].isdigit()]
+    newest = max(found, default=0)
+    if newest <= newer_than:
+        return None
+    (run_folder,) = (home / "runs").iterdir()
+    info, events, _, metrics = _run_info(home, run_folder.name)
+    if sum(e.data.get("kind") == "resume" for e in events) != resumes:
+        return None
+    steps = [s for s, _, _ in metrics.get("train/loss", [])]
+    return newest if steps and steps[-1] > newest else None
+
+
+def test_killed_three_times_one_run_one_curve(tmp_path: Path) -> None:
+    """SIGKILL three times, each after points past the newest checkpoint reached the store;
+    --resume each time: one run whose curve equals an uninterrupted run's step for step."""
+    ref_dir, tmp = tmp_path / "ref", tmp_path / "killed"
+    ref_dir.mkdir()
+    tmp.mkdir()
+    homes = {}
+    for folder in (ref_dir, tmp):
+        homes[folder] = _setup(folder)
+        (folder / "config.yaml").write_text(THRICE)
+    reference = _start(ref_dir, homes[ref_dir])
+    home = homes[tmp]
+    last = 0
+    for kill in range(3):
+        proc = _start(tmp, home, *(["--resume"] if kill else []))
+        deadline = time.monotonic() + 120
+        while (step := _logged_past_checkpoint(home, last, kill)) is None:
+            assert proc.poll() is None, f"run {kill} ended before it could be killed: {proc.communicate()}"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.kill()
+        proc.communicate()
+        last = step
+    code, doc, err = _finish(_start(tmp, home, "--resume"))
+    assert code == 0 and doc and doc["status"] == "finished", err
+    ref_code, ref_doc, ref_err = _finish(reference)
+    assert ref_code == 0 and ref_doc, ref_err
+    (run_folder,) = (home / "runs").iterdir()
+    assert doc["run_id"] == run_folder.name
+    want = _losses(homes[ref_dir], ref_doc["run_id"])
+    got = _losses(home, doc["run_id"])
+    assert [s for s, _ in want] == list(range(1, 121))
+    assert got == want  # step for step, bit for bit: no point of a killed process survives
+    info, events, _, _ = _run_info(home, doc["run_id"])
+    resumes = [e.data for e in events if e.data.get("kind") == "resume"]
+    assert len(resumes) == 3 and all(r["dropped"] > 0 for r in resumes), resumes
+    assert info.status == "finished" and info.parent_id is None
+
+
+def test_fork_starts_a_new_run_from_a_checkpoint_with_other_hyperparameters(reference: dict) -> None:
+    tmp, home = reference["tmp"], reference["home"]
+    parent = reference["doc"]["run_id"]
+    code, doc, err = _finish(_start(tmp, home, "--fork", f"{parent}@50", "--set", "optimizer.lr=0.0005",
+                                    "--set", "train.max_steps=90"))
+    assert code == 0 and doc and doc["status"] == "finished", err
+    assert doc["run_id"] != parent
+    info, events, _, metrics = _run_info(home, doc["run_id"])
+    assert info.parent_id == parent and info.fork_step == 40  # the newest checkpoint at or before 50
+    assert info.config["optimizer"]["lr"] == 0.0005
+    lrs = [v for s, v, _ in metrics["train/lr"] if s > 40]
+    assert lrs and max(lrs) <= 0.0005  # trained with the fork's learning rate, not the parent's 0.003
+    steps = [s for s, _, _ in metrics["train/loss"]]
+    assert steps[0] > 40 and steps[-1] == 90
+    assert any(e.data.get("kind") == "fork" for e in events)
+    assert not [e for e in events if e.data.get("kind") == "resume"]
+    with Store(home) as store:
+        assert [r.id for r in store.forks(store.get_run(parent))] == [doc["run_id"]]
+        assert _losses(home, parent) == reference["losses"]  # the parent is untouched

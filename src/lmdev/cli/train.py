@@ -22,15 +22,22 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "train", help=HELP,
         description="Train a model described by CONFIG. Checkpoints, metrics, events and system "
         "telemetry go to the run store (LMDEV_HOME, default ./.lmdev). SIGTERM / Ctrl-C save a "
-        "checkpoint and stop; --resume continues exactly where it left off.",
+        "checkpoint and stop; --resume continues the same run exactly where it left off; --fork "
+        "starts a new run from another run's checkpoint (e.g. with another learning rate).",
     )
     p.add_argument("config", metavar="CONFIG", help="the config file (.yaml, .yml, .toml or .json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field, e.g. --set optimizer.lr=0.01 (repeatable)")
     p.add_argument("--name", help="the run's name (default: the config's name)")
-    p.add_argument("--resume", nargs="?", const="", metavar="RUN",
-                   help="continue from the latest checkpoint of RUN (id prefix, name or checkpoint "
-                   "path); without RUN, the latest run of this config's name")
+    origin = p.add_mutually_exclusive_group()
+    origin.add_argument("--resume", nargs="?", const="", metavar="RUN",
+                        help="continue RUN (id prefix, name or checkpoint path) from its latest checkpoint: "
+                        "the same run, its steps past the checkpoint replaced; without RUN, the latest "
+                        "run of this config's name")
+    origin.add_argument("--fork", metavar="RUN[@STEP]",
+                        help="start a new run from RUN's checkpoint at STEP (or the latest before it; "
+                        "default its latest), linked to RUN as its parent; the model must match, the "
+                        "optimizer, schedule and steps may change")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout, nothing else")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-telemetry", action="store_true", help="do not sample system metrics")
@@ -96,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
         return _launch(cfg, args)
 
     if _inside_worker() and os.environ.get("RANK", "0") != "0":  # rank 0 speaks for all
-        result = train_session(cfg, resume=args.resume, base_dir=base_dir, telemetry=not args.no_telemetry)
+        result = train_session(cfg, resume=args.resume, fork=args.fork, base_dir=base_dir, telemetry=not args.no_telemetry)
         return exit_code(result)
     if args.json:
-        result = train_session(cfg, resume=args.resume, base_dir=base_dir, telemetry=not args.no_telemetry)
+        result = train_session(cfg, resume=args.resume, fork=args.fork, base_dir=base_dir, telemetry=not args.no_telemetry)
         json.dump(result.to_dict(), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
         return exit_code(result)
@@ -131,6 +138,8 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
         out += ["--name", args.name]
     if args.resume is not None:
         out += ["--resume"] + ([args.resume] if args.resume else [])
+    if args.fork is not None:
+        out += ["--fork", args.fork]
     if args.json:
         out.append("--json")
     if args.no_telemetry:
@@ -204,7 +213,7 @@ def _with_progress(cfg: Any, args: argparse.Namespace, base_dir: Path) -> Any:
 
     console = Console(highlight=False)
     with progress_bar(console, cfg) as on_progress:
-        return train_session(cfg, resume=args.resume, base_dir=base_dir, on_progress=on_progress,
+        return train_session(cfg, resume=args.resume, fork=args.fork, base_dir=base_dir, on_progress=on_progress,
                              telemetry=not args.no_telemetry, announce=console.print)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from lmdev.errors import LmdevError
-from lmdev.secure.redact import RedactingWriter, redact_argv
+from lmdev.redact import RedactingWriter, redact_argv
 from lmdev.track import api
 
 
@@ -69,8 +69,7 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, name: str
     store_home = home_dir(home).absolute()
     run = api.init(name or path.stem, project=project, home=store_home, telemetry=False,
                    config={"script": str(path), "args": redact_argv(list(args))})
-    run.info.command = redact_argv([sys.executable, str(path), *args])
-    run._write_run(lambda s: s.update_run(run._rid, command=run.info.command))
+    run.set_command([sys.executable, str(path), *args])
     env = dict(os.environ, LMDEV_RUN_ID=run.id, LMDEV_HOME=str(store_home), PYTHONUNBUFFERED="1",
                LMDEV_TELEMETRY="0", LMDEV_AUTOLOG="1" if autolog else "0")
     logs = run.dir
@@ -87,7 +86,7 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, name: str
     if telemetry:
         from lmdev.track.telemetry import Sampler
 
-        sampler = Sampler(run._add_system, interval=telemetry_interval, pid=child.pid).start()
+        sampler = Sampler(run.record_system, interval=telemetry_interval, pid=child.pid).start()
     tail: deque[bytes] = deque(maxlen=64)
     out_targets: list[_Sink] = [stdout or sys.stdout.buffer, *files[:1]]
     err_targets: list[_Sink] = [stderr or sys.stderr.buffer, *files[1:]]
@@ -112,7 +111,7 @@ def run_script(script: str, args: list[str] | tuple[str, ...] = (), *, name: str
         f.close()
     if sampler is not None:
         sampler.stop()
-        run._add_system(sampler.sample())  # at least one sample, however short the script
+        run.record_system(sampler.sample())  # at least one sample, however short the script
     for f in files:
         run.log_artifact(f.name, kind="log")
     if rc == 0:

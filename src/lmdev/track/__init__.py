@@ -6,7 +6,8 @@ Public API (also at the top level: ``lmdev.init``, ``lmdev.log``, ``lmdev.finish
 
 from __future__ import annotations
 
-from lmdev.track.api import active_run, finish, init, log
+from lmdev.track.api import finish, init, log
+from lmdev.track.run import active_run
 from lmdev.track.run import LmdevWarning, Run
 from lmdev.track.store import Store
 

@@ -15,13 +15,11 @@ Environment:
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -30,18 +28,15 @@ from typing import Any
 
 from lmdev import names
 from lmdev.errors import LmdevError
-from lmdev.secure.redact import redact_argv, redact_value
-from lmdev.track.run import LmdevWarning, Run, _jsonable
+from lmdev.redact import redact_argv, redact_value
+from lmdev.track.run import LmdevWarning, Run, active_run, finish_previous, jsonable, register
 from lmdev.track.store import Store, StoreUnavailable, hostname
 from lmdev.track.types import RunInfo
 
 _FRAMEWORKS = ("torch", "tensorflow", "keras", "jax", "lightning", "pytorch-lightning",
                "transformers", "numpy")
 
-_runs: list[Run] = []
-_lock = threading.Lock()
-_hooks_installed = False
-_uncaught = False
+__all__ = ["init", "log", "finish", "active_run", "split_ref", "rank", "local_rank", "world_size"]
 
 
 def _env_int(*names: str, default: int = 0) -> int:
@@ -121,72 +116,169 @@ def _default_name() -> str:
 def init(name: str | None = None, *, project: str = "default", config: Any = None,
          tags: Sequence[str] = (), parent: str | None = None, home: str | os.PathLike[str] | None = None,
          telemetry: bool | None = None, telemetry_interval: float = 2.0, flush_interval: float = 1.0,
-         log_all_ranks: bool = False, run_id: str | None = None) -> Run:
+         log_all_ranks: bool = False, run_id: str | None = None, resume: str | None = None,
+         fork: str | None = None, reinit: str = "finish_previous", resume_event: bool = True) -> Run:
     """Start a run (or, with ``run_id`` / ``$LMDEV_RUN_ID``, attach to one) and make it active.
 
     ``config`` is a dict, a dataclass or an argparse Namespace (stored as JSON). ``telemetry``
     samples the system every ``telemetry_interval`` seconds (default on; off when attaching or
     with LMDEV_TELEMETRY=0). Metrics are written every ``flush_interval`` seconds.
+
+    ``resume="RUN"`` (an id, id prefix or name) continues that run in this process: same id and
+    name, running again; steps continue after its last one, and a resume event is recorded.
+    ``resume="RUN@STEP"`` also drops what it logged past STEP (``Run.rewind``). A run whose
+    process is still alive cannot be resumed. ``resume_event=False``: no event now, because the
+    caller rewinds itself once it knows the step (the training engine, after its checkpoint).
+    ``fork="RUN@STEP"`` starts a new run whose parent is RUN, from its step STEP (default: its
+    last step): the new run logs from STEP + 1 and its config defaults to the parent's.
+
+    ``reinit``: ``"finish_previous"`` (default) finishes the runs this process started before
+    (a notebook cell run twice); ``"create_new"`` keeps them open.
     Raises LmdevError if the store is corrupt or from a newer lmdev, and ``lmdev.names.InvalidName``
     (an LmdevError and a ValueError) for a run id, name, project or tag lmdev does not accept;
     if the store merely cannot be written, warns once and returns a run that records nothing,
     so training goes on.
     """
-    import warnings
-
     if flush_interval <= 0:
         raise ValueError("flush_interval must be > 0")
+    if reinit not in ("finish_previous", "create_new"):
+        raise ValueError(f"reinit must be 'finish_previous' or 'create_new', not {reinit!r}")
+    if resume is not None and fork is not None:
+        raise LmdevError("lmdev.init() takes resume= or fork=, not both")
+    if reinit == "finish_previous":
+        finish_previous()
+    if resume is not None:
+        return _resume(resume, home, config=config, flush_interval=flush_interval,
+                       telemetry=telemetry, telemetry_interval=telemetry_interval, event=resume_event)
     env_id = os.environ.get("LMDEV_RUN_ID") or None
     if run_id is not None:
         names.check_run_id(run_id, "run_id")
     elif env_id is not None:
         names.check_run_id(env_id, "LMDEV_RUN_ID")
-    project = names.check_project(project)
-    tags = names.check_tags(tags)
     launch_id = _launch_run_id()
     my_rank = rank()
     attached = bool(run_id or env_id)
     rid = run_id or env_id or launch_id or secrets.token_hex(6)
     owner = not attached and my_rank == 0
     if telemetry is None:
-        telemetry = os.environ.get("LMDEV_TELEMETRY", "1") not in ("0", "false", "no") and not attached
+        telemetry = _telemetry_default() and not attached
+    info = _new_info(rid, name, project, config, tags)
+    info.parent_id = parent
+    store = _open_store(home, needed=fork is not None)
+    fork_from = _fork_point(store, fork, info, config) if fork is not None and store is not None else None
+    pid_start = _pid_start()
+    run = Run(info, store, rank=my_rank, owner=owner, log_metrics=my_rank == 0 or log_all_ranks,
+              flush_interval=flush_interval, pid_start=pid_start)
+    if store is not None and owner and launch_id is not None:
+        run.take_over(pid_start)  # another rank may have created the row first: make it ours
+    if fork_from is not None:
+        run.continue_after(fork_from[1])
+        run.event(f"forked from run {fork_from[0]} at step {fork_from[1]}", kind="fork",
+                  parent=fork_from[0], step=fork_from[1])
+    return _started(run, store, telemetry, telemetry_interval)
+
+
+def split_ref(ref: str) -> tuple[str, int | None]:
+    """``"RUN@STEP"`` -> ("RUN", STEP); ``"RUN"`` -> ("RUN", None)."""
+    head, sep, tail = ref.rpartition("@")
+    if sep and head and tail.strip().lstrip("-").isdigit():
+        step = int(tail)
+        if step < 0:
+            raise LmdevError(f"the step in {ref!r} is negative", "give RUN@STEP with STEP >= 0")
+        return head, step
+    return ref, None
+
+
+def _telemetry_default() -> bool:
+    return os.environ.get("LMDEV_TELEMETRY", "1") not in ("0", "false", "no")
+
+
+def _new_info(rid: str, name: str | None, project: str, config: Any, tags: Sequence[str]) -> RunInfo:
     commit, dirty = _git(Path.cwd())
     info = RunInfo(
         id=rid, name=names.check_run_name(name or os.environ.get("LMDEV_RUN_NAME") or _default_name()),
-        project=project, status="running", start_time=time.time(),
-        config=redact_value(_jsonable(config)) if config is not None else {}, tags=tags, parent_id=parent,
+        project=names.check_project(project), status="running", start_time=time.time(),
+        config=redact_value(jsonable(config)) if config is not None else {}, tags=names.check_tags(tags),
         git_commit=commit, git_dirty=dirty,
         host=hostname(), pid=os.getpid(), lmdev_version=_lmdev_version(),
         framework_versions=_versions(), command=redact_argv([sys.executable, *sys.argv]),
     )
     if not isinstance(info.config, dict):
         info.config = {"config": info.config}
+    return info
+
+
+def _open_store(home: str | os.PathLike[str] | None, needed: bool) -> Store | None:
+    """The store; None (with a warning) when it cannot be written, unless ``needed``."""
+    import warnings
+
     try:
-        store: Store | None = Store(home)
+        return Store(home)
     except StoreUnavailable as exc:
+        if needed:
+            raise
         warnings.warn(f"lmdev: {exc}; training continues but this run is not recorded",
-                      LmdevWarning, stacklevel=2)
-        store = None
-    pid_start = _pid_start()
-    run = Run(info, store, rank=my_rank, owner=owner, log_metrics=my_rank == 0 or log_all_ranks,
-              flush_interval=flush_interval, pid_start=pid_start)
-    if store is not None and owner and launch_id is not None:
-        # another rank may have created the row first: make it ours
-        run._write_run(lambda s: s.update_run(run._rid, name=info.name, config=info.config,
-                                              pid=info.pid, pid_start=pid_start, command=info.command))
+                      LmdevWarning, stacklevel=3)
+        return None
+
+
+def _fork_point(store: Store, fork: str, info: RunInfo, config: Any) -> tuple[str, int]:
+    """(parent id, step) of ``fork="RUN[@STEP]"``; the new run's lineage and default config."""
+    ref, step = split_ref(fork)
+    parent = store.get_run(ref)
+    if step is None:
+        step = store.last_step(parent)
+        if step is None:
+            raise LmdevError(f"run {parent.id} ({parent.name}) logged nothing to fork from",
+                             "give the step: fork='RUN@STEP'")
+    info.parent_id, info.fork_step = parent.id, step
+    if config is None:
+        info.config = dict(parent.config)
+    return parent.id, step
+
+
+def _resume(ref: str, home: str | os.PathLike[str] | None, *, config: Any, flush_interval: float,
+            telemetry: bool | None, telemetry_interval: float, event: bool) -> Run:
+    """``init(resume="RUN[@STEP]")``: this process continues the run."""
+    ref, step = split_ref(ref)
+    store = _open_store(home, needed=True)
+    assert store is not None
+    try:
+        store.reap()  # a crashed process's run is marked killed first
+        info = store.get_run(ref)
+        if info.status == "running":
+            raise LmdevError(f"run {info.id} ({info.name}) is still running (pid {info.pid} on {info.host})",
+                             "stop it first, or fork it: lmdev.init(fork=...)")
+    except BaseException:
+        store.close()
+        raise
+    info.pid, info.host = os.getpid(), hostname()
+    info.command = redact_argv([sys.executable, *sys.argv])
+    run = Run(info, store, flush_interval=flush_interval, pid_start=_pid_start(), reopen=True)
+    if config is not None:
+        run.config.update(config)
+    if step is not None:
+        run.rewind(step)
+    elif event:
+        last = run.next_step - 1
+        if last >= 0:
+            run.rewind(last)
+        else:
+            run.event("resumed (nothing logged yet)", kind="resume", step=-1, dropped=0)
+    if telemetry is None:
+        telemetry = _telemetry_default()
+    return _started(run, store, telemetry, telemetry_interval)
+
+
+def _started(run: Run, store: Store | None, telemetry: bool, interval: float) -> Run:
     if store is not None:
         try:
             store.reap()  # runs of this store whose process died are marked killed
         except LmdevError:
             pass
     if telemetry:
-        from lmdev.track.telemetry import Sampler
-
-        run._sampler = Sampler(run._add_system, interval=telemetry_interval, rank=my_rank,
-                               host=local_rank() == 0).start()
-    with _lock:
-        _runs.append(run)
-    _install_hooks()
+        run.start_telemetry(interval, host=local_rank() == 0)
+    register(run)
     return run
 
 
@@ -205,24 +297,12 @@ def _pid_start() -> float | None:
         return None
 
 
-def active_run() -> Run | None:
-    """The newest unfinished run started in this process, if any."""
-    with _lock:
-        return _runs[-1] if _runs else None
-
-
-def _forget(run: Run) -> None:
-    with _lock:
-        if run in _runs:
-            _runs.remove(run)
-
-
-def log(data: Mapping[str, Any], step: int | None = None) -> None:
-    """``run.log(data, step)`` on the active run."""
+def log(data: Mapping[str, Any], step: int | None = None, commit: bool = True) -> None:
+    """``run.log(data, step, commit)`` on the active run."""
     run = active_run()
     if run is None:
         raise LmdevError("lmdev.log() called with no active run", "call lmdev.init() first")
-    run.log(data, step)
+    run.log(data, step, commit)
 
 
 def finish(status: str = "finished") -> None:
@@ -230,43 +310,3 @@ def finish(status: str = "finished") -> None:
     run = active_run()
     if run is not None:
         run.finish(status)
-
-
-def _at_exit() -> None:
-    while True:
-        run = active_run()
-        if run is None:
-            return
-        try:
-            run.finish("failed" if _uncaught else "finished")
-        except Exception:
-            _forget(run)
-
-
-def _after_fork_in_child() -> None:
-    global _runs, _lock
-    _lock = threading.Lock()  # another thread may have held it at the fork
-    for run in _runs:
-        run._after_fork()
-    _runs = []
-
-
-def _install_hooks() -> None:
-    global _hooks_installed
-    if _hooks_installed:
-        return
-    _hooks_installed = True
-    atexit.register(_at_exit)
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-    previous = sys.excepthook
-
-    def hook(exc_type: Any, exc: Any, tb: Any) -> None:
-        global _uncaught
-        _uncaught = True
-        run = active_run()
-        if run is not None:
-            run.event(f"{exc_type.__name__}: {exc}", level="error")
-        previous(exc_type, exc, tb)
-
-    sys.excepthook = hook

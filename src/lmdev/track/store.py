@@ -28,6 +28,7 @@ from lmdev.names import run_path
 from lmdev.track.types import (
     Artifact,
     Event,
+    MediaItem,
     MetricSummary,
     RunInfo,
     SystemSample,
@@ -92,13 +93,28 @@ _V1 = [
     "CREATE INDEX artifacts_run ON artifacts(run)",
 ]
 
+# Version 2: lineage (a fork's step in its parent), a summary the user sets, and media (histograms,
+# images, text, tables) in a table of their own so that the scalar path is untouched.
+_V2 = [
+    "ALTER TABLE runs ADD COLUMN fork_step INTEGER",
+    "ALTER TABLE runs ADD COLUMN summary TEXT NOT NULL DEFAULT '{}'",
+    "CREATE INDEX runs_parent ON runs(parent_id)",
+    # payload: JSON (histogram edges and counts, text, table, image size/caption); path: a file
+    # under the run's folder (images), relative to it
+    """CREATE TABLE media (
+        run INTEGER NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL,
+        time REAL NOT NULL, payload TEXT NOT NULL DEFAULT '{}', path TEXT
+    )""",
+    "CREATE INDEX media_run ON media(run, key, step)",
+]
+
 # MIGRATIONS[i] takes a store from schema version i to i + 1 (version 0 = empty file).
-MIGRATIONS: list[list[str]] = [_V1]
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RUN_COLUMNS = ("id, name, project, status, start_time, end_time, config, tags, parent_id, "
                 "git_commit, git_dirty, host, pid, lmdev_version, framework_versions, "
-                "data_fingerprints, exit_code, command, heartbeat")
+                "data_fingerprints, exit_code, command, heartbeat, fork_step, summary")
 
 
 class StoreUnavailable(LmdevError):
@@ -291,8 +307,20 @@ class Store:
 
     @classmethod
     def existing(cls, home_dir: str | os.PathLike[str] | None = None) -> Store:
-        """Open the store for reading commands; a missing store is an empty one."""
-        return cls(home_dir)
+        """Open the store for reading commands; a missing store is an empty one, and nothing is
+        created on disk for it (an empty in-memory store, read-only)."""
+        path = home(home_dir) / DB_NAME
+        if path.exists():
+            return cls(home_dir)
+        store = cls.__new__(cls)
+        store.home = home(home_dir)
+        store.path = path
+        store.read_only = True
+        store.damaged = []
+        store._key_ids = {}
+        store.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        migrate(store.conn, path)
+        return store
 
     def close(self) -> None:
         self.conn.close()
@@ -346,13 +374,14 @@ class Store:
             c.execute(
                 "INSERT OR IGNORE INTO runs (id, name, project, status, start_time, heartbeat, config, "
                 "tags, parent_id, git_commit, git_dirty, host, pid, pid_start, lmdev_version, "
-                "framework_versions, data_fingerprints, command) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "framework_versions, data_fingerprints, command, fork_step, summary) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (info.id, info.name, info.project, info.status, info.start_time, info.start_time,
                  _json(info.config), _json(info.tags), info.parent_id, info.git_commit,
                  None if info.git_dirty is None else int(info.git_dirty), info.host, info.pid,
                  pid_start, info.lmdev_version, _json(info.framework_versions),
-                 _json(info.data_fingerprints), None if info.command is None else _json(info.command)),
+                 _json(info.data_fingerprints), None if info.command is None else _json(info.command),
+                 info.fork_step, _json(info.summary)),
             )
             return int(c.execute("SELECT rid FROM runs WHERE id = ?", (info.id,)).fetchone()[0])
 
@@ -375,7 +404,7 @@ class Store:
 
     def merge_run_json(self, rid: int, column: str, items: dict[str, Any]) -> None:
         """Merge ``items`` into a JSON-object column (config, framework_versions, data_fingerprints)."""
-        if column not in ("config", "framework_versions", "data_fingerprints"):
+        if column not in ("config", "framework_versions", "data_fingerprints", "summary"):
             raise ValueError(column)
         with self.write() as c:
             row = c.execute(f"SELECT {column} FROM runs WHERE rid = ?", (rid,)).fetchone()
@@ -395,12 +424,14 @@ class Store:
 
     def insert_batch(self, rid: int, metrics: Sequence[tuple[Any, ...]] = (),
                      system: Sequence[tuple[Any, ...]] = (), events: Sequence[tuple[Any, ...]] = (),
-                     artifacts: Sequence[tuple[Any, ...]] = (), heartbeat: float | None = None) -> None:
+                     artifacts: Sequence[tuple[Any, ...]] = (), heartbeat: float | None = None,
+                     media: Sequence[tuple[Any, ...]] = ()) -> None:
         """Write one batch in one transaction.
 
         metrics: chunks from ``pack_chunk``; system rows: (run, time, rank,
         device, key, value); events: (run, time, level, message, data_json); artifacts:
-        (run, path, kind, size, sha256, time).
+        (run, path, kind, size, sha256, time); media: (run, step, key, kind, time, payload_json,
+        path).
         """
         with self.write() as c:
             if metrics:
@@ -412,8 +443,48 @@ class Store:
                 c.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", events)
             if artifacts:
                 c.executemany("INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?)", artifacts)
+            if media:
+                c.executemany("INSERT INTO media VALUES (?, ?, ?, ?, ?, ?, ?)", media)
             if heartbeat is not None:
                 c.execute("UPDATE runs SET heartbeat = ? WHERE rid = ?", (heartbeat, rid))
+
+    def reopen_run(self, rid: int, pid: int | None, pid_start: float | None, host: str,
+                   command: list[str] | None) -> None:
+        """A run resumed by a new process: running again, with that process's pid and host."""
+        now = time.time()
+        with self.write() as c:
+            c.execute("UPDATE runs SET status = 'running', end_time = NULL, exit_code = NULL, pid = ?, "
+                      "pid_start = ?, host = ?, heartbeat = ?, command = coalesce(?, command) WHERE rid = ?",
+                      (pid, pid_start, host, now, None if command is None else _json(command), rid))
+
+    def rewind(self, rid: int, step: int) -> int:
+        """Drop the run's metric points logged at a step greater than ``step``; returns how many.
+
+        Used when a run resumes from a checkpoint at ``step``: what the earlier process logged
+        past it is replaced by what the resumed one logs. Media rows past ``step`` go too (their
+        image files stay in the run's folder until the resumed run writes the same names). Chunks wholly past ``step`` are
+        deleted; a chunk that straddles it is rewritten in place (keeping its row order) with
+        only its points at or before ``step``. One transaction: readers see before or after.
+        """
+        dropped = 0
+        with self.write() as c:
+            rows = c.execute("SELECT rowid, key, n, step_min, steps, times, vals FROM metrics "
+                             "WHERE run = ? AND step_max > ?", (rid, step)).fetchall()
+            for rowid, kid, n, step_min, steps, times, vals in rows:
+                if step_min > step:
+                    c.execute("DELETE FROM metrics WHERE rowid = ?", (rowid,))
+                    dropped += int(n)
+                    continue
+                st, ts, vs = unpack("q", steps), unpack("d", times), unpack("d", vals)
+                keep = [i for i in range(len(st)) if st[i] <= step]
+                dropped += len(st) - len(keep)
+                chunk = pack_chunk(rid, kid, [st[i] for i in keep], [ts[i] for i in keep],
+                                   [vs[i] for i in keep])
+                c.execute("UPDATE metrics SET n = ?, step_min = ?, step_max = ?, time_min = ?, "
+                          "time_max = ?, value_min = ?, value_max = ?, nonfinite = ?, steps = ?, "
+                          "times = ?, vals = ? WHERE rowid = ?", (*chunk[2:], rowid))
+            dropped += c.execute("DELETE FROM media WHERE run = ? AND step > ?", (rid, step)).rowcount
+        return dropped
 
     def reap(self, now: float | None = None, stale_after: float = STALE_AFTER_S) -> list[str]:
         """Mark ``killed`` the running runs whose process is gone; returns their ids.
@@ -452,7 +523,7 @@ class Store:
     def delete_run(self, run: RunInfo) -> None:
         with self.write() as c:
             rid = self._rid(run.id)
-            for table in ("metrics", "system_metrics", "events", "artifacts"):
+            for table in ("metrics", "system_metrics", "events", "artifacts", "media"):
                 c.execute(f"DELETE FROM {table} WHERE run = ?", (rid,))
             c.execute("DELETE FROM runs WHERE rid = ?", (rid,))
 
@@ -468,7 +539,7 @@ class Store:
     def _info(row: Sequence[Any]) -> RunInfo:
         """A row as a RunInfo; DamagedRun (naming the run and the column) when it is not one."""
         (rid, name, project, status, start, end, config, tags, parent, commit, dirty, host, pid,
-         version, fw, data, exit_code, command, beat) = row
+         version, fw, data, exit_code, command, beat, fork_step, summary) = row
         try:
             for column, value in (("id", rid), ("name", name), ("project", project), ("status", status)):
                 if not isinstance(value, str):
@@ -476,7 +547,8 @@ class Store:
             for column, value in (("start_time", start), ("end_time", end), ("heartbeat", beat)):
                 if not (value is None and column != "start_time" or _is_number(value)):
                     raise ValueError(f"{column} is {type(value).__name__}, not a number")
-            for column, value in (("pid", pid), ("exit_code", exit_code), ("git_dirty", dirty)):
+            for column, value in (("pid", pid), ("exit_code", exit_code), ("git_dirty", dirty),
+                                  ("fork_step", fork_step)):
                 if value is not None and not isinstance(value, int):
                     raise ValueError(f"{column} is {type(value).__name__}, not an integer")
             return RunInfo(
@@ -488,7 +560,7 @@ class Store:
                 framework_versions=_json_column("framework_versions", fw, dict, "{}"),
                 data_fingerprints=_json_column("data_fingerprints", data, dict, "{}"), exit_code=exit_code,
                 command=None if command is None else [str(c) for c in _json_column("command", command, list, "[]")],
-                heartbeat=beat,
+                heartbeat=beat, fork_step=fork_step, summary=_json_column("summary", summary, dict, "{}"),
             )
         except (ValueError, TypeError) as exc:
             raise DamagedRun(rid, str(exc)) from None
@@ -605,6 +677,61 @@ class Store:
                     self.conn.execute("SELECT time, level, message, data FROM events WHERE run = ? "
                                       "ORDER BY time, rowid", (self._rid(run.id),))]
 
+    def last_step(self, run: RunInfo) -> int | None:
+        """The highest step the run logged a metric or a media item at (None: nothing yet)."""
+        with self._reading():
+            rid = self._rid(run.id)
+            row = self.conn.execute("SELECT max(s) FROM (SELECT max(step_max) AS s FROM metrics WHERE run = ? "
+                                    "UNION ALL SELECT max(step) FROM media WHERE run = ?)", (rid, rid)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def forks(self, run: RunInfo) -> list[RunInfo]:
+        """The runs forked from ``run`` (their ``parent_id`` is its id), oldest first."""
+        with self._reading():
+            rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE parent_id = ? "
+                                     "ORDER BY start_time, rid", (run.id,)).fetchall()
+        return [self._info(r) for r in rows]
+
+    def summary(self, run: RunInfo) -> dict[str, Any]:
+        """The run's summary: each metric's last value, replaced or added to by what the user
+        set (``run.summary[...] = ...``, stored in the ``summary`` column)."""
+        out: dict[str, Any] = {m.key: m.last for m in self.summaries(run)}
+        out.update(run.summary)
+        return out
+
+    def resumes(self, run: RunInfo) -> list[Event]:
+        """The run's resume events (``data["kind"] == "resume"``: ``step`` and ``dropped``)."""
+        return [e for e in self.events(run) if e.data.get("kind") == "resume"]
+
+    def media(self, run: RunInfo, key: str | None = None, kind: str | None = None) -> list[MediaItem]:
+        """The run's logged media (histograms, images, text, tables), by key then step.
+
+        ``key`` / ``kind`` filter (kinds: ``histogram``, ``image``, ``text``, ``table``). Each
+        :class:`MediaItem` has ``payload`` (the decoded JSON: a histogram's ``edges`` and
+        ``counts``, a text's ``text``, a table's ``columns`` and ``rows``, an image's ``width``,
+        ``height`` and ``caption``) and, for images, ``path``: the PNG's absolute path."""
+        sql = "SELECT step, key, kind, time, payload, path FROM media WHERE run = ?"
+        args: list[Any] = []
+        if key is not None:
+            sql += " AND key = ?"
+            args.append(key)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        with self._reading(), self._damage(run):
+            rid = self._rid(run.id)
+            rows = self.conn.execute(sql + " ORDER BY key, step, rowid", (rid, *args)).fetchall()
+            folder = run_dir(self.home, run.id)
+            return [MediaItem(int(step), str(k), str(kd), float(t), json.loads(payload or "{}"),
+                              None if path is None else folder / str(path))
+                    for step, k, kd, t, payload, path in rows]
+
+    def media_keys(self, run: RunInfo) -> dict[str, str]:
+        """{key: kind} of the run's media, sorted by key."""
+        with self._reading():
+            return {str(k): str(kd) for k, kd in self.conn.execute(
+                "SELECT DISTINCT key, kind FROM media WHERE run = ? ORDER BY key", (self._rid(run.id),))}
+
     def artifacts(self, run: RunInfo) -> list[Artifact]:
         with self._reading():
             return [Artifact(*r) for r in self.conn.execute(
@@ -655,7 +782,7 @@ def _json_column(column: str, text: Any, kind: type, default: str) -> Any:
     return value
 
 
-_UPDATABLE = {"name", "project", "status", "end_time", "heartbeat", "config", "tags", "parent_id",
+_UPDATABLE = {"name", "project", "status", "end_time", "heartbeat", "config", "tags", "parent_id", "fork_step",
               "git_commit", "git_dirty", "framework_versions", "data_fingerprints", "exit_code",
               "command", "pid", "pid_start", "host"}
 

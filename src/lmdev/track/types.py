@@ -7,6 +7,7 @@ The store (``store.py``) reads and writes these; the CLI renders them as text or
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 Status = Literal["running", "finished", "failed", "killed"]
@@ -35,6 +36,8 @@ class RunInfo:
     exit_code: int | None = None
     command: list[str] | None = None
     heartbeat: float | None = None
+    fork_step: int | None = None  # a fork: the step of ``parent_id`` it started from
+    summary: dict[str, Any] = field(default_factory=dict)  # values the user set (run.summary)
 
     @property
     def duration(self) -> float | None:
@@ -83,3 +86,38 @@ class MetricSummary:
     min: float | None
     max: float | None
     nonfinite: int  # how many NaN / Inf values were stored
+
+
+class Media:
+    """A logged value that is not a scalar (``lmdev.track.media``: Histogram, Image, Text,
+    Table): its ``kind`` and a JSON-able ``payload()``; an image also has ``png()``."""
+
+    kind = "media"
+
+    def payload(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def png(self) -> bytes:
+        raise TypeError(f"a {self.kind} is not an image")
+
+
+@dataclass
+class MediaItem:
+    """One logged histogram, image, text or table (``Store.media``).
+
+    ``kind`` is ``histogram`` (payload ``{"edges": [b+1 floats], "counts": [b ints], "min",
+    "max", "count"}``), ``image`` (payload ``{"width", "height", "channels", "caption"}``,
+    ``path`` the PNG file), ``text`` (payload ``{"text"}``) or ``table`` (payload
+    ``{"columns": [...], "rows": [[...], ...]}``)."""
+
+    step: int
+    key: str
+    kind: str
+    time: float
+    payload: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = None if self.path is None else str(self.path)
+        return d

@@ -743,6 +743,7 @@ def _restore(path: Path, config: TrainConfig, model: torch.nn.Module, opt: Any, 
     _apply_checkpoint(found, model, opt, sched, scaler, state, d)
     if run is not None and d.is_main:
         run.event(f"resumed from {found.path} at step {found.step}")
+        run.rewind(found.step)  # one run per training: what was logged past the checkpoint is replaced
 
 
 def _apply_checkpoint(found: ckpt.Checkpoint, model: torch.nn.Module, opt: Any, sched: Any, scaler: Any,
@@ -754,12 +755,15 @@ def _apply_checkpoint(found: ckpt.Checkpoint, model: torch.nn.Module, opt: Any, 
                          "resume it with strategy: ddp (or on one worker)")
     else:
         device = next(model.parameters()).device
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         model.load_state_dict({k: v.to(device) for k, v in found.weights.items()})
         ckpt.optimizer_from_flat(opt, {k: v.to(device) if not k.endswith(".step") else v
                                        for k, v in found.tensors.items()}, found.state["optimizer"])
     sched_state = dict(found.state["scheduler"])
     sched_state.pop("lr_lambdas", None)
     sched.load_state_dict({**sched.state_dict(), **sched_state, "lr_lambdas": [None]})
+    if not ckpt.is_sharded(found.path):
+        _configured_hyperparameters(opt, sched, configured)
     if scaler is not None and found.state.get("scaler"):
         scaler.load_state_dict(found.state["scaler"])
     torch.set_rng_state(found.tensors["rng.torch"])
@@ -776,6 +780,21 @@ def _apply_checkpoint(found: ckpt.Checkpoint, model: torch.nn.Module, opt: Any, 
     state.rollbacks = found.state.get("rollbacks", 0)
     state.best, state.best_step = found.state.get("best"), found.state.get("best_step")
     state.acc = found.tensors["acc"].tolist() if "acc" in found.tensors else None
+
+
+def _configured_hyperparameters(opt: Any, sched: Any, configured: list[dict[str, Any]]) -> None:
+    """A fork (``lmdev train --fork``) may change the optimizer's hyper-parameters: the restored
+    moments are kept, the learning rate, betas, weight decay... are this config's. When nothing
+    changed the optimizer is left exactly as restored (a resume stays bit for bit)."""
+    if all({k: v for k, v in g.items() if k != "params"} == new for g, new in zip(opt.param_groups, configured)):
+        return
+    for group, new in zip(opt.param_groups, configured):
+        base = new.get("initial_lr", new.get("lr"))
+        group.update({k: v for k, v in new.items() if k not in ("lr", "initial_lr")})
+        group["initial_lr"] = base
+    sched.base_lrs = [g.get("initial_lr", g["lr"]) for g in opt.param_groups]
+    for group, base, fn in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["lr"] = base * fn(sched.last_epoch) if callable(fn) else group["lr"]
 
 
 def _is_fsdp(model: torch.nn.Module) -> bool:

@@ -9,6 +9,7 @@ import pytest
 import lmdev
 from lmdev.errors import LmdevError
 from lmdev.track import api
+from lmdev.track import run as run_mod
 from lmdev.track.run import LmdevWarning
 from lmdev.track.store import Store
 
@@ -108,7 +109,6 @@ def test_numpy_and_torch_scalars(home):
 
 def test_accelerator_tensors_are_read_by_the_writer_in_one_batch(home, monkeypatch):
     """Tensors not on the CPU are kept as tensors by log() and converted by the writer."""
-    from lmdev.track import run as run_mod
 
     torch = pytest.importorskip("torch")
     calls = []
@@ -257,7 +257,7 @@ def test_a_corrupt_store_is_an_error_at_init(home):
 def test_at_exit_finishes_open_runs(home):
     run = lmdev.init("open")
     run.log({"x": 1.0})
-    api._at_exit()
+    run_mod._at_exit()
     assert run.finished
     info, metrics, _, _ = stored(home, "open")
     assert info.status == "finished" and metrics["x"]
@@ -276,7 +276,7 @@ def test_a_forked_child_does_not_write_the_parents_run(home):
         try:
             run.log({"x": 2.0}, step=1)
             run.finish("failed")
-            api._at_exit()
+            run_mod._at_exit()
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
