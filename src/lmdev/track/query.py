@@ -31,7 +31,6 @@ _KEY_METRIC = re.compile(r"(loss|acc|accuracy|perplexity|ppl|f1|bleu|rouge|auc|r
 _HIGHER_IS_BETTER = re.compile(r"(acc|accuracy|f1|bleu|rouge|auc|reward|tokens_per_s|throughput|mfu|precision|recall)",
                                re.IGNORECASE)
 MAX_TABLE_KEYS = 8  # key metrics per run in the runs table
-RESUME_KIND = "resume"  # the ``kind`` of the event a resumed run records
 COMPRESS_TAG = "lmdev-compress"  # the tag `lmdev compress` puts on the variants it records as runs
 
 
@@ -127,9 +126,8 @@ class Lineage:
 
 
 def fork_step(run: RunInfo) -> int | None:
-    """The step a fork starts from, when the store records it."""
-    step = getattr(run, "fork_step", None)
-    return step if isinstance(step, int) and not isinstance(step, bool) else None
+    """The step of its parent a fork starts from, when the store records it."""
+    return run.fork_step
 
 
 def live_status(run: RunInfo, now: float | None = None) -> str:
@@ -344,25 +342,15 @@ class Query:
         return Lineage(run.id, parent, self.forks(run), self.resumes(run))
 
     def forks(self, run: RunInfo) -> list[Fork]:
-        """Runs forked from ``run``, oldest first."""
-        with self.store.reading():
-            ids = [r[0] for r in self.conn.execute(
-                "SELECT id FROM runs WHERE parent_id = ? ORDER BY start_time, rid", (run.id,))]
-        out = []
-        for rid in ids:
-            child = self.store.get_run(rid)
-            out.append(Fork(child.id, child.name, live_status(child), fork_step(child), child.start_time,
-                            _child_kind(child)))
-        return out
+        """Runs forked from ``run`` (and variants compressed from it), oldest first."""
+        return [Fork(child.id, child.name, live_status(child), fork_step(child), child.start_time, _child_kind(child))
+                for child in self.store.forks(run)]
 
     def resumes(self, run: RunInfo) -> list[Resume]:
         """Each time the run was resumed (its ``resume`` events), oldest first."""
         out = []
-        for e in self.store.events(run):
-            data = e.data if isinstance(e.data, dict) else {}
-            if data.get("kind") != RESUME_KIND:
-                continue
-            step, dropped = data.get("step"), data.get("dropped", 0)
+        for e in self.store.resumes(run):
+            step, dropped = e.data.get("step"), e.data.get("dropped", 0)
             out.append(Resume(e.time, step if isinstance(step, int) else None,
                               dropped if isinstance(dropped, int) else 0))
         return out

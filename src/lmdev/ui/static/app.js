@@ -380,7 +380,15 @@
       // each step's counts moved onto one common grid of value bins (by bucket centre)
       const grid = ok.map((it) => {
         const col = new Array(rows).fill(0); const e = it.payload.edges;
-        it.payload.counts.forEach((c, i) => { const mid = (e[i] + e[i + 1]) / 2; const r = hi > lo ? Math.min(rows - 1, Math.floor((mid - lo) / (hi - lo) * rows)) : 0; col[r] += c; });
+        const rh = (hi - lo) / rows;
+        it.payload.counts.forEach((c, i) => {  // spread a bucket over the rows it overlaps
+          const a = e[i], z = e[i + 1];
+          if (!(rh > 0) || !(z > a)) { col[0] += c; return; }
+          for (let r = Math.max(0, Math.floor((a - lo) / rh)); r < rows && lo + r * rh < z; r++) {
+            const part = Math.min(z, lo + (r + 1) * rh) - Math.max(a, lo + r * rh);
+            if (part > 0) col[r] += c * part / (z - a);
+          }
+        });
         return col;
       });
       const strip = el("canvas", { class: "hist-strip", "data-key": key });
