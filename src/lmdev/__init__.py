@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "init", "log", "finish", "autolog"]
+__all__ = ["__version__", "init", "log", "finish", "autolog", "Histogram", "Image", "Text", "Table"]
 
 # The tracking API, imported on first use so that `import lmdev` stays cheap.
 _LAZY = {
@@ -10,6 +10,11 @@ _LAZY = {
     "log": "lmdev.track.api",
     "finish": "lmdev.track.api",
     "autolog": "lmdev.integrations.autolog",
+    # values beyond scalars for run.log: {"weights": lmdev.Histogram(w), "sample": lmdev.Image(x)}
+    "Histogram": "lmdev.track.media",
+    "Image": "lmdev.track.media",
+    "Text": "lmdev.track.media",
+    "Table": "lmdev.track.media",
 }
 
 

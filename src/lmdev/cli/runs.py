@@ -178,7 +178,8 @@ def _list(store: Any, args: argparse.Namespace) -> int:
         last = by_canonical(_last_values(store, r, damaged))  # Keras' val_loss is val/loss
         shown = [k for k in ("val/accuracy", "val/acc", "val/loss", "loss") if k in last]
         metrics = "  ".join(f"{k}={_num(last[k], k)}" for k in (shown or list(last)[:2]))
-        rows.append({"id": r.id, "name": r.name, "project": r.project, "status": r.status,
+        name = r.name if r.parent_id is None else f"{r.name} ⑂{r.parent_id[:8]}@{r.fork_step}"
+        rows.append({"id": r.id, "name": name, "project": r.project, "status": r.status,
                      "started": _when(r.start_time), "duration": _dur(r.duration), "metrics": metrics})
     cols = _fit_columns(rows, console.width, args.wide)
     if args.wide:
@@ -252,6 +253,7 @@ def _show(store: Any, args: argparse.Namespace) -> int:
         console.print(T(f"  git {r.git_commit[:12]}{' (dirty)' if r.git_dirty else ''}"))
     if r.command:
         console.print(T("  command " + " ".join(r.command)))
+    _print_lineage(console, store, r)
     if r.config:
         from lmdev.track.export import flatten_config
 
@@ -267,6 +269,10 @@ def _show(store: Any, args: argparse.Namespace) -> int:
             t.add_row(T(s.key), str(s.count), f"{s.first_step}-{s.last_step}", _num(s.last, s.key),
                       _num(s.min, s.key), _num(s.max, s.key), str(s.nonfinite or ""))
         console.print(t)
+    _print_summary(console, store, r)
+    media = store.media_keys(r)
+    if media:
+        console.print(T("media  " + ", ".join(f"{k} ({kind})" for k, kind in media.items())))
     _print_system(console, store.system(r), args.system)
     events = store.events(r)
     if events:
@@ -279,6 +285,37 @@ def _show(store: Any, args: argparse.Namespace) -> int:
         for a in artifacts:
             console.print(T(f"  {a.path}  {a.kind}  {_num(a.size, 'bytes')}  sha256 {str(a.sha256)[:16]}"))
     return 0
+
+
+def _print_lineage(console: Any, store: Any, r: Any) -> None:
+    """Fork parent and step, resumes, and the runs forked from this one."""
+    from rich.text import Text as T
+
+    from lmdev.track.export import lineage
+
+    line = lineage(store, r)
+    if line["parent_id"]:
+        try:
+            parent = store.get_run(line["parent_id"]).name
+        except Exception:
+            parent = "deleted"
+        console.print(T(f"  forked from {line['parent_id']} ({parent}) at step {line['fork_step']}"))
+    if line["resumes"]:
+        steps = ", ".join(f"{x['step']} ({x['dropped']} replaced)" for x in line["resumes"])
+        console.print(T(f"  resumed {len(line['resumes'])} time(s), at step {steps}"))
+    for f in line["forks"]:
+        console.print(T(f"  fork {f['id']} ({f['name']}, {f['status']}) from step {f['fork_step']}"))
+
+
+def _print_summary(console: Any, store: Any, r: Any) -> None:
+    """The values the user set with ``run.summary[...]`` (the metrics' last values are in the
+    metrics table)."""
+    from rich.text import Text as T
+
+    if r.summary:
+        console.print("[bold]summary")
+        for k, v in sorted(r.summary.items()):
+            console.print(T(f"  {k} = {_num(v, k) if isinstance(v, (int, float)) and not isinstance(v, bool) else _config_value(v)}"))
 
 
 def _print_system(console: Any, system: list[Any], full: bool) -> None:

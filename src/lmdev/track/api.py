@@ -130,7 +130,7 @@ def init(name: str | None = None, *, project: str = "default", config: Any = Non
     process is still alive cannot be resumed. ``resume_event=False``: no event now, because the
     caller rewinds itself once it knows the step (the training engine, after its checkpoint).
     ``fork="RUN@STEP"`` starts a new run whose parent is RUN, from its step STEP (default: its
-    last step): the new run logs from STEP + 1 and its config defaults to the parent's.
+    last step): the new run logs from STEP + 1; its config and name default to the parent's.
 
     ``reinit``: ``"finish_previous"`` (default) finishes the runs this process started before
     (a notebook cell run twice); ``"create_new"`` keeps them open.
@@ -165,7 +165,8 @@ def init(name: str | None = None, *, project: str = "default", config: Any = Non
     info = _new_info(rid, name, project, config, tags)
     info.parent_id = parent
     store = _open_store(home, needed=fork is not None)
-    fork_from = _fork_point(store, fork, info, config) if fork is not None and store is not None else None
+    fork_from = _fork_point(store, fork, info, config, named=name is not None) \
+        if fork is not None and store is not None else None
     pid_start = _pid_start()
     run = Run(info, store, rank=my_rank, owner=owner, log_metrics=my_rank == 0 or log_all_ranks,
               flush_interval=flush_interval, pid_start=pid_start)
@@ -222,8 +223,9 @@ def _open_store(home: str | os.PathLike[str] | None, needed: bool) -> Store | No
         return None
 
 
-def _fork_point(store: Store, fork: str, info: RunInfo, config: Any) -> tuple[str, int]:
-    """(parent id, step) of ``fork="RUN[@STEP]"``; the new run's lineage and default config."""
+def _fork_point(store: Store, fork: str, info: RunInfo, config: Any, named: bool) -> tuple[str, int]:
+    """(parent id, step) of ``fork="RUN[@STEP]"``; the new run's lineage, and its config and
+    name unless given (the parent's)."""
     ref, step = split_ref(fork)
     parent = store.get_run(ref)
     if step is None:
@@ -234,6 +236,8 @@ def _fork_point(store: Store, fork: str, info: RunInfo, config: Any) -> tuple[st
     info.parent_id, info.fork_step = parent.id, step
     if config is None:
         info.config = dict(parent.config)
+    if not named:
+        info.name = parent.name
     return parent.id, step
 
 

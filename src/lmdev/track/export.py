@@ -64,18 +64,46 @@ def list_document(store: Store, runs: list[RunInfo]) -> dict[str, Any]:
 
 
 def run_document(store: Store, run: RunInfo, system: bool = False) -> dict[str, Any]:
-    """``runs show --json``: fields, config, metrics {key: [[step, value], ...]}, events, artifacts."""
+    """``runs show --json``: fields, config, metrics {key: [[step, value], ...]}, events, artifacts,
+    summary (last values with the user's on top), lineage (parent, fork step, resumes, forks),
+    media (an index by key)."""
     d: dict[str, Any] = {"schema": SCHEMA, **run.to_dict()}
     d["metrics"] = {key: [[step, json_number(value)] for step, value, _ in points]
                     for key, points in store.metrics(run).items()}
     d["events"] = [vars(e) for e in store.events(run)]
     d["artifacts"] = [vars(a) for a in store.artifacts(run)]
+    d["summary"] = {k: json_number(v) if isinstance(v, float) else v for k, v in store.summary(run).items()}
+    d["lineage"] = lineage(store, run)
+    d["media"] = media_index(store, run)
     if system:
         series: dict[str, list[list[Any]]] = {}
         for s in store.system(run):
             series.setdefault(f"{s.device}/{s.key}", []).append([s.time, s.rank, json_number(s.value)])
         d["system"] = series
     return d
+
+
+def lineage(store: Store, run: RunInfo) -> dict[str, Any]:
+    """Where a run comes from and what came of it: ``parent_id`` and ``fork_step`` (a fork),
+    ``resumes`` ([{time, step, dropped}] of each resume) and ``forks`` ([{id, name, status,
+    fork_step}] of the runs forked from it)."""
+    return {"parent_id": run.parent_id, "fork_step": run.fork_step,
+            "resumes": [{"time": e.time, "step": e.data.get("step"), "dropped": e.data.get("dropped")}
+                        for e in store.resumes(run)],
+            "forks": [{"id": f.id, "name": f.name, "status": f.status, "fork_step": f.fork_step}
+                      for f in store.forks(run)]}
+
+
+def media_index(store: Store, run: RunInfo) -> dict[str, dict[str, Any]]:
+    """{key: {kind, count, first_step, last_step}} of the run's media (``Store.media`` has them)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in store.media(run):
+        entry = out.setdefault(item.key, {"kind": item.kind, "count": 0, "first_step": item.step,
+                                          "last_step": item.step})
+        entry["count"] += 1
+        entry["first_step"] = min(entry["first_step"], item.step)
+        entry["last_step"] = max(entry["last_step"], item.step)
+    return out
 
 
 def export(store: Store, run: RunInfo, fmt: str, out: Path) -> list[Path]:

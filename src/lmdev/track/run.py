@@ -529,8 +529,9 @@ class Run:
                 if folder is None:
                     continue
                 try:
+                    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
                     atomic_write_bytes(folder / rel, item.png())
-                except OSError as exc:
+                except (OSError, LmdevError) as exc:
                     self._events.append((_now(), "warning", f"image {key!r} at step {step} not stored: {exc}", "{}"))
                     continue
             try:
