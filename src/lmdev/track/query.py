@@ -252,14 +252,28 @@ class Query:
             return sorted(str(r[0]) for r in self.conn.execute("SELECT key FROM metric_keys"))
 
     def final_values(self, runs: Sequence[RunInfo], spellings: Sequence[str]) -> dict[str, float]:
-        """{run id: the last value (at its highest step) of the first of ``spellings`` the run
-        has} (``val/loss`` and Keras' ``val_loss`` are one metric)."""
+        """{run id: the last value (the last point logged at its highest step) of the first of
+        ``spellings`` the run has} (``val/loss`` and Keras' ``val_loss`` are one metric). One
+        chunk read per run, whatever the length of its series."""
         out: dict[str, float] = {}
-        for run in runs:
-            got = self.series(run, spellings)
-            s = next((got[k] for k in spellings if k in got and got[k].values.size), None)
-            if s is not None:
-                out[run.id] = float(s.values[-1])
+        with self.store.reading():
+            ids = dict(self.conn.execute(
+                f"SELECT key, id FROM metric_keys WHERE key IN ({','.join('?' * len(spellings))})",
+                list(spellings)).fetchall()) if spellings else {}
+            kids = [ids[k] for k in spellings if k in ids]
+            for run in runs:
+                rid = self.store.rid(run.id)
+                for kid in kids:
+                    row = self.conn.execute("SELECT steps, vals, step_max FROM metrics WHERE run = ? AND key = ? "
+                                            "ORDER BY step_max DESC, rowid DESC LIMIT 1", (rid, kid)).fetchone()
+                    if row is None:
+                        continue
+                    try:
+                        steps, vals = np.frombuffer(row[0], dtype="<i8"), np.frombuffer(row[1], dtype="<f8")
+                        out[run.id] = float(vals[np.flatnonzero(steps == row[2])[-1]])
+                    except (ValueError, TypeError, IndexError) as exc:
+                        raise DamagedRun(run.id, f"a metric chunk: {exc}") from None
+                    break
         return out
 
     def cursor(self, run: RunInfo) -> Cursor:

@@ -91,3 +91,9 @@ def test_system_keys_and_series(home, q):
     assert q.system_keys(info) == ["gpu:0/util/rank1", "host/cpu_percent"]
     times, values = q.system_series(info)["host/cpu_percent"]
     assert times.tolist() == [1.0] and values.tolist() == [10.0]
+
+
+def test_final_value_is_the_last_point_at_the_highest_step(home, q):
+    run = _run(home, "order", [(5, {"val/loss": 0.5}), (1, {"val/loss": 9.0}), (5, {"val/loss": 0.4})])
+    assert q.final_values([q.run(run.id)], ["val/loss"]) == {run.id: 0.4}
+    assert q.final_values([q.run(run.id)], ["nope"]) == {}
