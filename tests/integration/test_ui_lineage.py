@@ -91,6 +91,7 @@ def test_the_data_check_report_is_shown_with_the_run(page, tmp_path):
     out = run.dir / "data-check"
     report = check(tmp_path / "train.csv", CheckOptions(val=str(tmp_path / "val.csv"), out_dir=out, fast=True))
     run.log_artifact(out / "report.json", kind="data-check")
+    run.summary["best_val_acc"] = 0.875  # what run.summary holds is shown beside the config
     run.finish()
     assert any(f.id == "split.overlap" for f in report.findings)
     srv = Server(home)
@@ -103,6 +104,8 @@ def test_the_data_check_report_is_shown_with_the_run(page, tmp_path):
         findings = page.locator("#data-check-findings").inner_text()
         assert "split.overlap" in findings and "val" in findings
         assert page.locator("#data-check-splits tbody tr").count() == 2
+        page.click('button[data-tab="Config"]')
+        assert "best_val_acc\t0.875" in page.locator("#run-summary").inner_text()
     finally:
         srv.stop()
 

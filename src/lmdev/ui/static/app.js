@@ -703,6 +703,10 @@
       }
     }
 
+    if (run.summary && Object.keys(run.summary).length) panes.Config.append(el("h2", { text: "Summary" }),
+      el("table", { id: "run-summary" }, el("tbody", null, Object.entries(run.summary).map(([k, v]) => el("tr", null,
+        el("td", { class: "mono small", text: k }), el("td", { class: "num", text: typeof v === "number" ? fmtNum(v) : JSON.stringify(v) }))))),
+      el("h2", { text: "Config" }));
     panes.Config.append(el("pre", { id: "config", text: JSON.stringify(run.config, null, 2) }),
       el("h2", { text: "Versions" }), el("pre", { text: JSON.stringify(run.framework_versions || {}, null, 2) }),
       run.command ? el("div", null, el("h2", { text: "Command" }), el("pre", { text: run.command.join(" ") })) : null);
