@@ -62,7 +62,7 @@ def bench_lmdev(home: Path, n_hist: int, n_img: int, n_scalar: int) -> dict[str,
                           ("image", n_img, lambda: {"x": lmdev.Image(image)})):
         run = lmdev.init(f"bench-{kind}", home=home, telemetry=False)
         t = time.perf_counter()
-        out[f"{kind}_call_s"] = per_call(lambda i: run.log(make(), step=i), n)
+        out[f"{kind}_call_s"] = per_call(lambda i, run=run, make=make: run.log(make(), step=i), n)
         run.finish()
         out[f"{kind}_to_disk_s"] = time.perf_counter() - t
         with Store(home) as store:
@@ -91,9 +91,9 @@ def bench_tensorboard(logdir: Path, n_hist: int, n_img: int, n_scalar: int) -> d
         w = SummaryWriter(str(logdir / kind))
         t = time.perf_counter()
         if kind == "histogram":
-            out["histogram_call_s"] = per_call(lambda i: w.add_histogram("w", values, i, bins=64), n)
+            out["histogram_call_s"] = per_call(lambda i, w=w: w.add_histogram("w", values, i, bins=64), n)
         else:
-            out["image_call_s"] = per_call(lambda i: w.add_image("x", image, i, dataformats="HWC"), n)
+            out["image_call_s"] = per_call(lambda i, w=w: w.add_image("x", image, i, dataformats="HWC"), n)
         w.close()
         out[f"{kind}_to_disk_s"] = time.perf_counter() - t
         acc = EventAccumulator(str(logdir / kind), size_guidance={"histograms": 0, "images": 0})

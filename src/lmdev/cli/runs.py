@@ -315,7 +315,8 @@ def _print_summary(console: Any, store: Any, r: Any) -> None:
     if r.summary:
         console.print("[bold]summary")
         for k, v in sorted(r.summary.items()):
-            console.print(T(f"  {k} = {_num(v, k) if isinstance(v, (int, float)) and not isinstance(v, bool) else _config_value(v)}"))
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            console.print(T(f"  {k} = {_num(v, k) if number else _config_value(v)}"))
 
 
 def _print_system(console: Any, system: list[Any], full: bool) -> None:

@@ -6,6 +6,8 @@ every ``log_every_n_batches`` batches, the batch logs under ``batch/``. It decla
 batch callbacks asynchronously instead of waiting for each batch's results.
 
     model.fit(x, y, callbacks=[LmdevCallback()])
+    # weight histograms and sample predictions of an image model, each epoch:
+    model.fit(x, y, callbacks=[LmdevCallback(log_histograms=True, sample_images=(x[:8], y[:8]))])
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import keras
 
-from lmdev.integrations._common import ensure_run, numeric
+from lmdev.integrations._common import ensure_run, numeric, sample_images, weight_histograms
 from lmdev.track.run import Run
 
 
@@ -23,8 +25,14 @@ class LmdevCallback(keras.callbacks.Callback):
 
     async_safe = True
 
-    def __init__(self, run: Run | None = None, log_every_n_batches: int = 50, **init_kwargs: Any) -> None:
+    def __init__(self, run: Run | None = None, log_every_n_batches: int = 50, *, log_histograms: bool = False,
+                 sample_images: tuple[Any, Any] | None = None, **init_kwargs: Any) -> None:
+        """``log_histograms``: a 64-bin histogram of every weight at each epoch's end
+        (``weights/<path>``); ``sample_images``: ``(x, y)``, a few inputs of an image model whose
+        predictions are logged as captioned images (``samples/<i>``) at each epoch's end."""
         super().__init__()
+        self.log_histograms = log_histograms
+        self.sample_images = sample_images
         if log_every_n_batches < 0:
             raise ValueError("log_every_n_batches must be >= 0 (0: epochs only)")
         self._given = run
@@ -57,8 +65,14 @@ class LmdevCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if self.run is not None:
-            values = numeric(logs)
+            values: dict[str, Any] = numeric(logs)
             values["epoch"] = epoch + 1
+            if self.log_histograms:
+                values.update(weight_histograms(
+                    (w.path, keras.ops.convert_to_numpy(w)) for w in self.model.weights))
+            if self.sample_images is not None:
+                x, y = self.sample_images
+                values.update(sample_images(x, self.model.predict(x, verbose=0), y))
             self.run.log(values, step=self._seen)
 
     def on_train_end(self, logs: Any = None) -> None:

@@ -5,6 +5,7 @@ installed, else ``pytorch_lightning``'s; ``logger_class("pytorch_lightning")`` g
 a given package (a Trainer only accepts loggers of its own package).
 
     trainer = Trainer(logger=LmdevLogger())
+    logger = LmdevLogger(); logger.watch(model, log_freq=100)  # + weight histograms every 100 steps
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
-from lmdev.integrations._common import ensure_run, numeric
+from lmdev.integrations._common import ensure_run, numeric, weight_histograms
 from lmdev.track.run import Run
 
 PACKAGES = ("lightning.pytorch", "pytorch_lightning")
@@ -39,6 +40,16 @@ def logger_class(package: str = "lightning.pytorch") -> type:
             self._init_kwargs = init_kwargs
             self._run: Run | None = None
             self._created = False
+            self._watched: Any = None
+            self._log_freq = 0
+            self._last_histogram: int | None = None
+
+        def watch(self, model: Any, log_freq: int = 100) -> None:
+            """Log a 64-bin histogram of each of ``model``'s parameters (``weights/<name>``)
+            every ``log_freq`` steps, with the metrics logged at that step."""
+            if log_freq < 1:
+                raise ValueError("log_freq must be >= 1")
+            self._watched, self._log_freq = model, log_freq
 
         @property
         def name(self) -> str:
@@ -65,7 +76,12 @@ def logger_class(package: str = "lightning.pytorch") -> type:
 
         @rank_zero_only
         def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-            self.experiment.log(numeric(metrics), step=step)
+            values = numeric(metrics)
+            if self._watched is not None and step is not None and (
+                    self._last_histogram is None or step - self._last_histogram >= self._log_freq):
+                self._last_histogram = step
+                values.update(weight_histograms(self._watched.named_parameters()))
+            self.experiment.log(values, step=step)
 
         @rank_zero_only
         def finalize(self, status: str) -> None:

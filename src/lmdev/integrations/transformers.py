@@ -1,6 +1,7 @@
 """A Hugging Face ``TrainerCallback`` that records a ``transformers.Trainer`` into a run.
 
     trainer = Trainer(..., callbacks=[LmdevTrainerCallback()])
+    trainer = Trainer(..., callbacks=[LmdevTrainerCallback(log_histograms=True)])  # + weights
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from lmdev.integrations._common import ensure_run, numeric
+from lmdev.integrations._common import ensure_run, numeric, weight_histograms
 from lmdev.track.run import Run
 
 
 class LmdevTrainerCallback(TrainerCallback):  # type: ignore[misc]
     """Record the Trainer's logs (loss, learning rate, eval metrics) at its global step."""
 
-    def __init__(self, run: Run | None = None, **init_kwargs: Any) -> None:
+    def __init__(self, run: Run | None = None, *, log_histograms: bool = False, **init_kwargs: Any) -> None:
+        """``log_histograms``: a 64-bin histogram of every parameter (``weights/<name>``) at each
+        evaluation, or at the end of training without one."""
+        self.log_histograms = log_histograms
         self._given = run
         self._init_kwargs = init_kwargs
         self.run: Run | None = None
@@ -38,9 +42,18 @@ class LmdevTrainerCallback(TrainerCallback):  # type: ignore[misc]
         if self.run is not None and state.is_world_process_zero:
             self.run.log(numeric(logs), step=state.global_step)
 
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._histograms(state, kwargs.get("model"))
+
+    def _histograms(self, state: Any, model: Any) -> None:
+        if self.log_histograms and self.run is not None and model is not None and state.is_world_process_zero:
+            self.run.log(weight_histograms(model.named_parameters()), step=state.global_step)
+
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.run is None:
             return
+        if not args.eval_strategy or str(args.eval_strategy).endswith("no"):
+            self._histograms(state, kwargs.get("model"))
         if self._created:
             self.run.finish()
         else:

@@ -8,10 +8,10 @@ docs/api/tracking.md.
 
 from __future__ import annotations
 
+from lmdev.errors import LmdevWarning
 from lmdev.track.api import finish, init, log
-from lmdev.track.run import active_run
 from lmdev.track.media import Histogram, Image, Table, Text
-from lmdev.track.run import LmdevWarning, Run
+from lmdev.track.run import Run, active_run
 from lmdev.track.store import Store
 from lmdev.track.types import MediaItem
 

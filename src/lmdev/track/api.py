@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from lmdev import names
-from lmdev.errors import LmdevError
+from lmdev.errors import LmdevError, LmdevWarning
 from lmdev.redact import redact_argv, redact_value
-from lmdev.track.run import LmdevWarning, Run, active_run, finish_previous, jsonable, register
+from lmdev.track.run import Run, active_run, finish_previous, jsonable, register
 from lmdev.track.store import Store, StoreUnavailable, hostname
 from lmdev.track.types import RunInfo
 
@@ -44,7 +44,7 @@ def _env_int(*names: str, default: int = 0) -> int:
         value = os.environ.get(name)
         if value not in (None, ""):
             try:
-                return int(value)  # type: ignore[arg-type]
+                return int(value)
             except ValueError:
                 pass
     return default
@@ -296,7 +296,7 @@ def _pid_start() -> float | None:
     try:
         import psutil
 
-        return psutil.Process().create_time()
+        return float(psutil.Process().create_time())
     except Exception:
         return None
 

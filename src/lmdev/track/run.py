@@ -597,16 +597,12 @@ class Run:
                 g[0].append(step)
                 g[1].append(t)
                 g[2].append(v)
-        ids = store._key_ids
-        new = [k for k in groups if k not in ids]
-        if new:
-            try:
-                with store.write() as c:
-                    store.key_ids(c, new)
-            except sqlite3.OperationalError as exc:
-                if _locked(exc):  # keep the points for the next flush
-                    metrics.extendleft(reversed(entries))
-                raise
+        try:
+            ids = store.metric_key_ids(groups)
+        except sqlite3.OperationalError as exc:
+            if _locked(exc):  # keep the points for the next flush
+                metrics.extendleft(reversed(entries))
+            raise
         chunks = []
         for k, (steps, times, values) in groups.items():
             try:
@@ -739,7 +735,7 @@ class RunConfig(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._run.info.config)
 
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Merge ``other`` (a mapping, a dataclass, a Namespace) and ``kwargs`` in one write."""
         items = jsonable(other) if other != () else {}
         if not isinstance(items, dict):
@@ -788,7 +784,7 @@ class RunSummary(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values())
 
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Set several summary values in one write."""
         items = {str(k): _summary_value(v) for k, v in {**dict(other), **kwargs}.items()}
         run = self._run

@@ -174,7 +174,7 @@ def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
 def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Sequence[str]] = MIGRATIONS) -> int:
     """Bring the store to the newest schema; returns the version it was at before."""
     target = len(migrations)
-    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if found > target:
         raise LmdevError(
             f"the run store {path} was written by a newer lmdev (schema version {found}; "
@@ -185,7 +185,7 @@ def migrate(conn: sqlite3.Connection, path: Path, migrations: Sequence[Sequence[
         return found
     conn.execute("BEGIN IMMEDIATE")
     try:
-        found = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])  # another process may have won
         for version in range(found, target):
             for statement in migrations[version]:
                 conn.execute(statement)
@@ -282,7 +282,7 @@ def _pid_alive(pid: int | None, pid_start: float | None) -> bool:
         proc = psutil.Process(pid)
         if pid_start is not None and abs(proc.create_time() - pid_start) > 1.0:
             return False  # the pid was reused by another process
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
     except psutil.Error:
@@ -411,6 +411,14 @@ class Store:
             current = json.loads(row[0]) if row and row[0] else {}
             current.update(items)
             c.execute(f"UPDATE runs SET {column} = ? WHERE rid = ?", (_json(current), rid))
+
+    def metric_key_ids(self, keys: Iterable[str]) -> dict[str, int]:
+        """Ids of metric keys (all known ones), creating the new ones in one write transaction."""
+        new = [k for k in keys if k not in self._key_ids]
+        if new:
+            with self.write() as c:
+                self.key_ids(c, new)
+        return self._key_ids
 
     def key_ids(self, c: sqlite3.Connection, keys: Iterable[str]) -> dict[str, int]:
         """Ids of metric keys, creating the new ones (inside the caller's transaction)."""

@@ -134,3 +134,18 @@ def test_store_existing_creates_nothing(tmp_path):
     with Store.existing(home) as s:
         assert s.list_runs() == []
     assert not home.exists()
+
+
+def test_a_version_1_store_is_migrated_and_its_runs_read(tmp_path):
+    import sqlite3
+
+    from lmdev.track.store import MIGRATIONS, connect
+
+    path = tmp_path / "lmdev.db"
+    old = connect(path, MIGRATIONS[:1])
+    old.execute("INSERT INTO runs (id, name, project, status, start_time) VALUES ('abc', 'old', 'p', 'finished', 1.0)")
+    old.close()
+    with Store(tmp_path) as s:
+        info = s.get_run("abc")
+        assert (info.fork_step, info.summary, s.media(info)) == (None, {}, [])
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
