@@ -278,6 +278,7 @@
     ctx.save();
     ctx.strokeStyle = cssVar("--warn"); ctx.fillStyle = cssVar("--warn"); ctx.lineWidth = dpr;
     ctx.setLineDash([4 * dpr, 3 * dpr]); ctx.font = `${11 * dpr}px system-ui, sans-serif`;
+    ctx.textAlign = "left"; ctx.textBaseline = "alphabetic";  // uPlot leaves its axes' alignment set
     for (const m of markers) {
       if (m.x < u.scales.x.min || m.x > u.scales.x.max) continue;
       const px = Math.round(u.valToPos(m.x, "x", true));
