@@ -262,7 +262,8 @@ def test_fsdp_matches_one_worker_and_reshards_to_one(tmp_path):
                               "--resume", sharded["run_id"]))
     straight = _summary(_lmdev(home, str(cfg), "--json", "--no-telemetry", "--set", "train.max_steps=60"))
     a, b = dict(_losses(home, resumed["run_id"])), dict(_losses(home, straight["run_id"]))
-    assert set(a) == {50, 60}
+    assert resumed["run_id"] == sharded["run_id"]  # one training, one run
+    assert [s for s in a if s > 40] == [50, 60]
     for step in (50, 60):
         assert abs(a[step] - b[step]) <= TOLERANCE * b[step]
 

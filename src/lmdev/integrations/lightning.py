@@ -66,6 +66,17 @@ def logger_class(package: str = "lightning.pytorch") -> type:
             return self._run
 
         @rank_zero_only
+        def log_image(self, key: str, images: list[Any], step: int | None = None,
+                      caption: list[str] | None = None) -> None:
+            """Log a few images (arrays, tensors, PIL; e.g. sample predictions of an image
+            model, from a callback) as ``key/0``, ``key/1``... at ``step`` (WandbLogger's shape)."""
+            from lmdev.track.media import Image
+
+            captions: list[Any] = list(caption) if caption is not None else [None] * len(images)
+            self.experiment.log({f"{key}/{i}": Image(img, caption=c)
+                                 for i, (img, c) in enumerate(zip(images, captions))}, step=step)
+
+        @rank_zero_only
         def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
             if isinstance(params, Namespace):
                 params = vars(params)

@@ -260,7 +260,7 @@ class Run:
         if self._mute:
             return
         if commit is not True or self._partial is not None:
-            self._gather(data, step, bool(commit))
+            self._gather(data, step, commit is not False)
             return
         if step is None:
             step = self._next_step

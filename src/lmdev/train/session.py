@@ -133,13 +133,14 @@ def _open_run(cfg: TrainConfig, origin: Origin | None, telemetry: bool, home: st
     config = cfg.model_dump(mode="json")
     if origin is not None and origin.run_id is not None and origin.fork_step is None:
         if track.api.rank() != 0:  # rank 0 reopens the run; the other ranks attach to it
-            return track.init(run_id=origin.run_id, home=home, telemetry=telemetry)
+            return track.init(run_id=origin.run_id, home=home, telemetry=telemetry, reinit="create_new")
         # the engine calls run.rewind(S) once it has restored checkpoint S: that is the resume event
         return track.init(resume=origin.run_id, config=config, home=home, telemetry=telemetry,
-                          resume_event=False)
+                          resume_event=False, reinit="create_new")
     fork = f"{origin.run_id}@{origin.fork_step}" if origin is not None and origin.run_id else None
+    # reinit="create_new": a run the calling script has open stays open (lmdev.train.fit in a script)
     return track.init(name=cfg.name, config=config, fork=fork, home=home, telemetry=telemetry,
-                      tags=["lmdev-train"])
+                      tags=["lmdev-train"], reinit="create_new")
 
 
 def _session(cfg: TrainConfig, origin: Origin | None, base_dir: Path | None,

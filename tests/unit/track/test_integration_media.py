@@ -35,11 +35,15 @@ def test_lightning_logger_watch_logs_parameter_histograms(home):
     logger.watch(model, log_freq=10)
     for step in range(25):
         logger.log_metrics({"train_loss": 1.0 / (step + 1)}, step=step)
+    logger.log_image("samples", [np.zeros((4, 4)), torch.ones(3, 4, 4)], step=24, caption=["a", "b"])
     run_id = logger.experiment.id
     logger.finalize("success")
     items, metrics = media(home, run_id)
-    assert sorted({i.step for i in items}) == [0, 10, 20]
-    assert {i.key for i in items} == {"weights/weight", "weights/bias"}
+    hists = [i for i in items if i.kind == "histogram"]
+    assert sorted({i.step for i in hists}) == [0, 10, 20]
+    assert {i.key for i in hists} == {"weights/weight", "weights/bias"}
+    assert [(i.key, i.step, i.payload["caption"]) for i in items if i.kind == "image"] == [
+        ("samples/0", 24, "a"), ("samples/1", 24, "b")]
     assert len(metrics["train_loss"]) == 25
 
 
