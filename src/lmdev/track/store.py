@@ -19,7 +19,7 @@ import sys
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -745,6 +745,21 @@ class Store:
             return [Artifact(*r) for r in self.conn.execute(
                 "SELECT path, kind, size, sha256, time FROM artifacts WHERE run = ? "
                 "ORDER BY time, rowid", (self._rid(run.id),))]
+
+    # -- read side (query.py) -----------------------------------------------------------------
+
+    def rid(self, run_id: str) -> int:
+        """The run's row id (what its metrics, events, ... rows point to)."""
+        return self._rid(run_id)
+
+    def reading(self) -> AbstractContextManager[None]:
+        """A block of reads: SQLite errors become the store's LmdevError (corrupt, locked)."""
+        return self._reading()
+
+    @staticmethod
+    def process_alive(pid: int | None, pid_start: float | None) -> bool:
+        """Whether the process ``pid`` (started at ``pid_start``, when known) still runs here."""
+        return _pid_alive(pid, pid_start)
 
 
 def _sql_text(value: str, what: str) -> None:

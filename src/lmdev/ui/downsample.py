@@ -50,7 +50,7 @@ def _segment_arg(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, reduc
     sizes = ends - starts
     if np.all(sizes == sizes[0]):  # equal buckets: one reshape, no Python loop
         size = int(sizes[0])
-        return arg(values[starts[0]: starts[0] + size * len(starts)].reshape(len(starts), size), axis=1)
+        return np.asarray(arg(values[starts[0]: starts[0] + size * len(starts)].reshape(len(starts), size), axis=1))
     best = reduce.reduceat(values, starts)
     # first index in each bucket equal to its extreme
     bucket = np.repeat(np.arange(len(starts)), sizes)

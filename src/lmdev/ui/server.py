@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -34,7 +35,10 @@ from starlette.staticfiles import StaticFiles
 
 from lmdev.errors import LmdevError
 from lmdev.names import InvalidName, run_path
+from lmdev.track.query import Query as StoreQuery
+from lmdev.track.query import COMPRESS_TAG, Series, fork_step, live_status
 from lmdev.track.store import MAX_LIMIT, DamagedRun
+from lmdev.track.types import RunInfo
 from lmdev.ui import data as D
 from lmdev.ui.downsample import DEFAULT_POINTS, MAX_POINTS, series
 from lmdev.ui.guard import LoginThrottle, StreamGate, cookie_name, safe_redirect_path
@@ -54,6 +58,9 @@ SECURITY_HEADERS = {
 OUTPUT_FILES = ("stdout.log", "stderr.log", "output.log")
 OUTPUT_TAIL_BYTES = 64 * 1024
 MAX_COMPARE = 50
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}  # never SVG (it can hold script)
+MAX_COMPARE_KEYS = 12
+MAX_ANCESTORS = 16
 
 
 STREAM_CHECK_S = 0.5  # how often a live stream looks for news
@@ -246,8 +253,8 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
     @app.get("/api/health")
     def health() -> dict[str, Any]:
         try:
-            with reader.store() as st:
-                n = st.conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+            with reader.query() as q:
+                n = q.run_count()
             return {"ok": True, "store": str(reader.path), "runs": n, "error": None, "auth": token is not None}
         except LmdevError as exc:
             return {"ok": False, "store": str(reader.path), "runs": 0, "auth": token is not None,
@@ -257,16 +264,16 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
     @app.get("/api/runs")
     def runs(project: str | None = None, status: str | None = None,
              limit: int | None = Query(None, ge=1, le=MAX_LIMIT)) -> dict[str, Any]:
-        with reader.store() as st:
-            infos = st.list_runs(project=project, limit=limit)
-            damaged = [{"id": e.run_id, "message": e.message} for e in st.damaged]
-            metrics = D.table_metrics(st)
+        with reader.query() as q:
+            infos, bad = q.runs(project=project, limit=limit)
+            damaged = [{"id": e.run_id, "message": e.message} for e in bad]
+            metrics = q.table_metrics()
         rows = []
         for info in infos:
             row = D.run_row(info)
             if status and row["live_status"] != status:
                 continue
-            row["metrics"] = _canonical_metrics(metrics.get(info.id, {}))
+            row["metrics"] = _canonical_metrics({k: D.key_metric_dict(m) for k, m in metrics.get(info.id, {}).items()})
             row.pop("config", None)  # the Run and Compare pages fetch it; the table does not need it
             row.pop("framework_versions", None)
             row.pop("data_fingerprints", None)
@@ -276,29 +283,31 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
 
     @app.get("/api/runs/{ref}")
     def run_detail(ref: str) -> dict[str, Any]:
-        with reader.store() as st:
-            info = st.get_run(ref)
-            summaries = st.summaries(info)
-            cursor = D.metrics_cursor(st, info)
-            system_keys = [r[0] for r in st.conn.execute(
-                "SELECT DISTINCT device || '/' || key || CASE WHEN rank THEN '/rank' || rank ELSE '' END "
-                "FROM system_metrics WHERE run = ?", (st._rid(info.id),))]
+        with reader.query() as q:
+            info = q.run(ref)
+            summaries = q.summaries(info)
+            cursor = q.cursor(info).to_dict()
+            system_keys = q.system_keys(info)
+            lineage = D.lineage_dict(q.lineage(info))
+            media_keys = q.media_keys(info)
         row = D.run_row(info)
         row["summaries"] = [{"key": s.key, "count": s.count, "first_step": s.first_step, "last_step": s.last_step,
                              "last": D.json_float(s.last), "min": D.json_float(s.min), "max": D.json_float(s.max),
                              "nonfinite": s.nonfinite, "higher_is_better": D.higher_is_better(s.key)}
                             for s in summaries]
-        row["system_keys"] = sorted(system_keys)
+        row["system_keys"] = system_keys
         row["cursor"] = cursor
+        row["lineage"] = lineage
+        row["media_keys"] = [{"key": m.key, "kind": m.kind} for m in media_keys]
         folder = _run_folder(info.id)
         row["output_files"] = [n for n in OUTPUT_FILES if folder is not None and (folder / n).is_file()]
         return row
 
     def state_of(ref: str) -> dict[str, Any]:
-        with reader.store() as st:
-            info = st.get_run(ref)
-            cursor = D.metrics_cursor(st, info)
-        return {"id": info.id, "status": info.status, "live_status": D.live_status(info),
+        with reader.query() as q:
+            info = q.run(ref)
+            cursor = q.cursor(info).to_dict()
+        return {"id": info.id, "status": info.status, "live_status": live_status(info),
                 "heartbeat": info.heartbeat, "end_time": info.end_time, "duration": info.duration,
                 "cursor": cursor, "now": time.time()}
 
@@ -354,21 +363,26 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
 
     @app.get("/api/runs/{ref}/metrics")
     def run_metrics(ref: str, keys: str = Query(..., description="comma-separated metric keys"),
-                    points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS)) -> dict[str, Any]:
+                    points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS),
+                    lineage: bool = Query(False, description="add the ancestors' points up to each fork step")
+                    ) -> Response:
         wanted = [k for k in keys.split(",") if k][:200]
-        with reader.store() as st:
-            info = st.get_run(ref)
-            arrays = D.metric_arrays(st, info, wanted)
-        return {"id": info.id, "start_time": info.start_time,
-                "series": {k: series(*arrays[k], points=points) for k in wanted if k in arrays}}
+        with reader.query() as q:
+            info = q.run(ref)
+            arrays = q.series(info, wanted)
+            inherited = _inherited(q, info, wanted, points) if lineage else {}
+        # series are plain lists of floats: sent as they are, without FastAPI's (slow) encoder walk
+        return JSONResponse({"id": info.id, "start_time": info.start_time,
+                             "series": {k: _series(arrays[k], points) for k in wanted if k in arrays},
+                             "inherited": inherited})
 
     @app.get("/api/runs/{ref}/system")
     def run_system(ref: str, points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS)) -> dict[str, Any]:
         import numpy as np
 
-        with reader.store() as st:
-            info = st.get_run(ref)
-            groups = D.system_series(st, info)
+        with reader.query() as q:
+            info = q.run(ref)
+            groups = q.system_series(info)
         out = {}
         for name, (times, values) in sorted(groups.items()):
             s = series(np.zeros(len(times), dtype=np.int64), times, values, points=points)
@@ -378,9 +392,9 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
 
     @app.get("/api/runs/{ref}/events")
     def run_events(ref: str) -> dict[str, Any]:
-        with reader.store() as st:
-            info = st.get_run(ref)
-            events = st.events(info)
+        with reader.query() as q:
+            info = q.run(ref)
+            events = q.events(info)
         return {"id": info.id, "events": [{"time": e.time, "level": e.level, "message": e.message, "data": e.data}
                                           for e in events[-2000:]], "count": len(events)}
 
@@ -398,11 +412,30 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         except (OSError, ValueError, RuntimeError):
             return False
 
+    @app.get("/api/runs/{ref}/media")
+    def run_media(ref: str, key: str | None = None, kind: str | None = None,
+                  limit: int = Query(1000, ge=1, le=5000)) -> Response:
+        """The run's histograms, images, texts and tables; images with a URL to their PNG."""
+        with reader.query() as q:
+            info = q.run(ref)
+            keys = q.media_keys(info)
+            items, truncated = q.media(info, key=key, kind=kind, limit=limit)
+        folder = _run_folder(info.id)
+        out = []
+        for it in items:
+            d = {"key": it.key, "kind": it.kind, "step": it.step, "time": it.time, "payload": it.payload}
+            if it.path is not None and folder is not None and _inside(Path(it.path), folder):
+                rel = Path(it.path).resolve().relative_to(folder.resolve()).as_posix()
+                d["url"] = f"/api/runs/{urllib.parse.quote(info.id)}/files/{urllib.parse.quote(rel)}"
+            out.append(d)
+        return JSONResponse(jsonable_encoder({"id": info.id, "keys": [vars(k) for k in keys], "items": out,
+                                              "truncated": truncated}))
+
     @app.get("/api/runs/{ref}/artifacts")
     def run_artifacts(ref: str) -> dict[str, Any]:
-        with reader.store() as st:
-            info = st.get_run(ref)
-            arts = st.artifacts(info)
+        with reader.query() as q:
+            info = q.run(ref)
+            arts = q.artifacts(info)
         folder = _run_folder(info.id)
         out = []
         for a in arts:
@@ -417,8 +450,8 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
 
     @app.get("/api/runs/{ref}/output")
     def run_output(ref: str, bytes_: int = Query(OUTPUT_TAIL_BYTES, alias="bytes", ge=1, le=1 << 20)) -> dict[str, Any]:
-        with reader.store() as st:
-            info = st.get_run(ref)
+        with reader.query() as q:
+            info = q.run(ref)
         folder = _run_folder(info.id)
         out: dict[str, Any] = {}
         if folder is not None:
@@ -439,8 +472,8 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
         bad = _bad_path(rel) or _bad_path(urllib.parse.unquote(raw))
         if bad:
             return _error(400, f"refused path: {bad}", "artifact paths are relative to the run's folder", "path")
-        with reader.store() as st:
-            info = st.get_run(ref)
+        with reader.query() as q:
+            info = q.run(ref)
         folder = _run_folder(info.id)
         if folder is None:
             return _error(404, "no such file in this run's folder", None, "not_found")
@@ -449,33 +482,93 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
             return _error(404, "no such file in this run's folder", None, "not_found")
         if not target.resolve().is_file():
             return _error(404, "no such file in this run's folder", None, "not_found")
+        # images (the Media tab shows them) as what they are; everything else as a download
+        image = IMAGE_TYPES.get(target.suffix.lower())
+        if image is not None:
+            return FileResponse(target.resolve(), media_type=image)
         return FileResponse(target.resolve(), media_type="application/octet-stream", filename=target.name)
 
     @app.get("/api/compare")
     def compare(runs: str = Query(..., description="comma-separated run ids"), key: str | None = None,
-                points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS)) -> dict[str, Any]:
-        refs = [r for r in runs.split(",") if r][:MAX_COMPARE]
-        with reader.store() as st:
-            from lmdev.track.metric_names import aliases
+                keys: str | None = Query(None, description="comma-separated metric keys (several on one chart)"),
+                points: int = Query(DEFAULT_POINTS, ge=4, le=MAX_POINTS),
+                lineage: bool = Query(False, description="add each fork's ancestors' points")) -> Response:
+        from lmdev.track.metric_names import aliases
 
-            infos = [st.get_run(r) for r in refs]
+        refs = [r for r in runs.split(",") if r][:MAX_COMPARE]
+        wanted = [k for k in (keys or "").split(",") if k][:MAX_COMPARE_KEYS]
+        if key and key not in wanted:
+            wanted.insert(0, key)
+        with reader.query() as q:
+            infos = [q.run(r) for r in refs]
             # keys by canonical name: a Keras run's val_loss overlays an lmdev run's val/loss
-            stored = [aliases(s.key for s in st.summaries(info)) for info in infos]
-            keys: dict[str, int] = {}
+            stored = [aliases(s.key for s in q.summaries(info)) for info in infos]
+            counts: dict[str, int] = {}
             for names in stored:
                 for k in names:
-                    keys[k] = keys.get(k, 0) + 1
-            out = {}
-            if key:
-                for info, names in zip(infos, stored):
-                    original = names.get(key, [key])[0]
-                    arrays = D.metric_arrays(st, info, [original])
+                    counts[k] = counts.get(k, 0) + 1
+            by_key: dict[str, dict[str, Any]] = {}
+            inherited: dict[str, dict[str, Any]] = {}
+            for info, names in zip(infos, stored):
+                originals = {k: names.get(k, [k])[0] for k in wanted}
+                arrays = q.series(info, list(originals.values()))
+                for k, original in originals.items():
                     if original in arrays:
-                        out[info.id] = series(*arrays[original], points=points)
-        return {"runs": [{"id": i.id, "name": i.name, "start_time": i.start_time, "status": D.live_status(i)}
-                         for i in infos],
-                "keys": sorted(keys), "common_keys": sorted(k for k, n in keys.items() if n == len(infos)),
-                "key": key, "series": out, "config_diff": config_diff([i.config for i in infos])}
+                        by_key.setdefault(k, {})[info.id] = _series(arrays[original], points)
+                if lineage and info.parent_id:
+                    for k, s in _inherited(q, info, list(originals.values()), points).items():
+                        inherited.setdefault(k, {})[info.id] = s
+        return JSONResponse({
+            "runs": [{"id": i.id, "name": i.name, "start_time": i.start_time, "status": live_status(i),
+                      "parent_id": i.parent_id, "fork_step": fork_step(i)} for i in infos],
+            "keys": sorted(counts), "common_keys": sorted(k for k, n in counts.items() if n == len(infos)),
+            "key": key, "series": by_key.get(key, {}) if key else {}, "by_key": by_key,
+            "inherited": inherited, "config_diff": jsonable_encoder(config_diff([i.config for i in infos]))})
+
+    @app.get("/api/hparams")
+    def hparams(project: str | None = None, metric: str | None = None,
+                limit: int = Query(500, ge=1, le=5000)) -> dict[str, Any]:
+        """The runs' flattened configs (``optimizer.lr``) beside one final metric, for the
+        hyper-parameters view."""
+        with reader.query() as q:
+            infos, _bad = q.runs(project=project, limit=limit)
+            table = q.table_metrics()
+            finals = q.final_values(infos, _spellings(q, metric)) if metric else {}
+        return hparams_document(infos, table, metric, finals)
+
+    @app.get("/api/compress")
+    def compress_runs(limit: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
+        """The runs `lmdev compress` recorded (tag ``lmdev-compress``): each variant's settings,
+        its source run and its measurements (the ``compress/*`` metrics)."""
+        with reader.query() as q:
+            infos, _bad = q.runs()
+            out = []
+            for info in infos:
+                if COMPRESS_TAG not in info.tags:
+                    continue
+                source: dict[str, str | None] | None = None
+                if info.parent_id:
+                    try:
+                        p = q.run(info.parent_id)
+                        source = {"id": p.id, "name": p.name}
+                    except LmdevError:
+                        source = {"id": info.parent_id, "name": None}
+                measured = {s.key.split("/", 1)[1]: D.json_float(s.last) for s in q.summaries(info)
+                            if s.key.startswith("compress/")}
+                cfg = info.config if isinstance(info.config, dict) else {}
+                out.append({"id": info.id, "name": info.name, "status": live_status(info),
+                            "start_time": info.start_time, "source": source, "settings": cfg.get("compress") or {},
+                            "target": cfg.get("target"), "max_drop": cfg.get("max_drop"), "measured": measured})
+                if len(out) >= limit:
+                    break
+        return {"runs": out}
+
+    @app.get("/api/runs/{ref}/lineage")
+    def run_lineage(ref: str) -> dict[str, Any]:
+        """The run's parent (a fork's), its forks with their fork steps, and its resumes."""
+        with reader.query() as q:
+            info = q.run(ref)
+            return D.lineage_dict(q.lineage(info))
 
     machine_cache: dict[str, Any] = {}
     machine_lock = threading.Lock()
@@ -541,6 +634,90 @@ def _canonical_metrics(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str
     from lmdev.track.metric_names import aliases
 
     return {name: dict(metrics[names[0]], aliases=names) for name, names in aliases(metrics).items()}
+
+
+def _series(s: Series, points: int) -> dict[str, Any]:
+    return series(s.steps, s.times, s.values, points=points)
+
+
+def _inherited(q: StoreQuery, run: RunInfo, keys: list[str], points: int) -> dict[str, Any]:
+    """{key: the ancestors' points a fork continues}: its parent's points up to the fork step,
+    before them the grandparent's up to the parent's fork step, and so on (a fork whose step the
+    store does not hold continues its parent up to its own first step)."""
+    import numpy as np
+
+    own = q.series(run, keys)
+    pieces: dict[str, list[Series]] = {k: [] for k in keys}
+    upper = {k: _fork_limit(run, own.get(k)) for k in keys}
+    child, seen = run, {run.id}
+    while child.parent_id and child.parent_id not in seen and len(seen) <= MAX_ANCESTORS:
+        try:
+            parent = q.run(child.parent_id)
+        except DamagedRun:
+            break
+        except LmdevError:  # the parent was deleted
+            break
+        seen.add(parent.id)
+        got = q.series(parent, keys)
+        for k in keys:
+            s = got.get(k)
+            if s is None or upper[k] is None:
+                continue
+            keep = s.steps <= upper[k]
+            if keep.any():
+                pieces[k].insert(0, Series(s.steps[keep], s.times[keep], s.values[keep]))
+                first = int(s.steps[keep][0]) - 1
+                above = _fork_limit(parent, s) if parent.parent_id else None
+                upper[k] = first if above is None else min(first, above)
+        child = parent
+    out = {}
+    for k, ps in pieces.items():
+        if ps:
+            out[k] = _series(Series(np.concatenate([p.steps for p in ps]), np.concatenate([p.times for p in ps]),
+                                    np.concatenate([p.values for p in ps])), points)
+    return out
+
+
+def _spellings(q: StoreQuery, metric: str) -> list[str]:
+    """``metric`` and the stored keys that are the same metric (``val_loss`` for ``val/loss``)."""
+    from lmdev.track.metric_names import canonical
+
+    return [metric] + [k for k in q.metric_keys() if k != metric and canonical(k) == canonical(metric)]
+
+
+def _fork_limit(run: RunInfo, own: Series | None) -> int | None:
+    """The last step of its parent that a fork continues: its fork step, else its first step - 1."""
+    step = fork_step(run)
+    if step is not None:
+        return step
+    if own is not None and own.steps.size:
+        return int(own.steps[0]) - 1
+    return None
+
+
+def hparams_document(runs: list[RunInfo], table: dict[str, Any], metric: str | None,
+                     finals: dict[str, float]) -> dict[str, Any]:
+    """The hyper-parameters view: each run's scalar config values (flattened) and its final
+    ``metric``; ``params``: the keys whose values differ between the runs."""
+    from lmdev.track.export import flatten_config
+    from lmdev.track.metric_names import canonical
+
+    rows: list[dict[str, Any]] = []
+    values: dict[str, set[str]] = {}
+    flats: list[dict[str, Any]] = []
+    for r in runs:
+        flat = {k: v for k, v in flatten_config(r.config).items()
+                if v is None or isinstance(v, (bool, int, float, str))}
+        flats.append(flat)
+        for k, v in flat.items():
+            values.setdefault(k, set()).add(json.dumps(v))
+        final = finals.get(r.id)
+        rows.append({"id": r.id, "name": r.name, "project": r.project, "status": live_status(r),
+                     "config": flat, "value": None if final is None else D.json_float(final)})
+    metrics = sorted({canonical(k) for m in table.values() for k in m} | ({metric} if metric else set()))
+    params = sorted(k for k, v in values.items() if len(v) > 1 or sum(k in f for f in flats) < len(flats))
+    return {"metric": metric, "higher_is_better": bool(metric) and D.higher_is_better(metric or ""),
+            "metrics": metrics, "params": params, "runs": rows}
 
 
 def config_diff(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -44,3 +44,20 @@ def make_store(home: Path) -> dict[str, str]:
     gpt.finish()
     ids["tiny-gpt"] = gpt.id
     return ids
+
+
+def make_sweep(home: Path, project: str = "sweep") -> dict[str, str]:
+    """Four runs of one project with different learning rates and widths; the lower the
+    learning rate, the lower the final val/loss (Keras' spelling val_loss in one of them)."""
+    ids = {}
+    for i, (lr, width) in enumerate(((1e-4, 64), (1e-3, 128), (1e-2, 64), (1e-1, 256))):
+        run = track.init(f"lr-{lr:g}", project=project, home=home, telemetry=False, flush_interval=0.05,
+                         config={"optimizer": {"name": "adamw", "lr": lr}, "model": {"width": width}, "seed": 0})
+        final = 0.2 + i * 0.3
+        key = "val_loss" if i == 2 else "val/loss"
+        for step in range(0, 101, 10):
+            run.log({"train/loss": final + 2.0 * math.exp(-step / 20), key: final + 2.2 * math.exp(-step / 20),
+                     "train/lr": lr}, step=step)
+        run.finish()
+        ids[run.name] = run.id
+    return ids

@@ -1,6 +1,9 @@
 """The dashboard's read-only JSON API over a prepared store."""
 
 import json
+import math
+
+import pytest
 
 from fastapi.testclient import TestClient
 
@@ -235,3 +238,101 @@ def test_plan_page_default_precision_fits_the_hardware(client):
     assert p.json()["workload"]["precision"] == "fp16"
     explicit = client.get("/api/plan", params={"model": model, "hardware": t4, "precision": "bf16"})
     assert explicit.status_code == 400
+
+
+# -- second round: compare several keys, hyper-parameters, lineage ------------------------------
+
+
+def test_compare_returns_several_keys_per_run(client, ids):
+    runs = f"{ids['digits-mlp']},{ids['tiny-gpt']}"
+    d = client.get("/api/compare", params={"runs": runs, "keys": "val/loss,train/loss"}).json()
+    assert set(d["by_key"]) == {"val/loss", "train/loss"}
+    assert set(d["by_key"]["train/loss"]) == set(ids.values())
+    assert d["by_key"]["val/loss"][ids["tiny-gpt"]]["step"] == [0, 25, 50, 75, 100, 125]
+    assert d["series"] == {} and d["runs"][0]["parent_id"] is None
+    assert "train/tokens_per_s" in d["keys"] and "train/tokens_per_s" not in d["common_keys"]
+
+
+def test_hparams_flattens_configs_against_a_final_metric(client, ids):
+    d = client.get("/api/hparams", params={"metric": "val/loss"}).json()
+    assert d["metric"] == "val/loss" and d["higher_is_better"] is False
+    assert {"lr", "model.kind", "model.width"} <= set(d["params"]) and "epochs" not in d["params"]
+    rows = {r["name"]: r for r in d["runs"]}
+    assert rows["tiny-gpt"]["config"]["model.width"] == 128
+    assert rows["tiny-gpt"]["value"] == pytest.approx(4.0 * math.exp(-125 / 60) + 0.6)
+    assert "val/loss" in d["metrics"]
+
+
+def test_lineage_endpoint_and_a_fork_continuing_its_parent(prepared, tmp_path):
+    from lmdev import track
+    from tests.unit.ui.helpers import make_store
+
+    home = tmp_path / ".lmdev"
+    ids = make_store(home)
+    fork = track.init("mlp-fork", home=home, telemetry=False, parent=ids["digits-mlp"])
+    for step in range(100, 110):
+        fork.log({"train/loss": 9.0}, step=step)
+    fork.finish()
+    app = create_app(home, doctor=lambda: {})
+    with TestClient(app, base_url=BASE) as c:
+        lin = c.get(f"/api/runs/{ids['digits-mlp']}/lineage").json()
+        assert [f["id"] for f in lin["forks"]] == [fork.id] and lin["parent"] is None
+        assert c.get(f"/api/runs/{fork.id}").json()["lineage"]["parent"]["id"] == ids["digits-mlp"]
+        m = c.get(f"/api/runs/{fork.id}/metrics", params={"keys": "train/loss", "lineage": 1}).json()
+        assert m["series"]["train/loss"]["step"] == list(range(100, 110))
+        inherited = m["inherited"]["train/loss"]
+        assert inherited["step"] == list(range(100))  # the parent's points before the fork
+        assert inherited["value"][0] == pytest.approx(2.1)
+        plain = c.get(f"/api/runs/{fork.id}/metrics", params={"keys": "train/loss"}).json()
+        assert plain["inherited"] == {}
+
+
+def test_media_endpoint_lists_keys_and_items(tmp_path):
+    import numpy as np
+
+    from lmdev import track
+    from lmdev.track.media import Histogram, Table, Text
+
+    home = tmp_path / ".lmdev"
+    run = track.init("media", home=home, telemetry=False)
+    for step in (0, 5):
+        run.log({"w": Histogram(np.arange(100.0), bins=4), "t": Text(f"at {step}"),
+                 "tab": Table(["a"], [[step]])}, step=step)
+    run.finish()
+    with TestClient(create_app(home, doctor=lambda: {}), base_url=BASE) as c:
+        assert {m["key"]: m["kind"] for m in c.get(f"/api/runs/{run.id}").json()["media_keys"]} == \
+            {"w": "histogram", "t": "text", "tab": "table"}
+        d = c.get(f"/api/runs/{run.id}/media").json()
+        assert {k["key"]: (k["count"], k["first_step"], k["last_step"]) for k in d["keys"]}["w"] == (2, 0, 5)
+        hist = [i for i in d["items"] if i["key"] == "w"]
+        assert [i["step"] for i in hist] == [0, 5] and sum(hist[0]["payload"]["counts"]) == 100
+        assert len(hist[0]["payload"]["edges"]) == 5
+        only = c.get(f"/api/runs/{run.id}/media", params={"kind": "text", "limit": 1}).json()
+        assert [(i["key"], i["payload"]["text"]) for i in only["items"]] == [("t", "at 5")] and only["truncated"]
+        assert c.get(f"/api/runs/{run.id}/state").json()["cursor"]["media"] == 6
+
+
+def test_a_fork_continues_its_parent_up_to_its_fork_step(tmp_path):
+    from lmdev import track
+
+    home = tmp_path / ".lmdev"
+    base = track.init("base", home=home, telemetry=False)
+    for step in range(10):
+        base.log({"loss": float(step)}, step=step)
+    base.finish()
+    fork = track.init("fork", fork=f"{base.id}@4", home=home, telemetry=False)
+    fork.log({"loss": 100.0})
+    fork.finish()
+    grand = track.init("grand", fork=f"{fork.id}@5", home=home, telemetry=False)
+    grand.log({"loss": 200.0})
+    grand.finish()
+    with TestClient(create_app(home, doctor=lambda: {}), base_url=BASE) as c:
+        m = c.get(f"/api/runs/{grand.id}/metrics", params={"keys": "loss", "lineage": 1}).json()
+        assert m["series"]["loss"]["step"] == [6]
+        inherited = m["inherited"]["loss"]
+        assert inherited["step"] == [0, 1, 2, 3, 4, 5]  # the base up to 4, then the fork's step 5
+        assert inherited["value"] == [0.0, 1.0, 2.0, 3.0, 4.0, 100.0]
+        lin = c.get(f"/api/runs/{grand.id}/lineage").json()
+        assert lin["parent"]["id"] == fork.id and lin["parent"]["step"] == 5 and lin["parent"]["kind"] == "fork"
+        d = c.get("/api/compare", params={"runs": f"{base.id},{grand.id}", "keys": "loss", "lineage": 1}).json()
+        assert d["runs"][1]["fork_step"] == 5 and list(d["inherited"]["loss"]) == [grand.id]

@@ -152,13 +152,15 @@
 
   // -- charts ----------------------------------------------------------------------------------
 
+  // steps are whole numbers: no tick at step 2.5
+  const STEP_INCRS = [1, 2, 5].flatMap((m) => [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9].map((p) => m * p)).sort((a, b) => a - b);
   function chartOpts(width, title, series, xmode, logScale, extra) {
     const grid = { stroke: cssVar("--grid"), width: 1 };
     const axis = { stroke: cssVar("--muted"), grid, ticks: grid };
     return Object.assign({
       width, height: 220, title: undefined, padding: [8, xmode === "wall" ? 56 : 36, 0, 0],
       scales: { x: { time: xmode === "wall" }, y: logScale ? { distr: 3 } : {} },
-      axes: [Object.assign({}, axis, xmode === "rel" ? { label: "seconds" } : {}),
+      axes: [Object.assign({}, axis, xmode === "rel" ? { label: "seconds" } : {}, xmode === "step" ? { incrs: STEP_INCRS } : {}),
         Object.assign({ size: 78, values: (u, splits) => splits.map((v) => fmtAxis(v, /bytes/.test(title))) }, axis)],
       series: [{ label: xmode === "step" ? "step" : xmode === "wall" ? "time" : "s" }].concat(series),
       cursor: { sync: { key: "lmdev-" + (extra && extra.syncKey || "m") }, drag: { x: true, y: false } },
@@ -168,44 +170,67 @@
 
   function widthOf(node) { return Math.max(300, Math.floor(node.getBoundingClientRect().width) - 4); }
 
-  // A chart of one metric (raw + smoothed) or several runs' metric (compare): data = {name: series}
+  // A chart of one metric (raw + smoothed) or of several (compare): named = {label: series}.
+  // opts: xmode, logScale, smoothing (a number, or a function of the label), start (a number or
+  // {label: start}), colors / dashes ({label: ...}), hidden (a Set of labels), markers
+  // ([{step, time, text}]: resumes, fork points). A series with ``inherited`` (a fork's parent's
+  // points up to the fork step) is drawn continuing it: the parent's part dashed, in its color.
   function drawChart(card, id, named, opts) {
-    const { xmode, logScale, smoothing, start } = opts;
+    const { xmode, logScale, start } = opts;
     const names = Object.keys(named);
+    const smoothingOf = (n) => (typeof opts.smoothing === "function" ? opts.smoothing(n) : opts.smoothing);
     const xs = new Set();
     const perName = names.map((n) => {
       const s = named[n];
-      const x = xValues(s, xmode, start[n] !== undefined ? start[n] : start);
-      x.forEach((v) => xs.add(v));
-      return { x, s };
+      const st = start !== null && typeof start === "object" ? start[n] : start;
+      let x = xValues(s, xmode, st), v = s.value, nI = 0;
+      const inh = s.inherited;
+      if (inh && inh.step && inh.step.length) { nI = inh.step.length; x = xValues(inh, xmode, st).concat(x); v = inh.value.concat(v); }
+      x.forEach((xv) => xs.add(xv));
+      return { n, x, v, nI, s };
     });
-    const single = names.length === 1;
-    // one x array for all series (uPlot's aligned data); runs with other x values get nulls
+    const single = names.length === 1 && !perName[0].nI;
+    // one x array for all series (uPlot's aligned data); series without a point at an x get gaps
     const xAll = single ? perName[0].x : Array.from(xs).sort((a, b) => a - b);
     const data = [xAll];
     const series = [];
-    perName.forEach(({ x, s }, i) => {
-      let raw = s.value;
-      if (logScale) raw = raw.map((v) => (v !== null && v > 0 ? v : null));
+    const groups = [];
+    perName.forEach(({ n, x, v, nI }, i) => {
+      let raw = v;
+      if (logScale) raw = raw.map((y) => (y !== null && y > 0 ? y : null));
+      const smoothing = smoothingOf(n);
       const sm = smooth(raw, smoothing);
-      const color = COLORS[i % COLORS.length];
+      const color = (opts.colors && opts.colors[n]) || COLORS[i % COLORS.length];
+      const dash = opts.dashes && opts.dashes[n];
+      const show = !(opts.hidden && opts.hidden.has(n));
       const align = (arr) => {
         if (single) return arr;
         const m = new Map(); x.forEach((xv, j) => m.set(xv, arr[j]));
         return xAll.map((xv) => (m.has(xv) ? m.get(xv) : undefined));
       };
+      const part = (arr, from, to) => arr.map((y, j) => (j >= from && j < to ? y : null));
+      const base = names.length === 1 && !opts.useNames ? "" : n;
       if (smoothing > 0) {
-        series.push({ label: (single ? "raw" : names[i] + " raw"), stroke: color + "66", width: 1, spanGaps: false,
+        series.push({ label: base ? base + " raw" : "raw", stroke: color + "66", width: 1, spanGaps: false, show, dash,
           points: { show: false } });
-        data.push(align(raw));
+        data.push(align(raw)); groups.push(n);
       }
-      series.push({ label: single && !opts.useNames ? (smoothing > 0 ? "smoothed" : "value") : names[i], stroke: color, width: 1.6,
-        spanGaps: false, points: { show: raw.length < 60 } });
-      data.push(align(sm));
+      if (nI) {
+        series.push({ label: base ? base + " (parent)" : "parent", stroke: color, width: 1.4, dash: [5, 4], spanGaps: false, show, points: { show: false } });
+        data.push(align(part(sm, 0, nI + 1))); groups.push(n);
+      }
+      series.push({ label: base || (smoothing > 0 ? "smoothed" : "value"), stroke: color, width: 1.6, dash,
+        spanGaps: false, show, points: { show: raw.length - nI < 60 } });
+      data.push(align(nI ? part(sm, nI, sm.length) : sm)); groups.push(n);
     });
+    const markers = (opts.markers || []).map((m) => ({ text: m.text,
+      x: xmode === "step" ? m.step : xmode === "wall" ? m.time : m.time - (typeof start === "number" ? start : 0) }))
+      .filter((m) => m.x !== null && m.x !== undefined && isFinite(m.x));
     let entry = state.charts.get(id);
     const width = widthOf(card);
-    if (entry && entry.signature === series.map((s) => s.label).join("|") + xmode + logScale) {
+    const signature = series.map((s) => s.label).join("|") + xmode + logScale;
+    if (entry && entry.signature === signature) {
+      entry.markers = markers;
       if (entry.zoomed) {  // keep the user's x and y ranges: draw the new points inside them
         const { x, y } = entry.plot.scales;
         const keep = { x: [x.min, x.max], y: [y.min, y.max] };
@@ -216,16 +241,16 @@
       if (entry) entry.plot.destroy();
       const host = card.querySelector(".plot");
       host.replaceChildren();
-      const made = { zoomed: false };
+      const made = { zoomed: false, markers };
       const o = chartOpts(width, id, series, xmode, logScale, opts);
       // a drag-zoom sets the x scale inside the data; a double-click (uPlot's reset) sets it back
-      o.hooks = { setSelect: [(u) => { if (u.select.width > 0) made.zoomed = true; }] };
+      o.hooks = { setSelect: [(u) => { if (u.select.width > 0) made.zoomed = true; }], draw: [(u) => drawMarkers(u, made.markers)] };
       const plot = new uPlot(o, data, host);
       plot.over.addEventListener("dblclick", () => { made.zoomed = false; });
-      entry = Object.assign(made, { plot, signature: series.map((s) => s.label).join("|") + xmode + logScale });
+      entry = Object.assign(made, { plot, signature });
       state.charts.set(id, entry);
     }
-    entry.raw = named; entry.data = data; entry.labels = series.map((s) => s.label);
+    entry.raw = named; entry.data = data; entry.labels = series.map((s) => s.label); entry.groups = groups;
     lmdev.renders++;
     if (lmdev.firstChartAt === null) lmdev.firstChartAt = performance.now();
     // flags: NaN / Inf are gaps; say where they are
@@ -236,18 +261,188 @@
       if (s.nonfinite) {
         const first = s.flags.length ? s.flags[0] : null;
         const at = first ? ` (first: ${first[1]} at step ${s.step[first[0]]})` : "";
-        parts.push((single ? "" : n + ": ") + `${s.nonfinite} non-finite value${s.nonfinite > 1 ? "s" : ""}${at}, shown as gaps`);
+        parts.push((names.length === 1 ? "" : n + ": ") + `${s.nonfinite} non-finite value${s.nonfinite > 1 ? "s" : ""}${at}, shown as gaps`);
       }
     });
     const counts = names.map((n) => named[n]).filter((s) => s.downsampled);
     if (parts.length) { note.textContent = "⚠ " + parts.join("; "); note.classList.add("flagged"); card.dataset.flagged = "1"; }
     else if (counts.length) { note.textContent = `${counts[0].returned} of ${counts[0].count} points (shape-preserving downsampling)`; note.classList.remove("flagged"); }
     else { note.textContent = ""; note.classList.remove("flagged"); }
+    return entry;
+  }
+
+  // vertical dashed lines with a label: a run's resumes, a fork's starting point
+  function drawMarkers(u, markers) {
+    if (!markers || !markers.length) return;
+    const ctx = u.ctx; const dpr = devicePixelRatio || 1;
+    ctx.save();
+    ctx.strokeStyle = cssVar("--warn"); ctx.fillStyle = cssVar("--warn"); ctx.lineWidth = dpr;
+    ctx.setLineDash([4 * dpr, 3 * dpr]); ctx.font = `${11 * dpr}px system-ui, sans-serif`;
+    ctx.textAlign = "left"; ctx.textBaseline = "alphabetic";  // uPlot leaves its axes' alignment set
+    for (const m of markers) {
+      if (m.x < u.scales.x.min || m.x > u.scales.x.max) continue;
+      const px = Math.round(u.valToPos(m.x, "x", true));
+      ctx.beginPath(); ctx.moveTo(px, u.bbox.top); ctx.lineTo(px, u.bbox.top + u.bbox.height); ctx.stroke();
+      ctx.fillText(m.text, px + 3 * dpr, u.bbox.top + 11 * dpr);
+    }
+    ctx.restore();
+  }
+
+  // toggle every series of a label (its raw, parent and main lines) on or off
+  function showGroup(entry, label, show) {
+    entry.plot.batch(() => entry.groups.forEach((g, i) => { if (g === label) entry.plot.setSeries(i + 1, { show }); }));
   }
 
   function chartCard(id, title) {
     return el("div", { class: "card chart", "data-key": id }, el("h3", { text: title }), el("div", { class: "plot" }),
       el("div", { class: "note" }));
+  }
+
+  // -- lineage ---------------------------------------------------------------------------------
+
+  // where a run comes from (the run it was forked from, at which step), what came of it (its
+  // forks) and its resumes: a line each, with links
+  function renderLineage(box, run) {
+    const lin = run.lineage || { parent: null, forks: [], resumes: [] };
+    const runLink = (f) => el("a", { href: "#/run/" + encodeURIComponent(f.id), text: f.name, "data-run": f.id });
+    const at = (step) => (step === null || step === undefined ? "" : ` at step ${step}`);
+    const rows = [];
+    if (lin.parent) rows.push(el("div", { class: "lineage-parent" }, lin.parent.kind === "compressed" ? "compressed from " : "forked from ",
+      runLink(lin.parent), at(lin.parent.step),
+      lin.parent.status === "deleted" ? el("span", { class: "muted", text: " (deleted)" }) : null));
+    const forks = lin.forks.filter((f) => f.kind !== "compressed"), variants = lin.forks.filter((f) => f.kind === "compressed");
+    if (variants.length) rows.push(el("div", { class: "lineage-variants" }, `${variants.length} compressed variant${variants.length > 1 ? "s" : ""}: `,
+      variants.map((f, i) => el("span", null, i ? ", " : "", runLink(f)))));
+    if (forks.length) rows.push(el("div", { class: "lineage-forks" }, `${forks.length} fork${forks.length > 1 ? "s" : ""}: `,
+      forks.map((f, i) => el("span", { class: "lineage-fork" }, i ? ", " : "", runLink(f), at(f.step), " ", badge(f.status)))));
+    if (lin.resumes.length) rows.push(el("div", { class: "lineage-resumes" }, `resumed ${lin.resumes.length} time${lin.resumes.length > 1 ? "s" : ""}: `,
+      lin.resumes.map((r) => `from step ${r.step === null ? "?" : r.step}` + (r.dropped ? ` (${r.dropped} later points replaced)` : "")).join("; ")));
+    box.replaceChildren(...rows);
+    box.hidden = !rows.length;
+  }
+  function lineageMarkers(run) {
+    const lin = run.lineage || { parent: null, resumes: [] };
+    const out = lin.resumes.map((r) => ({ step: r.step, time: r.time, text: "resumed" }));
+    if (lin.parent && lin.parent.step !== null && lin.parent.step !== undefined) out.push({ step: lin.parent.step, time: run.start_time, text: "fork of " + lin.parent.name });
+    return out;
+  }
+
+  // -- media (histograms, images, text, tables) --------------------------------------------------
+
+  // The Media tab: per key, by kind — a histogram as a heat strip over the steps (one column per
+  // logged step, darker where more values fell) with the histogram at one step below it; an image
+  // at one step; text and tables listed per step. A slider picks the step. window.lmdev.media
+  // holds what is shown, for tests.
+  function mediaView(pane, run) {
+    const shown = (lmdev.media = {});
+    const base = `/api/runs/${encodeURIComponent(run.id)}/media`;
+    async function load() {
+      const keys = run.media_keys || [];
+      if (!keys.length) { pane.replaceChildren(el("div", { class: "empty", text: "No media logged." })); return; }
+      pane.replaceChildren(...keys.map((k) => el("div", { class: "card media", "data-key": k.key, "data-kind": k.kind },
+        el("h3", null, k.key + " ", el("span", { class: "muted small", text: k.kind })), el("div", { class: "media-body" }))));
+      for (const k of keys) {
+        const d = await api(`${base}?key=${encodeURIComponent(k.key)}`);
+        const items = d.items.filter((x) => x.key === k.key);
+        const body = pane.querySelector(`.card.media[data-key="${CSS.escape(k.key)}"] .media-body`);
+        if (!items.length) { body.replaceChildren(el("p", { class: "muted", text: "Nothing logged yet." })); continue; }
+        if (k.kind === "histogram") histogramView(body, k.key, items);
+        else if (k.kind === "image") stepView(body, k.key, items, (it) => el("figure", { class: "media-image" },
+          it.url ? el("img", { src: it.url, alt: `${k.key} at step ${it.step}`, width: it.payload.width, height: it.payload.height })
+            : el("span", { class: "muted", text: "(the image file is missing)" }),
+          el("figcaption", { class: "small muted", text: it.payload.caption || "" })));
+        else if (k.kind === "table") stepView(body, k.key, items, (it) => el("table", { class: "media-table" },
+          el("thead", null, el("tr", null, (it.payload.columns || []).map((c) => el("th", { text: String(c) })))),
+          el("tbody", null, (it.payload.rows || []).map((r) => el("tr", null, r.map((v) => el("td", { text: typeof v === "string" ? v : JSON.stringify(v) })))))));
+        else textList(body, k.key, items);
+      }
+    }
+    // a step slider over items (in step order) and what to show at the chosen step
+    function stepView(body, key, items, render) {
+      const slider = el("input", { type: "range", class: "media-step", "data-key": key, min: 0, max: items.length - 1, step: 1, value: items.length - 1 });
+      const label = el("span", { class: "mono small media-step-label" });
+      const out = el("div", { class: "media-at" });
+      const show = () => { const it = items[+slider.value]; label.textContent = `step ${it.step}`; out.replaceChildren(render(it)); shown[key].step = it.step; };
+      shown[key] = { kind: items[0].kind, steps: items.map((x) => x.step), step: null };
+      slider.addEventListener("input", show);
+      body.replaceChildren(el("div", { class: "toolbar" }, el("label", null, "Step", slider), label), out);
+      show();
+    }
+    function textList(body, key, items) {
+      shown[key] = { kind: "text", steps: items.map((x) => x.step) };
+      body.replaceChildren(el("table", { class: "media-text" }, el("thead", null, el("tr", null, el("th", { text: "Step" }), el("th", { text: "Text" }))),
+        el("tbody", null, items.slice().reverse().map((it) => el("tr", null, el("td", { class: "num", text: String(it.step) }),
+          el("td", null, el("pre", { text: it.payload.text || "" })))))));
+    }
+    function histogramView(body, key, items) {
+      const ok = items.filter((it) => (it.payload.edges || []).length === (it.payload.counts || []).length + 1 && it.payload.counts.length);
+      const lo = Math.min(...ok.map((it) => it.payload.edges[0])), hi = Math.max(...ok.map((it) => it.payload.edges[it.payload.edges.length - 1]));
+      const rows = 48;
+      // each step's counts moved onto one common grid of value bins (by bucket centre)
+      const grid = ok.map((it) => {
+        const col = new Array(rows).fill(0); const e = it.payload.edges;
+        const rh = (hi - lo) / rows;
+        it.payload.counts.forEach((c, i) => {  // spread a bucket over the rows it overlaps
+          const a = e[i], z = e[i + 1];
+          if (!(rh > 0) || !(z > a)) { col[0] += c; return; }
+          for (let r = Math.max(0, Math.floor((a - lo) / rh)); r < rows && lo + r * rh < z; r++) {
+            const part = Math.min(z, lo + (r + 1) * rh) - Math.max(a, lo + r * rh);
+            if (part > 0) col[r] += c * part / (z - a);
+          }
+        });
+        return col;
+      });
+      const strip = el("canvas", { class: "hist-strip", "data-key": key });
+      const bars = el("canvas", { class: "hist-bars", "data-key": key });
+      const w = Math.max(300, body.getBoundingClientRect().width - 10), h = 140, dpr = devicePixelRatio || 1;
+      for (const [c, ch] of [[strip, h], [bars, 110]]) { c.width = w * dpr; c.height = ch * dpr; c.style.width = w + "px"; c.style.height = ch + "px"; }
+      const ctx = strip.getContext("2d"); ctx.scale(dpr, dpr);
+      const left = 56, cw = (w - left) / Math.max(1, grid.length);
+      const accent = cssVar("--accent");
+      grid.forEach((col, x) => {
+        const m = Math.max(1, ...col);
+        col.forEach((c, r) => { if (!c) return; ctx.globalAlpha = Math.sqrt(c / m); ctx.fillStyle = accent;
+          ctx.fillRect(left + x * cw, h - (r + 1) * (h / rows), Math.ceil(cw), Math.ceil(h / rows)); });
+      });
+      ctx.globalAlpha = 1; ctx.fillStyle = cssVar("--muted"); ctx.font = "11px system-ui, sans-serif";
+      ctx.fillText(fmtNum(hi), 2, 11); ctx.fillText(fmtNum(lo), 2, h - 2);
+      const marker = el("div", { class: "hist-marker" });
+      const wrap = el("div", { class: "hist-wrap" }, strip, marker);
+      stepView(body, key, ok, (it) => {
+        const b = bars.getContext("2d"); b.setTransform(dpr, 0, 0, dpr, 0, 0); b.clearRect(0, 0, w, 110);
+        const counts = it.payload.counts, m = Math.max(1, ...counts), bw = (w - left) / counts.length;
+        b.fillStyle = accent;
+        counts.forEach((c, i) => b.fillRect(left + i * bw, 108 - 100 * c / m, Math.max(1, bw - 1), 100 * c / m));
+        b.fillStyle = cssVar("--muted"); b.font = "11px system-ui, sans-serif";
+        b.fillText(fmtNum(it.payload.edges[0]), left, 108); b.textAlign = "right"; b.fillText(fmtNum(it.payload.edges[it.payload.edges.length - 1]), w - 2, 108); b.textAlign = "left";
+        marker.style.left = (left + ok.indexOf(it) * cw) + "px"; marker.style.width = Math.max(2, cw) + "px";
+        shown[key].counts = counts.slice();
+        return el("div", null, bars, el("div", { class: "small muted", text: `${counts.reduce((a, c) => a + c, 0)} values at step ${it.step}, ${counts.length} buckets` }));
+      });
+      body.prepend(wrap);
+      Object.assign(shown[key], { rows, lo, hi, columns: grid.length });
+    }
+    return { load };
+  }
+
+  // -- data check ------------------------------------------------------------------------------
+
+  // the report of `lmdev data check` (docs/schemas/data.md) that `lmdev train` stores with a run
+  function renderDataCheck(pane, r) {
+    const c = r.counts || {};
+    const badgeOf = (sev) => badge(sev === "severe" ? "failed" : sev === "warn" ? "warning" : "info");
+    pane.replaceChildren(
+      el("p", { id: "data-check-status" }, "Data check before training: ", el("span", { class: "badge " + (r.status === "severe" ? "failed" : r.status === "warn" ? "warning" : "finished"), text: r.status || "?" }),
+        ` — ${c.severe || 0} severe, ${c.warn || 0} warnings, ${c.info || 0} notes; ${(r.checks || []).join(", ")} in ${fmtNum(r.seconds)} s`),
+      el("table", { id: "data-check-splits" }, el("thead", null, el("tr", null, ["Split", "Source", "Kind", "Rows", "Columns", "Label", "Classes"].map((h) => el("th", { text: h })))),
+        el("tbody", null, (r.splits || []).map((x) => el("tr", null, [x.name, x.source, x.kind, x.rows, x.columns, x.label || "–", x.classes].map((v, i) => el("td", { class: i >= 3 && i !== 5 ? "num" : "", text: String(v) })))))),
+      el("h2", { text: "Findings" }),
+      (r.findings || []).length ? el("table", { id: "data-check-findings" }, el("thead", null, el("tr", null, ["Severity", "Finding", "Split", "Rows", "Fix"].map((h) => el("th", { text: h })))),
+        el("tbody", null, r.findings.map((f) => el("tr", { "data-id": f.id }, el("td", null, badgeOf(f.severity)),
+          el("td", null, el("div", { text: f.message }), el("div", { class: "muted mono small", text: f.id })),
+          el("td", { text: f.split || "–" }), el("td", { class: "num", text: f.count === null || f.count === undefined ? "–" : String(f.count) }),
+          el("td", { class: "small", text: f.fix || "" })))))
+        : el("p", { class: "muted", text: "No findings: the data looks sound." }));
   }
 
   // -- runs page -------------------------------------------------------------------------------
@@ -374,7 +569,9 @@
         el("span", null, "host ", el("b", { text: run.host || "–" })),
         run.git_commit ? el("span", null, "git ", el("b", { class: "mono", text: run.git_commit.slice(0, 10) + (run.git_dirty ? " (dirty)" : "") })) : null,
         run.exit_code !== null && run.exit_code !== undefined ? el("span", null, "exit code ", el("b", { text: String(run.exit_code) })) : null,
-        (run.tags || []).length ? el("span", null, (run.tags || []).map((t) => el("span", { class: "tag", text: t }))) : null));
+        (run.tags || []).length ? el("span", null, (run.tags || []).map((t) => el("span", { class: "tag", text: t }))) : null),
+      el("div", { id: "lineage" }));
+    renderLineage(head.querySelector("#lineage"), run);
 
     const slider = el("input", { type: "range", id: "smoothing", min: 0, max: 0.99, step: 0.01, value: state.smoothing });
     const sliderVal = el("span", { class: "mono", text: state.smoothing.toFixed(2) });
@@ -388,16 +585,19 @@
       el("label", null, "Smoothing", slider, sliderVal), el("label", null, "X axis", xSel),
       el("label", null, logBox, "log scale"), keySearch, el("span", { id: "live", class: "muted small" }));
 
-    const tabs = ["Metrics", "System", "Config", "Events", "Artifacts", "Output"];
+    const tabs = ["Metrics", "Media", "System", "Config", "Events", "Artifacts", "Output", "Data check"];
     const panes = {};
     const tabBar = el("div", { class: "tabs" });
     for (const t of tabs) {
-      panes[t] = el("section", { id: "pane-" + t.toLowerCase(), hidden: t !== "Metrics" });
-      const b = el("button", { type: "button", text: t, "data-tab": t, class: t === "Metrics" ? "active" : "" });
+      panes[t] = el("section", { id: "pane-" + t.toLowerCase().replace(" ", "-"), hidden: t !== "Metrics" });
+      // Media and Data check only when the run has some
+      const b = el("button", { type: "button", text: t, "data-tab": t, class: t === "Metrics" ? "active" : "",
+        hidden: (t === "Media" && !(run.media_keys || []).length) || t === "Data check" });
       b.addEventListener("click", () => {
         tabBar.querySelectorAll("button").forEach((x) => x.classList.toggle("active", x === b));
         for (const k of tabs) panes[k].hidden = k !== t;
         if (t === "System") loadSystem();
+        if (t === "Media") loadMedia();
         if (t === "Output") panes.Output.querySelectorAll("pre").forEach((pre) => { pre.scrollTop = pre.scrollHeight; });
       });
       tabBar.append(b);
@@ -453,15 +653,17 @@
     async function fetchKeys(ks) {
       for (let i = 0; i < ks.length; i += 40) {
         const part = ks.slice(i, i + 40);
-        const d = await api(`/api/runs/${encodeURIComponent(run.id)}/metrics?keys=${encodeURIComponent(part.join(","))}`);
-        for (const [k, s] of Object.entries(d.series)) cache.set(k, s);
+        const lin = run.lineage && run.lineage.parent && run.lineage.parent.kind !== "compressed" ? "&lineage=1" : "";
+        const d = await api(`/api/runs/${encodeURIComponent(run.id)}/metrics?keys=${encodeURIComponent(part.join(","))}${lin}`);
+        for (const [k, s] of Object.entries(d.series)) cache.set(k, Object.assign({}, s, { inherited: (d.inherited || {})[k] }));
       }
     }
     function drawKey(k, root) {
       const card = (root || view).querySelector(`.card[data-key="${CSS.escape(k)}"]`);
       const s = cache.get(k);
       if (!card || !s) return;
-      drawChart(card, k, { [k]: s }, { xmode: state.xmode, logScale: state.log, smoothing: isSchedule(k) ? 0 : state.smoothing, start: run.start_time });
+      drawChart(card, k, { [k]: s }, { xmode: state.xmode, logScale: state.log, smoothing: isSchedule(k) ? 0 : state.smoothing,
+        start: run.start_time, markers: lineageMarkers(run) });
     }
     function redrawAll() { for (const k of cache.keys()) drawKey(k); }
     // the groups open at first: train/val/test and the first ones, up to a few charts
@@ -502,6 +704,10 @@
       }
     }
 
+    if (run.summary && Object.keys(run.summary).length) panes.Config.append(el("h2", { text: "Summary" }),
+      el("table", { id: "run-summary" }, el("tbody", null, Object.entries(run.summary).map(([k, v]) => el("tr", null,
+        el("td", { class: "mono small", text: k }), el("td", { class: "num", text: typeof v === "number" ? fmtNum(v) : JSON.stringify(v) }))))),
+      el("h2", { text: "Config" }));
     panes.Config.append(el("pre", { id: "config", text: JSON.stringify(run.config, null, 2) }),
       el("h2", { text: "Versions" }), el("pre", { text: JSON.stringify(run.framework_versions || {}, null, 2) }),
       run.command ? el("div", null, el("h2", { text: "Command" }), el("pre", { text: run.command.join(" ") })) : null);
@@ -525,7 +731,18 @@
       panes.Artifacts.replaceChildren(rows.length ? el("table", { id: "artifacts" }, el("thead", null, el("tr", null,
         ["Path", "Kind", "Size", "sha256", "Time"].map((h) => el("th", { text: h })))), el("tbody", null, rows))
         : el("div", { class: "empty", text: "No artifacts." }));
+      // the data check `lmdev train` ran before training (an artifact of kind data-check)
+      const check = d.artifacts.filter((a) => a.kind === "data-check" && a.download && a.exists).pop();
+      if (check && !panes["Data check"].dataset.loaded) {
+        panes["Data check"].dataset.loaded = "1";
+        try {
+          renderDataCheck(panes["Data check"], await api(check.download));
+          tabBar.querySelector('button[data-tab="Data check"]').hidden = false;
+        } catch (e) { delete panes["Data check"].dataset.loaded; }
+      }
     }
+    let media = null;
+    async function loadMedia() { media = media || mediaView(panes.Media, run); await media.load(); }
     async function loadOutput() {
       const d = await api(`/api/runs/${encodeURIComponent(run.id)}/output`);
       const names = Object.keys(d.files);
@@ -551,6 +768,7 @@
       if (c === cursor) return;
       cursor = c;
       const fresh = await api("/api/runs/" + encodeURIComponent(run.id));
+      run.lineage = fresh.lineage; renderLineage(document.getElementById("lineage"), run);
       if (fresh.summaries.length !== knownKeys) {  // new metric keys: regroup
         knownKeys = fresh.summaries.length;
         for (const sm of fresh.summaries) if (!summaryOf.has(sm.key)) { summaryOf.set(sm.key, sm); keys.push(sm.key); const g = groupOf(sm.key); if (!groups.has(g)) { groups.set(g, []); groupNames.push(g); if (groups.size <= 4) openGroups.add(g); } groups.get(g).push(sm.key); }
@@ -586,60 +804,242 @@
 
   // -- compare page ----------------------------------------------------------------------------
 
+  // Several runs and several metrics on one chart. Everything that defines the chart lives in the
+  // address (#/compare?runs=A,B&keys=val/loss,train/loss&smoothing=0.6&x=step&log=0&hide=LABEL):
+  // a reload or a shared link shows the same chart. Colour: the run; dash: the metric.
+  const DASHES = [undefined, [6, 4], [2, 3], [10, 3, 2, 3]];
   async function comparePage(view, hash) {
     const p = params(hash);
-    const ids = (p.get("runs") || "").split(",").filter(Boolean);
-    if (ids.length < 2) {
-      view.replaceChildren(el("h1", { text: "Compare" }), el("p", { class: "muted", text: "Select two or more runs on the Runs page and press “Compare selected”." }),
+    const split = (v) => (v || "").split(",").filter(Boolean);
+    const ids = split(p.get("runs"));
+    let keys = split(p.get("keys") || p.get("key"));
+    const hidden = new Set(p.getAll("hide"));
+    if (!ids.length) {
+      view.replaceChildren(el("h1", { text: "Compare" }), el("p", { class: "muted", text: "Select runs on the Runs page and press “Compare selected”." }),
         el("a", { href: "#/", text: "Go to the runs" }));
       lmdev.ready = true;
       return;
     }
-    let d = await api("/api/compare?runs=" + encodeURIComponent(ids.join(",")));
-    const keys = d.common_keys.length ? d.common_keys : d.keys;
-    const pref = ["val/loss", "train/loss", "loss"];
-    let key = p.get("key") || pref.find((k) => keys.includes(k)) || keys[0];
-    const keySel = el("select", { id: "compare-key" }, keys.map((k) => el("option", { value: k, text: k })));
-    if (key) keySel.value = key;
+    const url = (withKeys) => "/api/compare?lineage=1&runs=" + encodeURIComponent(ids.join(",")) +
+      (withKeys && keys.length ? "&keys=" + encodeURIComponent(keys.join(",")) : "");
+    let d = await api(url(true));  // the keys asked for come in the first answer
+    let fetched = keys.join(",");
+    const offered = d.common_keys.length ? d.common_keys : d.keys;
+    keys = keys.filter((k) => d.keys.includes(k));
+    if (!keys.length) { const k = ["val/loss", "train/loss", "loss"].find((x) => offered.includes(x)) || offered[0]; if (k) keys = [k]; }
+    const keySel = el("select", { id: "compare-key", title: "the first metric" }, offered.map((k) => el("option", { value: k, text: k })));
+    if (keys[0]) keySel.value = keys[0];
+    const addKey = el("select", { id: "compare-add-key" });
+    const keyChips = el("span", { id: "compare-keys", class: "chips" });
     const slider = el("input", { type: "range", id: "smoothing", min: 0, max: 0.99, step: 0.01, value: state.smoothing });
     const xSel = el("select", { id: "xaxis" }, [["step", "step"], ["rel", "relative time"], ["wall", "wall time"]].map(([v, t]) => el("option", { value: v, text: t })));
     xSel.value = state.xmode;
-    const card = chartCard("compare", key || "");
+    const logBox = el("input", { type: "checkbox", id: "logscale" }); logBox.checked = state.log;
+    const addRun = el("select", { id: "compare-add-run" }, el("option", { value: "", text: "add a run…" }));
+    const runChips = el("div", { id: "compare-runs", class: "legend-list" });
+    const legend = el("div", { id: "compare-legend", class: "legend-list" });
+    const card = chartCard("compare", keys.join(", "));
     const diff = el("section", { id: "config-diff" });
-    view.replaceChildren(el("h1", { text: `Compare ${d.runs.length} runs` }),
-      el("div", { class: "legend-list" }, d.runs.map((r, i) => el("span", null, el("span", { class: "swatch", "data-color": i }),
-        el("a", { href: "#/run/" + encodeURIComponent(r.id), text: r.name }), " ", el("span", { class: "muted mono small", text: r.id })))),
-      el("div", { class: "toolbar" }, el("label", null, "Metric", keySel), el("label", null, "Smoothing", slider), el("label", null, "X axis", xSel)),
-      card, el("h2", { text: "Config differences" }), diff);
-    view.querySelectorAll(".swatch").forEach((s) => { s.style.background = COLORS[+s.dataset.color % COLORS.length]; });
-    const names = new Map(d.runs.map((r) => [r.id, r.name]));
-    const starts = new Map(d.runs.map((r) => [r.id, r.start_time]));
-    async function draw(refetch) {
-      if (!key) { card.querySelector(".note").textContent = "These runs have no metrics."; return; }
-      if (refetch) d = await api("/api/compare?runs=" + encodeURIComponent(ids.join(",")) + "&key=" + encodeURIComponent(key));
-      card.querySelector("h3").textContent = key;
-      const named = {}; const start = {};
-      const seen = new Map();
-      for (const r of d.runs) {
-        if (!d.series[r.id]) continue;
-        let label = names.get(r.id); if (seen.has(label)) label += " " + r.id.slice(0, 6); seen.set(label, 1);
-        named[label] = d.series[r.id]; start[label] = starts.get(r.id);
-      }
-      drawChart(card, "compare", named, { xmode: state.xmode, logScale: false, smoothing: isSchedule(key) ? 0 : state.smoothing, start, syncKey: "c" });
-    }
-    keySel.addEventListener("change", () => { key = keySel.value; setKeyInUrl(); draw(true); });
-    slider.addEventListener("input", () => { state.smoothing = +slider.value; writeSettings(); draw(false); });
-    xSel.addEventListener("change", () => { state.xmode = xSel.value; writeSettings(); draw(false); });
-    function setKeyInUrl() {
-      const q = params(location.hash); q.set("key", key);
+    view.replaceChildren(el("h1", { text: `Compare ${d.runs.length} run${d.runs.length > 1 ? "s" : ""}` }), runChips,
+      el("div", { class: "toolbar" }, el("label", null, "Metric", keySel), el("label", null, "and", addKey), keyChips),
+      el("div", { class: "toolbar" }, el("label", null, "Smoothing", slider), el("label", null, "X axis", xSel),
+        el("label", null, logBox, "log scale"), addRun),
+      legend, card, el("h2", { text: "Config differences" }), diff);
+    const colorOf = new Map(d.runs.map((r, i) => [r.id, COLORS[i % COLORS.length]]));
+
+    function saveUrl() {
+      const q = params(location.hash);
+      q.set("runs", ids.join(",")); q.set("keys", keys.join(",")); q.delete("key");
+      q.set("smoothing", String(state.smoothing)); q.set("x", state.xmode); q.set("log", state.log ? "1" : "0");
+      q.delete("hide"); [...hidden].sort().forEach((h) => q.append("hide", h));
       history.replaceState(null, "", "#/compare?" + q.toString());
     }
+    function renderControls() {
+      addKey.replaceChildren(el("option", { value: "", text: "add a metric…" }),
+        ...offered.filter((k) => !keys.includes(k)).map((k) => el("option", { value: k, text: k })));
+      keyChips.replaceChildren(...keys.map((k, i) => el("span", { class: "chip", "data-key": k },
+        dashSample(i), k, keys.length > 1 ? el("button", { type: "button", class: "chip-x", title: "remove " + k, text: "×",
+          onclick: () => { keys = keys.filter((x) => x !== k); keySel.value = keys[0]; changed(true); } }) : null)));
+      runChips.replaceChildren(...d.runs.map((r) => el("span", { class: "chip", "data-run": r.id },
+        swatch(colorOf.get(r.id)), el("a", { href: "#/run/" + encodeURIComponent(r.id), text: r.name }), " ",
+        el("span", { class: "muted mono small", text: r.id.slice(0, 8) }),
+        r.parent_id ? el("span", { class: "muted small", text: ` (fork${r.fork_step !== null ? " at step " + r.fork_step : ""})` }) : null,
+        ids.length > 1 ? el("button", { type: "button", class: "chip-x", title: "remove " + r.name, text: "×",
+          onclick: () => { location.hash = "#/compare?" + withRuns(ids.filter((x) => x !== r.id)); } }) : null)));
+    }
+    function withRuns(list) { const q = params(location.hash); q.set("runs", list.join(",")); return q.toString(); }
+    function swatch(color) { const s = el("span", { class: "swatch" }); s.style.background = color; return s; }
+    function dashSample(i) {
+      const c = el("canvas", { class: "dash-sample", width: 28, height: 8 }); const ctx = c.getContext("2d");
+      ctx.strokeStyle = cssVar("--fg"); ctx.lineWidth = 2; ctx.setLineDash(DASHES[i % DASHES.length] || []);
+      ctx.beginPath(); ctx.moveTo(0, 4); ctx.lineTo(28, 4); ctx.stroke(); return c;
+    }
+    function labelOf(r, k, seen) {
+      let name = r.name; if (seen.has(name) && seen.get(name) !== r.id) name += " " + r.id.slice(0, 6); seen.set(name, r.id);
+      return keys.length > 1 ? `${name} · ${k}` : name;
+    }
+    async function draw(refetch) {
+      if (!keys.length) { card.querySelector(".note").textContent = "These runs have no metrics."; lmdev.ready = true; return; }
+      if (refetch && fetched !== keys.join(",")) d = await api(url(true));
+      fetched = null;  // the next refetch (a new key, a live update) asks again
+      card.querySelector("h3").textContent = keys.join(", ");
+      const named = {}, start = {}, colors = {}, dashes = {}, schedule = {};
+      const seen = new Map();
+      keys.forEach((k, ki) => {
+        for (const r of d.runs) {
+          const s = (d.by_key[k] || {})[r.id];
+          if (!s) continue;
+          const label = labelOf(r, k, seen);
+          named[label] = Object.assign({}, s, { inherited: ((d.inherited || {})[k] || {})[r.id] });
+          start[label] = r.start_time; colors[label] = colorOf.get(r.id); dashes[label] = DASHES[ki % DASHES.length];
+          schedule[label] = isSchedule(k);
+        }
+      });
+      const markers = state.xmode === "step" ? d.runs.filter((r) => r.parent_id && r.fork_step !== null)
+        .map((r) => ({ step: r.fork_step, text: "fork: " + r.name })) : [];
+      const entry = drawChart(card, "compare", named, { xmode: state.xmode, logScale: state.log, smoothing: (n) => (schedule[n] ? 0 : state.smoothing),
+        start, colors, dashes, hidden, markers, syncKey: "c", useNames: true, opts: { legend: { show: false } } });
+      legend.replaceChildren(...Object.keys(named).map((label) => el("button", { type: "button", class: "legend-item" + (hidden.has(label) ? " off" : ""),
+        "data-label": label, title: "show or hide", onclick: (e) => {
+          const on = hidden.has(label); on ? hidden.delete(label) : hidden.add(label);
+          e.currentTarget.classList.toggle("off", !on); showGroup(entry, label, on); saveUrl();
+        } }, swatch(colors[label]), label)));
+    }
+    function changed(refetch) { saveUrl(); renderControls(); draw(refetch); }
+    keySel.addEventListener("change", () => { keys = [keySel.value].concat(keys.slice(1).filter((k) => k !== keySel.value)); changed(true); });
+    addKey.addEventListener("change", () => { if (addKey.value && !keys.includes(addKey.value)) keys.push(addKey.value); changed(true); });
+    slider.addEventListener("input", () => { state.smoothing = +slider.value; saveUrl(); draw(false); });
+    xSel.addEventListener("change", () => { state.xmode = xSel.value; saveUrl(); draw(false); });
+    logBox.addEventListener("change", () => { state.log = logBox.checked; saveUrl(); draw(false); });
+    addRun.addEventListener("change", () => { if (addRun.value) location.hash = "#/compare?" + withRuns(ids.concat([addRun.value])); });
+    renderControls();
+    saveUrl();
     await draw(true);
     if (!d.config_diff.length) diff.append(el("p", { class: "muted", text: "The configs are the same." }));
     else diff.append(el("table", { id: "diff-table" }, el("thead", null, el("tr", null, el("th", { text: "key" }),
       d.runs.map((r) => el("th", { text: r.name })))), el("tbody", null, d.config_diff.map((row) => el("tr", null,
       el("td", { class: "mono small", text: row.key }), row.values.map((v, i) => el("td", { class: "mono small" + (row.missing[i] ? " muted" : ""),
         text: row.missing[i] ? "(missing)" : JSON.stringify(v) })))))));
+    lmdev.ready = true;
+    api("/api/runs").then((all) => {
+      addRun.append(...all.runs.filter((r) => !ids.includes(r.id)).map((r) => el("option", { value: r.id, text: `${r.name} (${r.id.slice(0, 8)})` })));
+    }).catch(() => {});
+    // live: while a run is running, its new points are drawn (a drag-zoom is kept)
+    if (d.runs.some((r) => r.status === "running")) every(2000, () => { if (!document.hidden) draw(true).catch(() => {}); });
+  }
+
+  // -- hyper-parameters page -------------------------------------------------------------------
+
+  // The runs of a project as parallel coordinates: one axis per config value that differs between
+  // them (flattened: optimizer.lr), the last axis a final metric; each run a line coloured by
+  // that metric (best: bright). Below, the same as a table, best first. In the address:
+  // #/hparams?project=P&metric=val/loss
+  async function hparamsPage(view, hash) {
+    const p = params(hash);
+    let project = p.get("project") || "", metric = p.get("metric") || "";
+    const all = await api("/api/runs");
+    const projects = [...new Set(all.runs.map((r) => r.project))].sort();
+    if (!project && projects.length === 1) project = projects[0];
+    let d = await api("/api/hparams?" + new URLSearchParams(Object.assign(project ? { project } : {}, metric ? { metric } : {})));
+    if (!metric) {
+      metric = ["val/loss", "train/loss", "loss"].find((k) => d.metrics.includes(k)) || d.metrics[0] || "";
+      if (metric) d = await api("/api/hparams?" + new URLSearchParams(Object.assign(project ? { project } : {}, { metric })));
+    }
+    const projSel = el("select", { id: "hp-project" }, el("option", { value: "", text: "any project" }), projects.map((x) => el("option", { value: x, text: x })));
+    projSel.value = project;
+    const metricSel = el("select", { id: "hp-metric" }, d.metrics.map((k) => el("option", { value: k, text: k })));
+    metricSel.value = metric;
+    const go = () => { location.hash = "#/hparams?" + new URLSearchParams({ project: projSel.value, metric: metricSel.value }).toString(); };
+    projSel.addEventListener("change", go); metricSel.addEventListener("change", go);
+    const canvas = el("canvas", { id: "hp-canvas" });
+    const table = el("table", { id: "hp-table" });
+    view.replaceChildren(el("h1", { text: "Hyper-parameters" }),
+      el("p", { class: "muted", text: "Each line is a run: its config values (those that differ between the runs) and its final metric." }),
+      el("div", { class: "toolbar" }, el("label", null, "Project", projSel), el("label", null, "Final metric", metricSel)),
+      el("div", { class: "card" }, canvas), el("h2", { text: "Runs" }), table);
+    const runs = d.runs.filter((r) => r.value !== null && typeof r.value === "number");
+    const axes = d.params.map((k) => axisOf(k, runs.map((r) => r.config[k])));
+    if (metric) axes.push(Object.assign(axisOf(metric, runs.map((r) => r.value)), { metric: true }));
+    lmdev.hparams = { axes: axes.map((a) => ({ key: a.key, kind: a.kind, log: a.log })), runs: runs.map((r) => r.id) };
+    drawParallel(canvas, axes, runs, d.higher_is_better);
+    const order = runs.slice().sort((a, b) => (d.higher_is_better ? b.value - a.value : a.value - b.value));
+    table.replaceChildren(el("thead", null, el("tr", null, el("th", { text: "Run" }), d.params.map((k) => el("th", { class: "mono small", text: k })),
+      el("th", { text: metric + (d.higher_is_better ? " ▲" : " ▼") }))),
+      el("tbody", null, order.map((r) => el("tr", { "data-run": r.id }, el("td", null, el("a", { href: "#/run/" + encodeURIComponent(r.id), text: r.name })),
+        d.params.map((k) => el("td", { class: "mono small", text: r.config[k] === undefined ? "–" : JSON.stringify(r.config[k]) })),
+        el("td", { class: "num", text: fmtNum(r.value) })))));
+    if (!runs.length) table.append(el("tbody", null, el("tr", null, el("td", { class: "empty", text: metric ? `No run has ${metric}.` : "No runs with metrics." }))));
+    lmdev.ready = true;
+  }
+
+  // an axis: numbers (log when all positive over more than two decades) or categories
+  function axisOf(key, values) {
+    const nums = values.filter((v) => typeof v === "number" && isFinite(v));
+    if (nums.length && nums.length === values.filter((v) => v !== undefined && v !== null).length) {
+      let lo = Math.min(...nums), hi = Math.max(...nums);
+      const log = lo > 0 && hi / lo > 100;
+      if (log) { lo = Math.log10(lo); hi = Math.log10(hi); }
+      if (lo === hi) { lo -= 1; hi += 1; }
+      return { key, kind: "number", log, lo, hi, pos: (v) => (typeof v !== "number" ? null : ((log ? Math.log10(v) : v) - lo) / (hi - lo)) };
+    }
+    const cats = [...new Set(values.map((v) => JSON.stringify(v === undefined ? null : v)))].sort();
+    return { key, kind: "category", cats, pos: (v) => (cats.length < 2 ? 0.5 : cats.indexOf(JSON.stringify(v === undefined ? null : v)) / (cats.length - 1)) };
+  }
+
+  function drawParallel(canvas, axes, runs, higherBetter) {
+    const dpr = devicePixelRatio || 1;
+    const w = Math.max(400, canvas.parentElement.getBoundingClientRect().width - 26), h = 340;
+    canvas.width = w * dpr; canvas.height = h * dpr; canvas.style.width = w + "px"; canvas.style.height = h + "px";
+    const ctx = canvas.getContext("2d"); ctx.scale(dpr, dpr);
+    const top = 46, bottom = h - 24, left = 60, right = w - 60;
+    if (!axes.length || !runs.length) { ctx.fillStyle = cssVar("--muted"); ctx.fillText("Nothing to draw: no run has this metric and a config.", left, top + 20); return; }
+    const xOf = (i) => (axes.length === 1 ? (left + right) / 2 : left + (i * (right - left)) / (axes.length - 1));
+    const yOf = (t) => bottom - t * (bottom - top);
+    const m = axes[axes.length - 1];
+    const rank = (r) => { const t = m.pos(r.value); return t === null ? 0 : higherBetter ? t : 1 - t; };
+    ctx.lineWidth = 1.5;
+    for (const r of runs.slice().sort((a, b) => rank(a) - rank(b))) {  // the best drawn last, on top
+      const q = rank(r);
+      ctx.strokeStyle = `hsla(${Math.round(10 + 190 * q)}, 80%, 55%, ${0.35 + 0.65 * q})`;
+      ctx.beginPath();
+      axes.forEach((a, i) => { const t = a.pos(a.metric ? r.value : r.config[a.key]); const y = yOf(t === null ? 0 : t); i ? ctx.lineTo(xOf(i), y) : ctx.moveTo(xOf(i), y); });
+      ctx.stroke();
+    }
+    ctx.strokeStyle = cssVar("--muted"); ctx.fillStyle = cssVar("--fg"); ctx.font = "12px system-ui, sans-serif"; ctx.textAlign = "center";
+    axes.forEach((a, i) => {
+      const x = xOf(i);
+      ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, bottom); ctx.stroke();
+      ctx.fillText(a.key + (a.log ? " (log)" : ""), x, top - 24);
+      const ticks = a.kind === "category" ? a.cats.map((c, j) => [a.cats.length < 2 ? 0.5 : j / (a.cats.length - 1), c]) :
+        [0, 0.5, 1].map((t) => { const v = a.lo + t * (a.hi - a.lo); return [t, fmtNum(a.log ? Math.pow(10, v) : v)]; });
+      ctx.fillStyle = cssVar("--muted");
+      for (const [t, label] of ticks) ctx.fillText(String(label).slice(0, 14), x, yOf(t) + (t === 1 ? -4 : t === 0 ? 14 : 4));
+      ctx.fillStyle = cssVar("--fg");
+    });
+  }
+
+  // -- compression page ------------------------------------------------------------------------
+
+  // the variants `lmdev compress` recorded as runs: what was done to which run, and what it gave
+  async function compressionPage(view) {
+    const d = await api("/api/compress");
+    const keys = [...new Set(d.runs.flatMap((r) => Object.keys(r.measured)))].sort((a, b) => {
+      const p = (k) => (k === "size_ratio" ? 0 : k === "file_bytes" ? 1 : k.startsWith("speedup") ? 2 : k.startsWith("latency") ? 3 : 4);
+      return p(a) - p(b) || a.localeCompare(b);
+    });
+    const fmt = (k, v) => (v === null || v === undefined ? "–" : k === "file_bytes" ? fmtBytes(v) : k === "size_ratio" || k.startsWith("speedup") ? fmtNum(v) + "×" : fmtNum(v));
+    view.replaceChildren(el("h1", { text: "Compression" }),
+      el("p", { class: "muted", text: "The variants `lmdev compress --out` wrote, each recorded as a run beside the run it came from." }),
+      d.runs.length ? el("table", { id: "compress-table" }, el("thead", null, el("tr", null, ["Variant", "Source", "Method", "Settings", "Started"].map((h) => el("th", { text: h })),
+        keys.map((k) => el("th", { class: "mono small", text: k })))),
+        el("tbody", null, d.runs.map((r) => el("tr", { "data-run": r.id },
+          el("td", null, el("a", { href: "#/run/" + encodeURIComponent(r.id), text: r.name }), " ", badge(r.status)),
+          el("td", null, r.source ? (r.source.name ? el("a", { href: "#/run/" + encodeURIComponent(r.source.id), text: r.source.name }) : r.source.id) : "–"),
+          el("td", { text: [r.settings.method, r.settings.backend].filter(Boolean).join(" / ") || "–" }),
+          el("td", { class: "mono small", text: Object.entries(r.settings).filter(([k]) => k !== "method" && k !== "backend").map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ") }),
+          el("td", { class: "small", text: fmtTime(r.start_time) }),
+          keys.map((k) => el("td", { class: "num", text: fmt(k, r.measured[k]) }))))))
+        : el("div", { class: "empty", text: "No compressed variants recorded yet: `lmdev compress SOURCE --out DIR` records one." }));
     lmdev.ready = true;
   }
 
@@ -819,8 +1219,10 @@
       if (path === "#/" || path === "") await runsPage(view);
       else if (path.startsWith("#/run/")) await runPage(view, decodeURIComponent(path.slice(6)));
       else if (path === "#/compare") await comparePage(view, hash);
+      else if (path === "#/hparams") await hparamsPage(view, hash);
+      else if (path === "#/compression") await compressionPage(view);
       else if (path === "#/machine") await machinePage(view);
-      else if (path === "#/plan" && state.plan) await planPage(view);
+      else if (path === "#/plan" && (await state.planReady, state.plan)) await planPage(view);
       else throw new ApiError(404, { error: { message: "There is no page " + path.slice(1) + "." } });
     } catch (err) {
       showError(view, err);
@@ -842,7 +1244,9 @@
       theme(document.documentElement.dataset.theme === "dark" ? "light" : "dark");
       route();
     });
-    try { await api("/api/plan/options"); state.plan = true; document.getElementById("nav-plan").hidden = false; } catch (e) { state.plan = false; }
+    // whether the planner is installed: asked beside the first page, not before it
+    state.planReady = api("/api/plan/options").then(() => { state.plan = true; document.getElementById("nav-plan").hidden = false; })
+      .catch(() => { state.plan = false; });
     window.addEventListener("hashchange", route);
     route();
   });
