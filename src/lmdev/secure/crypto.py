@@ -18,6 +18,7 @@ A key file must not be readable by group or others (like ssh's keys).
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tarfile
@@ -245,3 +246,40 @@ def _decrypt_folder(pyrage: Any, src: Path, dst: Path, identity: Any) -> None:
 
             shutil.rmtree(staging, ignore_errors=True)
 
+
+
+# --------------------------------------------------------------------------- in-memory payloads
+
+
+def resolve_recipients(recipients: Sequence[str] = (), key: str | os.PathLike[str] | None = None) -> list[str]:
+    """The age recipients to encrypt to, checked: ``recipients`` as given, or the recipient of
+    the own key (``load_identity``) when none are given. Raises ``LmdevError`` early (before
+    anything is written) for a malformed recipient or a missing key."""
+    return [str(r) for r in _recipients(recipients, key)]
+
+
+def encrypt_bytes_to(data: bytes, dst: Path, recipients: Sequence[str]) -> None:
+    """Write ``data`` age-encrypted to ``dst`` and fsync it. Not atomic by itself: meant for a
+    file inside a temporary folder that the caller renames into place (a checkpoint)."""
+    pyrage = _pyrage()
+    targets = _recipients(recipients, None)
+    with open(dst, "wb", buffering=BUFFER) as out:
+        pyrage.encrypt_io(io.BytesIO(data), out, targets)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def decrypt_bytes(src: Path, key: str | os.PathLike[str] | None = None) -> bytes:
+    """The plaintext of the age file ``src`` (memory: about twice its size while decrypting)."""
+    pyrage = _pyrage()
+    identity = pyrage.x25519.Identity.from_str(load_identity(key).identity)
+    out = io.BytesIO()
+    try:
+        with open(src, "rb", buffering=BUFFER) as f:
+            pyrage.decrypt_io(f, out, [identity])
+    except pyrage.DecryptError as exc:
+        audit.append("decrypt-failed", path=str(src.absolute()), error=str(exc))
+        raise LmdevError(f"cannot decrypt {src}: {exc}", "use the key it was encrypted to "
+                         "($LMDEV_AGE_KEY, $LMDEV_AGE_KEY_FILE or `lmdev secure keygen`'s file)") from None
+    audit.append("decrypt", path=str(src.absolute()), out="(memory)", folder=False)
+    return out.getvalue()
