@@ -182,3 +182,16 @@ def entries(home: str | os.PathLike[str] | None = None, since: float | None = No
                 except (KeyError, ValueError, TypeError):
                     continue
             yield entry
+
+
+def record(event: str, **details: Any) -> None:
+    """Record an action of another part of lmdev (a setup install, a remote command or
+    bootstrap) in one line at its call site: secrets in the details are redacted, long strings
+    cut to 1000 characters, and nothing is ever raised to the caller (a failure is a warning)."""
+    try:
+        from lmdev.secure.redact import redact_value
+
+        short = {k: (v[:1000] + "..." if isinstance(v, str) and len(v) > 1000 else v) for k, v in details.items()}
+        append(event, **redact_value(short))
+    except Exception as exc:  # noqa: BLE001 - the action itself must not fail because of its record
+        warnings.warn(f"cannot record {event} in the audit log: {exc}", LmdevWarning, stacklevel=2)
