@@ -283,3 +283,27 @@ def decrypt_bytes(src: Path, key: str | os.PathLike[str] | None = None) -> bytes
                          "($LMDEV_AGE_KEY, $LMDEV_AGE_KEY_FILE or `lmdev secure keygen`'s file)") from None
     audit.append("decrypt", path=str(src.absolute()), out="(memory)", folder=False)
     return out.getvalue()
+
+
+def decrypt_to_memory_file(src: Path, key: str | os.PathLike[str] | None = None) -> Path:
+    """Decrypt ``src`` into an anonymous in-memory file (Linux ``memfd``) and return a path that
+    opens it (``/proc/self/fd/N``, valid for this process): readers that want a path (numpy,
+    csv, pyarrow, a memory map) read an encrypted data file while the plaintext never touches a
+    disk. Streaming: memory holds the plaintext once."""
+    pyrage = _pyrage()
+    if not hasattr(os, "memfd_create"):
+        raise LmdevError(f"cannot read the encrypted {src} here: in-memory files need Linux",
+                         f"decrypt it first: lmdev secure decrypt {src}")
+    if not src.is_file() or not is_encrypted(src):
+        raise LmdevError(f"{src} is not an age-encrypted file", "a data file ending in .age must be one")
+    identity = pyrage.x25519.Identity.from_str(load_identity(key).identity)
+    fd = os.memfd_create(src.name.removesuffix(".age"))
+    try:
+        with open(src, "rb", buffering=BUFFER) as f, os.fdopen(os.dup(fd), "wb", buffering=BUFFER) as out:
+            pyrage.decrypt_io(f, out, [identity])
+    except pyrage.DecryptError as exc:
+        os.close(fd)
+        audit.append("decrypt-failed", path=str(src.absolute()), error=str(exc))
+        raise LmdevError(f"cannot decrypt {src}: {exc}", "use the key it was encrypted to") from None
+    audit.append("decrypt", path=str(src.absolute()), out="(memory file)", folder=False)
+    return Path(f"/proc/self/fd/{fd}")
