@@ -89,7 +89,7 @@ def _big_log(home: Path, n: int = 600) -> list[bytes]:
 
 def test_the_parallel_check_agrees_with_one_pass(_home, monkeypatch):
     monkeypatch.setattr(audit, "PARALLEL_MIN", 0)  # the 600-entry log is checked in 3 pieces
-    lines = _big_log(_home)
+    _big_log(_home)
     one = audit.verify(workers=1)
     many = audit.verify(workers=3)
     assert one.ok and many.ok and (many.entries, many.head) == (one.entries, one.head) == (600, one.head)
