@@ -42,6 +42,12 @@ def _run(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if args.verb == "export":
         check_target(Path(args.out))  # before any reading: a folder, a device or a symlink is refused
+        if args.sign is not None:  # a missing signing key fails before anything is written
+            from lmdev.secure.signing import key_paths
+
+            key = Path(args.sign) if args.sign else key_paths()[0]
+            if not key.is_file():
+                raise LmdevError(f"no signing key at {key}", "run `lmdev secure keygen --signing` or give --sign KEY.pem")
     if not (path / "manifest.json").exists() and not (path / "state.json").exists():
         raise LmdevError(f"{path} is not a checkpoint folder (no manifest.json)",
                          "give a step-NNNNNNNN folder under .lmdev/runs/<run>/checkpoints/")
@@ -65,5 +71,5 @@ def _run(args: argparse.Namespace) -> int:
     if args.sign is not None:
         from lmdev.secure.signing import sign
 
-        print(f"signed {out} -> {sign(out, Path(args.sign) if args.sign else None)}")
+        print(f"signed {out} -> {sign(out, key)}")
     return 0
