@@ -186,7 +186,10 @@ def encrypt(src: Path, dst: Path | None = None, recipients: Sequence[str] = (),
     else:
         with atomic_path(dst) as tmp:  # file to file: no Python in the loop
             if (cli := age_cli()) is not None:
-                _run_age([cli, *[a for r in targets for a in ("-r", str(r))], "-o", tmp, str(src)])
+                try:
+                    _run_age([cli, *[a for r in targets for a in ("-r", str(r))], "-o", tmp, str(src)])
+                except AgeCommandError as exc:
+                    raise LmdevError(f"cannot encrypt {src}: {exc}", "check the disk space and permissions") from None
             else:
                 pyrage.encrypt_file(str(src), tmp, targets)
     audit.append("encrypt", path=str(src.absolute()), out=str(dst.absolute()), folder=src.is_dir(),
@@ -300,7 +303,10 @@ def encrypt_bytes_to(data: bytes, dst: Path, recipients: Sequence[str]) -> None:
     pyrage = _pyrage()
     targets = _recipients(recipients, None)
     if (cli := age_cli()) is not None:
-        _run_age([cli, *[a for r in targets for a in ("-r", str(r))], "-o", str(dst)], data=data)
+        try:
+            _run_age([cli, *[a for r in targets for a in ("-r", str(r))], "-o", str(dst)], data=data)
+        except AgeCommandError as exc:  # a full disk: an OSError, as pyrage's would be
+            raise OSError(f"age: {exc}") from None
         with open(dst, "rb") as written:
             os.fsync(written.fileno())
         return

@@ -110,3 +110,19 @@ def test_the_age_command_decrypts_a_checkpoint_file(tmp_path: Path) -> None:
                          capture_output=True, check=True).stdout
     assert json.loads(out)["secret_path"] == "/data/PLAINTEXT-MARKER"
     assert os.stat(crypto.default_key_path()).st_mode & 0o077 == 0
+
+
+def test_a_failed_encrypted_write_is_a_save_error_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encryptor failing mid-save (here: the age command cannot write) is the same one-line
+    SaveError as a full disk; the partial folder is removed and earlier checkpoints stay."""
+    crypto.keygen()
+    first = _save(tmp_path / "ck", True, step=2)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "age"
+    fake.write_text("#!/bin/sh\necho 'age: error: failed to write output: no space left on device' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("LMDEV_AGE_CLI", "1")
+    with pytest.raises(ckpt.SaveError, match="no space left"):
+        _save(tmp_path / "ck", True, step=4)
+    assert ckpt.list_checkpoints(tmp_path / "ck") == [first] and not list((tmp_path / "ck").glob(".*"))
