@@ -34,10 +34,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         if verb == "encrypt":
             e.add_argument("--recipient", "-r", action="append", default=[], metavar="age1...",
                            help="encrypt to this public key (default: your own key's)")
-    for verb, what in (("sign", "sign a model folder (OpenSSF model-signing) -> DIR/model.sig"),
-                       ("verify", "verify a folder's signature; exit 1 naming changed, added or removed files")):
+    for verb, what in (("sign", "sign a model folder or file (OpenSSF model-signing) -> DIR/model.sig or FILE.sig"),
+                       ("verify", "verify a folder's or file's signature; exit 1 naming changed, added or removed files")):
         g = verbs.add_parser(verb, help=what)
-        g.add_argument("path", type=Path, metavar="DIR")
+        g.add_argument("path", type=Path, metavar="PATH")
         g.add_argument("--key", type=Path, metavar="PEM", help="private (sign) or public (verify) key")
         g.add_argument("--json", action="store_true", help="print one JSON document")
     a = verbs.add_parser("audit", help="show or verify the hash-chained audit log")

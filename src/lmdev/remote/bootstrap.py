@@ -141,6 +141,9 @@ def install(conn: Connection, remote: Remote, make_bundle: Callable[[bundle_mod.
     have = conn.run(f"ls -1 {shlex.quote(root_abs)}/wheels 2>/dev/null", timeout=60).stdout.split()
     send = [(p, f"{root_abs}/wheels/{p.name}") for p in files if p == b.wheel or p.name not in have]
     conn.put(send)
+    from lmdev.secure import audit  # the audit record of this bootstrap
+    audit.record("remote.bootstrap", remote=remote.name, target=remote.target, fingerprint=b.fingerprint,
+                 wheels=[p.name for p, _ in send], requirements=list(b.requirements))
     r = conn.run("sh -s", input=install_script(remote, b.wheel.name, b.requirements, b.fingerprint), timeout=900)
     if r.code != 0:
         text = (r.stderr or r.stdout).strip()

@@ -49,6 +49,8 @@ def lmdev_on(conn: Connection, env: RemoteEnv, args: list[str]) -> ssh.Result:
     """Run ``lmdev ARGS`` with the remote's lmdev and store (LMDEV_HOME under its root)."""
     cmd = (f"cd && LMDEV_HOME={shlex.quote(env.root + '/home')} NO_COLOR=1 COLUMNS=120 "
            f"{shlex.quote(env.python)} -m lmdev {shlex.join(args)}")
+    from lmdev.secure import audit  # the audit record of this remote command
+    audit.record("remote.exec", remote=conn.remote.name, target=conn.remote.target, command=cmd)
     return conn.run(cmd, timeout=3600)
 
 
@@ -161,6 +163,9 @@ def start_job(conn: Connection, env: RemoteEnv, spec: JobSpec) -> str:
                             **({"job": spec.job} if spec.job else {})}
     if spec.sbatch is not None:
         data.update(slurm=True, sbatch=spec.sbatch, slurm_bin=conn.remote.slurm_bin)
+    from lmdev.secure import audit  # the audit record of this remote job
+    audit.record("remote.exec", remote=conn.remote.name, target=conn.remote.target, command=shlex.join(spec.argv),
+                 cwd=spec.cwd, kind=spec.kind, slurm=spec.sbatch is not None)
     return str(agent(conn, env, "start", input=data)["job"])
 
 

@@ -1,10 +1,11 @@
 """``lmdev run --guard``: make a user script's loaders scan before they load.
 
-``install()`` wraps ``pickle.load`` / ``pickle.loads``, and — as soon as the script imports them —
+``install()`` wraps ``pickle.load`` / ``pickle.loads`` / ``pickle.Unpickler`` (its ``load`` scans the
+file it was given first; subclasses with their own ``find_class`` inherit the check), and — as soon as the script imports them —
 ``torch.load``, ``joblib.load`` and ``numpy.load`` (when called with ``allow_pickle=True``). Each
 wrapper runs the scanner on what it is about to read and raises ``UnsafeModelError`` instead of
 loading an unsafe file. Paths listed in ``$LMDEV_TRUST`` (separated by ``os.pathsep``; set by
-``--trust``) load anyway, and the override is audited. Not covered: ``pickle.Unpickler`` used
+``--trust``) load anyway, and the override is audited. Not covered: ``_pickle`` (the C module) used
 directly, and C extensions that unpickle on their own.
 """
 
@@ -94,6 +95,25 @@ def _wrap_pickle(pickle_mod: Any) -> None:
         return loads(data, *args, **kwargs)
 
     pickle_mod.load, pickle_mod.loads = guarded_load, guarded_loads
+    pickle_mod.Unpickler = _guarded_unpickler(pickle_mod.Unpickler)
+    pickle_mod._Unpickler = _guarded_unpickler(pickle_mod._Unpickler)  # the pure-Python one
+
+
+def _guarded_unpickler(base: type) -> type:
+    """A subclass of ``base`` whose ``load`` scans the stream it reads before reading it."""
+
+    class GuardedUnpickler(base):  # type: ignore[misc, valid-type]
+        def __init__(self, file: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(file, *args, **kwargs)
+            self._lmdev_file = file
+
+        def load(self) -> Any:
+            _check_stream(self._lmdev_file, "pickle.Unpickler.load")
+            return super().load()
+
+    GuardedUnpickler.__name__ = GuardedUnpickler.__qualname__ = base.__name__
+    GuardedUnpickler.__module__ = base.__module__
+    return GuardedUnpickler
 
 
 def _wrap_loader(module: Any, attr: str, what: str, needs_scan: Callable[[tuple, dict], bool]) -> None:

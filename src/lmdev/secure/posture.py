@@ -103,8 +103,8 @@ def _model_issues(path: Path, result: ScanResult) -> list[Issue]:
             and set(result.callables) <= TENSOR_ONLY | storages):
         out.append(Issue("pickle", "warning", str(path), f"a {result.format} file holding only tensors",
                          "save it as safetensors (safetensors.torch.save_file)"))
-    if not (path.parent / SIGNATURE_NAME).is_file():
-        out.append(Issue("unsigned", "warning", str(path), "the model file's folder is not signed",
+    if not (path.parent / SIGNATURE_NAME).is_file() and not path.with_name(path.name + ".sig").is_file():
+        out.append(Issue("unsigned", "warning", str(path), "neither the model file nor its folder is signed",
                          f"lmdev secure sign {path.parent}"))
     return out
 

@@ -37,6 +37,7 @@ from lmdev.secure.pickles import PickleVerdict, scan_pickles
 from lmdev.secure.types import SKIPPED, Finding, ScanResult, verdict_of
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+AGE_MAGIC = b"age-encryption.org/v1\n"
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
 TORCH_LEGACY_STREAMS = 5     # magic, protocol, sys_info, the object, the storage keys; raw data follows
 COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"BZh", "bz2"), (b"]\x00\x00", "lzma"),
@@ -260,6 +261,8 @@ def _detect_and_scan(path: str, explicit: bool) -> ScanResult:
 
 
 def _other(path: str, head: bytes, size: int, explicit: bool) -> ScanResult:
+    if head.startswith(AGE_MAGIC):
+        return ScanResult(path, "age", SKIPPED, note="age-encrypted: lmdev judges the content when it decrypts it")
     if head.startswith(HDF5_MAGIC):
         return _h5_result(path)
     for magic, kind in COMPRESSED:
@@ -313,7 +316,11 @@ def require_safe(path: str | os.PathLike[str], trust: Iterable[str | os.PathLike
                  what: str = "load") -> list[ScanResult]:
     """Scan ``path`` (a file or a folder) before lmdev loads it; raise ``UnsafeModelError`` naming
     the first unsafe file and why, unless that file is in ``trust`` or ``$LMDEV_TRUST`` (paths
-    separated by ``os.pathsep``; ``lmdev --trust PATH``), and then the override is audited."""
+    separated by ``os.pathsep``; ``lmdev --trust PATH``), and then the override is audited. A
+    file or folder that carries a signature (``FILE.sig``, ``DIR/model.sig``) must verify first."""
+    from lmdev.secure.signing import verify_if_signed
+
+    verify_if_signed(path, what)  # a signed file or folder must still match its signature
     env = [t for t in os.environ.get("LMDEV_TRUST", "").split(os.pathsep) if t]
     trusted = {os.path.realpath(t) for t in [*trust, *env]}
     results = scan_paths([path])
@@ -332,3 +339,16 @@ def require_safe(path: str | os.PathLike[str], trust: Iterable[str | os.PathLike
             f"refusing to {what} {result.path}: {f.message}{inside}{where}",
             f"see `lmdev secure scan {result.path}`; if you trust this file, pass --trust {result.path}")
     return results
+
+
+def require_safe_safetensors(data: bytes, name: str | os.PathLike[str], what: str = "load") -> None:
+    """Judge decrypted bytes that lmdev is about to parse as safetensors (an encrypted checkpoint
+    file) with the same header checks as a file: raise ``UnsafeModelError`` when they fail."""
+    if not looks_like_safetensors(data[:64], len(data)):
+        found = [Finding("header", "not a safetensors file (after decryption)", 0)]
+    else:
+        found = scan_safetensors(io.BytesIO(data), len(data))
+    if found:
+        audit.append("refuse", path=os.path.abspath(name), what=what, findings=[f.message for f in found[:5]])
+        raise UnsafeModelError(f"refusing to {what} {name}: {found[0].message}",
+                               "the decrypted file is not the safetensors file lmdev wrote")

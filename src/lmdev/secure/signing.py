@@ -2,7 +2,8 @@
 
 ``sign(folder)`` hashes every file of the folder (model-signing's manifest: one sha256 per file)
 and signs the manifest with an elliptic-curve private key, offline; the signature is a Sigstore
-bundle written to ``FOLDER/model.sig``. ``verify(folder)`` re-hashes the folder and checks the
+bundle written to ``FOLDER/model.sig`` (for a single file, ``FILE.sig`` beside it: what
+``lmdev checkpoint export --sign`` writes). ``verify(path)`` re-hashes the folder and checks the
 bundle against the public key: a changed, added or removed file fails, by name. Keys:
 ``keygen_signing()`` writes a P-256 key pair (PEM; the private key 0600) to
 ``$LMDEV_HOME/keys/signing.pem`` / ``signing.pub``.
@@ -54,19 +55,24 @@ def keygen_signing(private: Path | None = None, force: bool = False) -> tuple[Pa
     return priv, pub
 
 
-def _folder(path: Path) -> Path:
-    if not path.is_dir():
-        raise LmdevError(f"{path} is not a folder", "sign or verify a model folder")
+def _model(path: Path) -> Path:
+    if not (path.is_dir() or path.is_file()):
+        raise LmdevError(f"{path} is not a file or folder", "sign or verify a model folder or file")
     return path
+
+
+def signature_path(path: Path) -> Path:
+    """Where the signature of ``path`` lives: ``DIR/model.sig`` or ``FILE.sig``."""
+    return path / SIGNATURE_NAME if path.is_dir() else path.with_name(path.name + ".sig")
 
 
 def sign(folder: Path, key: Path | None = None) -> Path:
     ms = _model_signing()
-    folder = _folder(folder)
+    folder = _model(folder)
     key = key or key_paths()[0]
     if not key.is_file():
         raise LmdevError(f"no signing key at {key}", "run `lmdev secure keygen --signing` or pass --key")
-    sig = folder / SIGNATURE_NAME
+    sig = signature_path(folder)
     hashing = ms.hashing.Config().set_ignored_paths(paths=[SIGNATURE_NAME], ignore_git_paths=True)
     try:
         ms.signing.Config().use_elliptic_key_signer(private_key=key).set_hashing_config(hashing).sign(folder, sig)
@@ -85,11 +91,11 @@ class Verification:
 
 def verify(folder: Path, public_key: Path | None = None) -> Verification:
     ms = _model_signing()
-    folder = _folder(folder)
+    folder = _model(folder)
     public_key = public_key or key_paths()[1]
-    sig = folder / SIGNATURE_NAME
+    sig = signature_path(folder)
     if not sig.is_file():
-        result = Verification(False, str(folder), [f"no signature ({SIGNATURE_NAME}) in the folder"])
+        result = Verification(False, str(folder), [f"no signature ({sig.name}) beside or in it"])
     elif not public_key.is_file():
         raise LmdevError(f"no public key at {public_key}", "pass --key PUBLIC.pem")
     else:
@@ -97,21 +103,47 @@ def verify(folder: Path, public_key: Path | None = None) -> Verification:
             ms.verifying.Config().use_elliptic_key_verifier(public_key=public_key).verify(folder, sig)
             result = Verification(True, str(folder))
         except ValueError as exc:
-            result = Verification(False, str(folder), _problems(str(exc)))
+            result = Verification(False, str(folder), _problems(str(exc), folder))
         except Exception as exc:  # a corrupt bundle, the wrong key: model-signing raises several types
             result = Verification(False, str(folder), [f"the signature does not verify: {exc}"])
     audit.append("verify", path=str(folder.absolute()), ok=result.ok, problems=result.problems[:10])
     return result
 
 
-def _problems(message: str) -> list[str]:
+def _problems(message: str, path: Path) -> list[str]:
     """model-signing's mismatch message -> one readable line per file."""
-    out = []
+    out: list[str] = []
     message = message.replace("\\'", "'")
     for m in re.finditer(r"Extra files found in model '[^']*': ([^\"'\]]+)", message):
         out += [f"added: {name.strip()}" for name in m.group(1).split(",")]
     for m in re.finditer(r"Missing files in model '[^']*': ([^\"'\]]+)", message):
         out += [f"removed: {name.strip()}" for name in m.group(1).split(",")]
     for m in re.finditer(r"Hash mismatch for '([^']+)'", message):
-        out.append(f"changed: {m.group(1)}")
+        out.append(f"changed: {path.name if m.group(1) == '.' else m.group(1)}")
     return out or [message]
+
+
+def verify_if_signed(path: str | os.PathLike[str], what: str = "load") -> None:
+    """The check on load: when ``path`` carries a signature, it must verify against the public
+    key (``$LMDEV_SIGNING_PUBLIC_KEY`` or ``$LMDEV_HOME/keys/signing.pub``), else
+    ``LmdevError`` names what changed. Unsigned files pass (the scanner still judges them); a
+    signed one with no public key to check it passes with a warning and an audit entry."""
+    p = Path(path)
+    if not signature_path(p).is_file():
+        return
+    env = os.environ.get("LMDEV_SIGNING_PUBLIC_KEY")
+    public = Path(env) if env else key_paths()[1]
+    if not public.is_file():
+        import warnings
+
+        from lmdev.errors import LmdevWarning
+
+        audit.append("signature-unchecked", path=str(p.absolute()), what=what, reason=f"no public key at {public}")
+        warnings.warn(f"{p} is signed but there is no public key at {public} to check it",
+                      LmdevWarning, stacklevel=2)
+        return
+    result = verify(p, public)
+    if not result.ok:
+        raise LmdevError(f"refusing to {what} {p}: its signature does not verify ({'; '.join(result.problems[:3])})",
+                         f"use the file as signed, or check it with `lmdev secure verify {p} --key PUBLIC.pem`")
+

@@ -174,6 +174,8 @@ def install_lock(installer: str, target: Target, lock_path: Path) -> None:
     else:
         cmd = [sys.executable, "-m", "pip", "--python", target.python, "install", "--quiet",
                "--no-deps", "-r", str(lock_path)]
+    from lmdev.secure import audit  # the audit record of this install
+    audit.record("setup.install", installer=installer, python=target.python, lock=str(lock_path.absolute()))
     run_tool(cmd, "installing")
 
 
@@ -187,6 +189,9 @@ def install_from_folder(installer: str, target: Target, requirements: Path, fold
         cmd = [sys.executable, "-m", "pip", "--python", target.python, "install", "--quiet",
                "--no-index", "--find-links", str(folder), "--require-hashes", "--no-deps",
                "-r", str(requirements)]
+    from lmdev.secure import audit  # the audit record of this install
+    audit.record("setup.install", installer=installer, python=target.python, requirements=str(requirements.absolute()),
+                 wheels=str(folder.absolute()), offline=True)
     run_tool(cmd, "installing from the bundle")
 
 

@@ -13,6 +13,12 @@ It is written into a temporary folder beside the final one, each file fsynced, t
 place and the parent folder fsynced: a crash at any moment leaves either the previous
 checkpoints alone or the new one complete. A checkpoint whose files do not match its manifest is
 corrupt; loading falls back to the one before it.
+
+With ``checkpoint: {encrypt: true}`` in the training config (or a list of age recipients), the
+three files are written age-encrypted (same names; each starts with ``age-encryption.org/v1``)
+and read back transparently with the key of :mod:`lmdev.secure.crypto` (``$LMDEV_AGE_KEY``,
+``$LMDEV_AGE_KEY_FILE``, the keyring or ``$LMDEV_HOME/keys/age.key``). The manifest stays plain:
+it hashes the ciphertext, so ``verify`` needs no key.
 """
 
 from __future__ import annotations
@@ -92,6 +98,7 @@ def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dic
     """Write checkpoint ``step`` under ``folder`` atomically; returns its path and its manifest.
     A failed write (a full disk) removes the partial folder and raises SaveError."""
     final = folder / f"{PREFIX}{step:08d}"
+    recipients = encryption(state)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=folder))
@@ -107,7 +114,7 @@ def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dic
                 v = v.clone()
             seen.add(v.data_ptr())
             unique[k] = v.cpu()
-        save_file(unique, str(tmp / "model.safetensors"))
+        write_tensors(tmp / "model.safetensors", unique, recipients)
         _crash_point("after_weights", step)
         return final, _seal(tmp, final, folder, tensors, state)
     except BaseException as exc:
@@ -120,8 +127,10 @@ def save(folder: Path, step: int, weights: dict[str, torch.Tensor], tensors: dic
 def _seal(tmp: Path, final: Path, folder: Path, tensors: dict[str, torch.Tensor],
           state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Write the small files, fsync everything, write the manifest, rename into place."""
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(state, sort_keys=True), encoding="utf-8")
+    recipients = encryption(state)
+    write_tensors(tmp / "optimizer.safetensors", {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                  recipients)
+    _write_bytes(tmp / "state.json", json.dumps(state, sort_keys=True).encode("utf-8"), recipients)
     manifest = {}
     for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
         _fsync_file(f)
@@ -148,6 +157,9 @@ def save_sharded(folder: Path, step: int, model: torch.nn.Module, opt: torch.opt
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     final = folder / f"{PREFIX}{step:08d}"
+    if encryption(state) is not None:
+        raise SaveError("checkpoint.encrypt does not cover sharded (FSDP) checkpoints yet",
+                        "train with strategy: ddp (or one worker), or remove checkpoint.encrypt")
     tmp = folder / f".{final.name}.sharded.tmp"
     if is_main:
         folder.mkdir(parents=True, exist_ok=True)
@@ -202,7 +214,7 @@ def export_safetensors(path: Path, out: Path) -> Path:
 
     require_safe(path, what="export the checkpoint")
     if (path / "model.safetensors").is_file():
-        weights = load_file(str(path / "model.safetensors"))
+        weights = read_tensors(path / "model.safetensors")
     else:
         from lmdev.train import dcp_safe
 
@@ -287,15 +299,15 @@ def load(path: Path, *, check: bool = True) -> Checkpoint:
 
     require_safe(path, what="resume from the checkpoint")
     try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        state = json.loads(_read_bytes(path / "state.json").decode("utf-8"))
     except (OSError, ValueError):
         raise LmdevError(f"checkpoint {path}: state.json is missing or not JSON",
                          "resume from an earlier checkpoint") from None
     if not (isinstance(state, dict) and isinstance(state.get("step"), int) and not isinstance(state["step"], bool)):
         raise LmdevError(f"checkpoint {path}: state.json lacks its step",
                          "resume from an earlier checkpoint")
-    weights = load_file(str(path / "model.safetensors")) if (path / "model.safetensors").is_file() else {}
-    return Checkpoint(path, int(state["step"]), load_file(str(path / "optimizer.safetensors")), weights, state)
+    weights = read_tensors(path / "model.safetensors") if (path / "model.safetensors").is_file() else {}
+    return Checkpoint(path, int(state["step"]), read_tensors(path / "optimizer.safetensors"), weights, state)
 
 
 def load_latest(folder: Path, warn: Any = None, before: int | None = None) -> Checkpoint | None:
@@ -354,3 +366,90 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
     for idx, entry in rest.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(entry)
     opt.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+
+
+# --------------------------------------------------------------------------- encryption at rest
+
+
+def encryption(state: dict[str, Any]) -> list[str] | None:
+    """The age recipients a checkpoint is encrypted to (None: not encrypted), from the training
+    config the state carries: ``checkpoint.encrypt`` true (the own key's recipient) or a list of
+    recipients. A missing key or a malformed recipient is a SaveError before anything is written."""
+    config = state.get("config")
+    section = config.get("checkpoint") if isinstance(config, dict) else None
+    setting = section.get("encrypt", False) if isinstance(section, dict) else False
+    if setting is False or setting is None or setting == []:
+        return None
+    from lmdev.secure import crypto
+
+    try:
+        return crypto.resolve_recipients([] if setting is True else list(setting))
+    except LmdevError as exc:
+        raise SaveError(f"checkpoint.encrypt is set, but {exc.message}", exc.hint) from None
+
+
+def _write_bytes(path: Path, data: bytes, recipients: list[str] | None) -> None:
+    if recipients is None:
+        path.write_bytes(data)
+        return
+    from lmdev.secure import crypto
+
+    crypto.encrypt_bytes_to(data, path, recipients)
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor], recipients: list[str] | None = None) -> None:
+    """A safetensors file, age-encrypted to ``recipients`` unless None (the plaintext then never
+    touches the disk)."""
+    if recipients is None:
+        save_file(tensors, str(path))
+        return
+    from safetensors.torch import save
+
+    _write_bytes(path, save(tensors), recipients)
+
+
+def is_encrypted(path: Path) -> bool:
+    """True when a checkpoint (folder) or one of its files is age-encrypted."""
+    f = path / "state.json" if path.is_dir() else path
+    from lmdev.secure.crypto import AGE_HEADER
+
+    try:
+        with open(f, "rb") as fh:
+            return fh.read(len(AGE_HEADER)) == AGE_HEADER
+    except OSError:
+        return False
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not is_encrypted(path):
+        return path.read_bytes()
+    from lmdev.secure import crypto
+
+    return crypto.decrypt_bytes(path)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors file, decrypted first when it is encrypted; the decrypted
+    bytes are judged by the scanner's safetensors checks before safetensors parses them."""
+    if not is_encrypted(path):
+        return load_file(str(path))
+    from safetensors.torch import load as load_bytes
+
+    from lmdev.secure.scan import require_safe_safetensors
+
+    data = _read_bytes(path)
+    require_safe_safetensors(data, path, what="load the checkpoint file")
+    return load_bytes(data)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's state.json (decrypted when encrypted): for readers other than resume (the
+    dashboard, compress) that need the config or the step."""
+    try:
+        state = json.loads(_read_bytes(path / "state.json").decode("utf-8"))
+    except (OSError, ValueError):
+        raise LmdevError(f"checkpoint {path}: state.json is missing or not JSON",
+                         "give an earlier checkpoint") from None
+    if not isinstance(state, dict):
+        raise LmdevError(f"checkpoint {path}: state.json is not a mapping", "give an earlier checkpoint")
+    return state

@@ -255,6 +255,9 @@ class CheckpointConfig(_Strict):
     every: int = Field(100, ge=1)
     keep: int = Field(3, ge=1)
     keep_best: bool = True
+    encrypt: bool | list[Annotated[str, Field(pattern=r"^age1[02-9ac-hj-np-z]{58}$")]] = Field(
+        False, description="encrypt the checkpoint files at rest (age): true = to your own key "
+        "(lmdev secure keygen), or a list of age recipients (age1...); read back with the key")
 
 
 class FSDPConfig(_Strict):

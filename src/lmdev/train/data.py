@@ -165,6 +165,9 @@ def _resolve(arg: str, base_dir: Path) -> Path:
         raise LmdevError(f"data file {path} does not exist", "check data.type's path (relative to the config file)")
     if not path.is_file():  # a folder, a device (/dev/zero), a pipe: never read one into memory
         raise LmdevError(f"data file {path} is not a regular file", "give a file (csv, npy, parquet, text)")
+    if path.name.endswith(".age"):  # age-encrypted (lmdev secure encrypt): read from memory, never decrypted to disk
+        from lmdev.secure.crypto import decrypt_to_memory_file
+        return decrypt_to_memory_file(path)
     return path
 
 

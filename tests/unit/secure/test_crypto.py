@@ -134,3 +134,26 @@ def test_decrypt_never_replaces_a_symlink_or_leaves_a_temp_file(tmp_path, _home)
         crypto.decrypt(enc, link)
     assert link.is_symlink() and victim.read_text() == "keep me"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("writer, reader", [("1", "0"), ("0", "1"), ("0", "0"), ("1", "1")])
+def test_the_age_command_and_pyrage_read_each_other(tmp_path, _home, monkeypatch, writer, reader):
+    """lmdev uses the age command for whole files when it is installed (LMDEV_AGE_CLI=0: never):
+    either side reads what the other wrote, files and in-memory payloads alike."""
+    if "1" in (writer, reader) and crypto.age_cli() is None:
+        pytest.skip("the age command is not installed")
+    crypto.keygen()
+    src = tmp_path / "w.bin"
+    data = os.urandom(300_000)
+    src.write_bytes(data)
+    monkeypatch.setenv("LMDEV_AGE_CLI", writer)
+    enc = crypto.encrypt(src)
+    crypto.encrypt_bytes_to(data[:1000], tmp_path / "small.age", crypto.resolve_recipients())
+    monkeypatch.setenv("LMDEV_AGE_CLI", reader)
+    assert crypto.decrypt(enc, tmp_path / "back.bin").read_bytes() == data
+    assert crypto.decrypt_bytes(tmp_path / "small.age") == data[:1000]
+    assert crypto.decrypt_to_memory_file(enc).read_bytes() == data
+    other = crypto.keygen(tmp_path / "other.key")
+    monkeypatch.setenv("LMDEV_AGE_KEY", other.identity)
+    with pytest.raises(LmdevError, match="cannot decrypt"):
+        crypto.decrypt_bytes(enc)

@@ -8,12 +8,12 @@ A new unscanned load site fails this test.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-import lmdev
+from tests.code_sites import sites, walk_source
 
 LOADERS = {"load", "loads", "load_file", "safe_open", "from_pretrained", "load_model", "load_state_dict_from_keys",
            "_load_state_dict_from_keys"}
+ALWAYS = {"load_file", "safe_open", "_load_state_dict_from_keys"}  # loaders by their own name
 LOADER_MODULES = {"torch", "pickle", "np", "numpy", "joblib", "dcp", "keras", "AutoModelForCausalLM", "AutoConfig",
                   "safetensors", "cloudpickle", "dill"}
 
@@ -27,21 +27,19 @@ EXEMPT = {
     ("explain/model.py", "checkpoint_weights"): "loads through checkpoint.load / export_safetensors (both scan), "
                                                 "then the safetensors file export wrote in this process",
     ("train/dcp_safe.py", "load_bytes"): "torch.load(weights_only=True) of a DCP bytes entry",
-    ("train/dcp_safe.py", "_planner_class"): "torch.load(weights_only=True) of a DCP bytes entry",
     ("train/dcp_safe.py", "load"): "dcp.load through the restricted reader; its callers (checkpoint.load_sharded_into, "
                                    "export_safetensors) run on folders checkpoint.load / export scanned",
     ("secure/load.py", "load"): "lmdev.secure.load: require_safe runs first in the same function",
     ("secure/load.py", "_load_safetensors"): "called by lmdev.secure.load after require_safe",
-    ("secure/guard.py", "_wrap_pickle"): "the guard's wrappers: they scan, then call the original",
-    ("secure/guard.py", "guarded_load"): "the guard's wrapper: scans, then calls the original",
-    ("secure/guard.py", "guarded_loads"): "the guard's wrapper: scans, then calls the original",
-    ("secure/guard.py", "guarded"): "the guard's wrapper: scans, then calls the original",
-    ("secure/formats.py", "keras_config_findings"): "json only",
+    ("train/checkpoint.py", "read_tensors"): "called by checkpoint.load / export_safetensors after require_safe "
+                                             "scanned the folder; decrypted bytes pass require_safe_safetensors",
 }
 
 
 def _is_loader(call: ast.Call) -> bool:
     f = call.func
+    if isinstance(f, ast.Attribute) and f.attr in ALWAYS:  # whatever the module is imported as
+        return True
     if isinstance(f, ast.Attribute) and f.attr in LOADERS:
         base = f.value
         root = base
@@ -49,7 +47,7 @@ def _is_loader(call: ast.Call) -> bool:
             root = root.value
         return isinstance(root, ast.Name) and (root.id in LOADER_MODULES or
                                                (isinstance(base, ast.Attribute) and base.attr in LOADER_MODULES))
-    return isinstance(f, ast.Name) and f.id in {"load_file", "safe_open", "_load_state_dict_from_keys"}
+    return isinstance(f, ast.Name) and f.id in ALWAYS
 
 
 def _no_pickle(call: ast.Call) -> bool:
@@ -59,29 +57,30 @@ def _no_pickle(call: ast.Call) -> bool:
 
 
 def _sites() -> list[tuple[str, str, int, bool]]:
-    root = Path(lmdev.__file__).parent
-    out = []
-    for path in sorted(root.rglob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
-        for func in ast.walk(tree):
-            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            calls = [n for n in ast.walk(func) if isinstance(n, ast.Call)]
-            scanned = any(isinstance(c.func, (ast.Name, ast.Attribute)) and
-                          getattr(c.func, "id", getattr(c.func, "attr", "")) == "require_safe" for c in calls)
-            for call in calls:
-                if _is_loader(call):
-                    out.append((str(path.relative_to(root)), func.name, call.lineno, scanned or _no_pickle(call)))
-    return out
+    """(file, innermost function, line, scanned) of every loader call; scanned: an enclosing
+    function calls require_safe, or the call cannot unpickle."""
+    return [(site.rel, site.function, site.node.lineno, site.scanned or _no_pickle(site.node))
+            for site in sites() if isinstance(site.node, ast.Call) and _is_loader(site.node)]
 
 
 def test_every_load_site_is_scanned_or_exempt_with_a_reason():
     unscanned = sorted({(f, fn, line) for f, fn, line, scanned in _sites()
                         if not scanned and (f, fn) not in EXEMPT})
     assert unscanned == [], "new load sites without lmdev.secure.require_safe: " + repr(unscanned)
+    stale = sorted(set(EXEMPT) - {(f, fn) for f, fn, _, _ in _sites()})
+    assert stale == [], f"EXEMPT lists load sites that no longer exist: {stale}"
 
 
 def test_the_finder_sees_the_known_sites():
-    sites = {(f, fn) for f, fn, _, _ in _sites()}
-    assert ("train/models.py", "build_hf") in sites
-    assert ("train/checkpoint.py", "load") in sites and ("secure/load.py", "load") in sites
+    sites_ = {(f, fn): scanned for f, fn, _, scanned in _sites()}
+    assert ("train/models.py", "build_hf") in sites_
+    assert sites_[("train/data.py", "_read_npy")] and sites_[("secure/load.py", "load")]
+    assert ("train/checkpoint.py", "read_tensors") in sites_
+
+
+def test_a_new_unscanned_load_is_caught():
+    code = ("from lmdev.secure import require_safe\n\ndef good(p):\n    require_safe(p)\n"
+            "    return torch.load(p, weights_only=True)\n\ndef bad(p):\n    return np.load(p)\n")
+    found = [(s.function, s.scanned) for s in walk_source("x.py", code)
+             if isinstance(s.node, ast.Call) and _is_loader(s.node)]
+    assert found == [("good", True), ("bad", False)]

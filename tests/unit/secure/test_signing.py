@@ -57,3 +57,32 @@ def test_sign_and_verify_are_audited(signed, _home):
     signing.verify(signed)
     log = (_home / "audit.log").read_text()
     assert '"event":"sign"' in log and '"event":"verify"' in log
+
+
+def test_a_single_file_is_signed_beside_itself(tmp_path, _home):
+    f = tmp_path / "export.safetensors"
+    f.write_bytes(b"w" * 4096)
+    signing.keygen_signing()
+    assert signing.sign(f) == tmp_path / "export.safetensors.sig" and signing.verify(f).ok
+    f.write_bytes(b"v" * 4096)
+    assert signing.verify(f).problems == ["changed: export.safetensors"]
+
+
+def test_require_safe_refuses_a_signed_folder_that_changed(signed):
+    from lmdev.errors import LmdevError
+    from lmdev.secure import require_safe
+
+    require_safe(signed)  # signed and unchanged: loads
+    (signed / "model.safetensors").write_bytes(b"v" * 4096)
+    with pytest.raises(LmdevError, match="signature does not verify.*changed: model.safetensors"):
+        require_safe(signed)
+
+
+def test_a_signature_without_a_public_key_warns_and_is_audited(signed, _home):
+    from lmdev.errors import LmdevWarning
+    from lmdev.secure import require_safe
+
+    signing.key_paths()[1].unlink()
+    with pytest.warns(LmdevWarning, match="no public key"):
+        require_safe(signed)
+    assert '"event":"signature-unchecked"' in (_home / "audit.log").read_text()

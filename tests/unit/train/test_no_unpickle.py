@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[3] / "src" / "lmdev"
+from tests.code_sites import Site, sites, walk_source
 
 RISKY_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "marshal", "shelve"}
 # call names (the dotted text as written, or its last part) that can load code-bearing data
@@ -50,73 +50,21 @@ GUARDS = {"torch.load": ("weights_only", True), "np.load": ("allow_pickle", Fals
           "numpy.load": ("allow_pickle", False), "keras.saving.load_model": ("safe_mode", True)}
 
 
-def _dotted(node: ast.AST) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return f"{_dotted(node.value)}.{node.attr}"
-    if isinstance(node, ast.Call):
-        return _dotted(node.func)
-    return "?"
+def _risky(site: Site) -> bool:
+    """A call, class base or import that can deserialise code-bearing data."""
+    name = site.name
+    if name.startswith(("import ", "from ")):
+        module = name.split()[1]
+        return module.split(".")[0] in RISKY_MODULES
+    last = name.rsplit(".", 1)[-1]
+    if last.endswith("Error") or last in ("dump", "dumps"):  # raising or writing is harmless
+        return False
+    return (name in RISKY_CALLS or last in RISKY_CALLS or name.split(".")[0] in RISKY_MODULES
+            or last.startswith("_Restricted"))
 
 
-class _Finder(ast.NodeVisitor):
-    """Call sites and imports, each named by where it is: ``function``, ``Class.method`` or
-    ``<module>``."""
-
-    def __init__(self, rel: str) -> None:
-        self.rel, self.stack, self.found = rel, [], []
-
-    def _scoped(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
-        if isinstance(node, ast.ClassDef):
-            for base in node.bases:
-                self.stack.append((node.name, True))
-                self._check(_dotted(base), node)
-                self.stack.pop()
-        self.stack.append((node.name, isinstance(node, ast.ClassDef)))
-        self.generic_visit(node)
-        self.stack.pop()
-
-    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _scoped
-
-    def _where(self) -> str:
-        if not self.stack:
-            return "<module>"
-        name = self.stack[-1][0]
-        if len(self.stack) > 1 and self.stack[-2][1]:
-            return f"{self.stack[-2][0]}.{name}"
-        return name
-
-    def _check(self, name: str, node: ast.AST) -> None:
-        last = name.rsplit(".", 1)[-1]
-        if last.endswith("Error") or last in ("dump", "dumps"):  # raising or writing is harmless
-            return
-        if name in RISKY_CALLS or last in RISKY_CALLS or name.split(".")[0] in RISKY_MODULES \
-                or (last.startswith("_Restricted")):
-            self.found.append(((self.rel, self._where(), name), node))
-
-    def visit_Call(self, node: ast.Call) -> None:
-        self._check(_dotted(node.func), node)
-        self.generic_visit(node)
-
-    def visit_Import(self, node: ast.Import) -> None:
-        for alias in node.names:
-            if alias.name.split(".")[0] in RISKY_MODULES:
-                self.found.append(((self.rel, self._where(), f"import {alias.name}"), node))
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if (node.module or "").split(".")[0] in RISKY_MODULES:
-            self.found.append(((self.rel, self._where(), f"from {node.module} import"), node))
-        self.generic_visit(node)
-
-
-def _sites() -> list[tuple[tuple[str, str, str], ast.AST]]:
-    out = []
-    for f in sorted(SRC.rglob("*.py")):
-        finder = _Finder(f.relative_to(SRC).as_posix())
-        finder.visit(ast.parse(f.read_text(encoding="utf-8")))
-        out += finder.found
-    return out
+def _sites(found: tuple[Site, ...] | list[Site] | None = None) -> list[tuple[tuple[str, str, str], ast.AST]]:
+    return [((s.rel, s.where, s.name), s.node) for s in (sites() if found is None else found) if _risky(s)]
 
 
 def test_every_deserialising_call_site_is_listed_with_its_reason() -> None:
@@ -146,6 +94,4 @@ def test_the_guards_the_reasons_name_are_in_place() -> None:
 
 def test_the_scanner_sees_a_new_unguarded_call(tmp_path: Path) -> None:
     code = "import torch\n\ndef f(p):\n    return torch.load(p)\n"
-    finder = _Finder("x.py")
-    finder.visit(ast.parse(code))
-    assert [key for key, _ in finder.found] == [("x.py", "f", "torch.load")]
+    assert [key for key, _ in _sites(walk_source("x.py", code))] == [("x.py", "f", "torch.load")]
