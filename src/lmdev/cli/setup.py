@@ -48,7 +48,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="time limit of each verification step (default: 180)")
     p.add_argument("--repair", action="store_true", help="fix what doctor finds in the environment")
     p.add_argument("--yes", "-y", action="store_true", help="apply --repair's changes without asking")
-    p.add_argument("--frozen", action="store_true", help="install exactly the lock (hashes checked)")
+    p.add_argument("--frozen", action="store_true",
+                   help="make the environment hold exactly the lock (hashes checked; other packages removed)")
+    p.add_argument("--upgrade", action="store_true",
+                   help="resolve again even though the lock still fits the plan (picks up newer releases)")
     p.add_argument("--from-bundle", type=Path, metavar="TAR", help="install from an offline bundle")
     ex = p.add_mutually_exclusive_group()
     for fmt in ("dockerfile", "devcontainer", "sbatch", "requirements"):
@@ -64,7 +67,7 @@ def _options(args: argparse.Namespace, stacks: list[str]) -> Any:
     return SetupOptions(stacks=stacks, venv=args.venv, python=args.python, system=args.system,
                         installer=args.installer, for_profile=args.for_profile, platform=args.platform,
                         torch_index=args.torch_index, verify=not args.no_verify,
-                        verify_timeout=args.verify_timeout, frozen=args.frozen)
+                        verify_timeout=args.verify_timeout, frozen=args.frozen, upgrade=args.upgrade)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,12 +104,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace, opts: Any) -> int:
+    plain = not (args.verify or args.from_bundle or args.frozen)
+    if plain:  # nothing to do: answer without the installer, the display or the verification
+        from lmdev.setup.engine import noop_result
+
+        done = noop_result(opts)
+        if done is not None:
+            _print_result(args, done, render_noop)
+            return 0
     from rich.console import Console
 
     from lmdev.setup.engine import run_setup, verify_only
 
     err = Console(stderr=True, highlight=False)
-    plain = not (args.verify or args.from_bundle or args.frozen)
     if plain and not args.json:
         from lmdev.setup.engine import dry_run
 
@@ -125,12 +135,26 @@ def _install(args: argparse.Namespace, opts: Any) -> int:
             result = install_from_bundle(args.from_bundle, opts)
         else:
             result = run_setup(opts, say)
+    _print_result(args, result, render_result)
+    return 0 if result.ok else 1
+
+
+def _print_result(args: argparse.Namespace, result: Any, render: Any) -> None:
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        render_result(result)
-    return 0 if result.ok else 1
+        render(result)
+
+
+def render_noop(result: Any) -> None:
+    """Plain lines (no display library to load): nothing changed."""
+    for env in result.environments:
+        backends = ", ".join(f"{fw} {b}" for fw, b in sorted(
+            next(e.backends for e in result.plan.environments if e.name == env.name).items()))
+        checked = " and verified earlier (`lmdev setup --verify` runs it again)" if env.verified_before else ""
+        print(f"{env.name}: {env.prefix} already holds {Path(env.lock).name} ({backends}){checked}; "
+              "nothing to do")
 
 
 def _escape(text: str) -> str:
@@ -172,10 +196,13 @@ def render_result(result: Any) -> None:
 
     console = Console(highlight=False)
     for env in result.environments:
-        console.print(f"[bold]{env.name}[/]: {env.action} — {_escape(env.prefix or '')} (lock {_escape(env.lock)})")
+        how = " from the existing lock" if env.from_lock else ""
+        console.print(f"[bold]{env.name}[/]: {env.action}{how} — {_escape(env.prefix or '')} (lock {_escape(env.lock)})")
         for name, before, after in env.changes:
             console.print(f"  {name}: {before or '-'} -> {after or 'removed'}")
-        if env.verification:
+        if env.verified_before:
+            console.print("  verified earlier on this very lock (`lmdev setup --verify` runs it again)")
+        elif env.verification:
             for s in env.verification.steps:
                 mark = "[green]ok[/]" if s.ok else ("[dim]skipped[/]" if s.skipped else "[red]FAILED[/]")
                 line = f"  verify {s.framework} {s.name}: {mark} ({s.seconds:.1f} s)"
