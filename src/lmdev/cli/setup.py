@@ -198,6 +198,8 @@ def render_result(result: Any) -> None:
     for env in result.environments:
         how = " from the existing lock" if env.from_lock else ""
         console.print(f"[bold]{env.name}[/]: {env.action}{how} — {_escape(env.prefix or '')} (lock {_escape(env.lock)})")
+        for d in env.differences:
+            console.print(f"  differed from the lock: {_escape(d.describe())}")
         for name, before, after in env.changes:
             console.print(f"  {name}: {before or '-'} -> {after or 'removed'}")
         if env.verified_before:

@@ -67,12 +67,15 @@ class EnvResult:
     verification: Verification | None = None
     verified_before: bool = False  # the verification is the record of an earlier run on this lock
     from_lock: bool = False  # installed from the existing lock (it still fits the plan): no resolve
+    differences: list[Difference] = field(default_factory=list)  # --frozen: how it differed from the lock
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "prefix": self.prefix, "lock": self.lock, "action": self.action,
                 "changes": [{"package": n, "before": b, "after": a} for n, b, a in self.changes],
                 "verification": self.verification.to_dict() if self.verification else None,
-                "verified_before": self.verified_before, "from_lock": self.from_lock}
+                "verified_before": self.verified_before, "from_lock": self.from_lock,
+                "differences": [{"package": d.package, "kind": d.kind, "installed": d.installed,
+                                 "locked": d.locked, "text": d.describe()} for d in self.differences]}
 
 
 @dataclass
@@ -287,7 +290,7 @@ def _setup_env(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, sources: Sourc
     prefix = env_prefix(opts, env)
     lock_path = opts.project / lock_name(env.name)
     python = python_of(prefix) if not opts.system else sys.executable
-    if is_satisfied(lock_path, plan, prefix, sources):
+    if not opts.upgrade and is_satisfied(lock_path, plan, prefix, sources):
         say(f"{env.name}: {prefix} already matches {lock_path.name}; nothing to install")
         result = EnvResult(env.name, str(prefix), str(lock_path), "no-op")
         earlier = earlier_verification(opts.project, env, lock_path) if opts.verify else None
@@ -425,7 +428,8 @@ def _install_exactly(opts: SetupOptions, lock: Lock, lock_path: Path, target: in
     if left:
         raise FrozenMismatch(lock_path, prefix, left)
     before = {n: d.version for n, d in before_dists.items()}
-    return EnvResult("", str(prefix), str(lock_path), "frozen", diff(before, inst.installed(prefix)))
+    return EnvResult("", str(prefix), str(lock_path), "frozen", diff(before, inst.installed(prefix)),
+                     differences=differences)
 
 
 class FrozenMismatch(LmdevError):
