@@ -288,3 +288,26 @@ def test_a_lock_that_fits_the_plan_is_installed_without_resolving_until_upgrade(
     assert up.returncode == 0, up.stderr
     assert not json.loads(up.stdout)["environments"][0]["from_lock"]
     assert installed(root / "v3")["torch"] == "2.10.0+cpu" and read_lock(proj / "pylock.toml").pins()["torch"] == "2.10.0+cpu"
+
+
+def test_a_satisfied_environment_reuses_the_verification_saved_for_its_very_lock(indexes):
+    import hashlib
+
+    root, torch_simple, general = indexes
+    env = isolated_env(root)
+    proj = project(root, torch_simple.as_uri(), general.as_uri())
+    assert setup(proj, "--no-verify", env=env).returncode == 0
+    # what a passing verification of this lock leaves in setup-plan.json (the fake torch cannot pass one)
+    record = json.loads((proj / "setup-plan.json").read_text())
+    sha = hashlib.sha256((proj / "pylock.toml").read_bytes()).hexdigest()
+    step = {"framework": "torch", "name": "import", "ok": True, "seconds": 1.0, "detail": {}}
+    record["verification"] = {"main": {"python": "py", "ok": True, "steps": [step], "lock-sha256": sha}}
+    (proj / "setup-plan.json").write_text(json.dumps(record))
+    again = setup(proj, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stdout and "verified earlier" in again.stdout
+    # the record of another lock is not reused: the ladder runs (and fails on the fake torch)
+    record["verification"]["main"]["lock-sha256"] = "0" * 64
+    (proj / "setup-plan.json").write_text(json.dumps(record))
+    ran = setup(proj, "--json", env=env)
+    assert ran.returncode == 1 and not json.loads(ran.stdout)["environments"][0]["verified_before"]
