@@ -112,18 +112,15 @@ def _install(args: argparse.Namespace, opts: Any) -> int:
         if done is not None:
             _print_result(args, done, render_noop)
             return 0
+        return _setup_while_showing(args, opts)
     from rich.console import Console
 
-    from lmdev.setup.engine import run_setup, verify_only
+    from lmdev.setup.engine import run_frozen, verify_only
 
     err = Console(stderr=True, highlight=False)
-    if plain and not args.json:
-        from lmdev.setup.engine import dry_run
-
-        render_plan(dry_run(opts))  # the plan first; the same facts give the same plan below
     with err.status("lmdev setup", spinner="dots") as status:
         def say(text: str) -> None:
-            status.update(text)
+            status.update(_escape(text))
             if not args.json:
                 err.print(f"[dim]{_escape(text)}[/]")
 
@@ -134,9 +131,49 @@ def _install(args: argparse.Namespace, opts: Any) -> int:
 
             result = install_from_bundle(args.from_bundle, opts)
         else:
-            result = run_setup(opts, say)
+            result = run_frozen(opts, say)
     _print_result(args, result, render_result)
     return 0 if result.ok else 1
+
+
+def _setup_while_showing(args: argparse.Namespace, opts: Any) -> int:
+    """A plain setup: the resolver and installer work in a thread while the plan is shown, so the
+    display's start-up overlaps their work. The plan shown is the one installed (same facts)."""
+    import queue
+    import threading
+
+    from lmdev.setup.engine import dry_run, run_setup
+
+    plan = None if args.json else dry_run(opts)  # reads the machine once; the worker reuses it
+    messages: queue.Queue[str] = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_setup(opts, messages.put)
+        except BaseException as exc:  # handed to the main thread, raised there
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="lmdev-setup")
+    worker.start()
+    from rich.console import Console
+
+    if plan is not None:
+        render_plan(plan)
+    err = Console(stderr=True, highlight=False)
+    with err.status("lmdev setup", spinner="dots") as status:
+        while worker.is_alive() or not messages.empty():
+            try:
+                text = messages.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            status.update(_escape(text))
+            if not args.json:
+                err.print(f"[dim]{_escape(text)}[/]")
+    if "error" in outcome:
+        raise outcome["error"]
+    _print_result(args, outcome["result"], render_result)
+    return 0 if outcome["result"].ok else 1
 
 
 def _print_result(args: argparse.Namespace, result: Any, render: Any) -> None:
