@@ -88,8 +88,9 @@ def summary(name: str) -> str:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The parser. With ``argv``, only the command it names gets its full parser (its module is
-    imported); every other command is listed by name and one-line help. Without, all are built."""
+    """The parser. With ``argv`` naming a command, only that command's parser is built (its module
+    imported); naming none (``--help``, a typo), every command is listed by name and one-line help.
+    Without ``argv``, every command's full parser is built."""
     only = chosen_command(argv) if argv is not None else None
     parser = _Parser(
         prog="lmdev",
@@ -103,7 +104,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module in COMMANDS.items():
         if argv is not None and name != only:
-            sub.add_parser(name, help=summary(name), add_help=False)
+            if only is None:
+                sub.add_parser(name, help=summary(name), add_help=False)
             continue
         mod = importlib.import_module(f"lmdev.cli.{module}")
         cmd = mod.add_parser(sub)
