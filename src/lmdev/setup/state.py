@@ -93,15 +93,18 @@ def installed_dists(prefix: Path) -> dict[str, Dist]:
 
 
 def wheel_tags(filename: str) -> tuple[frozenset[str], str | None]:
-    """The tags a wheel file name stands for (``py3-none-any``; compressed sets expanded) and its
-    build number; nothing for a name that is not a wheel's."""
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-
-    try:
-        _, _, build, tags = parse_wheel_filename(filename)
-    except InvalidWheelFilename:
+    """The tags a wheel file name stands for (``py3-none-any``; compressed tag sets expanded) and
+    its build number; nothing for a name that is not a wheel's. (The wheel spec's file name:
+    ``name-version[-build]-python-abi-platform.whl``; read here without packaging, whose import
+    would cost a no-op setup more than the whole comparison.)"""
+    if not filename.endswith(".whl"):
         return frozenset(), None
-    return frozenset(str(t) for t in tags), (f"{build[0]}{build[1]}" if build else None)
+    parts = filename[: -len(".whl")].split("-")
+    if len(parts) not in (5, 6):
+        return frozenset(), None
+    build = parts[2] if len(parts) == 6 else None
+    py, abi, plat = parts[-3:]
+    return frozenset(f"{p}-{a}-{t}" for p in py.split(".") for a in abi.split(".") for t in plat.split(".")), build
 
 
 def _same_version(a: str, b: str) -> bool:
