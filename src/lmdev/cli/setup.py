@@ -31,7 +31,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--venv", type=Path, metavar="PATH",
                    help="the environment to set up (default: the active one, else ./.venv)")
     p.add_argument("--system", action="store_true", help="install into this interpreter, not a venv")
-    p.add_argument("--installer", choices=("uv", "pip"), default="uv", help="default: uv")
+    p.add_argument("--installer", choices=("uv", "pip"),
+                   help="default: uv when it is installed (it is a dependency of lmdev), else pip")
     p.add_argument("--torch-index", metavar="URL",
                    help="the PyTorch index ({backend} is replaced by cpu, cu128, ...)")
     p.add_argument("--for", dest="for_profile", metavar="PROFILE",
@@ -63,9 +64,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace, stacks: list[str]) -> Any:
     from lmdev.setup.engine import SetupOptions
+    from lmdev.setup.installer import default_installer
 
     return SetupOptions(stacks=stacks, venv=args.venv, python=args.python, system=args.system,
-                        installer=args.installer, for_profile=args.for_profile, platform=args.platform,
+                        installer=args.installer or default_installer(), for_profile=args.for_profile, platform=args.platform,
                         torch_index=args.torch_index, verify=not args.no_verify,
                         verify_timeout=args.verify_timeout, frozen=args.frozen, upgrade=args.upgrade)
 

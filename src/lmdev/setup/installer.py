@@ -49,6 +49,15 @@ def uv_binary() -> str:
     return found
 
 
+def default_installer() -> str:
+    """uv when it is installed (the ``uv`` package, or on PATH), else pip."""
+    try:
+        uv_binary()
+    except LmdevError:
+        return "pip"
+    return "uv"
+
+
 def installer_env() -> dict[str, str]:
     """The environment for installer subprocesses: no pip/uv settings lmdev did not translate."""
     uv_index = re.compile(r"UV_(INDEX|EXTRA_INDEX|DEFAULT_INDEX|FIND_LINKS|NO_INDEX|CONSTRAINT)")
