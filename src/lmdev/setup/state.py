@@ -152,7 +152,7 @@ def compare_package(pkg: dict[str, Any], have: Dist | None) -> Difference | None
             return Difference(name, "source", have.direct_url or "an index", direct)
         return None
     if have.direct_url:
-        return Difference(name, "source", have.direct_url, "a file of the lock's index")
+        return Difference(name, "source", have.direct_url, "a file from the index")
     wheels = [wheel_tags(_file_name(w)) for w in pkg.get("wheels", [])]
     if wheels and have.tags and (have.tags, have.build) not in wheels:
         mine = ", ".join(sorted(have.tags)) + (f" build {have.build}" if have.build else "")
