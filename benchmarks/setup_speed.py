@@ -2,11 +2,13 @@
 
     PYTHONPATH=src python benchmarks/setup_speed.py [--packages 30] [--repeat 3]
 
-Measures (median of --repeat runs, warm installer caches):
+Measures (median of --repeat runs, warm installer caches, Python's bytecode cache on as for a user):
   - the plan alone (doctor's facts + the planner, in process) and `lmdev setup --dry-run` (CLI);
-  - a no-op `lmdev setup` on a satisfied environment (CLI);
-  - installing the same package set into a fresh venv from the same file:// index:
-    `pip install`, `uv pip install`, and `lmdev setup --no-verify` (resolve, pin check, lock, install).
+  - a no-op `lmdev setup` on a satisfied environment (CLI), beside `uv pip install -r` and
+    `uv pip sync pylock.toml` on the same satisfied environment;
+  - installing the same package set into a fresh venv from the same file:// index: `pip install`,
+    `uv pip install`, `lmdev setup --no-verify` with no lock yet (resolve, pin check, lock, install),
+    and `lmdev setup --no-verify` with the lock there (installed as is) beside `uv pip sync pylock.toml`.
 Prints each time and the ratios against the budgets (plan < 0.3 s, no-op < 1 s, <= 0.5x pip, <= 1.2x uv).
 """
 
@@ -27,6 +29,7 @@ from lmdev.setup.installer import installer_env, uv_binary
 from tests.unit.setup.fakeindex import make_wheel, write_index
 
 ENV = {**installer_env(), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+ENV.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed lmdev has its bytecode cached
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
@@ -93,27 +96,41 @@ def main() -> None:
     timed([uv_binary(), "pip", "install", "-q", "--no-config", "--python", str(fresh_venv(root, "w2") / "bin/python"),
            "-r", str(reqs), "--default-index", general.as_uri(), "--index", tidx.as_uri()], root)
     sys.stderr.write("warm\n")
-    pip_t, uv_t, lm_t, noop = [], [], [], []
+    t: dict[str, list[float]] = {k: [] for k in ("pip", "uv", "lm", "lm_lock", "uv_sync", "noop", "noop_uv",
+                                                  "noop_uv_sync")}
+    uv_py = [uv_binary(), "pip", "install", "-q", "--no-config", "-r", str(reqs), "--default-index",
+             general.as_uri(), "--index", tidx.as_uri(), "--python"]
+    sync = [uv_binary(), "pip", "sync", "-q", "--no-config", "--preview-features", "pylock", str(proj / "pylock.toml"),
+            "--python"]
     for _ in range(args.repeat):
         v = fresh_venv(root, "pip")
-        pip_t.append(timed([sys.executable, "-m", "pip", "--python", str(v / "bin/python"), "install", "-q",
-                            "-r", str(reqs), *idx], root))
+        t["pip"].append(timed([sys.executable, "-m", "pip", "--python", str(v / "bin/python"), "install", "-q",
+                               "-r", str(reqs), *idx], root))
         v = fresh_venv(root, "uv")
-        uv_t.append(timed([uv_binary(), "pip", "install", "-q", "--no-config", "--python", str(v / "bin/python"),
-                           "-r", str(reqs), "--default-index", general.as_uri(), "--index", tidx.as_uri()], root))
+        t["uv"].append(timed([*uv_py, str(v / "bin/python")], root))
         v = fresh_venv(root, "lm")
         (proj / "pylock.toml").unlink(missing_ok=True)
-        lm_t.append(timed([*lm, "setup", "torch", "--venv", str(v), "--no-verify"], proj))
-        noop.append(timed([*lm, "setup", "--venv", str(v), "--no-verify"], proj))
-    med = statistics.median
-    print(f"packages: torch, torchvision, filelock + {args.packages} generated, the same set for all three")
-    print(f"plan alone (facts + planner, in process): {med(plan_times):.3f} s   budget < 0.3 s")
-    print(f"lmdev --help (the CLI's start-up floor): {med(floor):.3f} s")
-    print(f"lmdev setup --dry-run (CLI, incl. interpreter start): {med(dry):.3f} s")
-    print(f"no-op lmdev setup (CLI): {med(noop):.3f} s   budget < 1 s")
-    print(f"install into a fresh venv: pip {med(pip_t):.3f} s, uv {med(uv_t):.3f} s, lmdev {med(lm_t):.3f} s")
-    print(f"lmdev / pip = {med(lm_t) / med(pip_t):.2f}x (budget <= 0.5x); "
-          f"lmdev / uv = {med(lm_t) / med(uv_t):.2f}x (budget <= 1.2x)")
+        t["lm"].append(timed([*lm, "setup", "torch", "--venv", str(v), "--no-verify"], proj))
+        t["noop"].append(timed([*lm, "setup", "--venv", str(v), "--no-verify"], proj))
+        t["noop_uv"].append(timed([*uv_py, str(v / "bin/python")], root))
+        t["noop_uv_sync"].append(timed([*sync, str(v / "bin/python")], root))
+        v = fresh_venv(root, "lm2")
+        t["lm_lock"].append(timed([*lm, "setup", "torch", "--venv", str(v), "--no-verify"], proj))
+        v = fresh_venv(root, "uvsync")
+        t["uv_sync"].append(timed([*sync, str(v / "bin/python")], root))
+    m = {k: statistics.median(v) for k, v in t.items()}
+    print(f"packages: torch, torchvision, filelock + {args.packages} generated, the same set for all")
+    print(f"plan alone (facts + planner, in process): {statistics.median(plan_times):.3f} s   budget < 0.3 s")
+    print(f"lmdev --help (the CLI's start-up floor): {statistics.median(floor):.3f} s")
+    print(f"lmdev setup --dry-run (CLI, incl. interpreter start): {statistics.median(dry):.3f} s")
+    print(f"no-op on a satisfied environment: lmdev setup {m['noop']:.3f} s (budget < 1 s); "
+          f"uv pip install -r {m['noop_uv']:.3f} s; uv pip sync pylock.toml {m['noop_uv_sync']:.3f} s")
+    print(f"install into a fresh venv: pip {m['pip']:.3f} s, uv pip install {m['uv']:.3f} s, "
+          f"lmdev (no lock: resolve + pin check + lock + install) {m['lm']:.3f} s")
+    print(f"lmdev / pip = {m['lm'] / m['pip']:.2f}x (budget <= 0.5x); lmdev / uv = {m['lm'] / m['uv']:.2f}x "
+          "(budget <= 1.2x)")
+    print(f"from the lock: lmdev {m['lm_lock']:.3f} s, uv pip sync pylock.toml {m['uv_sync']:.3f} s: "
+          f"{m['lm_lock'] / m['uv_sync']:.2f}x; lmdev from the lock / uv pip install = {m['lm_lock'] / m['uv']:.2f}x")
     shutil.rmtree(root, ignore_errors=True)
 
 

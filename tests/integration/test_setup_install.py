@@ -238,3 +238,76 @@ def test_a_failed_setup_leaves_the_previous_environment_and_lock(indexes):
     assert (proj / "pylock.toml").read_text() == lock_before
     assert installed(proj / ".venv")["torch"] == "2.9.1+cpu" and "lightning" not in installed(proj / ".venv")
     assert not list(proj.glob("pylock.lmdev-staging-*"))
+
+
+def test_frozen_makes_the_environment_exactly_the_lock_and_names_what_differed(indexes):
+    from lmdev.setup.installer import uv_binary
+    from lmdev.setup.lock import read_lock as read
+    from lmdev.setup.state import compare, installed_dists
+
+    root, torch_simple, general = indexes
+    env = isolated_env(root)
+    proj = project(root, torch_simple.as_uri(), general.as_uri())
+    assert setup(proj, "--no-verify", env=env).returncode == 0
+    # another environment: filelock of the lock's version but installed from a path, and a stray package
+    v2 = root / "v2"
+    import subprocess
+
+    subprocess.run([uv_binary(), "venv", "-q", "--no-config", str(v2)], check=True)
+    stray = make_wheel(root / "stray", "stray-pkg", "1.0")
+    filelock = next((general / "filelock").glob("*.whl"))
+    subprocess.run([uv_binary(), "pip", "install", "-q", "--no-config", "--python", str(v2 / "bin/python"),
+                    str(stray), str(filelock)], check=True)
+    assert installed_dists(v2)["filelock"].direct_url  # recorded as a direct install
+    frozen = setup(proj, "--frozen", "--no-verify", "--venv", str(v2), "--json", env=env)
+    assert frozen.returncode == 0, frozen.stderr
+    doc = json.loads(frozen.stdout)["environments"][0]
+    named = {d["package"]: d for d in doc["differences"]}  # each difference named
+    assert named["filelock"]["kind"] == "source" and "filelock: installed file://" in named["filelock"]["text"]
+    assert named["stray-pkg"]["text"] == "stray-pkg 1.0: installed, not in the lock"
+    assert named["torch"]["kind"] == "missing"
+    changes = {c["package"]: c for c in doc["changes"]}
+    assert changes["stray-pkg"]["after"] is None and changes["torch"]["after"] == "2.9.1+cpu"
+    assert compare(read(proj / "pylock.toml"), installed_dists(v2)) == []  # exactly the lock now
+    again = setup(proj, "--frozen", "--no-verify", "--venv", str(v2), "--json", env=env)
+    assert json.loads(again.stdout)["environments"][0]["action"] == "no-op"
+
+
+def test_a_lock_that_fits_the_plan_is_installed_without_resolving_until_upgrade(indexes):
+    root, torch_simple, general = indexes
+    env = isolated_env(root)
+    proj = project(root, torch_simple.as_uri(), general.as_uri())
+    assert setup(proj, "--no-verify", env=env).returncode == 0
+    # a newer torch appears on the index: the lock still pins 2.9.1 until --upgrade
+    torch_index(root / "torchidx", "cpu", versions=("2.9.1", "2.10.0"))
+    fresh = setup(proj, "--no-verify", "--venv", str(root / "v3"), "--json", env=env)
+    assert fresh.returncode == 0, fresh.stderr
+    doc = json.loads(fresh.stdout)["environments"][0]
+    assert doc["from_lock"] and installed(root / "v3")["torch"] == "2.9.1+cpu"
+    up = setup(proj, "--no-verify", "--venv", str(root / "v3"), "--upgrade", "--json", env=env)
+    assert up.returncode == 0, up.stderr
+    assert not json.loads(up.stdout)["environments"][0]["from_lock"]
+    assert installed(root / "v3")["torch"] == "2.10.0+cpu" and read_lock(proj / "pylock.toml").pins()["torch"] == "2.10.0+cpu"
+
+
+def test_a_satisfied_environment_reuses_the_verification_saved_for_its_very_lock(indexes):
+    import hashlib
+
+    root, torch_simple, general = indexes
+    env = isolated_env(root)
+    proj = project(root, torch_simple.as_uri(), general.as_uri())
+    assert setup(proj, "--no-verify", env=env).returncode == 0
+    # what a passing verification of this lock leaves in setup-plan.json (the fake torch cannot pass one)
+    record = json.loads((proj / "setup-plan.json").read_text())
+    sha = hashlib.sha256((proj / "pylock.toml").read_bytes()).hexdigest()
+    step = {"framework": "torch", "name": "import", "ok": True, "seconds": 1.0, "detail": {}}
+    record["verification"] = {"main": {"python": "py", "ok": True, "steps": [step], "lock-sha256": sha}}
+    (proj / "setup-plan.json").write_text(json.dumps(record))
+    again = setup(proj, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stdout and "verified earlier" in again.stdout
+    # the record of another lock is not reused: the ladder runs (and fails on the fake torch)
+    record["verification"]["main"]["lock-sha256"] = "0" * 64
+    (proj / "setup-plan.json").write_text(json.dumps(record))
+    ran = setup(proj, "--json", env=env)
+    assert ran.returncode == 1 and not json.loads(ran.stdout)["environments"][0]["verified_before"]

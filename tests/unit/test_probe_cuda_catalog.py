@@ -13,7 +13,6 @@ from lmdev.catalog.cuda import (
     min_driver_for_cuda,
     torch_arch_list,
     torch_install_command,
-    torch_wheel_for,
     version_tuple,
 )
 
@@ -81,27 +80,7 @@ def test_arch_supported(cc, archs, ok):
     assert arch_supported(cc, archs) is ok
 
 
-@pytest.mark.parametrize("driver_cuda, ccs, variant", [
-    ("12.6", ["8.9"], "cu126"),
-    ("13.0", ["12.0"], "cu130"),
-    ("12.8", ["12.0"], "cu128"),
-    ("12.8", ["6.1"], "cu126"),  # Pascal left the cu128 wheels
-    (None, ["7.0"], "cu129"),  # Volta left the cu130 wheels
-    (None, ["8.0", "9.0"], "cu130"),
-    (None, ["3.5"], None),  # Kepler: no current wheel at all
-])
-def test_torch_wheel_for(driver_cuda, ccs, variant):
-    assert torch_wheel_for(driver_cuda, ccs) == variant
-
-
-def test_torch_wheel_for_a_driver_between_wheel_versions():
-    # a 550 driver (CUDA 12.4): cu126 runs through minor-version compatibility; strictly, cu118
-    assert torch_wheel_for("12.4", ["9.0"]) == "cu126"
-    assert torch_wheel_for("12.4", ["9.0"], strict=True) == "cu118"
-
-
-def test_torch_wheel_for_a_driver_older_than_the_gpu():
-    assert torch_wheel_for("12.4", ["12.0"]) is None  # an RTX 5090 needs a 570+ driver first
+# which wheel for a driver and GPUs (torch_wheel_for): tests/unit/catalog/test_torch_build_rule.py
 
 
 def test_install_command():

@@ -415,8 +415,8 @@ def test_visible_devices_silent_when_unset_or_no_gpu():
 
 
 @pytest.mark.parametrize(("driver_cuda", "variant"), [("12.8", "cu128"), ("12.6", "cu126"),
-                                                      ("12.4", "cu126"), ("13.0", "cu130"),
-                                                      ("11.8", "cu118"), ("12.0", "cu126")])
+                                                      ("12.4", "cu118"), ("13.0", "cu130"),
+                                                      ("11.8", "cu118"), ("12.0", "cu118")])
 def test_cpu_torch_on_gpu_suggests_the_wheel_for_the_driver(driver_cuda, variant):
     f = with_torch("2.8.0+cpu", None, driver_cuda=driver_cuda, cpu_only=True)
     hit = one(f, "torch.cpu_build_on_gpu", "error")

@@ -132,34 +132,6 @@ def arch_name(cc: str) -> str:
     return ARCH_NAMES.get(cc) or ARCH_NAMES.get(cc.split(".")[0], "unknown architecture")
 
 
-# CUDA variants PyTorch publishes wheels for (download.pytorch.org/whl/cuXYZ). Source: the
-# install selector on pytorch.org ("Start Locally") for releases 2.7 to 2.9.
-TORCH_WHEEL_CUDA = ["11.8", "12.6", "12.8", "12.9", "13.0"]
-
-
-def torch_wheel_for(driver_cuda: str | None, ccs: list[str], strict: bool = False) -> str | None:
-    """The PyTorch CUDA wheel variant (``cu128``) to install for this driver and these GPUs.
-
-    Prefers the newest variant the driver supports outright. Failing that, and unless ``strict``,
-    the oldest variant of the driver's own CUDA major: CUDA's minor-version compatibility runs it
-    on any driver of that major (PyTorch's cu12x wheels need only a 525+ driver). None when no
-    variant carries code for every GPU in ``ccs``."""
-    def fits(cuda: str) -> bool:
-        return all(arch_supported(cc, torch_arch_list(cuda)) for cc in ccs)
-
-    have = version_tuple(driver_cuda)[:2] if driver_cuda else None
-    if have is not None and any(version_tuple(min_cuda_for_arch(cc))[:2] > have for cc in ccs):
-        return None  # the driver predates the GPU itself: only a driver upgrade helps
-    exact = [c for c in TORCH_WHEEL_CUDA if fits(c) and (have is None or version_tuple(c)[:2] <= have)]
-    same_major = [c for c in TORCH_WHEEL_CUDA
-                  if fits(c) and have is not None and version_tuple(c)[0] == have[0]]
-    if exact and (strict or have is None or version_tuple(exact[-1])[0] == have[0] or not same_major):
-        return "cu" + exact[-1].replace(".", "")
-    if same_major and not strict:
-        return "cu" + same_major[0].replace(".", "")
-    return None
-
-
 def torch_install_command(variant: str | None) -> str:
     if variant is None:
         return "upgrade the NVIDIA driver, then pip install --force-reinstall torch"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmdev.catalog.cuda import torch_arch_list, version_tuple
+from lmdev.catalog.cuda import arch_supported, min_cuda_for_arch, torch_arch_list, version_tuple
 
 
 @dataclass(frozen=True)
@@ -146,3 +146,72 @@ def variant_tag(kind: str, version: str) -> str:
     if kind == "cuda":
         return "cu" + version.replace(".", "")
     return f"rocm{version}" if kind == "rocm" else kind
+
+
+# --------------------------------------------------------------------------- which CUDA build of torch
+# The one rule for "which PyTorch CUDA wheel for this driver and these GPUs", used by `lmdev setup`'s
+# planner and by doctor's fix lines (one home, so they never disagree).
+
+
+@dataclass(frozen=True)
+class TorchCudaBuild:
+    """A PyTorch release and the CUDA variant of it that runs on a machine."""
+
+    release: TorchRelease
+    cuda: str  # "12.6"
+    newest: bool  # the newest release and its newest variant for this platform
+    # a newer release's variant that would run only through CUDA minor-version compatibility (the
+    # driver is of its CUDA major but older): not chosen; named with the smallest driver upgrade
+    compat_only: tuple[TorchRelease, str] | None = None
+
+    @property
+    def tag(self) -> str:
+        return variant_tag("cuda", self.cuda)
+
+
+def cuda_variants(release: TorchRelease, arch: str = "x86_64") -> list[str]:
+    """The CUDA variants ``release`` publishes for a CPU architecture, oldest first (aarch64:
+    CUDA 12.8 and newer, and 12.6 from 2.9 on)."""
+    if arch == "aarch64":
+        return [c for c in release.cuda if version_tuple(c) >= (12, 8) or version_tuple(c) == (12, 6)
+                and version_tuple(release.version) >= (2, 9)]
+    return list(release.cuda)
+
+
+def torch_cuda_build(driver_cuda: str | None, ccs: list[str], releases: list[TorchRelease] | None = None,
+                     arch: str = "x86_64", max_major: int | None = None) -> TorchCudaBuild | None:
+    """The newest PyTorch release (of ``releases``, newest first) with a CUDA variant that the driver
+    runs outright (the variant's CUDA <= ``driver_cuda``, the newest CUDA the driver supports) and
+    whose architecture list carries every GPU of ``ccs``; of that release, its newest such variant.
+    ``max_major`` caps the CUDA major (frameworks sharing an environment). ``driver_cuda`` None:
+    any driver (the newest fitting variant). None when no build fits, or the driver predates a GPU.
+
+    Minor-version compatibility (a cu126 wheel on a CUDA 12.4 driver) is not relied on: it runs,
+    but kernels compiled at run time (Triton, ``torch.compile``, PTX JIT) can fail; doctor warns
+    about such an install (torch.cuda_newer_than_driver), so setup never makes one.
+    """
+    releases = TORCH_RELEASES if releases is None else releases
+    have = version_tuple(driver_cuda)[:2] if driver_cuda else None
+    if have is not None and any(version_tuple(min_cuda_for_arch(cc))[:2] > have for cc in ccs):
+        return None  # the driver predates the GPU itself: only a driver upgrade helps
+    compat: tuple[TorchRelease, str] | None = None
+    for r in releases:
+        variants = cuda_variants(r, arch)
+        for cuda in reversed(variants):
+            v = version_tuple(cuda)[:2]
+            if max_major and v[0] > max_major or not all(arch_supported(cc, torch_arch_list(cuda)) for cc in ccs):
+                continue
+            if have is not None and v > have:
+                if v[0] == have[0] and (compat is None or compat[0] is r):
+                    compat = (r, cuda)  # the newest release's oldest such variant: the smallest upgrade
+                continue
+            newer = compat if compat and compat[0] is not r else None
+            return TorchCudaBuild(r, cuda, r is releases[0] and cuda == variants[-1], newer)
+    return None
+
+
+def torch_wheel_for(driver_cuda: str | None, ccs: list[str]) -> str | None:
+    """The PyTorch CUDA wheel variant (``cu128``) for this driver and these GPUs: the variant of
+    :func:`torch_cuda_build` (the newest release that has one), or None."""
+    build = torch_cuda_build(driver_cuda, ccs)
+    return build.tag if build else None

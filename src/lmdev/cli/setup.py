@@ -31,7 +31,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--venv", type=Path, metavar="PATH",
                    help="the environment to set up (default: the active one, else ./.venv)")
     p.add_argument("--system", action="store_true", help="install into this interpreter, not a venv")
-    p.add_argument("--installer", choices=("uv", "pip"), default="uv", help="default: uv")
+    p.add_argument("--installer", choices=("uv", "pip"),
+                   help="default: uv when it is installed (it is a dependency of lmdev), else pip")
     p.add_argument("--torch-index", metavar="URL",
                    help="the PyTorch index ({backend} is replaced by cpu, cu128, ...)")
     p.add_argument("--for", dest="for_profile", metavar="PROFILE",
@@ -48,7 +49,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="time limit of each verification step (default: 180)")
     p.add_argument("--repair", action="store_true", help="fix what doctor finds in the environment")
     p.add_argument("--yes", "-y", action="store_true", help="apply --repair's changes without asking")
-    p.add_argument("--frozen", action="store_true", help="install exactly the lock (hashes checked)")
+    p.add_argument("--frozen", action="store_true",
+                   help="make the environment hold exactly the lock (hashes checked; other packages removed)")
+    p.add_argument("--upgrade", action="store_true",
+                   help="resolve again even though the lock still fits the plan (picks up newer releases)")
     p.add_argument("--from-bundle", type=Path, metavar="TAR", help="install from an offline bundle")
     ex = p.add_mutually_exclusive_group()
     for fmt in ("dockerfile", "devcontainer", "sbatch", "requirements"):
@@ -60,11 +64,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace, stacks: list[str]) -> Any:
     from lmdev.setup.engine import SetupOptions
+    from lmdev.setup.installer import default_installer
 
     return SetupOptions(stacks=stacks, venv=args.venv, python=args.python, system=args.system,
-                        installer=args.installer, for_profile=args.for_profile, platform=args.platform,
+                        installer=args.installer or default_installer(), for_profile=args.for_profile, platform=args.platform,
                         torch_index=args.torch_index, verify=not args.no_verify,
-                        verify_timeout=args.verify_timeout, frozen=args.frozen)
+                        verify_timeout=args.verify_timeout, frozen=args.frozen, upgrade=args.upgrade)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,19 +106,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace, opts: Any) -> int:
+    plain = not (args.verify or args.from_bundle or args.frozen)
+    if plain:  # nothing to do: answer without the installer, the display or the verification
+        from lmdev.setup.engine import noop_result
+
+        done = noop_result(opts)
+        if done is not None:
+            _print_result(args, done, render_noop)
+            return 0
+        return _setup_while_showing(args, opts)
     from rich.console import Console
 
-    from lmdev.setup.engine import run_setup, verify_only
+    from lmdev.setup.engine import run_frozen, verify_only
 
     err = Console(stderr=True, highlight=False)
-    plain = not (args.verify or args.from_bundle or args.frozen)
-    if plain and not args.json:
-        from lmdev.setup.engine import dry_run
-
-        render_plan(dry_run(opts))  # the plan first; the same facts give the same plan below
     with err.status("lmdev setup", spinner="dots") as status:
         def say(text: str) -> None:
-            status.update(text)
+            status.update(_escape(text))
             if not args.json:
                 err.print(f"[dim]{_escape(text)}[/]")
 
@@ -124,13 +133,67 @@ def _install(args: argparse.Namespace, opts: Any) -> int:
 
             result = install_from_bundle(args.from_bundle, opts)
         else:
-            result = run_setup(opts, say)
+            result = run_frozen(opts, say)
+    _print_result(args, result, render_result)
+    return 0 if result.ok else 1
+
+
+def _setup_while_showing(args: argparse.Namespace, opts: Any) -> int:
+    """A plain setup: the resolver and installer work in a thread while the plan is shown, so the
+    display's start-up overlaps their work. The plan shown is the one installed (same facts)."""
+    import queue
+    import threading
+
+    from lmdev.setup.engine import dry_run, run_setup
+
+    plan = None if args.json else dry_run(opts)  # reads the machine once; the worker reuses it
+    messages: queue.Queue[str] = queue.Queue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_setup(opts, messages.put)
+        except BaseException as exc:  # handed to the main thread, raised there
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="lmdev-setup")
+    worker.start()
+    from rich.console import Console
+
+    if plan is not None:
+        render_plan(plan)
+    err = Console(stderr=True, highlight=False)
+    with err.status("lmdev setup", spinner="dots") as status:
+        while worker.is_alive() or not messages.empty():
+            try:
+                text = messages.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            status.update(_escape(text))
+            if not args.json:
+                err.print(f"[dim]{_escape(text)}[/]")
+    if "error" in outcome:
+        raise outcome["error"]
+    _print_result(args, outcome["result"], render_result)
+    return 0 if outcome["result"].ok else 1
+
+
+def _print_result(args: argparse.Namespace, result: Any, render: Any) -> None:
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        render_result(result)
-    return 0 if result.ok else 1
+        render(result)
+
+
+def render_noop(result: Any) -> None:
+    """Plain lines (no display library to load): nothing changed."""
+    for env in result.environments:
+        backends = ", ".join(f"{fw} {b}" for fw, b in sorted(
+            next(e.backends for e in result.plan.environments if e.name == env.name).items()))
+        checked = " and verified earlier (`lmdev setup --verify` runs it again)" if env.verified_before else ""
+        print(f"{env.name}: {env.prefix} already holds {Path(env.lock).name} ({backends}){checked}; "
+              "nothing to do")
 
 
 def _escape(text: str) -> str:
@@ -172,10 +235,15 @@ def render_result(result: Any) -> None:
 
     console = Console(highlight=False)
     for env in result.environments:
-        console.print(f"[bold]{env.name}[/]: {env.action} — {_escape(env.prefix or '')} (lock {_escape(env.lock)})")
+        how = " from the existing lock" if env.from_lock else ""
+        console.print(f"[bold]{env.name}[/]: {env.action}{how} — {_escape(env.prefix or '')} (lock {_escape(env.lock)})")
+        for d in env.differences:
+            console.print(f"  differed from the lock: {_escape(d.describe())}")
         for name, before, after in env.changes:
             console.print(f"  {name}: {before or '-'} -> {after or 'removed'}")
-        if env.verification:
+        if env.verified_before:
+            console.print("  verified earlier on this very lock (`lmdev setup --verify` runs it again)")
+        elif env.verification:
             for s in env.verification.steps:
                 mark = "[green]ok[/]" if s.ok else ("[dim]skipped[/]" if s.skipped else "[red]FAILED[/]")
                 line = f"  verify {s.framework} {s.name}: {mark} ({s.seconds:.1f} s)"

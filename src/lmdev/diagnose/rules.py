@@ -16,9 +16,9 @@ from lmdev.catalog.cuda import (
     min_driver_for_cuda,
     torch_arch_list,
     torch_install_command,
-    torch_wheel_for,
     version_tuple,
 )
+from lmdev.catalog.frameworks import torch_wheel_for
 from lmdev.diagnose.types import Hit, Rule, Severity
 from lmdev.probe.types import GiB, Facts, GpuFacts
 
@@ -253,7 +253,7 @@ def torch_cuda_vs_driver(f: Facts) -> Iterator[Hit]:
     ccs = [g.compute_capability for g in _nvidia(f) if g.compute_capability]
     minimum = min_driver_for_cuda(t.cuda)
     driver = f"{minimum} or newer" if minimum else f"one that supports CUDA {t.cuda}"
-    variant = torch_wheel_for(driver_cuda, ccs, strict=True)
+    variant = torch_wheel_for(driver_cuda, ccs)
     fix = f"upgrade the NVIDIA driver to {driver}" + (
         f", or install a build for your driver: {REPAIR} (or {torch_install_command(variant)})" if variant else "")
     evidence = (f"torch {t.version} needs CUDA {t.cuda}; driver {f.accelerators.driver_version} "

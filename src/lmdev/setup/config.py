@@ -64,6 +64,14 @@ class Sources:
             args += ["--constraint", c]
         return args
 
+    def digest(self) -> str:
+        """A short fingerprint of where packages come from (kept in the lock: a lock made from other
+        sources is resolved again)."""
+        import hashlib
+
+        text = "\n".join([*self.uv_args(), self.torch_index])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def with_torch_index(self, url: str | None) -> Sources:
         """These sources with ``url`` (the torch family's pinned index) searched first."""
         if not url:

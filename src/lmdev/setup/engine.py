@@ -8,6 +8,7 @@ failure (unreachable index, hash mismatch, no solution) leaves the previous envi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -29,7 +30,8 @@ from lmdev.setup.lock import (
 )
 from lmdev.setup.plan import EnvPlan, SetupPlan, make_plan
 from lmdev.setup.profile import MachineProfile, named_profile, profile_from_facts
-from lmdev.setup.verify import Verification, frameworks_to_verify, python_of, verify
+from lmdev.setup.state import Difference, compare, installed_dists
+from lmdev.setup.verify import Step, Verification, frameworks_to_verify, python_of, verify
 
 UV_PLATFORMS = {("linux", "x86_64"): "x86_64-manylinux_2_28", ("linux", "aarch64"): "aarch64-manylinux_2_28",
                 ("darwin", "arm64"): "aarch64-apple-darwin", ("darwin", "x86_64"): "x86_64-apple-darwin",
@@ -50,7 +52,9 @@ class SetupOptions:
     verify: bool = True
     verify_timeout: float = 180.0
     frozen: bool = False
+    upgrade: bool = False  # resolve again even when the lock still fits the plan
     facts: Any = None  # doctor's Facts (collected when None)
+    profile: MachineProfile | None = None  # this machine's profile, once read (before --python)
 
 
 @dataclass
@@ -61,11 +65,17 @@ class EnvResult:
     action: str  # no-op, installed, locked (another machine), frozen
     changes: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # name, before, after
     verification: Verification | None = None
+    verified_before: bool = False  # the verification is the record of an earlier run on this lock
+    from_lock: bool = False  # installed from the existing lock (it still fits the plan): no resolve
+    differences: list[Difference] = field(default_factory=list)  # --frozen: how it differed from the lock
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "prefix": self.prefix, "lock": self.lock, "action": self.action,
                 "changes": [{"package": n, "before": b, "after": a} for n, b, a in self.changes],
-                "verification": self.verification.to_dict() if self.verification else None}
+                "verification": self.verification.to_dict() if self.verification else None,
+                "verified_before": self.verified_before, "from_lock": self.from_lock,
+                "differences": [{"package": d.package, "kind": d.kind, "installed": d.installed,
+                                 "locked": d.locked, "text": d.describe()} for d in self.differences]}
 
 
 @dataclass
@@ -118,17 +128,24 @@ def plan_for(opts: SetupOptions, sources: Sources) -> tuple[SetupPlan, MachinePr
     if opts.for_profile:
         profile = named_profile(opts.for_profile, opts.python or _here_python())
     else:
-        facts = opts.facts or machine_facts()
         prefix = target_prefix(opts)
         python = (opts.python or venv_python_version(prefix)
                   or (_here_python() if opts.system else None) or _here_python())
-        profile = profile_from_facts(facts).with_python(python)
+        profile = machine_profile(opts).with_python(python)
+    return make_plan(profile, opts.stacks or sources.stacks, sources.torch_index), profile
+
+
+def machine_profile(opts: SetupOptions) -> MachineProfile:
+    """This machine's profile, read once per run (from ``opts.facts`` when given)."""
+    if opts.profile is None:
+        profile = profile_from_facts(opts.facts or machine_facts())
         if opts.facts is None and sys.platform.startswith("linux"):  # this machine: its C library too
             import dataclasses
             import platform
 
             profile = dataclasses.replace(profile, glibc=platform.libc_ver()[1] or None)
-    return make_plan(profile, opts.stacks or sources.stacks, sources.torch_index), profile
+        opts.profile = profile
+    return opts.profile
 
 
 def machine_facts() -> Any:
@@ -167,11 +184,36 @@ def run_setup(opts: SetupOptions, say: Say = _quiet) -> SetupResult:
             results.append(_setup_env(opts, plan, env, sources, say))
     if opts.for_profile:
         write_plan_record(opts.project, plan.to_dict(), {}, opts.for_profile)
-    else:
-        record = {r.name: r.verification.to_dict() for r in results if r.verification}
-        old = read_plan_record(opts.project).get("verification", {})
-        write_plan_record(opts.project, plan.to_dict(), {**old, **record})
+    elif any(r.verification and not r.verified_before for r in results) or \
+            read_plan_record(opts.project).get("plan") != plan.to_dict():
+        save_verifications(opts.project, plan.to_dict(), results)
     return SetupResult(plan, results)
+
+
+def file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def save_verifications(project: Path, plan: dict[str, Any], results: list[EnvResult]) -> None:
+    """Save each environment's verification with the plan, tied to the lock it verified."""
+    record = {r.name: {**r.verification.to_dict(), "lock-sha256": file_sha256(Path(r.lock))}
+              for r in results if r.verification}
+    old = read_plan_record(project).get("verification", {})
+    write_plan_record(project, plan, {**old, **record})
+
+
+def earlier_verification(project: Path, env: EnvPlan, lock_path: Path) -> Verification | None:
+    """The passing verification an earlier run saved for exactly this lock, if any."""
+    saved = read_plan_record(project).get("verification", {}).get(env.name)
+    if not saved or not saved.get("ok") or saved.get("lock-sha256") != file_sha256(lock_path):
+        return None
+    try:
+        return Verification(saved["python"], [Step(**step) for step in saved["steps"]])
+    except (KeyError, TypeError):
+        return None
 
 
 def env_prefix(opts: SetupOptions, env: EnvPlan) -> Path:
@@ -201,24 +243,60 @@ def _resolve_env(opts: SetupOptions, env: EnvPlan, target: inst.Target, sources:
     return lock
 
 
-def is_satisfied(lock_path: Path, plan: SetupPlan, prefix: Path) -> bool:
-    """Whether the environment already holds exactly what this plan's lock pins."""
-    if not lock_path.is_file() or not (prefix / "pyvenv.cfg").is_file() and not prefix.is_dir():
+def lock_fits(lock_path: Path, plan: SetupPlan, sources: Sources) -> Lock | None:
+    """The lock at ``lock_path`` when it was made for this plan from these sources, else None."""
+    if not lock_path.is_file():
+        return None
+    try:
+        lock = read_lock(lock_path)
+    except LmdevError:
+        return None
+    fits = lock.tool.get("plan-digest") == plan.digest() and lock.tool.get("sources") == sources.digest()
+    return lock if fits else None
+
+
+def is_satisfied(lock_path: Path, plan: SetupPlan, prefix: Path, sources: Sources) -> bool:
+    """Whether the environment already holds every package of this plan's lock, each the very
+    version and file the lock names (other packages may be there too)."""
+    if not (prefix / "pyvenv.cfg").is_file() and not prefix.is_dir():
         return False
-    lock = read_lock(lock_path)
-    if lock.tool.get("plan-digest") != plan.digest():
-        return False
-    have = inst.installed(prefix)
-    return all(have.get(name) == version for name, version in lock.pins().items())
+    lock = lock_fits(lock_path, plan, sources)
+    return lock is not None and not compare(lock, installed_dists(prefix), exact=False)
+
+
+def noop_result(opts: SetupOptions) -> SetupResult | None:
+    """The result of a plain ``lmdev setup`` when it has nothing to do: every environment holds
+    its lock and (unless verification is off) an earlier run verified that lock. None otherwise."""
+    if opts.for_profile or opts.frozen or opts.upgrade:
+        return None
+    sources = load_sources(opts.project, flags={"torch-index": opts.torch_index})
+    plan, _ = plan_for(opts, sources)
+    results = []
+    for env in plan.environments:
+        prefix, lock_path = env_prefix(opts, env), opts.project / lock_name(env.name)
+        if not is_satisfied(lock_path, plan, prefix, sources):
+            return None
+        result = EnvResult(env.name, str(prefix), str(lock_path), "no-op")
+        if opts.verify:
+            result.verification = earlier_verification(opts.project, env, lock_path)
+            if result.verification is None:
+                return None
+            result.verified_before = True
+        results.append(result)
+    return SetupResult(plan, results)
 
 
 def _setup_env(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, sources: Sources, say: Say) -> EnvResult:
     prefix = env_prefix(opts, env)
     lock_path = opts.project / lock_name(env.name)
     python = python_of(prefix) if not opts.system else sys.executable
-    if is_satisfied(lock_path, plan, prefix):
+    if not opts.upgrade and is_satisfied(lock_path, plan, prefix, sources):
         say(f"{env.name}: {prefix} already matches {lock_path.name}; nothing to install")
         result = EnvResult(env.name, str(prefix), str(lock_path), "no-op")
+        earlier = earlier_verification(opts.project, env, lock_path) if opts.verify else None
+        if earlier:
+            result.verification, result.verified_before = earlier, True
+            return result
     else:
         created = not opts.system and not (prefix / "pyvenv.cfg").is_file() and not prefix.exists()
         if not opts.system and not (prefix / "pyvenv.cfg").is_file():
@@ -241,14 +319,26 @@ def _resolve_and_install(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, sour
     lock_path = opts.project / lock_name(env.name)
     python = python_of(prefix) if not opts.system else sys.executable
     target = inst.Target(python, plan.python, prefix)
+    before = inst.installed(prefix)
+    kept = None if opts.upgrade else lock_fits(lock_path, plan, sources)
+    if kept is not None:  # the lock was made for this very plan and these sources: install it as is
+        say(f"{env.name}: installing {len(kept.packages)} package(s) from {lock_path.name} into {prefix}")
+        inst.install_lock(opts.installer, target, lock_path, reinstall=_other_files(kept, prefix))
+        return EnvResult(env.name, str(prefix), str(lock_path), "installed",
+                         diff(before, inst.installed(prefix)), from_lock=True)
     say(f"{env.name}: resolving {len(env.requirements)} requirement(s) with {opts.installer}")
     lock = _resolve_env(opts, env, target, sources)
-    lock.tool = _lock_tool(plan, env, plan.python, None)
+    lock.tool = {**_lock_tool(plan, env, plan.python, None), "sources": sources.digest()}
     lock.requires_python = f"=={plan.python}.*"
-    before = inst.installed(prefix)
     say(f"{env.name}: installing {len(lock.packages)} package(s) into {prefix}")
     install_then_keep_lock(opts.installer, target, lock, lock_path)
     return EnvResult(env.name, str(prefix), str(lock_path), "installed", diff(before, inst.installed(prefix)))
+
+
+def _other_files(lock: Lock, prefix: Path) -> list[str]:
+    """Packages installed at the lock's version but from another file or source: an installer
+    that compares versions only would keep them."""
+    return [d.package for d in compare(lock, installed_dists(prefix), exact=False) if d.kind in ("file", "source")]
 
 
 def install_then_keep_lock(installer: str, target: inst.Target, lock: Lock, lock_path: Path) -> None:
@@ -257,7 +347,7 @@ def install_then_keep_lock(installer: str, target: inst.Target, lock: Lock, lock
     staging = lock_path.with_name(f"pylock.lmdev-staging-{os.getpid()}.toml")
     write_lock(staging, lock)
     try:
-        inst.install_lock(installer, target, staging)
+        inst.install_lock(installer, target, staging, reinstall=_other_files(lock, target.prefix))
         os.replace(staging, lock_path)
     finally:
         staging.unlink(missing_ok=True)
@@ -312,14 +402,48 @@ def run_frozen(opts: SetupOptions, say: Say = _quiet) -> SetupResult:
         if lock.tool.get("python") and have_py and lock.tool["python"] != have_py:
             raise LmdevError(f"{lock_path.name} was made for Python {lock.tool['python']}; {prefix} has Python {have_py}",
                              f"use --python {lock.tool['python']} with a new --venv, or re-lock with `lmdev setup`")
-        before = inst.installed(prefix)
-        say(f"{env.name}: installing exactly {lock_path.name} into {prefix}")
-        inst.install_lock(opts.installer, inst.Target(python, plan.python, prefix), lock_path)
-        result = EnvResult(env.name, str(prefix), str(lock_path), "frozen", diff(before, inst.installed(prefix)))
+        result = _install_exactly(opts, lock, lock_path, inst.Target(python, plan.python, prefix), say)
+        result.name = env.name
         if opts.verify:
             result.verification = verify_env(python, env, plan, opts.verify_timeout)
         results.append(result)
     return SetupResult(plan, results)
+
+
+def _install_exactly(opts: SetupOptions, lock: Lock, lock_path: Path, target: inst.Target, say: Say) -> EnvResult:
+    """Make the environment hold exactly ``lock``, then check it does: every package the very
+    version, file and source the lock names, and nothing else (pip's own tools aside)."""
+    prefix = target.prefix
+    before_dists = installed_dists(prefix)
+    differences = compare(lock, before_dists)
+    if not differences:
+        say(f"{prefix} already holds exactly {lock_path.name}")
+        return EnvResult("", str(prefix), str(lock_path), "no-op")
+    say(f"{prefix}: " + "; ".join(d.describe() for d in differences[:5])
+        + (f" (+{len(differences) - 5} more)" if len(differences) > 5 else ""))
+    say(f"installing exactly {lock_path.name} into {prefix}")
+    inst.sync_lock(opts.installer, target, lock_path,
+                   reinstall=[d.package for d in differences if d.kind in ("file", "source")])
+    left = compare(lock, installed_dists(prefix))
+    if left:
+        raise FrozenMismatch(lock_path, prefix, left)
+    before = {n: d.version for n, d in before_dists.items()}
+    return EnvResult("", str(prefix), str(lock_path), "frozen", diff(before, inst.installed(prefix)),
+                     differences=differences)
+
+
+class FrozenMismatch(LmdevError):
+    """The environment still differs from the lock after installing it (exit 1: it ran, and the
+    result is not what the lock says)."""
+
+    exit_code = 1
+
+    def __init__(self, lock_path: Path, prefix: Path, differences: list[Difference]) -> None:
+        self.differences = differences
+        super().__init__(f"{prefix} does not match {lock_path.name} after installing it: "
+                         + "; ".join(d.describe() for d in differences),
+                         "the installer did not install the lock's files; run with --installer uv, or "
+                         "recreate the environment (a new --venv)")
 
 
 def verify_only(opts: SetupOptions) -> SetupResult:
@@ -337,9 +461,7 @@ def verify_only(opts: SetupOptions) -> SetupResult:
         res.verification = verify_env(python, env, plan, opts.verify_timeout)
         results.append(res)
     if record.get("plan") and not opts.stacks:  # the record saved with the lock
-        old = record.get("verification", {})
-        write_plan_record(opts.project, record["plan"],
-                          {**old, **{r.name: r.verification.to_dict() for r in results if r.verification}})
+        save_verifications(opts.project, record["plan"], results)
     return SetupResult(plan, results)
 
 

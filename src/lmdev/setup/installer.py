@@ -21,6 +21,7 @@ from pathlib import Path
 from lmdev.errors import LmdevError
 from lmdev.setup.config import Sources
 from lmdev.setup.lock import Lock, lock_from_text, normalise
+from lmdev.setup.state import TOOLS, site_packages
 
 INSTALLERS = ("uv", "pip")
 Progress = Callable[[str], None]
@@ -46,6 +47,15 @@ def uv_binary() -> str:
     if not found:
         raise LmdevError("uv is not installed", "pip install uv (or pass --installer pip)")
     return found
+
+
+def default_installer() -> str:
+    """uv when it is installed (the ``uv`` package, or on PATH), else pip."""
+    try:
+        uv_binary()
+    except LmdevError:
+        return "pip"
+    return "uv"
 
 
 def installer_env() -> dict[str, str]:
@@ -166,17 +176,46 @@ def pip_platform(uv_platform: str) -> str:
     return "win_amd64"
 
 
-def install_lock(installer: str, target: Target, lock_path: Path) -> None:
-    """Install exactly the packages of ``lock_path`` (a pylock.toml), each file's hash checked."""
+def install_lock(installer: str, target: Target, lock_path: Path, reinstall: list[str] | None = None) -> None:
+    """Install exactly the packages of ``lock_path`` (a pylock.toml), each file's hash checked;
+    ``reinstall``: packages to install again even though their version is already there (another
+    file of the same version)."""
+    reinstall = sorted(set(reinstall or []))
     if installer == "uv":
         cmd = [uv_binary(), "pip", "install", "--no-config", "--quiet", "--python", target.python,
                "-r", str(lock_path)]
+        for name in reinstall:
+            cmd += ["--reinstall-package", name]
     else:
         cmd = [sys.executable, "-m", "pip", "--python", target.python, "install", "--quiet",
                "--no-deps", "-r", str(lock_path)]
+        if reinstall:
+            run_tool([sys.executable, "-m", "pip", "--python", target.python, "uninstall", "--yes",
+                      "--quiet", *reinstall], "removing packages to reinstall")
     from lmdev.secure import audit  # the audit record of this install
     audit.record("setup.install", installer=installer, python=target.python, lock=str(lock_path.absolute()))
     run_tool(cmd, "installing")
+
+
+def sync_lock(installer: str, target: Target, lock_path: Path, reinstall: list[str] | None = None) -> None:
+    """Make the environment hold exactly ``lock_path``: install it, then remove what it does not list
+    (pip's own tools stay). uv does both in one step (``uv pip sync``)."""
+    reinstall = sorted(set(reinstall or []))
+    if installer == "uv":
+        cmd = [uv_binary(), "pip", "sync", "--no-config", "--quiet", "--preview-features", "pylock",
+               "--python", target.python, str(lock_path)]
+        for name in reinstall:
+            cmd += ["--reinstall-package", name]
+        run_tool(cmd, "installing")
+        return
+    install_lock(installer, target, lock_path, reinstall)
+    from lmdev.setup.lock import read_lock
+
+    locked = set(read_lock(lock_path).pins())
+    extra = sorted(n for n in installed(target.prefix) if n not in locked and n not in TOOLS)
+    if extra:
+        run_tool([sys.executable, "-m", "pip", "--python", target.python, "uninstall", "--yes", "--quiet",
+                  *extra], "removing packages the lock does not list")
 
 
 def install_from_folder(installer: str, target: Target, requirements: Path, folder: Path) -> None:
@@ -193,10 +232,6 @@ def install_from_folder(installer: str, target: Target, requirements: Path, fold
     audit.record("setup.install", installer=installer, python=target.python, requirements=str(requirements.absolute()),
                  wheels=str(folder.absolute()), offline=True)
     run_tool(cmd, "installing from the bundle")
-
-
-def site_packages(prefix: Path) -> list[Path]:
-    return sorted(prefix.glob("lib/python3*/site-packages")) + sorted(prefix.glob("Lib/site-packages"))
 
 
 def installed(prefix: Path) -> dict[str, str]:

@@ -4,7 +4,9 @@ Installers that are given several indexes fall back to another one when the firs
 and install the wrong one silently (a CPU or CUDA 12.8 wheel from a PyPI mirror on a machine that
 needed CUDA 12.6). After resolving, :func:`check_pinned` reads the pinned index's project page
 (PEP 503 simple API, ``file://`` or ``http(s)://``) and refuses any torch-family file that page
-does not list with the same sha256.
+does not list with the same sha256. A file the resolver found elsewhere (a find-links folder, a
+mirror) that is byte for byte the one the pinned index lists is accepted, and the lock then names
+the pinned index's URL for it, so the lock installs from that index everywhere.
 """
 
 from __future__ import annotations
@@ -57,17 +59,25 @@ def _read(url: str, timeout: float) -> str | None:
 def index_files(index: str, project: str, timeout: float = 30) -> dict[str, str | None] | None:
     """Filename -> sha256 (None when the page gives none) of ``project`` on ``index``; None when
     the index does not have the project at all."""
+    links = index_links(index, project, timeout)
+    return None if links is None else {name: sha for name, (sha, _) in links.items()}
+
+
+def index_links(index: str, project: str, timeout: float = 30) -> dict[str, tuple[str | None, str]] | None:
+    """Filename -> (sha256 or None, the file's absolute URL) of ``project`` on ``index``; None when
+    the index does not have the project at all."""
     url = index.rstrip("/") + "/" + normalise(project) + "/"
     text = _read(url, timeout)
     if text is None:
         return None
     parser = _Links()
     parser.feed(text)
-    files: dict[str, str | None] = {}
+    files: dict[str, tuple[str | None, str]] = {}
     for href in parser.hrefs:
         path, _, fragment = href.partition("#")
         name = urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
-        files[name] = fragment[len("sha256="):] if fragment.startswith("sha256=") else None
+        files[name] = (fragment[len("sha256="):] if fragment.startswith("sha256=") else None,
+                       urllib.parse.urljoin(url, path))
     return files
 
 
@@ -81,7 +91,7 @@ def check_pinned(lock: Lock, index: str, backend: str) -> None:
         name = normalise(pkg["name"])
         if name not in TORCH_FAMILY:
             continue
-        listed = index_files(index, name)
+        listed = index_links(index, name)
         for entry in [*pkg.get("wheels", []), *([pkg["sdist"]] if pkg.get("sdist") else [])]:
             fname, sha = _filename(entry), entry.get("hashes", {}).get("sha256")
             where = entry.get("url") or entry.get("path")
@@ -91,6 +101,13 @@ def check_pinned(lock: Lock, index: str, backend: str) -> None:
                     f"{pkg['version']} from {where}; refusing a build from another index",
                     f"put the {backend} build of {pkg['name']} on that index, or set torch-index "
                     "([tool.lmdev.setup] in pyproject.toml, or --torch-index) to one that has it")
-            if listed[fname] and sha and listed[fname] != sha:
+            listed_sha, listed_url = listed[fname]
+            if listed_sha and sha and listed_sha != sha:
                 raise LmdevError(f"{fname} from {where} differs from the one on the {backend} index {index}",
                                  "refusing a build from another index; check your mirrors")
+            if not listed_sha and where != listed_url:
+                raise LmdevError(f"the {backend} index {index} gives no sha256 for {fname}, and the resolver "
+                                 f"took it from {where}: cannot tell it is the same build",
+                                 "use an index that publishes hashes (PEP 503 #sha256=)")
+            entry.pop("path", None)
+            entry["url"] = listed_url  # the same file: the lock installs it from the pinned index

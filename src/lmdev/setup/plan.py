@@ -15,7 +15,6 @@ from typing import Any
 from lmdev.catalog import frameworks as fw
 from lmdev.catalog.cuda import (
     arch_name,
-    arch_supported,
     min_cuda_for_arch,
     min_driver_for_cuda,
     version_tuple,
@@ -222,13 +221,6 @@ def _forced_torch(pl: _Planner, releases: list[fw.TorchRelease]) -> TorchPick:
                      f"{pl.p.python}", "choose another backend or Python")
 
 
-def _cuda_variants(pl: _Planner, r: fw.TorchRelease) -> list[str]:
-    if pl.p.arch == "aarch64":
-        return [c for c in r.cuda if version_tuple(c) >= (12, 8) or version_tuple(c) == (12, 6)
-                and version_tuple(r.version) >= (2, 9)]
-    return list(r.cuda)
-
-
 def _cuda_torch(pl: _Planner, releases: list[fw.TorchRelease], max_major: int | None) -> TorchPick:
     p, ccs = pl.p, pl.nvidia()
     if not p.cuda_driver:
@@ -245,20 +237,22 @@ def _cuda_torch(pl: _Planner, releases: list[fw.TorchRelease], max_major: int | 
                            f"driver to {need} or newer, then run `lmdev setup --repair`")
         return TorchPick(releases[0], "cpu", True, f"no CUDA build runs on this GPU with driver "
                          f"{p.driver}: the CPU build until the driver is upgraded", SRC_DRIVER)
-    first = True
-    for r in releases:
-        for cuda in reversed(_cuda_variants(pl, r)):
-            if version_tuple(cuda)[:2] > have or (max_major and version_tuple(cuda)[0] > max_major):
-                first = False
-                continue
-            archs = fw.torch_archs(r, cuda)
-            if all(arch_supported(cc, archs) for cc in ccs):
-                return TorchPick(r, fw.variant_tag("cuda", cuda), first, _cuda_reason(pl, cuda, archs, max_major),
-                                 f"{SRC_DRIVER}; {SRC_ARCH}")
-            first = False
-    pl.warnings.append(f"no PyTorch CUDA build in the catalog runs on {pl.gpu_label()} with driver "
-                       f"{p.driver}: using the CPU build")
-    return TorchPick(releases[0], "cpu", True, "no CUDA build fits both the driver and the GPUs",
+    build = fw.torch_cuda_build(p.cuda_driver, ccs, releases, p.arch, max_major)
+    if build is None:
+        pl.warnings.append(f"no PyTorch CUDA build in the catalog runs on {pl.gpu_label()} with driver "
+                           f"{p.driver}: using the CPU build")
+        return TorchPick(releases[0], "cpu", True, "no CUDA build fits both the driver and the GPUs",
+                         f"{SRC_DRIVER}; {SRC_ARCH}")
+    if build.compat_only:
+        rel, cuda = build.compat_only
+        pl.warnings.append(f"driver {p.driver} runs CUDA up to {p.cuda_driver}: torch {rel.version}'s "
+                           f"cu{cuda.replace('.', '')} build would run only through CUDA minor-version "
+                           f"compatibility (Triton/torch.compile kernels can fail), so torch "
+                           f"{build.release.version} ({build.tag}) is planned; upgrade the driver to "
+                           f"{min_driver_for_cuda(cuda)} or newer for torch {rel.version}, then run "
+                           "`lmdev setup --upgrade`")
+    return TorchPick(build.release, build.tag, build.newest,
+                     _cuda_reason(pl, build.cuda, fw.torch_archs(build.release, build.cuda), max_major),
                      f"{SRC_DRIVER}; {SRC_ARCH}")
 
 

@@ -46,3 +46,14 @@ def test_unknown_setting_is_refused(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool.lmdev.setup]\ntorch_index = "x"\n')
     with pytest.raises(LmdevError, match="unknown setting 'torch_index'"):
         load_sources(tmp_path, {"HOME": str(tmp_path), "PIP_CONFIG_FILE": os.devnull})
+
+
+def test_the_installer_is_uv_when_installed_else_pip(monkeypatch, tmp_path):
+    import sys
+
+    from lmdev.setup import installer
+
+    assert installer.default_installer() == "uv"  # a dependency of lmdev
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))  # no uv beside this Python
+    monkeypatch.setenv("PATH", str(tmp_path))  # and none on PATH
+    assert installer.default_installer() == "pip"
