@@ -67,7 +67,8 @@ def project(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def single20(project, tmp_path_factory) -> list[tuple[int, float]]:
-    """The losses of a 20-step run of the project's config in one local process."""
+    """The losses of a 20-step run of the project's config in one local process (computed once:
+    the cluster and the Slurm test compare with it)."""
     return _store_losses(_local_run(project, tmp_path_factory.mktemp("single20"), 20))
 
 

@@ -182,7 +182,8 @@ def setup(conn: Connection, env: RemoteEnv, req: SetupRequest, as_json: bool, sa
     else:
         with tempfile.TemporaryDirectory(prefix="lmdev-remote-setup-") as tmp:
             if req.bundle is None:
-                say(f"{conn.remote.name} has no package index: building a bundle for it here")
+                why = "--offline" if check["reachable"] else f"{conn.remote.name} reaches no package index"
+                say(f"{why}: building a bundle for it here")
             tar = req.bundle or build_bundle_for(conn, env, req, Path(tmp))
             name = f"setup-{sha256_file(tar)[:16]}.tar"
             size = tar.stat().st_size
