@@ -173,16 +173,17 @@ def setup(conn: Connection, env: RemoteEnv, req: SetupRequest, as_json: bool, sa
         raise LmdevError(f"no bundle at {req.bundle}", "make one with `lmdev setup bundle OUT.tar`")
     flags = [*(["--torch-index", req.torch_index] if req.torch_index else []),
              *(["--index-url", req.index_url] if req.index_url else [])]
-    check = agent(conn, env, "index", f"{env.root}/env", *flags)
+    ship = req.bundle is not None or req.offline  # a bundle in any case: no need to ask about indexes
+    check = {"reachable": None, "urls": {}} if ship else agent(conn, env, "index", f"{env.root}/env", *flags)
     out = ["--json"] if as_json else []
-    if check["reachable"] and req.bundle is None and not req.offline:
+    if not ship and check["reachable"]:
         say(f"{conn.remote.name} reaches its package index: running lmdev setup there")
         r = conn.run(_setup_command(env, [*req.stacks, *out, *_common_args(env, req)], req), timeout=3600)
         outcome = SetupOutcome("index", check, r)
     else:
         with tempfile.TemporaryDirectory(prefix="lmdev-remote-setup-") as tmp:
             if req.bundle is None:
-                why = "--offline" if check["reachable"] else f"{conn.remote.name} reaches no package index"
+                why = "--offline" if req.offline else f"{conn.remote.name} reaches no package index"
                 say(f"{why}: building a bundle for it here")
             tar = req.bundle or build_bundle_for(conn, env, req, Path(tmp))
             name = f"setup-{sha256_file(tar)[:16]}.tar"
