@@ -198,7 +198,7 @@ def test_remote_setup_from_a_bundle_without_an_index_then_the_same_from_its_inde
                                          f'index-url = "{general.as_uri()}"\n')
     # this machine's indexes are the fake ones only; the remote reaches none (its PIP_INDEX_URL is dead)
     here = dict(env, PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="", PIP_INDEX_URL="", PIP_EXTRA_INDEX_URL="",
-                PIP_CONSTRAINT="")
+                PIP_CONSTRAINT="", VIRTUAL_ENV="")  # and never the test venv
     doc = _json(run_lmdev("remote", "setup", "n3", "--project", str(proj), "--no-verify", "--json", env=here,
                           timeout=600))
     assert doc["source"] == "bundle" and doc["index"]["reachable"] is False and doc["bundle_bytes"] > 0
@@ -214,6 +214,13 @@ def test_remote_setup_from_a_bundle_without_an_index_then_the_same_from_its_inde
     assert again["source"] == "index" and again["index"]["reachable"] is True and again["bundle"] is None
     assert again["setup"]["environments"][0]["action"] in ("installed", "no-op")
     assert again["lock_digest"] == doc["lock_digest"] and installed(root / "venv") == have
+    # a bundle made here with `lmdev setup bundle` (the indexes are this machine's): the same again
+    assert run_lmdev("setup", "--no-verify", cwd=proj, env=here).returncode == 0
+    assert run_lmdev("setup", "bundle", str(tmp_path / "mine.tar"), cwd=proj, env=here).returncode == 0
+    mine = _json(run_lmdev("remote", "setup", "n3", "--bundle", str(tmp_path / "mine.tar"), "--no-verify", "--json",
+                           env=here, timeout=600))
+    assert mine["source"] == "bundle" and mine["index"]["reachable"] is None  # not asked: a bundle in any case
+    assert mine["lock_digest"] == doc["lock_digest"] and installed(root / "venv") == have
     r = run_lmdev("remote", "setup", "n3", "--bundle", str(tmp_path / "missing.tar"), env=here)
     assert r.returncode == 2 and "lmdev setup bundle" in r.stderr and "Traceback" not in r.stderr
 
