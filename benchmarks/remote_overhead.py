@@ -8,10 +8,14 @@
    remote, pulled into an empty local store; and the local store's own read of the same run.
 3. All-reduce bandwidth: `lmdev cluster check`'s gloo all-reduce across two SSH "nodes" against
    the same all-reduce in a plain torch.distributed script (two local processes).
+4. `remote setup NAME --bundle TAR` against the same bundle installed locally (`lmdev setup
+   --from-bundle TAR`), both into an environment that already holds it (small generated wheels:
+   the overhead, not the download); and the first bootstrap of a bare host (no anchor).
 
 Needs root (the lab of tests/integration/remote_lab.py: real sshd servers on 127.0.0.1).
 
     .venv/bin/python benchmarks/remote_overhead.py [--runs 5] [--points 200000] [--mbytes 16]
+                                                   [--only doctor,pull,allreduce,setup]
 """
 
 from __future__ import annotations
@@ -121,12 +125,55 @@ def allreduce(env: dict[str, str], mbytes: float) -> None:
           f"plain torch.distributed script {plain:.3f} GB/s (ratio {ours / plain:.2f})")
 
 
+def setup_overhead(env: dict[str, str], tmp: Path, runs: int, target: str) -> None:
+    from tests.unit.setup.fakeindex import make_wheel, torch_index, write_index
+
+    t0 = time.perf_counter()
+    r = lmdev(env, "remote", "add", "n3", target, "--accept-new")
+    assert r.returncode == 0, r.stderr
+    assert lmdev(env, "remote", "check", "n3").returncode == 0, "bootstrap failed"
+    print(f"first bootstrap of a bare host (add + check: lmdev's wheel and its dependencies' bundle over SFTP, "
+          f"installed by uv there): {time.perf_counter() - t0:.1f} s")
+    iso = dict(env, PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="", PIP_INDEX_URL="", PIP_EXTRA_INDEX_URL="",
+               PIP_CONSTRAINT="", VIRTUAL_ENV="")
+    base = tmp / "setup"
+    torch_simple = torch_index(base / "torchidx", "cpu")
+    general = write_index(base / "pypi", [make_wheel(base / "b", "filelock", "3.0.0")])
+    proj = base / "proj"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(f'[tool.lmdev.setup]\ntorch-index = "{torch_simple.as_uri()}"\n'
+                                         f'index-url = "{general.as_uri()}"\n')
+    tar = base / "bundle.tar"
+    for args in (["setup", "--no-verify"], ["setup", "bundle", str(tar)]):
+        r = subprocess.run([sys.executable, "-m", "lmdev", *args], cwd=proj, env=dict(os.environ, **iso),
+                           capture_output=True, text=True, check=False)
+        assert r.returncode == 0, r.stderr
+    here, there = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "lmdev", "setup", "--from-bundle", str(tar), "--no-verify",
+                            "--venv", str(base / "v")], cwd=proj, env=dict(os.environ, **iso), capture_output=True,
+                           text=True, check=False)
+        here.append(time.perf_counter() - t0)
+        assert r.returncode == 0, r.stderr
+        t0 = time.perf_counter()
+        r = lmdev(iso, "remote", "setup", "n3", "--bundle", str(tar), "--no-verify")
+        there.append(time.perf_counter() - t0)
+        assert r.returncode == 0, r.stderr
+    loc, rem = statistics.median(here[1:] or here), statistics.median(there[1:] or there)
+    print(f"remote setup --bundle (median of {max(runs - 1, 1)} after the first): {rem * 1000:,.0f} ms; "
+          f"local setup --from-bundle of the same bundle: {loc * 1000:,.0f} ms; added {(rem - loc) * 1000:+,.0f} ms "
+          f"(ratio {rem / loc:.2f})")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--points", type=int, default=200_000)
     p.add_argument("--mbytes", type=float, default=16.0)
+    p.add_argument("--only", default="doctor,pull,allreduce,setup", help="comma-separated parts to run")
     args = p.parse_args()
+    only = set(args.only.split(","))
     from tests.integration import remote_lab
 
     why = remote_lab.can_run()
@@ -138,14 +185,20 @@ def main() -> int:
     try:
         env = lab.env(tmp / ".lmdev")
         env["XDG_CACHE_HOME"] = str(Path("~/.cache").expanduser())  # reuse the bundle cache
-        for name, extra in (("n1", []), ("n2", ["--jump", lab.target("jump")])):
+        for name, extra in [(n, x) for n, x in (("n1", []), ("n2", ["--jump", lab.target("jump")]))
+                            if only - {"setup"}]:
             r = lmdev(env, "remote", "add", name, lab.target(name), "--accept-new", "--site-packages",
                       lab.site_packages, *extra)
             assert r.returncode == 0, r.stderr
             assert lmdev(env, "remote", "check", name).returncode == 0
-        doctor_overhead(env, args.runs)
-        pull_throughput(env, args.points, tmp)
-        allreduce(env, args.mbytes)
+        if "doctor" in only:
+            doctor_overhead(env, args.runs)
+        if "pull" in only:
+            pull_throughput(env, args.points, tmp)
+        if "allreduce" in only:
+            allreduce(env, args.mbytes)
+        if "setup" in only:
+            setup_overhead(env, tmp, args.runs, lab.target("n3"))
     finally:
         lab.stop()
         shutil.rmtree(tmp, ignore_errors=True)

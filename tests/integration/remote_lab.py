@@ -78,8 +78,10 @@ class Lab:
                 p.kill()
 
 
-# Stub Slurm commands: sbatch runs the job right here in its own session and every state change
-# is appended to ~/.slurm-stub/log (the job's state is ~/.slurm-stub/ID.state).
+# Stub Slurm commands (real shell scripts; no real Slurm is involved): sbatch runs the job right
+# here in its own session with SLURM_JOB_ID, SLURM_NNODES (from #SBATCH --nodes) and a node list of
+# 127.0.0.1; srun runs its command once per node with SLURM_NODEID set; every state change is
+# appended to ~/.slurm-stub/log (the job's state is ~/.slurm-stub/ID.state).
 _SLURM_STUBS = {
     "sbatch": r"""#!/bin/sh
 for a in "$@"; do script="$a"; done
@@ -92,7 +94,9 @@ setsid sh -c '
   echo $$ > "$D/$id.pid"; sleep 0.5
   [ -f "$D/$id.cancelled" ] && exit 0
   echo RUNNING > "$D/$id.state"; echo "$id RUNNING" >> "$D/log"
-  sh "$script" >> "$out" 2>&1 & echo $! > "$D/$id.jobpid"; wait $!; rc=$?
+  nodes=$(sed -n "s/^#SBATCH --nodes=//p" "$script"); nodes=${nodes%%-*}
+  SLURM_JOB_ID=$id SLURM_NNODES=${nodes:-1} SLURM_JOB_NODELIST=127.0.0.1 sh "$script" >> "$out" 2>&1 &
+  echo $! > "$D/$id.jobpid"; wait $!; rc=$?
   if [ -f "$D/$id.cancelled" ]; then s=CANCELLED; elif [ $rc = 0 ]; then s=COMPLETED; else s=FAILED; fi
   echo $rc > "$D/$id.rc"; echo $s > "$D/$id.state"; echo "$id $s" >> "$D/log"
 ' stub "$D" "$id" "$script" "$out" </dev/null >/dev/null 2>&1 &
@@ -105,6 +109,19 @@ s=$(cat "$D/$id.state" 2>/dev/null); case "$s" in PENDING|RUNNING) echo "$s";; e
     "sacct": r"""#!/bin/sh
 D="$HOME/.slurm-stub"; while [ $# -gt 0 ]; do [ "$1" = -j ] && id="$2"; shift; done
 [ -f "$D/$id.state" ] && echo "$(cat "$D/$id.state")|$(cat "$D/$id.rc" 2>/dev/null || echo 0):0"
+""",
+    # srun: the step's command once per "node" (all of them here), each with its SLURM_NODEID
+    "srun": r"""#!/bin/sh
+while [ $# -gt 0 ]; do case "$1" in -*) shift;; *) break;; esac; done
+D="$HOME/.slurm-stub"; echo "$SLURM_JOB_ID srun-x$SLURM_NNODES" >> "$D/log"
+pids=""; i=0
+while [ $i -lt "${SLURM_NNODES:-1}" ]; do
+  SLURM_NODEID=$i SLURM_PROCID=$i "$@" & pids="$pids $!"; i=$((i + 1))
+done
+rc=0; for p in $pids; do wait $p || rc=$?; done; exit $rc
+""",
+    "scontrol": r"""#!/bin/sh
+[ "$1 $2" = "show hostnames" ] && echo "$3" | tr ',' '\n'
 """,
     "scancel": r"""#!/bin/sh
 D="$HOME/.slurm-stub"; id="$1"; touch "$D/$id.cancelled"

@@ -65,6 +65,28 @@ def project(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def single20(project, tmp_path_factory) -> list[tuple[int, float]]:
+    """The losses of a 20-step run of the project's config in one local process (computed once:
+    the cluster and the Slurm test compare with it)."""
+    return _store_losses(_local_run(project, tmp_path_factory.mktemp("single20"), 20))
+
+
+@pytest.fixture(scope="module")
+def login(lab, env) -> str:
+    """A remote on n1 that is a "Slurm login node": stub Slurm commands in --slurm-bin."""
+    r = run_lmdev("remote", "add", "login", lab.target("n1"), "--site-packages", lab.site_packages,
+                  "--slurm-bin", str(lab.dir / "slurm-bin"), env=env)
+    assert r.returncode == 0, r.stderr
+    return "login"
+
+
+def _equal_losses(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
+    assert [p[0] for p in got] == [p[0] for p in want] and got
+    for (_, a), (_, b) in zip(got, want):
+        assert abs(a - b) <= 1e-4 * abs(b)
+
+
 def _json(r: subprocess.CompletedProcess) -> object:
     assert r.returncode in (0, 1), r.stderr
     return json.loads(r.stdout)
@@ -163,6 +185,46 @@ def test_remote_doctor_json_matches_the_local_schema(env):
     assert "/home/lmdevtn3/.lmdev-remote/venv" in report["facts"]["host"]["python"]["executable"]
 
 
+def test_remote_setup_from_a_bundle_without_an_index_then_the_same_from_its_index(lab, env, tmp_path):
+    from lmdev.setup.installer import installed
+    from tests.unit.setup.fakeindex import make_wheel, serve, torch_index, write_index
+
+    assert run_lmdev("remote", "check", "n3", env=env).returncode == 0  # lmdev is there (bootstrapped)
+    torch_simple = torch_index(tmp_path / "torchidx", "cpu")
+    general = write_index(tmp_path / "pypi", [make_wheel(tmp_path / "b", "filelock", "3.0.0")])
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(f'[tool.lmdev.setup]\ntorch-index = "{torch_simple.as_uri()}"\n'
+                                         f'index-url = "{general.as_uri()}"\n')
+    # this machine's indexes are the fake ones only; the remote reaches none (its PIP_INDEX_URL is dead)
+    here = dict(env, PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="", PIP_INDEX_URL="", PIP_EXTRA_INDEX_URL="",
+                PIP_CONSTRAINT="", VIRTUAL_ENV="")  # and never the test venv
+    doc = _json(run_lmdev("remote", "setup", "n3", "--project", str(proj), "--no-verify", "--json", env=here,
+                          timeout=600))
+    assert doc["source"] == "bundle" and doc["index"]["reachable"] is False and doc["bundle_bytes"] > 0
+    assert doc["setup"]["environments"][0]["action"] == "from-bundle" and doc["setup"]["plan"]["python"] == "3.11"
+    root = lab.home_of("n3") / ".lmdev-remote"
+    have = installed(root / "venv")
+    assert have["torch"] == "2.9.1+cpu" and have["torchvision"] == "0.24.0+cpu" and have["filelock"] == "3.0.0"
+    assert (root / "env" / "pylock.toml").is_file() and doc["lock_digest"]
+    # the remote with an index (served on 127.0.0.1) sets itself up: the same files, the same lock digest
+    with serve(tmp_path) as url:
+        again = _json(run_lmdev("remote", "setup", "n3", "--index-url", f"{url}/pypi/simple", "--torch-index",
+                                f"{url}/torchidx/simple", "--no-verify", "--json", env=here, timeout=600))
+    assert again["source"] == "index" and again["index"]["reachable"] is True and again["bundle"] is None
+    assert again["setup"]["environments"][0]["action"] in ("installed", "no-op")
+    assert again["lock_digest"] == doc["lock_digest"] and installed(root / "venv") == have
+    # a bundle made here with `lmdev setup bundle` (the indexes are this machine's): the same again
+    assert run_lmdev("setup", "--no-verify", cwd=proj, env=here).returncode == 0
+    assert run_lmdev("setup", "bundle", str(tmp_path / "mine.tar"), cwd=proj, env=here).returncode == 0
+    mine = _json(run_lmdev("remote", "setup", "n3", "--bundle", str(tmp_path / "mine.tar"), "--no-verify", "--json",
+                           env=here, timeout=600))
+    assert mine["source"] == "bundle" and mine["index"]["reachable"] is None  # not asked: a bundle in any case
+    assert mine["lock_digest"] == doc["lock_digest"] and installed(root / "venv") == have
+    r = run_lmdev("remote", "setup", "n3", "--bundle", str(tmp_path / "missing.tar"), env=here)
+    assert r.returncode == 2 and "lmdev setup bundle" in r.stderr and "Traceback" not in r.stderr
+
+
 # -- train, attach, pull ------------------------------------------------------------------------
 
 def _read_until(proc: subprocess.Popen, needle: str, timeout: float = 120) -> str:
@@ -237,7 +299,7 @@ def test_ui_tunnel_serves_the_remote_dashboard_and_comes_back(lab, env):
 
 # -- cluster ------------------------------------------------------------------------------------
 
-def test_cluster_check_and_train_equal_a_single_process(lab, env, project, tmp_path):
+def test_cluster_check_and_train_equal_a_single_process(lab, env, project, single20):
     port = remote_lab.free_port()
     assert run_lmdev("cluster", "create", "duo", "--hosts", "n1,n2", "--port", str(port), env=env).returncode == 0
     rep = _json(run_lmdev("cluster", "check", "duo", "--json", "--mbytes", "4", env=env))
@@ -254,19 +316,25 @@ def test_cluster_check_and_train_equal_a_single_process(lab, env, project, tmp_p
     with Store(env["LMDEV_HOME"]) as s:
         run = s.get_run(run_id)
         cluster_losses = [(p[0], p[1]) for p in s.metrics(run)["train/loss"]]
-    single = _store_losses(_local_run(project, tmp_path, steps))
-    assert [p[0] for p in cluster_losses] == [p[0] for p in single]
     assert cluster_losses[-1][0] == steps
-    for (_, a), (_, b) in zip(cluster_losses, single):
-        assert abs(a - b) <= 1e-4 * abs(b)
+    _equal_losses(cluster_losses, single20)
+    # a node whose environment lock differs is named, with its fix
+    env_dir = lab.home_of("n2") / ".lmdev-remote" / "env"
+    (env_dir / "pylock.toml").write_text('lock-version = "1.0"\n\n[[packages]]\nname = "torch"\n'
+                                         'version = "2.0.0"\n')
+    try:
+        bad = run_lmdev("cluster", "check", "duo", "--mbytes", "1", env=env)
+    finally:
+        (env_dir / "pylock.toml").unlink()
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    line = next(x for x in bad.stdout.splitlines() if "same environment" in x)
+    assert "FAIL" in line and "n2:" in line and "while n1 has no lock" in line
+    assert "lmdev remote setup n2" in bad.stdout
 
 
 # -- Slurm (stub commands on the remote that run the job there and record its states) ---------
 
-def test_slurm_submit_follow_and_cancel(lab, env, project):
-    r = run_lmdev("remote", "add", "login", lab.target("n1"), "--site-packages", lab.site_packages,
-                  "--slurm-bin", str(lab.dir / "slurm-bin"), env=env)
-    assert r.returncode == 0, r.stderr
+def test_slurm_submit_follow_and_cancel(lab, env, project, login):
     r = run_lmdev("remote", "train", "login", str(project / "cfg.yaml"), "--sync", str(project), "--slurm",
                   "--sbatch", "time=00:10:00", "--set", "train.max_steps=20", env=env)
     assert r.returncode == 0 and "submitted to Slurm" in r.stderr, r.stderr
@@ -288,3 +356,28 @@ def test_slurm_submit_follow_and_cancel(lab, env, project):
     state = run_lmdev("remote", "stop", "login", job, env=env)
     assert state.returncode == 0 and ": stopped" in state.stdout, state.stdout + state.stderr
     assert stub.joinpath("log").read_text().strip().endswith("CANCELLED")
+
+
+def test_train_on_a_slurm_login_node_across_two_nodes_equals_a_single_process(lab, env, project, login, single20):
+    r = run_lmdev("train", str(project / "cfg.yaml"), "--on", login, "--slurm", "--sbatch", "nodes=2",
+                  "--set", "train.max_steps=20", env=env)
+    assert r.returncode == 0 and "submitted to Slurm" in r.stderr, r.stderr
+    job = r.stderr.split("submitted to Slurm job ")[1].split()[0]
+    job_dir = lab.home_of("n1") / ".lmdev-remote" / "jobs" / job
+    script = (job_dir / "job.sbatch").read_text()
+    assert "#SBATCH --nodes=2" in script and "srun" in script and "--node-rank" in script
+    jid = json.loads((job_dir / "job.json").read_text())["slurm_id"]
+    log = [line.split() for line in (lab.home_of("n1") / ".slurm-stub" / "log").read_text().splitlines()]
+    assert [x[1] for x in log if x[0] == jid] == ["PENDING", "RUNNING", "srun-x2", "COMPLETED"]
+    run_id = r.stderr.split(", run ")[-1].split()[0]
+    from lmdev.track.store import Store
+
+    with Store(env["LMDEV_HOME"]) as s:  # pulled into the local store
+        losses = [(p[0], p[1]) for p in s.metrics(s.get_run(run_id))["train/loss"]]
+    _equal_losses(losses, single20)
+    # Slurm places jobs itself: a cluster of SSH hosts is not a Slurm target; --slurm needs --on
+    assert run_lmdev("cluster", "create", "pair", "--hosts", "n1,n3", env=env).returncode == 0
+    r = run_lmdev("train", str(project / "cfg.yaml"), "--on", "pair", "--slurm", env=env)
+    assert r.returncode == 2 and "--sbatch nodes=2" in r.stderr
+    r = run_lmdev("train", str(project / "cfg.yaml"), "--slurm", env=env)
+    assert r.returncode == 2 and "--on LOGIN" in r.stderr

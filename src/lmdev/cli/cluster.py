@@ -121,9 +121,21 @@ def _train(args: argparse.Namespace) -> int:
 
 def train_on(args: argparse.Namespace) -> int:
     """``lmdev train CONFIG --on NAME``: a cluster, or a single remote."""
-    from lmdev.cli.remote import TrainRequest, train_remote
+    from lmdev.cli.remote import TrainRequest, sbatch_options, train_remote
+    from lmdev.errors import LmdevError
     from lmdev.remote import hosts
 
-    if args.on in hosts.load().clusters:
+    if not args.on:
+        raise LmdevError("--slurm needs --on LOGIN (a remote that is a Slurm login node)",
+                         "add it with `lmdev remote add LOGIN HOST`, then `lmdev train CONFIG --on LOGIN --slurm`")
+    sbatch = sbatch_options(getattr(args, "slurm", False), getattr(args, "sbatch", []) or [])
+    clusters = hosts.load().clusters
+    if args.on in clusters:
+        if sbatch is not None:
+            n = len(clusters[args.on].hosts)
+            raise LmdevError(f"{args.on} is a cluster of SSH hosts; Slurm places a job on its nodes itself",
+                             f"add the Slurm login node as a remote and run `lmdev train {args.config} --on LOGIN "
+                             f"--slurm --sbatch nodes={n}`")
         return train_cluster(args.on, args.config, None, args.overrides, args.nproc or 1)
-    return train_remote(TrainRequest(args.on, args.config, overrides=args.overrides, run_name=args.name))
+    return train_remote(TrainRequest(args.on, args.config, overrides=args.overrides, run_name=args.name,
+                                     pull=True, sbatch=sbatch))  # the run lands in the local store

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-HELP = "work on an SSH host: add, check, doctor, plan, train, attach, stop, pull, ui"
+HELP = "work on an SSH host: add, check, doctor, setup, plan, train, attach, stop, pull, ui"
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -51,6 +51,25 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     d.add_argument("name", metavar="NAME")
     d.add_argument("--json", action="store_true")
     d.add_argument("--deep", action="store_true", help="also run the deep framework checks")
+    se = rs.add_parser("setup", help="lmdev setup on the remote: from its index, or from an offline bundle",
+                       description="Set up the frameworks in the remote's lmdev environment (what `remote "
+                       "train` and `cluster train` run in). A remote that reaches its package index runs "
+                       "`lmdev setup` itself; one that does not gets an offline bundle over SFTP (built here "
+                       "for its machine, or the one you name) and runs `lmdev setup --from-bundle`.")
+    se.add_argument("name", metavar="NAME")
+    se.add_argument("stacks", nargs="*", metavar="STACK", help="torch (default), lightning, keras, tensorflow, jax, hf")
+    se.add_argument("--bundle", type=Path, metavar="TAR", help="ship this bundle (from `lmdev setup bundle`) "
+                    "instead of building one; used even when the remote has an index")
+    se.add_argument("--offline", action="store_true", help="build and ship a bundle even when the remote "
+                    "reaches its index")
+    se.add_argument("--project", type=Path, default=Path("."), metavar="DIR", help="where this machine's "
+                    "package sources are configured ([tool.lmdev.setup] in DIR/pyproject.toml) for building a "
+                    "bundle (default: the current folder)")
+    se.add_argument("--torch-index", metavar="URL", help="the PyTorch index the remote uses ({backend} is "
+                    "replaced), as `lmdev setup --torch-index`")
+    se.add_argument("--index-url", metavar="URL", help="the general package index the remote uses")
+    se.add_argument("--no-verify", action="store_true", help="skip the verification after installing")
+    se.add_argument("--json", action="store_true", help="print one JSON document")
     pl = rs.add_parser("plan", help="lmdev plan on the remote's hardware")
     pl.add_argument("name", metavar="NAME")
     pl.add_argument("plan_args", nargs=argparse.REMAINDER, metavar="MODEL ...", help="lmdev plan's arguments")
@@ -67,7 +86,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     t.add_argument("--slurm", action="store_true", help="submit through Slurm (sbatch) on a login node; "
                    "Ctrl+C while following cancels it (scancel)")
     t.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
-                   help="an #SBATCH option, e.g. --sbatch partition=gpu --sbatch time=02:00:00 (with --slurm)")
+                   help="an #SBATCH option, e.g. --sbatch partition=gpu --sbatch time=02:00:00 (with --slurm); "
+                   "--sbatch nodes=N runs `lmdev train` on N nodes under srun (torchrun on each)")
     at = rs.add_parser("attach", help="follow a remote job's progress and log again")
     at.add_argument("name", metavar="NAME")
     at.add_argument("run", metavar="RUN", help="the job id or run id (a prefix is enough)")
@@ -204,6 +224,33 @@ def _plan(args: argparse.Namespace) -> int:
     return _passthrough(args.name, ["plan", *args.plan_args])
 
 
+def _setup(args: argparse.Namespace) -> int:
+    from lmdev.remote import ops
+    from lmdev.remote.environment import SetupRequest, setup
+
+    req = SetupRequest(list(args.stacks), args.bundle.resolve() if args.bundle else None, args.offline,
+                       args.project.resolve(), not args.no_verify, args.torch_index, args.index_url)
+    with ops.session(args.name) as (conn, env):
+        out = setup(conn, env, req, args.json, say=lambda m: print(f"lmdev: {m}", file=sys.stderr, flush=True))
+    if args.json:
+        try:
+            result = json.loads(out.result.stdout)
+        except ValueError:
+            from lmdev.errors import LmdevError
+
+            tail = (out.result.stderr.strip() or out.result.stdout.strip() or "no output").splitlines()[-1]
+            raise LmdevError(f"lmdev setup on {args.name} did not answer in JSON: {tail}",
+                             "run it again without --json to see its output") from None
+        _print_json({"remote": args.name, "source": out.source, "index": out.index, "bundle": out.bundle,
+                     "bundle_bytes": out.bundle_bytes, "lock_digest": out.lock_digest, "setup": result})
+    else:
+        sys.stdout.write(out.result.stdout)
+        sys.stderr.write(out.result.stderr)
+        how = "from its index" if out.source == "index" else f"from the bundle {out.bundle}"
+        print(f"lmdev: {args.name} set up {how}; lock {out.lock_digest}", file=sys.stderr)
+    return out.result.code
+
+
 def _progress_printer() -> Any:
     last: dict[str, Any] = {}
 
@@ -291,21 +338,26 @@ def train_remote(req: TrainRequest) -> int:
     return code
 
 
-def _train(args: argparse.Namespace) -> int:
+def sbatch_options(slurm: bool, items: list[str]) -> dict[str, str] | None:
+    """``--slurm`` and its ``--sbatch KEY=VALUE`` options (None: not through Slurm)."""
     from lmdev.errors import LmdevError
 
-    if args.sbatch and not args.slurm:
+    if items and not slurm:
         raise LmdevError("--sbatch needs --slurm", "add --slurm to submit through Slurm")
-    sbatch = None
-    if args.slurm:
-        sbatch = {}
-        for item in args.sbatch:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise LmdevError(f"bad --sbatch {item!r}", "write --sbatch KEY=VALUE, e.g. partition=gpu")
-            sbatch[key.lstrip("-")] = value
+    if not slurm:
+        return None
+    sbatch = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LmdevError(f"bad --sbatch {item!r}", "write --sbatch KEY=VALUE, e.g. partition=gpu")
+        sbatch[key.lstrip("-")] = value
+    return sbatch
+
+
+def _train(args: argparse.Namespace) -> int:
     return train_remote(TrainRequest(args.name, args.config, args.sync, args.overrides, args.run_name, args.detach,
-                                      args.pull, sbatch))
+                                     args.pull, sbatch_options(args.slurm, args.sbatch)))
 
 
 def _attach(args: argparse.Namespace) -> int:
@@ -384,5 +436,5 @@ def _ui(args: argparse.Namespace) -> int:
     return 0
 
 
-_HANDLERS = {"add": _add, "list": _list, "rm": _rm, "check": _check, "doctor": _doctor, "plan": _plan,
+_HANDLERS = {"add": _add, "list": _list, "rm": _rm, "check": _check, "doctor": _doctor, "setup": _setup, "plan": _plan,
              "train": _train, "attach": _attach, "stop": _stop, "jobs": _jobs, "pull": _pull, "ui": _ui}

@@ -55,6 +55,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     d.add_argument("--dry-run", action="store_true",
                    help="print the torchrun command line and the per-rank batch, and exit")
     p.add_argument("--on", metavar="NAME", help="train on a remote or cluster (see `lmdev remote`, `lmdev cluster`)")
+    p.add_argument("--slurm", action="store_true", help="with --on: submit through Slurm (sbatch) on that login node")
+    p.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --slurm: an #SBATCH option (nodes=2, partition=gpu, ...)")
     return p
 
 
@@ -76,7 +79,7 @@ def _port(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "on", None):  # lmdev remote / lmdev cluster
+    if getattr(args, "on", None) or getattr(args, "slurm", False):  # lmdev remote / lmdev cluster
         from lmdev.cli.cluster import train_on
 
         return train_on(args)

@@ -60,12 +60,18 @@ def info() -> dict[str, Any]:
 
     import lmdev
 
+    from lmdev.remote.environment import lock_digest
+
     installed = _read_json(root() / "installed.json")
+    try:
+        digest = lock_digest(root() / "env")
+    except Exception:  # noqa: BLE001 - an unreadable lock is reported as none
+        digest = "unreadable"
     shm = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else None
     return {"lmdev_version": lmdev.__version__, "fingerprint": installed.get("fingerprint"),
             "python": sys.version.split()[0], "hostname": socket.gethostname(), "time": time.time(),
             "root": str(root()), "store": str(store_home()), "shm_free": shm,
-            "disk_free": shutil.disk_usage(root()).free, "cpus": os.cpu_count()}
+            "disk_free": shutil.disk_usage(root()).free, "cpus": os.cpu_count(), "lock_digest": digest}
 
 
 # -- jobs ----------------------------------------------------------------------------------------
@@ -349,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("manifest").add_argument("folder")
     sub.add_parser("export")
     sub.add_parser("port-free").add_argument("port", type=int)
+    ix = sub.add_parser("index")
+    ix.add_argument("project")
+    ix.add_argument("--torch-index")
+    ix.add_argument("--index-url")
     a = sub.add_parser("allreduce")
     for name in ("rank", "world", "port", "iters"):
         a.add_argument(f"--{name}", type=int, required=True)
@@ -370,6 +380,12 @@ def _allreduce(args: argparse.Namespace) -> dict[str, Any]:
     return gloo_allreduce(args.rank, args.world, f"{args.addr}:{args.port}", args.mbytes, args.iters)
 
 
+def _index(args: argparse.Namespace) -> dict[str, Any]:
+    from lmdev.remote.environment import index_check
+
+    return index_check(Path(args.project), args.torch_index, args.index_url)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "supervise":
         return supervise(args.job)
@@ -385,6 +401,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "manifest": lambda: manifest(args.folder),
         "export": lambda: export(stdin.get("cursors", {}), stdin.get("runs", []), stdin.get("checkpoints", False)),
         "port-free": lambda: {"free": port_free(args.port)},
+        "index": lambda: _index(args),
         "allreduce": lambda: _allreduce(args),
     }[args.cmd]()
     emit({"result": result})

@@ -1,9 +1,10 @@
 """Ship lmdev to a remote without internet, and check its version on every connect.
 
 The remote gets a user-owned folder (``Remote.root``, default ``~/.lmdev-remote``) with its own
-venv made by the remote's Python (``python3 -m venv --without-pip``; no sudo). pip itself, lmdev's
-dependencies and lmdev's wheel arrive over SFTP from ``bundle.make_bundle`` and are installed with
-``pip install --no-index --find-links`` (the remote's pip configuration is ignored). With
+venv made by the remote's Python (``python3 -m venv --without-pip``; no sudo). lmdev's wheel and
+an ``lmdev setup bundle`` tar of its dependencies (uv and pip among them) arrive over SFTP from
+``bundle.make_bundle``; uv, taken out of its wheel, installs them with ``--offline --no-index
+--require-hashes`` (no pip or uv configuration of the remote is read). With
 ``Remote.site_packages`` the venv may also import an existing site-packages of the remote (for a
 torch that is already there); nothing is ever installed into it.
 """
@@ -93,31 +94,46 @@ def probe(conn: Connection, remote: Remote) -> dict[str, Any]:
     return data
 
 
-def install_script(remote: Remote, wheel_name: str, reqs: list[str], fingerprint: str) -> str:
+_UNPACK = ("import sys,tarfile;t=tarfile.open(sys.argv[1]);"
+           "t.extractall(sys.argv[2],**({'filter':'data'} if hasattr(tarfile,'data_filter') else {}))")
+# uv's executable, taken out of its wheel in the bundle: it installs the rest (many times faster than pip)
+_UV = ("import glob,os,sys,zipfile;w=glob.glob(sys.argv[1]+'/wheels/uv-*.whl')[0];z=zipfile.ZipFile(w);"
+       "n=[m for m in z.namelist() if m.endswith('.data/scripts/uv')][0];o=sys.argv[1]+'/uv';"
+       "open(o,'wb').write(z.read(n));os.chmod(o,0o755)")
+
+
+def install_script(remote: Remote, wheel_name: str, deps_name: str, fingerprint: str) -> str:
+    """The shell script that installs lmdev from what was sent: the deps bundle (an ``lmdev setup
+    bundle`` tar; uv from it installs every wheel with its sha256 checked) and lmdev's wheel; no
+    index, no sudo, nothing outside ``Remote.root``."""
     r = shlex.quote(home_relative(remote.root))
     py = shlex.quote(home_relative(remote.python))
     link = (f'echo {shlex.quote(remote.site_packages)} > "$SP/_lmdev_linked.pth"' if remote.site_packages
             else 'rm -f "$SP/_lmdev_linked.pth"')
     installed = shlex.quote(json.dumps({"fingerprint": fingerprint, "wheel": wheel_name}))
-    req_text = " ".join(sorted(reqs)) + (f" linked:{remote.site_packages}" if remote.site_packages else "")
+    mark = shlex.quote(deps_name + (f" linked:{remote.site_packages}" if remote.site_packages else ""))
     env = " ".join(f"{k}={v}" for k, v in _NO_INDEX.items())
+    uv = 'pip install --quiet --no-config --offline --no-index --python "$R/venv/bin/python"'
     return f"""set -e
 cd
 export {env}
 R={r}
-mkdir -p "$R/home" "$R/jobs" "$R/projects"
+export UV_CACHE_DIR="$R/cache/uv" UV_LINK_MODE=copy UV_NO_PROGRESS=1
+mkdir -p "$R/home" "$R/jobs" "$R/projects" "$R/env"
 [ -x "$R/venv/bin/python" ] || {py} -m venv --without-pip "$R/venv"
 SP=$("$R/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 {link}
-if ! "$R/venv/bin/python" -m pip --version >/dev/null 2>&1; then
-  PIPWHL=$(ls "$R"/wheels/pip-*.whl | head -n 1)
-  "$R/venv/bin/python" "$PIPWHL/pip" install -q --no-compile --no-index --find-links "$R/wheels" pip
+if [ "$(cat "$R/deps.txt" 2>/dev/null)" != {mark} ] || [ ! -x "$R/venv/bin/uv" ]; then
+  B="$R/bundles/unpacked"
+  rm -rf "$B" && mkdir -p "$B"
+  "$R/venv/bin/python" -c {shlex.quote(_UNPACK)} "$R/bundles/{deps_name}" "$B"
+  "$R/venv/bin/python" -c {shlex.quote(_UV)} "$B"
+  "$B/uv" {uv} --find-links "$B/wheels" --require-hashes --no-deps -r "$B/requirements.main.txt"
+  rm -rf "$B"
+  find "$R/bundles" -maxdepth 1 -name 'deps-*.tar' ! -name {shlex.quote(deps_name)} -delete
+  printf '%s' {mark} > "$R/deps.txt"
 fi
-if [ "$(cat "$R/requirements.txt" 2>/dev/null)" != {shlex.quote(req_text)} ]; then
-  "$R/venv/bin/python" -m pip install -q --no-compile --no-index --find-links "$R/wheels" {shlex.join(reqs)}
-  printf '%s' {shlex.quote(req_text)} > "$R/requirements.txt"
-fi
-"$R/venv/bin/python" -m pip install -q --no-compile --no-index --no-deps --force-reinstall "$R/wheels/{wheel_name}"
+"$R/venv/bin/uv" {uv} --no-deps --reinstall "$R/wheels/{wheel_name}"
 "$R/venv/bin/python" -c 'import sys; from lmdev.track.store import Store; Store(sys.argv[1]).close()' "$R/home"
 printf '%s' {installed} > "$R/installed.json.tmp"
 mv "$R/installed.json.tmp" "$R/installed.json"
@@ -131,20 +147,21 @@ def install(conn: Connection, remote: Remote, make_bundle: Callable[[bundle_mod.
     libc = tuple(facts["libc"]) if facts["libc"] and facts["libc"][0] else ("glibc", "2.17")
     target = bundle_mod.Target(tuple(facts["version"][:2]), facts["machine"], libc)  # type: ignore[arg-type]
     b = make_bundle(target)
-    files = [b.wheel, *b.wheelhouse]
-    need = sum(p.stat().st_size for p in files) * 3
+    need = (b.wheel.stat().st_size + b.deps.stat().st_size) * 4
     if facts["free"] < need:
         raise LmdevError(f"the disk of {remote.name} is full: {facts['free'] / 1e6:.0f} MB free in "
                          f"{facts['home']}, lmdev needs about {need / 1e6:.0f} MB",
                          "free space there, or choose another folder with `lmdev remote add ... --root DIR`")
     root_abs = remote.root.replace("~", facts["home"], 1) if remote.root.startswith("~") else remote.root
-    have = conn.run(f"ls -1 {shlex.quote(root_abs)}/wheels 2>/dev/null", timeout=60).stdout.split()
-    send = [(p, f"{root_abs}/wheels/{p.name}") for p in files if p == b.wheel or p.name not in have]
+    have = conn.run(f"ls -1 {shlex.quote(root_abs)}/bundles 2>/dev/null", timeout=60).stdout.split()
+    send = [(b.wheel, f"{root_abs}/wheels/{b.wheel.name}")]
+    if b.deps.name not in have:
+        send.append((b.deps, f"{root_abs}/bundles/{b.deps.name}"))
     conn.put(send)
     from lmdev.secure import audit  # the audit record of this bootstrap
     audit.record("remote.bootstrap", remote=remote.name, target=remote.target, fingerprint=b.fingerprint,
-                 wheels=[p.name for p, _ in send], requirements=list(b.requirements))
-    r = conn.run("sh -s", input=install_script(remote, b.wheel.name, b.requirements, b.fingerprint), timeout=900)
+                 files=[p.name for p, _ in send], bundle=b.deps.name)
+    r = conn.run("sh -s", input=install_script(remote, b.wheel.name, b.deps.name, b.fingerprint), timeout=900)
     if r.code != 0:
         text = (r.stderr or r.stdout).strip()
         if "No space left" in text:

@@ -1,11 +1,11 @@
-"""What bootstrap ships: lmdev as a wheel built here, and a wheelhouse of its dependencies.
+"""What bootstrap ships: lmdev as a wheel built here, and its dependencies as an offline bundle.
 
-``make_bundle(target)`` is the one place that decides what goes to a remote; ``lmdev setup
-bundle`` (its lock and offline bundle) can replace it without touching the rest of bootstrap.
-Everything is made here, on the machine that has a package index (the remote needs none):
-lmdev's wheel with ``pip wheel --no-deps`` from the source tree, its runtime dependencies with
-``pip download`` for the remote's Python version and platform. Both are cached under
-``~/.cache/lmdev/remote/``.
+``make_bundle(target)`` is the one place that decides what goes to a remote. Everything is made
+here, on the machine that has a package index (the remote needs none): lmdev's wheel with ``pip
+wheel --no-deps`` from the source tree; its runtime dependencies locked by ``lmdev setup``'s
+resolver for the remote's Python and platform and packed by ``lmdev.setup.bundle`` (the format of
+``lmdev setup bundle``: a manifest, the lock, hashed requirements, the wheels). Both are cached
+under ``~/.cache/lmdev/remote/``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import lmdev
 from lmdev.errors import LmdevError
-from lmdev.fsutil import atomic_write_text
 
 _SOURCE_SUFFIXES = (".py", ".json", ".js", ".css", ".html", ".typed")
 
@@ -44,7 +43,7 @@ class Target:
 @dataclass
 class Bundle:
     wheel: Path  # lmdev itself
-    wheelhouse: list[Path] = field(default_factory=list)  # its dependencies, and pip
+    deps: Path  # its dependencies and pip: an ``lmdev setup bundle`` tar
     requirements: list[str] = field(default_factory=list)
     fingerprint: str = ""
 
@@ -121,45 +120,48 @@ def build_wheel(fp: str) -> Path:
     return out / wheels[0].name
 
 
-def platform_tags(t: Target) -> list[str]:
+def uv_platform(t: Target) -> str:
+    """The target as uv's ``--python-platform`` (``x86_64-manylinux_2_36``): wheels up to its glibc."""
     if t.libc[0] != "glibc":
-        return [f"linux_{t.machine}"]
-    major, minor = (int(x) for x in (t.libc[1].split(".") + ["0"])[:2])
-    tags = [f"manylinux_{major}_{m}_{t.machine}" for m in range(minor, 4, -1)]
-    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-    tags += [f"{name}_{t.machine}" for m, name in legacy.items() if minor >= m]
-    return tags + [f"linux_{t.machine}"]
+        raise LmdevError(f"the remote's C library is {t.libc[0]} {t.libc[1]}; lmdev bootstraps glibc Linux hosts",
+                         "use a glibc Linux host (Debian, Ubuntu, RHEL, ...)")
+    minor = int((t.libc[1].split(".") + ["0"])[1] or 0)
+    if minor < 17:
+        raise LmdevError(f"the remote's glibc {t.libc[1]} is older than 2.17 (manylinux2014)",
+                         "use a newer Linux on the remote")
+    return f"{t.machine}-manylinux_2_{min(minor, 40)}"
 
 
-def download_wheelhouse(target: Target, reqs: list[str]) -> list[Path]:
-    """Wheels of ``reqs`` (and pip) for the target, from this machine's package index."""
+def deps_bundle(target: Target, reqs: list[str]) -> Path:
+    """lmdev's dependencies (and pip) for the target, as an ``lmdev setup bundle`` tar.
+
+    Resolved here with ``lmdev setup``'s resolver and sources (this machine's index, every file
+    with its sha256) into a lock for the remote's Python and platform, then bundled by
+    :func:`lmdev.setup.bundle.build_lock_bundle`: the remote installs it with
+    ``--no-index --require-hashes``. Cached per requirements and target."""
+    from lmdev.setup import installer as inst
+    from lmdev.setup.bundle import build_lock_bundle
+    from lmdev.setup.config import load_sources
+
     key = hashlib.sha256(("|".join(sorted(reqs)) + target.tag).encode()).hexdigest()[:12]
-    out = cache_dir() / "wheelhouse" / f"{target.tag}-{key}"
-    done = out / ".complete"
-    if not done.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(out),
-               "--python-version", f"{target.version[0]}.{target.version[1]}",
-               "--implementation", "cp", "--abi", f"cp{target.version[0]}{target.version[1]}",
-               "--abi", "abi3", "--abi", "none"]
-        for plat in platform_tags(target):
-            cmd += ["--platform", plat]
-        r = subprocess.run(cmd + ["pip", *reqs], capture_output=True, text=True, check=False)
-        if r.returncode != 0:
-            raise LmdevError(f"cannot gather lmdev's dependencies for the remote ({target.tag}): "
-                             f"{r.stderr.strip()[-400:]}",
-                             "this machine needs a package index (or a local mirror) to build the bundle")
-        atomic_write_text(done, "\n".join(reqs) + "\n")
-    return sorted(p for p in out.glob("*.whl"))
+    out = cache_dir() / "bundles" / f"deps-{target.tag}-{key}.tar"
+    if out.is_file():
+        return out
+    python = f"{target.version[0]}.{target.version[1]}"
+    platform = uv_platform(target)
+    lock = inst.resolve("uv", inst.Target(sys.executable, python, Path(sys.prefix), platform), [*reqs, "pip"],
+                        load_sources(Path.cwd()))
+    lock.tool = {"environment": "lmdev-remote", "python": python, "platform": platform}
+    lock.requires_python = f"=={python}.*"
+    build_lock_bundle(out, lock)
+    return out
 
 
 def make_bundle(target: Target) -> Bundle:
     """Everything a remote without internet needs to run this lmdev."""
     fp = fingerprint()
     reqs = requirements()
-    wheel = build_wheel(fp)
-    return Bundle(wheel=wheel, wheelhouse=download_wheelhouse(target, reqs), requirements=reqs,
-                  fingerprint=fp)
+    return Bundle(wheel=build_wheel(fp), deps=deps_bundle(target, reqs), requirements=reqs, fingerprint=fp)
 
 
 def wheel_name_ok(name: str) -> bool:

@@ -1,10 +1,11 @@
 """``lmdev cluster``: several remotes as one distributed environment.
 
-``check`` asks every node at once: reachable, the same lmdev (version and code fingerprint),
-clock skew against this machine, /dev/shm, a free rendezvous port on the first node, and a real
-all-reduce across all nodes with its bandwidth. ``train`` sends the project to every node and runs
-torchrun there with node ranks and a static rendezvous on the first node; the run is recorded by
-rank 0 and pulled into the local store, with every node's log beside it.
+``check`` asks every node at once: reachable, the same lmdev (version and code fingerprint), the
+same environment lock (``lmdev remote setup``), clock skew against this machine, /dev/shm, a free
+rendezvous port on the first node, and a real all-reduce across all nodes with its bandwidth.
+``train`` sends the project to every node and runs torchrun there with node ranks and a static
+rendezvous on the first node; the run is recorded by rank 0 and pulled into the local store, with
+every node's log beside it.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def _node_findings(rep: CheckReport, nodes: list[Node], infos: list[dict[str, An
         name = n.remote.name
         rep.nodes.append({"name": name, "hostname": info["hostname"], "lmdev_version": info["lmdev_version"],
                           "fingerprint": info["fingerprint"], "python": info["python"],
-                          "clock_skew_seconds": round(skew, 4), "shm_free": info["shm_free"]})
+                          "clock_skew_seconds": round(skew, 4), "shm_free": info["shm_free"],
+                          "lock_digest": info.get("lock_digest")})
         rep.findings.append(Finding("reachable", True, f"{n.remote.target} answers", node=name))
         same = info["fingerprint"] == here
         rep.findings.append(Finding("same lmdev", same, f"{info['lmdev_version']} ({info['fingerprint']}), "
@@ -128,6 +130,32 @@ def _node_findings(rep: CheckReport, nodes: list[Node], infos: list[dict[str, An
         rep.findings.append(Finding("/dev/shm", shm is not None and shm >= MIN_SHM_BYTES,
                                     "missing" if shm is None else f"{shm / 2**30:.1f} GiB free",
                                     "give /dev/shm at least 512 MiB (docker: --shm-size=1g)", name))
+
+
+def lock_findings(digests: dict[str, str | None]) -> list[Finding]:
+    """Every node's environment lock (``lmdev remote setup``) must be the same: the most common
+    digest (the first node's on a tie) is the reference; each node that differs is named."""
+    from collections import Counter
+
+    names = list(digests)
+    if not names:
+        return []
+    counts = Counter(digests.values())
+    ref = max(counts, key=lambda d: (counts[d], d == digests[names[0]]))
+    if len(counts) == 1:
+        detail = (f"every node has lock {ref}" if ref else
+                  "no node has an environment lock yet (set them up with `lmdev remote setup NODE`)")
+        return [Finding("same environment", True, detail)]
+    holders = [n for n in names if digests[n] == ref]
+    out = []
+    for n in names:
+        if digests[n] != ref:
+            have = f"lock {digests[n]}" if digests[n] else "no lock"
+            want = f"lock {ref}" if ref else "no lock"
+            out.append(Finding("same environment", False, f"{have}, while {', '.join(holders)} "
+                               f"{'has' if len(holders) == 1 else 'have'} {want}",
+                               f"lmdev remote setup {n} (with the same stacks or --bundle TAR as the others)", n))
+    return out
 
 
 def _info_and_skew(_i: int, n: Node) -> tuple[dict[str, Any], float]:
@@ -147,6 +175,7 @@ def check(name: str, mbytes: float = 16.0, iters: int = 5) -> CheckReport:
     with nodes_of(name) as (c, nodes):
         pairs = _parallel(nodes, _info_and_skew)
         _node_findings(rep, nodes, [p[0] for p in pairs], [p[1] for p in pairs])
+        rep.findings += lock_findings({n.remote.name: p[0].get("lock_digest") for n, p in zip(nodes, pairs)})
         addr = master_addr(c, nodes[0].remote)
         free = ops.agent(nodes[0].conn, nodes[0].env, "port-free", str(c.port))["free"]
         rep.findings.append(Finding("rendezvous port", free, f"{addr}:{c.port} is {'free' if free else 'in use'}",

@@ -86,7 +86,8 @@ def check(name: str, accept_new: bool = False) -> dict[str, Any]:
     return {"name": name, "target": remote.target, "reachable": True, "connect_seconds": round(connect_s, 3),
             "round_trip_seconds": round(rtt, 4), "lmdev_version": env.version, "local_version": __version__,
             "fingerprint": env.info.get("fingerprint"), "bootstrapped": env.bootstrapped,
-            "python": env.info.get("python"), "hostname": env.info.get("hostname"), "root": env.root}
+            "python": env.info.get("python"), "hostname": env.info.get("hostname"), "root": env.root,
+            "lock_digest": env.info.get("lock_digest")}
 
 
 # -- project sync --------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Slurm through a login node (runs on the remote, inside the agent).
 
 A job becomes an sbatch script (the job's command, its folder, the remote store as LMDEV_HOME,
-``#SBATCH`` lines from ``--sbatch KEY=VALUE``); ``squeue`` says whether it is pending or running,
+``#SBATCH`` lines from ``--sbatch KEY=VALUE``; with ``--sbatch nodes=N`` the command runs under
+``srun`` once per node as ``lmdev train --nnodes N --node-rank $SLURM_NODEID``); ``squeue`` says whether it is pending or running,
 ``sacct`` how it ended; ``scancel`` stops it. The script writes its shell's pid before ``exec``
 so the run it records can be found by pid like a plain job's.
 """
@@ -26,16 +27,45 @@ def _cmd(spec: dict[str, Any], name: str) -> str:
     return os.path.join(folder, name) if folder else name
 
 
+def nodes(spec: dict[str, Any]) -> int:
+    """The node count asked with ``--sbatch nodes=N`` (1 when not asked)."""
+    value = str((spec.get("sbatch") or {}).get("nodes", "1")).split("-")[0]
+    if not value.isdigit() or int(value) < 1:
+        raise LmdevError(f"bad --sbatch nodes={value!r}", "give a number of nodes, e.g. --sbatch nodes=2")
+    return int(value)
+
+
+def multinode_command(spec: dict[str, Any], argv: list[str]) -> list[str]:
+    """The script's last lines for ``nodes`` > 1: ``srun`` starts one ``lmdev train`` per node (one
+    task each), which launches torchrun there with the node's rank; node 0 of the allocation is the
+    rendezvous, on a port derived from the job id."""
+    inner = (shlex.join(argv) + ' --nnodes "$SLURM_NNODES" --node-rank "$SLURM_NODEID" '
+             '--master-addr "$LMDEV_MASTER_ADDR" --master-port "$LMDEV_MASTER_PORT"')
+    return [f'LMDEV_MASTER_ADDR=$({shlex.quote(_cmd(spec, "scontrol"))} show hostnames "$SLURM_JOB_NODELIST" '
+            "| head -n 1)",
+            'LMDEV_MASTER_PORT=$((20000 + ${SLURM_JOB_ID:-0} % 20000))',
+            "export LMDEV_MASTER_ADDR LMDEV_MASTER_PORT",
+            "exec " + shlex.join([_cmd(spec, "srun"), "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+                                  "sh", "-c", "exec " + inner])]
+
+
 def script(job_dir: Path, spec: dict[str, Any], argv: list[str], env: dict[str, str]) -> str:
+    """The sbatch script: #SBATCH options, the project folder, the remote store, then the job
+    (through ``srun`` on every node when ``--sbatch nodes=N`` asks for more than one)."""
+    options = dict(spec.get("sbatch") or {})
     lines = ["#!/bin/sh", f"#SBATCH --job-name=lmdev-{job_dir.name}", f"#SBATCH --output={job_dir}/out.log",
              "#SBATCH --open-mode=append"]
-    for key, value in sorted((spec.get("sbatch") or {}).items()):
+    many = nodes(spec) > 1
+    if many:
+        options.setdefault("ntasks-per-node", "1")
+    for key, value in sorted(options.items()):
         if not _KEY.match(key) or "\n" in str(value):
             raise LmdevError(f"bad --sbatch option {key}={value!r}", "write --sbatch KEY=VALUE, e.g. partition=gpu")
         lines.append(f"#SBATCH --{key}={value}")
     lines += [f"cd {shlex.quote(spec['cwd'])} || exit 1"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
-    lines += [f"echo $$ > {shlex.quote(str(job_dir / 'pid'))}", "exec " + shlex.join(argv)]
+    lines += [f"echo $$ > {shlex.quote(str(job_dir / 'pid'))}"]
+    lines += multinode_command(spec, argv) if many else ["exec " + shlex.join(argv)]
     return "\n".join(lines) + "\n"
 
 

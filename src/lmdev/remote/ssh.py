@@ -169,7 +169,8 @@ class Connection:
     # -- files ---------------------------------------------------------------------------------
 
     def put(self, pairs: list[tuple[Path, str]]) -> None:
-        """Upload local files to remote paths (folders created as needed)."""
+        """Upload local files to remote paths (folders created as needed); each lands under a
+        temporary name and is renamed into place, so a dropped upload leaves no half file."""
         async def go() -> None:
             async with self._conn.start_sftp_client() as sftp:
                 made: set[str] = set()
@@ -178,7 +179,9 @@ class Connection:
                     if parent and parent not in made:
                         await sftp.makedirs(parent, exist_ok=True)
                         made.add(parent)
-                    await sftp.put(str(local), remote_path, preserve=True)
+                    part = f"{parent}/.{remote_path.rsplit('/', 1)[-1]}.part" if parent else f".{remote_path}.part"
+                    await sftp.put(str(local), part, preserve=True)
+                    await sftp.posix_rename(part, remote_path)
 
         try:
             call(go())

@@ -195,7 +195,13 @@ def open_bundle(tar_path: Path, dest: Path) -> dict:
     """Extract ``tar_path`` into ``dest`` safely and check every wheel's sha256; the manifest."""
     try:
         with tarfile.open(tar_path) as tar:
-            tar.extractall(dest, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, filter="data")
+            else:  # Python before 3.11.4 / 3.10.12 (Debian 12's 3.11.2): the same refusals by hand
+                for m in tar.getmembers():
+                    if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
+                        raise LmdevError(f"{tar_path}: unsafe member {m.name!r}", "rebuild it with `lmdev setup bundle`")
+                tar.extractall(dest)
     except (OSError, tarfile.TarError) as exc:
         raise LmdevError(f"cannot read the bundle {tar_path}: {exc}", "rebuild it with `lmdev setup bundle`") from None
     try:
@@ -264,3 +270,24 @@ def install_bundle(tar_path: Path, venv: Path, project: Path | None = None, *, v
 
     opts = SetupOptions(project=project or venv.parent, venv=venv, verify=verify, installer=installer)
     return install_from_bundle(tar_path, opts)
+
+
+def build_lock_bundle(out: Path, lock: Lock, env: str = "main") -> BundleInfo:
+    """A bundle of one lock, with no setup plan: the same format, the same sha256 checks (``lmdev
+    remote`` ships lmdev's own dependencies to a host without an index this way). The lock's
+    ``[tool.lmdev]`` table names the target's ``python`` and ``platform``."""
+    from lmdev.setup.lock import write_lock
+
+    python = str(lock.tool.get("python") or f"{sys.version_info[0]}.{sys.version_info[1]}")
+    with tempfile.TemporaryDirectory(prefix="lmdev-bundle-") as tmp:
+        stage = Path(tmp)
+        (stage / "wheels").mkdir()
+        lines, files = _collect_wheels(lock, stage / "wheels", supported_tags(python, lock.tool.get("platform")))
+        req = f"requirements.{env}.txt"
+        atomic_write_text(stage / req, "\n".join(lines) + "\n")
+        write_lock(stage / lock_name(env), lock)
+        manifest = {"format": FORMAT, "python": python, "files": files,
+                    "environments": {env: {"lock": lock_name(env), "requirements": req, "python": python,
+                                           "platform": lock.tool.get("platform")}}}
+        atomic_write_text(stage / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return _write_tar(out, stage, manifest)

@@ -50,3 +50,27 @@ def test_state_from_squeue_and_sacct(tmp_path, squeue, sacct, want):
 def test_missing_slurm_commands_name_the_option(tmp_path):
     with pytest.raises(LmdevError, match="--slurm-bin"):
         slurm.state({"slurm_id": "1", "slurm_bin": str(tmp_path)})
+
+
+def test_several_nodes_run_lmdev_train_under_srun_with_each_nodes_rank(tmp_path):
+    import shlex
+    import subprocess
+
+    fake_python = tmp_path / "python"  # prints the arguments it gets, one a line
+    fake_python.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake_python.chmod(0o755)
+    spec = {"cwd": "/p", "sbatch": {"nodes": "2"}, "slurm_bin": "/opt/slurm/bin"}
+    text = slurm.script(tmp_path / "j", spec, [str(fake_python), "-m", "lmdev", "train", "c.yaml"], {})
+    lines = text.splitlines()
+    assert "#SBATCH --nodes=2" in lines and "#SBATCH --ntasks-per-node=1" in lines
+    assert "/opt/slurm/bin/scontrol show hostnames" in text
+    srun = shlex.split(lines[-1])
+    assert srun[:2] == ["exec", "/opt/slurm/bin/srun"] and srun[-3:-1] == ["sh", "-c"]
+    # what srun runs on each node, there with that node's SLURM_NODEID
+    env = {"SLURM_NNODES": "2", "SLURM_NODEID": "1", "LMDEV_MASTER_ADDR": "node01", "LMDEV_MASTER_PORT": "21234"}
+    got = subprocess.run(["sh", "-c", srun[-1]], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert got == ["-m", "lmdev", "train", "c.yaml", "--nnodes", "2", "--node-rank", "1",
+                   "--master-addr", "node01", "--master-port", "21234"]
+    assert slurm.nodes({"sbatch": {"nodes": "3-4"}}) == 3
+    with pytest.raises(LmdevError, match="nodes"):
+        slurm.nodes({"sbatch": {"nodes": "many"}})
