@@ -38,9 +38,13 @@ from lmdev.compress.variant import TorchRunner, module_bytes
 
 
 def gpt2_source(small: bool, steps: int, folder: Path) -> Any:
+    """The GPT-2 shape, trained ``steps`` steps and saved to ``folder`` (reused when already there)."""
     import transformers
 
     transformers.logging.set_verbosity_error()
+    if (folder / "config.json").is_file():
+        print(f"  reusing the model saved in {folder}", file=sys.stderr)
+        return resolve(f"hf:{folder}", data="synthetic")
     shape = dict(n_layer=4, n_embd=256, n_head=4) if small else dict(n_layer=12, n_embd=768, n_head=12)
     cfg = transformers.GPT2Config(vocab_size=50257, n_positions=1024, **shape)
     torch.manual_seed(0)
@@ -53,6 +57,7 @@ def gpt2_source(small: bool, steps: int, folder: Path) -> Any:
     order = Batches(len(data.train), 8, 0)
     model.train()
     t0 = time.perf_counter()
+    loss = torch.tensor(float("nan"))
     for step in range(steps):
         x, y = data.train.batch(order.indices(step))
         logits = model(input_ids=x, use_cache=False).logits
