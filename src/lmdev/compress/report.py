@@ -122,6 +122,10 @@ def cost(v: VariantReport, target: str) -> float | None:
         return float(m.file_bytes)
     if target == "memory":
         return float(m.peak_memory_bytes if m.peak_memory_bytes is not None else m.memory_bytes)
+    if v.speedup and v.speedup[0] > 0:
+        # batch-1 latency relative to fp32 timed in alternation with it: p50s taken at different moments
+        # of a shared machine's load are not comparable with each other, the paired ratios are
+        return 1.0 / v.speedup[0]
     return m.latency[0].p50_ms if m.latency else None
 
 
@@ -283,7 +287,7 @@ def scatter_svg(report: Report, w: int = 520, h: int = 300) -> str:
                    f"y='{xy(c, q)[1] + 4:.1f}' font-size='11'>{html.escape(v.backend)}</text>" for v, c, q in pts)
     front = sorted((xy(c, q) for v, c, q in pts if v.pareto))
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in front)
-    unit = {"latency": "batch-1 p50 latency, ms (log)", "size": "file size, bytes (log)",
+    unit = {"latency": "batch-1 p50 latency, x fp32 (log)", "size": "file size, bytes (log)",
             "memory": "weights in memory, bytes (log)"}[report.target]
     return (f"<svg width='{w}' height='{h}' xmlns='http://www.w3.org/2000/svg'><polyline points='{line}' fill='none' "
             f"stroke='#d33'/>{dots}<text x='50' y='{h - 10}' font-size='12'>{unit}; down = worse quality</text></svg>")
