@@ -10,7 +10,8 @@ variants) are imported, so they are what the variant itself costs:
 - ``load_peak_bytes``: the peak while reading the folder and building the model (an int8 torch
   variant is built in fp32 first, so its load peak is above its running size);
 - ``run_peak_bytes``: the peak while running the large batch, the load's peak forgotten
-  (``/proc/self/clear_refs``), i.e. the weights held plus activations and workspace;
+  (memory freed while loading handed back with ``malloc_trim``, then ``/proc/self/clear_refs``),
+  i.e. the weights held plus activations and workspace;
 - ``peak_bytes``: the larger of the two.
 
 Run as ``python -m lmdev.compress.memprobe`` with a JSON request on stdin (what ``peak_memory``
@@ -68,6 +69,19 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def _release_freed() -> None:
+    """Hand memory freed while loading (an int8 variant's fp32 build) back to the system, so the run's
+    figure is what the variant holds, not what the allocator kept."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the run's figure may include the allocator's keep
+        pass
+
+
 def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size
 
@@ -90,6 +104,7 @@ def probe(request: dict[str, Any]) -> dict[str, int]:
     base = _status_kb("VmRSS")
     model = formats.read_any(Path(request["folder"]), ModelSpec.from_dict(request["spec"]), load)
     load_peak = _status_kb("VmHWM")
+    _release_freed()
     _reset_peak()
     run_base = _status_kb("VmRSS")
     with torch.inference_mode():
