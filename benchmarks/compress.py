@@ -38,9 +38,13 @@ from lmdev.compress.variant import TorchRunner, module_bytes
 
 
 def gpt2_source(small: bool, steps: int, folder: Path) -> Any:
+    """The GPT-2 shape, trained ``steps`` steps and saved to ``folder`` (reused when already there)."""
     import transformers
 
     transformers.logging.set_verbosity_error()
+    if (folder / "config.json").is_file():
+        print(f"  reusing the model saved in {folder}", file=sys.stderr)
+        return resolve(f"hf:{folder}", data="synthetic")
     shape = dict(n_layer=4, n_embd=256, n_head=4) if small else dict(n_layer=12, n_embd=768, n_head=12)
     cfg = transformers.GPT2Config(vocab_size=50257, n_positions=1024, **shape)
     torch.manual_seed(0)
@@ -53,6 +57,7 @@ def gpt2_source(small: bool, steps: int, folder: Path) -> Any:
     order = Batches(len(data.train), 8, 0)
     model.train()
     t0 = time.perf_counter()
+    loss = torch.tensor(float("nan"))
     for step in range(steps):
         x, y = data.train.batch(order.indices(step))
         logits = model(input_ids=x, use_cache=False).logits
@@ -106,24 +111,29 @@ def show(title: str, report: Report, anchors: list[dict[str, Any]]) -> None:
           f"batches {' and '.join(str(lt.batch) for lt in base.latency)}")
     print(f"fp32: file {base.file_bytes / 1e6:.2f} MB, batch-1 p50 {base.latency[0].p50_ms:.3g} ms, "
           f"batch-N p50 {base.latency[-1].p50_ms:.3g} ms, {q.metric if q else ''} {q.value if q else ''}")
-    print("| variant | size | latency b=1 | latency b=N | metric | change | top-1 agree | verdict |")
-    print("|---|---|---|---|---|---|---|---|")
+    if base.peak_memory_bytes is not None:
+        print(f"fp32 peak memory (fresh process, load + one batch-N call): {base.peak_memory_bytes / 1e6:.0f} MB")
+    print("| variant | size | latency b=1 | latency b=N | peak memory | metric | change | top-1 agree | logit err "
+          "| verdict |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for v in report.variants:
         m = v.measurement
         if m is None:
-            print(f"| {v.backend} | - | - | - | - | - | - | failed: {v.error} |")
+            print(f"| {v.backend} | - | - | - | - | - | - | - | - | failed: {v.error} |")
             continue
         pick = " **(lmdev's pick)**" if v.backend == report.chosen else ""
         lat = [f"{1 / s:.2f}x" for s in v.speedup]
         qq = m.quality
-        print(f"| {v.backend}{pick} | {v.size_ratio:.2f}x | {lat[0]} | {lat[-1]} | "
+        peak = "-" if v.peak_memory_ratio is None else f"{v.peak_memory_ratio:.2f}x"
+        print(f"| {v.backend}{pick} | {v.size_ratio:.2f}x | {lat[0]} | {lat[-1]} | {peak} | "
               f"{qq.value if qq and qq.value is not None else '-':.4g} | "
               f"{'-' if v.quality_drop is None else f'{-v.quality_drop:+.2f}'} | "
-              f"{'-' if not qq or qq.top1_agreement is None else f'{qq.top1_agreement:.1%}'} | {v.verdict} |")
+              f"{'-' if not qq or qq.top1_agreement is None else f'{qq.top1_agreement:.1%}'} | "
+              f"{'-' if not qq or qq.rel_logit_error is None else f'{qq.rel_logit_error:.2%}'} | {v.verdict} |")
     for a in anchors:
         lat = " / ".join(f"{r:.2f}x" for r in a["latency_ratio"])
-        print(f"| anchor: {a['name']} | {a['weights_ratio']:.2f}x (weights) | {lat} | | {a['metric'] or 0:.4g} | | "
-              f"logit err {a['rel_logit_error'] or 0:.2%} | |")
+        print(f"| anchor: {a['name']} | {a['weights_ratio']:.2f}x (weights) | {lat} | | - | {a['metric'] or 0:.4g} | | "
+              f"| {a['rel_logit_error'] or 0:.2%} | |")
     for n in report.notes:
         print(f"note: {n}")
 
@@ -143,16 +153,23 @@ def main() -> int:
     ap.add_argument("--skip-gpt", action="store_true", help="only the MLPs")
     ap.add_argument("--skip-mlp", action="store_true", help="only the GPT-2 shape")
     ap.add_argument("--json", metavar="PATH", help="write every report here")
+    ap.add_argument("--gpt-dir", metavar="DIR", help="save the trained GPT-2 shape here, or reuse the one saved there")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes (a process per variant)")
+    ap.add_argument("--skip-backend", action="append", default=[], metavar="NAME",
+                    help="leave a quantisation backend out (e.g. torchao-int8, many times slower on CPUs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.skip_backend:
+        _skip_backends(set(args.skip_backend))
     reports: dict[str, Any] = {}
     results: list[bool] = []
-    opts = dict(budget_s=args.budget, record=False, threads=args.threads)
+    opts = dict(budget_s=args.budget, record=False, threads=args.threads, memory=not args.no_memory)
 
     if not args.skip_gpt:
         with tempfile.TemporaryDirectory() as tmp:
             print("GPT-2 shape: training", file=sys.stderr)
-            src = gpt2_source(args.small, args.gpt_steps or (60 if args.small else 30), Path(tmp))
+            src = gpt2_source(args.small, 60 if args.gpt_steps is None and args.small else
+                              12 if args.gpt_steps is None else args.gpt_steps, Path(args.gpt_dir or tmp))
             rep = compress_source(src, Options(method="quantize", max_drop=2.0, batch=args.gpt_batch, **opts), _say)
             ev = ms.make_eval_set(src, args.gpt_batch)
             show("GPT-2 shape" + (" (small)" if args.small else " (124M)"), rep,
@@ -192,6 +209,18 @@ def _finish(args: argparse.Namespace, reports: dict[str, Any], results: list[boo
         Path(args.json).write_text(json.dumps(reports, indent=1))
     print(f"\n{sum(results)} of {len(results)} budgets met")
     return 0
+
+
+def _skip_backends(names: set[str]) -> None:
+    from lmdev.compress import quantize
+
+    every = quantize.candidates
+
+    def fewer(*a: Any, **kw: Any) -> list[tuple[str, Any]]:
+        return [(b, make) for b, make in every(*a, **kw) if b not in names]
+
+    quantize.candidates = fewer  # type: ignore[assignment]
+    print(f"  leaving out: {', '.join(sorted(names))}", file=sys.stderr)
 
 
 def _say(message: str) -> None:

@@ -37,6 +37,7 @@ def test_quantise_a_run_write_load_eval_and_record(trained):
     (v,) = doc["variants"]
     assert v["measurement"]["file_bytes"] < 0.5 * doc["baseline"]["measurement"]["file_bytes"]
     assert v["measurement"]["quality"]["top1_agreement"] > 0.95
+    assert v["measurement"]["peak_memory_bytes"] > 0 and doc["baseline"]["measurement"]["peak_memory_bytes"] > 0
     out = cwd / "out/int8"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"]["backend"] == "torch.ao-int8" and manifest["run_id"] == doc["run_id"]
@@ -53,7 +54,7 @@ def test_quantise_a_run_write_load_eval_and_record(trained):
     run = json.loads(shown.stdout)
     assert run["parent_id"] == doc["source"]["run_id"] and "lmdev-compress" in run["tags"]
 
-    ev = run_lmdev("compress", "eval", "out/int8", "--json", *FAST, cwd=cwd, env=env)
+    ev = run_lmdev("compress", "eval", "out/int8", "--json", "--no-memory", *FAST, cwd=cwd, env=env)
     assert ev.returncode == 0, ev.stderr
     again = json.loads(ev.stdout)
     assert again["variants"][0]["backend"] == "torch.ao-int8"
@@ -77,6 +78,10 @@ def test_bad_input_exits_2_and_writes_nothing(trained, tmp_path):
     (hf / "pytorch_model.bin").write_bytes(b"\x80\x04K.")
     r = run_lmdev("compress", f"hf:{hf}", cwd=cwd, env=env)
     assert r.returncode == 2 and "pickled" in r.stderr
+
+    r = run_lmdev("compress", "digits-mlp", "--backend", "torch-fp8", "-o", "out/f", cwd=cwd, env=env)
+    assert r.returncode == 2 and "fp8" in r.stderr and "GPU" in r.stderr and "Traceback" not in r.stderr
+    assert not (cwd / "out/f").exists()
 
     r = run_lmdev("compress", "no-such-run", cwd=cwd, env=env)
     assert r.returncode == 2 and "no run matches" in r.stderr

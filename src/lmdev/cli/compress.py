@@ -25,7 +25,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=1.0, metavar="PCT",
                    help="allowed quality loss: accuracy points, or percent of perplexity/loss (default 1)")
     p.add_argument("--backend", metavar="NAME", help="force one backend: torch-bf16, torch-fp16, torch.ao-int8, "
-                   "torchao-int8, onnxruntime-fp32, onnxruntime-int8, pruned, distilled")
+                   "torchao-int8, onnxruntime-fp32, onnxruntime-int8, int4-weights, pruned, distilled "
+                   "(torch-fp8 and sparse-2:4 need a GPU)")
     p.add_argument("-o", "--out", metavar="OUT", help="write the chosen variant here (safetensors/ONNX + manifest)")
     p.add_argument("--ratio", type=float, default=0.5, help="prune: fraction of hidden channels removed (default 0.5)")
     p.add_argument("--steps", type=int, metavar="N", help="prune: fine-tune steps; distill: training steps")
@@ -35,6 +36,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="TYPE", help="evaluation data, e.g. text:PATH (needed for a metric on hf:)")
     p.add_argument("--home", metavar="DIR", help="the run store folder (default: $LMDEV_HOME or ./.lmdev)")
     p.add_argument("--no-record", action="store_true", help="do not record the variant as a run")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the peak-memory measurement (a fresh process per variant)")
     p.add_argument("--json", action="store_true", help="print one JSON document (docs/schemas/compress.md)")
     p.add_argument("--html", metavar="PATH", help="also write the report as an HTML page")
     return p
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     opts = Options(method=args.method, target=args.target, max_drop=args.max_drop, backend=args.backend,
                    out=Path(args.out) if args.out else None, batch=args.batch, budget_s=args.budget,
                    threads=args.threads, ratio=args.ratio, steps=args.steps, data=args.data, home=args.home,
-                   record=not args.no_record)
+                   record=not args.no_record, memory=not args.no_memory)
     report = compress(args.source, opts, progress=None if args.json else _progress)
     return _render(report, args, wanted_out=opts.out is not None)
 
@@ -85,5 +88,6 @@ def _eval(args: argparse.Namespace) -> int:
     from lmdev.compress.evaluate import evaluate_output
 
     report = evaluate_output(Path(args.variant), threads=args.threads, budget_s=args.budget,
-                             batch=args.batch, home=args.home, data=args.data)
+                             batch=args.batch, home=args.home, data=args.data,
+                             memory=not args.no_memory)
     return _render(report, args, wanted_out=False)

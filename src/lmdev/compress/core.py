@@ -37,6 +37,7 @@ class Options:
     data: str | None = None  # evaluation data for hf: sources (a data type, e.g. text:PATH)
     home: str | None = None
     record: bool = True
+    memory: bool = True  # measure each variant's peak memory in a fresh process (a few seconds each)
 
 
 Progress = Callable[[str], None]
@@ -70,6 +71,9 @@ def compress_source(source: Source, opts: Options, say: Progress) -> Report:
             if variant is not None:
                 made[backend] = variant
         report = assemble(source, opts, base_variant, base_m, reports)
+        if opts.method in ("auto", "quantize") and not torch.cuda.is_available():
+            report.notes.append("fp8 and 2:4 sparsity: not measured (they need a GPU with fp8 / sparse tensor cores; "
+                                "this machine has none)")
         chosen = choose(report.variants, opts.target, opts.backend)
         report.chosen = chosen.backend if chosen else None
         if chosen and opts.out is not None:
@@ -80,6 +84,7 @@ def compress_source(source: Source, opts: Options, say: Progress) -> Report:
 def _makers(source: Source, opts: Options, ev: ms.EvalSet, work: Path) -> list[tuple[str, Callable[[], Any]]]:
     from lmdev.compress import quantize
 
+    quantize.check_gpu_only(opts.backend)
     example = ev.latency_inputs[0]
     out: list[tuple[str, Callable[[], Any]]] = []
     if opts.method in ("quantize", "auto"):
@@ -116,12 +121,36 @@ def baseline_variant(source: Source) -> Variant:
 def measure_variant(v: Variant, ev: ms.EvalSet, work: Path, base_out: list[torch.Tensor] | None,
              opts: Options, base: Variant | None = None) -> tuple[ms.Measurement, list[torch.Tensor]]:
     folder = work / f"size-{v.backend}"
-    if not folder.exists():
-        folder.mkdir()
-        v.write(folder)
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = work / f"size-{v.backend}-{n}"
+    folder.mkdir()
+    load = v.write(folder)
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-    return ms.measure(v.runner, ev, size, v.memory_bytes, base_out, opts.budget_s,
-                      base.runner if base is not None else None)
+    m, outs = ms.measure(v.runner, ev, size, v.memory_bytes, base_out, opts.budget_s,
+                         base.runner if base is not None else None)
+    if opts.memory:
+        _measure_peak(m, v, folder, load, ev, work)
+    return m, outs
+
+
+def _measure_peak(m: ms.Measurement, v: Variant, folder: Path, load: dict[str, Any], ev: ms.EvalSet,
+                  work: Path) -> None:
+    """The variant's peak memory, loaded from what it wrote, in a fresh process."""
+    from safetensors.torch import save_file
+
+    from lmdev.compress.memprobe import peak_memory
+
+    inputs = work / "memprobe-inputs.safetensors"
+    if not inputs.exists():
+        save_file({"x": ev.latency_inputs[-1].contiguous()}, str(inputs))
+    peak, why = peak_memory(folder, v.spec.to_dict(), load, inputs, torch.get_num_threads())
+    if peak is None:
+        v.notes.append(str(why))
+        return
+    m.peak_memory_bytes, m.load_peak_bytes, m.run_peak_bytes = peak.peak_bytes, peak.load_peak_bytes, \
+        peak.run_peak_bytes
 
 
 def _try_variant(backend: str, make: Callable[[], Any], ev: ms.EvalSet, work: Path, base_out: list[torch.Tensor],
@@ -147,7 +176,8 @@ def assemble(source: Source, opts: Options, base_variant: Variant, base_m: ms.Me
     from lmdev.train.models import count_parameters
 
     base = VariantReport(base_variant.name, "baseline", "torch-fp32", {"dtype": "fp32"}, base_m,
-                         speedup=[1.0] * len(base_m.latency), size_ratio=1.0, memory_ratio=1.0, quality_drop=0.0,
+                         speedup=[1.0] * len(base_m.latency), size_ratio=1.0, memory_ratio=1.0,
+                         peak_memory_ratio=1.0 if base_m.peak_memory_bytes else None, quality_drop=0.0,
                          verdict="baseline")
     for r in reports:
         judge(r, base_m, opts.max_drop)

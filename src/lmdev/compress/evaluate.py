@@ -20,14 +20,15 @@ from lmdev.errors import LmdevError
 
 
 def evaluate_output(out: Path, *, threads: int | None = None, budget_s: float = 1.0, batch: int | None = None,
-                    home: str | None = None, data: str | None = None) -> Report:
+                    home: str | None = None, data: str | None = None, memory: bool = True) -> Report:
     if threads:
         torch.set_num_threads(threads)
     loaded = load_variant(out)
     manifest = loaded.manifest
     source = _source_of(manifest, out, home, data)
     variant = _as_variant(loaded.model, manifest, out)
-    opts = Options(method="eval", budget_s=budget_s, batch=batch, home=home, data=data, record=False)
+    opts = Options(method="eval", budget_s=budget_s, batch=batch, home=home, data=data, record=False,
+                   memory=memory)
     ev = ms.make_eval_set(source, batch)
     with tempfile.TemporaryDirectory(prefix="lmdev-compress-eval-") as tmp:
         work = Path(tmp)

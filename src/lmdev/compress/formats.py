@@ -4,6 +4,7 @@ format        files               read back by
 torch         model.safetensors   build the architecture, cast to dtype, load the weights
 torch.ao-int8 model.safetensors   build, linearize, load fp32 parts, quantize_dynamic, set the stored int8 weights
 torchao-int8  model.safetensors   build, linearize, load fp32 parts, torchao quantize_, set the stored int8 weights
+int4-weights  model.safetensors   build, load the fp32 parts, unpack and dequantise the int4 groups
 onnx          model.onnx          onnxruntime.InferenceSession
 """
 
@@ -54,15 +55,21 @@ def read_torch(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module
 # --------------------------------------------------------------------------- int8
 
 
-def write_int8(quantized: nn.Module, fp32_rest: nn.Module, folder: Path, fmt: str) -> dict[str, Any]:
+def write_int8(quantized: nn.Module, fp32_rest: nn.Module, folder: Path, fmt: str,
+               tied: dict[str, str] | None = None) -> dict[str, Any]:
     """``quantized``: the int8 model; ``fp32_rest``: the linearized fp32 model it came from (for the
-    tensors that stayed fp32)."""
+    tensors that stayed fp32); ``tied``: {int8 head: embedding} whose embedding is the head's
+    dequantised weight, so it is not stored."""
     int8 = _int8_tensors(quantized, fmt)
     quantized_names = {k.rsplit(".", 2)[0] for k in int8}
+    skip = {f"{emb}.weight" for emb in (tied or {}).values()}
     rest = {k: v for k, v in fp32_rest.state_dict().items()
-            if k.rsplit(".", 1)[0] not in quantized_names}
+            if k.rsplit(".", 1)[0] not in quantized_names and k not in skip}
     save_file({**unique_tensors(rest), **int8}, str(folder / "model.safetensors"))
-    return {"format": fmt, "dtype": "int8", "quantized_layers": sorted(quantized_names)}
+    out: dict[str, Any] = {"format": fmt, "dtype": "int8", "quantized_layers": sorted(quantized_names)}
+    if tied:
+        out["embeddings_from_heads"] = dict(tied)
+    return out
 
 
 def _int8_tensors(model: nn.Module, fmt: str) -> dict[str, torch.Tensor]:
@@ -107,6 +114,7 @@ def read_int8(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
             zp = int(tensors[f"{name}.weight.zero_point"][0])
             q = torch.quantize_per_tensor(_dequant(tensors, name, fmt), scale, zp, torch.qint8)
             m.set_weight_bias(q, tensors.get(f"{name}.weight.bias"))
+        transforms.embed_from_int8_heads(model, load.get("embeddings_from_heads") or {})
     else:
         model = transforms.torchao_int8(model)
         with torch.no_grad():
@@ -130,6 +138,76 @@ def _dequant(tensors: dict[str, torch.Tensor], name: str, fmt: str) -> torch.Ten
     if fmt == "torch.ao-int8":
         return (q - float(zp[0])) * float(scale[0])
     return (q - zp.float()) * scale.float()
+
+
+# --------------------------------------------------------------------------- int4 storage
+
+INT4_GROUP = 32  # weights per scale: symmetric int4 in groups of 32 along a matrix's last dimension
+INT4_MIN_NUMEL = 1024  # smaller tensors (biases, norms, tiny matrices) stay fp32
+
+
+def int4_quantize(w: torch.Tensor, group: int = INT4_GROUP) -> tuple[torch.Tensor, torch.Tensor]:
+    """(packed uint8 [rows, ceil(cols/group)*group/2], fp16 scales [rows, groups]) of a 2-D tensor:
+    each group of ``group`` values is scaled by max|w|/7 and rounded to -8..7, two values per byte."""
+    rows, cols = w.shape
+    padded = -(-cols // group) * group
+    g = torch.nn.functional.pad(w.detach().float(), (0, padded - cols)).view(rows, -1, group)
+    scale = (g.abs().amax(-1, keepdim=True) / 7.0).to(torch.float16).float()
+    q = torch.where(scale > 0, torch.round(g / scale.clamp_min(1e-30)), torch.zeros_like(g)).clamp(-8, 7)
+    u = (q.to(torch.int16) + 8).to(torch.uint8).view(rows, padded)
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous(), scale.squeeze(-1).to(torch.float16).contiguous()
+
+
+def int4_dequantize(packed: torch.Tensor, scale: torch.Tensor, shape: list[int],
+                    group: int = INT4_GROUP) -> torch.Tensor:
+    """The fp32 tensor of ``shape`` that ``int4_quantize`` packed (exactly what was measured)."""
+    rows, cols = shape
+    u = torch.stack([packed & 0x0F, packed >> 4], dim=-1).view(rows, -1, group)
+    w = (u.to(torch.float32) - 8.0) * scale.float().unsqueeze(-1)
+    return w.view(rows, -1)[:, :cols].contiguous()
+
+
+def int4_targets(state: dict[str, torch.Tensor]) -> list[str]:
+    """The tensors stored as int4: float matrices of at least INT4_MIN_NUMEL values."""
+    return [k for k, v in state.items() if v.dim() == 2 and v.is_floating_point() and v.numel() >= INT4_MIN_NUMEL]
+
+
+def int4_round_trip(module: nn.Module) -> list[str]:
+    """Replace every int4 target weight of ``module`` by its int4 round trip (in place; tied
+    weights once); returns the names quantised."""
+    state = unique_tensors(module.state_dict())
+    names = int4_targets(state)
+    params = dict(module.named_parameters(remove_duplicate=False)) | dict(module.named_buffers())
+    with torch.no_grad():
+        for name in names:
+            w = params[name]
+            w.copy_(int4_dequantize(*int4_quantize(w), list(w.shape)).to(w.dtype))
+    return names
+
+
+def write_int4(module: nn.Module, folder: Path) -> dict[str, Any]:
+    state = unique_tensors(module.state_dict())
+    names = set(int4_targets(state))
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k in names:
+            out[f"{k}.int4"], out[f"{k}.int4_scale"] = int4_quantize(v)
+        else:
+            out[k] = v
+    save_file(out, str(folder / "model.safetensors"))
+    return {"format": "int4-weights", "dtype": "int4", "group": INT4_GROUP,
+            "int4_tensors": {k: list(state[k].shape) for k in sorted(names)}}
+
+
+def read_int4(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
+    tensors = load_file(str(folder / "model.safetensors"))
+    group = int(load.get("group", INT4_GROUP))
+    state = {k: v for k, v in tensors.items() if not k.endswith((".int4", ".int4_scale"))}
+    for name, shape in load["int4_tensors"].items():
+        state[name] = int4_dequantize(tensors[f"{name}.int4"], tensors[f"{name}.int4_scale"], shape, group)
+    model = spec.build()
+    model.load_state_dict(state, strict=False)
+    return model.eval()
 
 
 # --------------------------------------------------------------------------- onnx
@@ -165,6 +243,8 @@ def read_any(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> Any:
         return read_torch(folder, spec, load)
     if fmt in ("torch.ao-int8", "torchao-int8"):
         return read_int8(folder, spec, load)
+    if fmt == "int4-weights":
+        return read_int4(folder, spec, load)
     if fmt == "onnx":
         return OnnxModel(folder / "model.onnx")
     from lmdev.errors import LmdevError

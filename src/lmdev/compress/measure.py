@@ -51,6 +51,10 @@ class Measurement:
     quality: Quality | None = None
     # the baseline timed in alternation with this variant (same moments, same load): the ratios use it
     paired_baseline: list[Latency] = field(default_factory=list)
+    # measured in a fresh process (lmdev.compress.memprobe): bytes above the process after its imports
+    peak_memory_bytes: int | None = None  # the larger of the two below
+    load_peak_bytes: int | None = None  # while loading the written variant
+    run_peak_bytes: int | None = None  # while running the large batch
 
 
 @dataclass

@@ -6,8 +6,11 @@ saying why; the caller measures every one and keeps what pays.
 - ``torch.ao-int8``: ``torch.ao.quantization.quantize_dynamic`` after Conv1D -> Linear;
 - ``torchao-int8``: torchao's int8 dynamic-activation / int8-weight (needs the torchao package);
 - ``onnxruntime-fp32`` / ``onnxruntime-int8``: ONNX export, then ONNX Runtime (int8 by its
-  dynamic quantiser).
-fp8 needs a GPU that has it and is not offered on CPUs."""
+  dynamic quantiser);
+- ``int4-weights``: every weight matrix stored as group-wise int4 in safetensors, dequantised to
+  fp32 when loaded: a size-only variant (it runs at fp32 speed, with fp32 memory).
+fp8 and 2:4 semi-structured sparsity are GPU features: asked for on a machine without a GPU they
+are refused with the reason (``check_gpu_only``)."""
 
 from __future__ import annotations
 
@@ -31,7 +34,27 @@ class BackendFailed(Exception):
     """A backend could not make its variant here; the message says why."""
 
 
-BACKENDS = ["torch-bf16", "torch-fp16", "torch.ao-int8", "torchao-int8", "onnxruntime-fp32", "onnxruntime-int8"]
+BACKENDS = ["torch-bf16", "torch-fp16", "torch.ao-int8", "torchao-int8", "onnxruntime-fp32", "onnxruntime-int8",
+            "int4-weights"]
+# backends that need GPU hardware: what they need, and why a CPU cannot stand in
+GPU_ONLY = {
+    "torch-fp8": "fp8 matmuls need a GPU with fp8 tensor cores (NVIDIA Hopper/Ada or newer); CPUs have no fp8 "
+                 "arithmetic, so an fp8 model here would be upcast on every call and only be slower",
+    "sparse-2:4": "2:4 semi-structured sparsity is sped up only by the sparse tensor cores of NVIDIA Ampere or "
+                  "newer GPUs; on a CPU the zeros are multiplied like any other weight",
+}
+
+
+def check_gpu_only(backend: str | None) -> None:
+    """Refuse a GPU-only backend with the reason (there is no GPU, or it is not built for GPUs yet)."""
+    if backend not in GPU_ONLY:
+        return
+    if not torch.cuda.is_available():
+        raise LmdevError(f"{backend} is not available on this machine: {GPU_ONLY[backend]}",
+                         "run lmdev compress on a machine with such a GPU; on this CPU use onnxruntime-int8, "
+                         "torch.ao-int8 or int4-weights")
+    raise LmdevError(f"{backend} is planned for GPUs but not built yet (not measured)",
+                     "use torch.ao-int8, torchao-int8 or onnxruntime-int8")
 
 
 def check_quantizable(model: nn.Module, method: dict[str, Any] | None) -> None:
@@ -49,6 +72,7 @@ def candidates(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workdir
         "torchao-int8": lambda: torchao_int8(spec, model),
         "onnxruntime-fp32": lambda: onnx_variant(spec, model, example, workdir, int8=False),
         "onnxruntime-int8": lambda: onnx_variant(spec, model, example, workdir, int8=True),
+        "int4-weights": lambda: int4_weights(spec, model),
     }
     if backend is not None:
         if backend not in makers:
@@ -102,6 +126,9 @@ def _probe_input(spec: ModelSpec) -> torch.Tensor:
 
 
 def ao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
+    """torch.ao dynamic int8 after Conv1D -> Linear. A head tied to the embedding is quantised once:
+    the embedding reads the head's dequantised int8 weight, so the matrix is stored once, in int8."""
+    tied = transforms.tied_heads(model)
     fp32 = transforms.linearize(copy.deepcopy(model)).eval()
     n_linear = len(transforms.linear_names(fp32))
     if not n_linear:
@@ -110,9 +137,13 @@ def ao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
         q = transforms.torch_ao_int8(fp32)
     except (RuntimeError, AssertionError) as exc:
         raise BackendFailed(f"torch.ao dynamic quantisation failed: {str(exc).splitlines()[0]}") from None
+    transforms.embed_from_int8_heads(q, tied)
+    settings: dict[str, Any] = {"dtype": "int8", "layers": n_linear,
+                                "scheme": "per-tensor affine weights, dynamic activations"}
+    if tied:
+        settings["embedding"] = "tied to the int8 head (dequantised for the lookup)"
     return Variant("int8 dynamic (torch.ao)", "quantize", "torch.ao-int8", TorchRunner(q),
-                   lambda f: formats.write_int8(q, fp32, f, "torch.ao-int8"), spec,
-                   {"dtype": "int8", "layers": n_linear, "scheme": "per-tensor affine weights, dynamic activations"},
+                   lambda f: formats.write_int8(q, fp32, f, "torch.ao-int8", tied), spec, settings,
                    q, module_bytes(q))
 
 
@@ -179,3 +210,18 @@ def onnx_variant(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workd
     return Variant(f"ONNX Runtime {label}", "quantize" if int8 else "export", f"onnxruntime-{label}", session,
                    partial(formats.write_onnx, path, load=load), spec,
                    {"dtype": label, "opset": 17}, None, path.stat().st_size)
+
+
+def int4_weights(spec: ModelSpec, model: nn.Module) -> Variant:
+    """Group-wise int4 storage of every weight matrix (tied ones once); measured as loaded: the
+    weights dequantised to fp32, so the latency and memory are fp32's and only the file shrinks."""
+    m = copy.deepcopy(model).eval()
+    names = formats.int4_round_trip(m)
+    if not names:
+        raise BackendFailed("the model has no weight matrix large enough to store as int4")
+    return Variant(f"int4 weights, groups of {formats.INT4_GROUP} (storage only)", "quantize", "int4-weights",
+                   TorchRunner(m), lambda f: formats.write_int4(m, f), spec,
+                   {"dtype": "int4", "group": formats.INT4_GROUP, "tensors": len(names),
+                    "runs_as": "fp32 (dequantised when loaded)"},
+                   m, module_bytes(m), notes=["size only: dequantised to fp32 when loaded, so it runs at fp32 speed "
+                                              "with fp32 memory"])

@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lmdev.compress.measure import Measurement, is_faster, quality_drop, speedup
+from lmdev.compress.measure import FASTER, Measurement, is_faster, quality_drop, speedup
 
 SCHEMA = "lmdev.compress/1"
 SMALL_MODEL = 1_000_000  # parameters: below this, per-call overheads dominate on CPUs
@@ -28,7 +28,8 @@ class VariantReport:
     measurement: Measurement | None = None
     speedup: list[float] = field(default_factory=list)  # baseline p50 / variant p50, per latency batch
     size_ratio: float | None = None  # variant file bytes / baseline's
-    memory_ratio: float | None = None
+    memory_ratio: float | None = None  # weights held in memory / baseline's
+    peak_memory_ratio: float | None = None  # peak memory (fresh process: load, run the large batch) / baseline's
     quality_drop: float | None = None  # accuracy: points lost; perplexity / loss: percent worse
     faster: bool = False
     within_drop: bool | None = None
@@ -77,6 +78,8 @@ def judge(v: VariantReport, base: Measurement, max_drop: float) -> None:
     v.speedup = speedup(m, base)
     v.size_ratio = m.file_bytes / base.file_bytes if base.file_bytes else None
     v.memory_ratio = m.memory_bytes / base.memory_bytes if base.memory_bytes else None
+    if m.peak_memory_bytes is not None and base.peak_memory_bytes:
+        v.peak_memory_ratio = m.peak_memory_bytes / base.peak_memory_bytes
     v.quality_drop = quality_drop(m, base)
     v.faster = is_faster(m, base)
     v.within_drop = within(v, max_drop)
@@ -86,8 +89,15 @@ def judge(v: VariantReport, base: Measurement, max_drop: float) -> None:
         parts.append(f"{best:.2f}x faster")
     else:
         parts.append(NO_SPEEDUP)
+        slowest = min(v.speedup, default=1.0)
+        if slowest > 0 and slowest <= FASTER:
+            parts.append(f"{1 / slowest:.2f}x slower")
     if v.size_ratio is not None and v.size_ratio < 0.95:
         parts.append(f"{v.size_ratio:.2f}x size")
+    elif v.size_ratio is not None and v.size_ratio > 1.05:
+        parts.append(f"{v.size_ratio:.2f}x larger")
+    if v.peak_memory_ratio is not None and v.peak_memory_ratio > 1.1:
+        parts.append(f"{v.peak_memory_ratio:.2f}x the peak memory")
     if v.within_drop is False:
         parts.append(f"quality drop beyond {max_drop:g}")
     v.verdict = "; ".join(parts)
@@ -111,7 +121,11 @@ def cost(v: VariantReport, target: str) -> float | None:
     if target == "size":
         return float(m.file_bytes)
     if target == "memory":
-        return float(m.memory_bytes)
+        return float(m.peak_memory_bytes if m.peak_memory_bytes is not None else m.memory_bytes)
+    if v.speedup and v.speedup[0] > 0:
+        # batch-1 latency relative to fp32 timed in alternation with it: p50s taken at different moments
+        # of a shared machine's load are not comparable with each other, the paired ratios are
+        return 1.0 / v.speedup[0]
     return m.latency[0].p50_ms if m.latency else None
 
 
@@ -131,8 +145,12 @@ def choose(variants: list[VariantReport], target: str, forced: str | None) -> Va
     if target == "latency":
         ok = [v for v in ok if v.faster]
     else:
-        ok = [v for v in ok if ((v.size_ratio if target == "size" else v.memory_ratio) or 1.0) < 0.95]
+        ok = [v for v in ok if ((v.size_ratio if target == "size" else _memory_ratio(v)) or 1.0) < 0.95]
     return min(ok, key=lambda v: cost(v, target) or math.inf, default=None)
+
+
+def _memory_ratio(v: VariantReport) -> float | None:
+    return v.peak_memory_ratio if v.peak_memory_ratio is not None else v.memory_ratio
 
 
 def summary_notes(report: Report, n_params: int) -> None:
@@ -146,6 +164,7 @@ def summary_notes(report: Report, n_params: int) -> None:
     for v in report.variants:
         if v.error:
             report.notes.append(f"{v.backend}: {v.error}")
+        report.notes.extend(f"{v.backend}: {n}" for n in v.notes)
 
 
 # --------------------------------------------------------------------------- views
@@ -169,13 +188,14 @@ def rows(report: Report) -> list[list[str]]:
         m = v.measurement
         mark = ("*" if v.pareto else "") + (">" if report.chosen == v.backend else "")
         if m is None:
-            out.append([mark, v.backend, "-", "-", "-", "-", "-", "-", v.verdict])
+            out.append([mark, v.backend, "-", "-", "-", "-", "-", "-", "-", v.verdict])
             continue
         lat = [f"{lt.p50_ms:.3g}" + (f" {1 / s:.2f}x" if s else "") for lt, s in
                zip(m.latency, v.speedup or [0.0] * len(m.latency))]
         q = m.quality
         out.append([mark, v.backend, _mb(m.file_bytes) + (f" {v.size_ratio:.2f}x" if v.size_ratio else ""),
                     *(lat + ["-"] * (2 - len(lat))),
+                    _mb(m.peak_memory_bytes) + (f" {v.peak_memory_ratio:.2f}x" if v.peak_memory_ratio else ""),
                     _metric(m) + ("" if v.quality_drop is None else f" {-v.quality_drop:+.2f}"),
                     "-" if q is None or q.top1_agreement is None else f"{q.top1_agreement * 100:.1f}%",
                     "-" if q is None or q.rel_logit_error is None else f"{q.rel_logit_error:.2%}",
@@ -183,7 +203,7 @@ def rows(report: Report) -> list[list[str]]:
     return out
 
 
-HEADERS = ["", "variant", "file", "b=1 p50 ms", "b=N p50 ms", "metric", "top-1 agree", "logit err", "verdict"]
+HEADERS = ["", "variant", "file", "b=1 p50 ms", "b=N p50 ms", "peak mem", "metric", "top-1 agree", "logit err", "verdict"]
 
 
 def render_text(report: Report, console: Any) -> None:
@@ -267,7 +287,7 @@ def scatter_svg(report: Report, w: int = 520, h: int = 300) -> str:
                    f"y='{xy(c, q)[1] + 4:.1f}' font-size='11'>{html.escape(v.backend)}</text>" for v, c, q in pts)
     front = sorted((xy(c, q) for v, c, q in pts if v.pareto))
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in front)
-    unit = {"latency": "batch-1 p50 latency, ms (log)", "size": "file size, bytes (log)",
+    unit = {"latency": "batch-1 p50 latency, x fp32 (log)", "size": "file size, bytes (log)",
             "memory": "weights in memory, bytes (log)"}[report.target]
     return (f"<svg width='{w}' height='{h}' xmlns='http://www.w3.org/2000/svg'><polyline points='{line}' fill='none' "
             f"stroke='#d33'/>{dots}<text x='50' y='{h - 10}' font-size='12'>{unit}; down = worse quality</text></svg>")

@@ -57,15 +57,35 @@ def test_variant_reads_back_as_measured(digits_source, tmp_path, backend):
     assert manifest["method"]["backend"] == backend and manifest["how_to_load"]
 
 
-def test_gpt_int8_keeps_the_embedding_exact_and_reads_back(gpt_source, tmp_path):
+def test_gpt_int8_stores_a_tied_embedding_once_as_int8_and_reads_back(gpt_source, tmp_path):
     s = gpt_source
+    (head, emb), = transforms.tied_heads(s.model).items()
     v = quantize.ao_int8(s.spec, s.model)
     out = write_variant(v, tmp_path / "gpt", s)
     model = load(out)
-    assert model.embed.weight.dtype == torch.float32
-    torch.testing.assert_close(model.embed.weight, s.model.embed.weight)
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert f"{emb}.weight" not in keys and f"{head}.weight.int8" in keys  # the matrix once, in int8
+    w = model.get_submodule(emb).weight
+    assert w.dtype == torch.float32 and torch.equal(w, model.get_submodule(head).weight().dequantize())
+    torch.testing.assert_close(w, s.model.get_submodule(emb).weight, atol=0.05, rtol=0)  # int8 of it
     x = _x(s, 4)
     torch.testing.assert_close(v.runner(x), model(x), atol=0, rtol=0)
+    gpt2 = pytest.importorskip("transformers")
+    cfg = gpt2.GPT2Config(vocab_size=2048, n_positions=16, n_embd=64, n_layer=1, n_head=2)
+    from lmdev.compress.source import ModelSpec
+    from lmdev.train.models import HFCausalLM
+
+    hf = HFCausalLM(gpt2.GPT2LMHeadModel(cfg)).eval()
+    spec = ModelSpec("hf", cfg.to_dict())
+    q = quantize.ao_int8(spec, hf)
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    q.write(folder)
+    fp32 = sum(p.numel() * 4 for p in hf.parameters())
+    assert (folder / "model.safetensors").stat().st_size < 0.3 * fp32  # embedding + head: one int8 matrix
 
 
 def test_onnx_int8_variant_loads_in_onnx_runtime(digits_source, tmp_path):

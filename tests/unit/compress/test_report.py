@@ -87,3 +87,32 @@ def test_eval_set_keeps_outputs_bounded_by_the_model_vocabulary(gpt_source):
     ev = ms.make_eval_set(hf)
     kept = sum(len(x) for x, _ in ev.batches) * 16 * 50257
     assert kept <= ms.MAX_LOGITS
+
+
+def test_slower_and_larger_are_said_plainly_and_memory_target_uses_the_peak():
+    base = _m(1.0, 10.0, 0.95, 1000)
+    base.peak_memory_bytes = 10_000
+    big = _m(3.0, 30.0, 0.95, 1800)
+    big.peak_memory_bytes = 25_000
+    lean = _m(1.0, 10.0, 0.95, 1000)
+    lean.memory_bytes = 2000  # more weights held, but a lower measured peak
+    lean.peak_memory_bytes = 5_000
+    vb, vl = VariantReport("big", "quantize", "big", measurement=big), VariantReport("lean", "q", "lean",
+                                                                                       measurement=lean)
+    judge(vb, base, 1.0)
+    judge(vl, base, 1.0)
+    assert "3.00x slower" in vb.verdict and "1.80x larger" in vb.verdict and "2.50x the peak memory" in vb.verdict
+    assert vl.peak_memory_ratio == 0.5 and "slower" not in vl.verdict
+    assert choose([vb, vl], "memory", None) is vl
+
+
+def test_latency_choice_uses_the_paired_ratio_not_p50s_taken_under_different_loads():
+    base = _m(1.0, 10.0, 0.95)
+    calm = _m(0.8, 8.0, 0.95)  # measured while the machine was quiet: 0.8 ms, but only 1.25x its paired fp32
+    calm.paired_baseline = [ms.Latency(1, 1.0, 1.0, 5, 1.0), ms.Latency(64, 10.0, 10.0, 5, 1.0)]
+    busy = _m(2.0, 20.0, 0.95)  # measured under load: 2 ms, yet 2.5x faster than fp32 timed beside it
+    busy.paired_baseline = [ms.Latency(1, 5.0, 5.0, 5, 1.0), ms.Latency(64, 50.0, 50.0, 5, 1.0)]
+    vc, vb = VariantReport("calm", "q", "calm", measurement=calm), VariantReport("busy", "q", "busy", measurement=busy)
+    for v in (vc, vb):
+        judge(v, base, 1.0)
+    assert choose([vc, vb], "latency", None) is vb
