@@ -243,6 +243,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads in the worker (default 1: on a shared machine, OpenMP threads spinning "
                     "against other jobs make step times meaningless)")
+    ap.add_argument("--steps", type=int, default=3,
+                    help="steps per config (default 3: glibc's heap reaches its steady state on the third "
+                    "training step, once the mmap threshold has risen past the logits)")
     ap.add_argument("--save", help="write the measurements and predictions to this JSON file")
     ap.add_argument("--rescore", help="re-predict the measurements saved in this file (runs nothing)")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
@@ -258,7 +261,7 @@ def main() -> int:
         rows = []
         for i in range(n):
             name, spec, w = draw_config(rng, i)
-            measured = run_worker(spec, w, device="cpu", steps=2, threads=args.threads, anchor=True)
+            measured = run_worker(spec, w, device="cpu", steps=args.steps, threads=args.threads, anchor=True)
             if measured["params"] != param_count(spec):
                 raise SystemExit(f"{name}: planner counts {param_count(spec)} parameters, the model has "
                                  f"{measured['params']}")

@@ -499,6 +499,21 @@ def _train_phases(spec: ModelSpec, w: Workload, m: Memory, copies: int) -> tuple
     return _split(forward), _split(step)
 
 
+def split_logits_hole(spec: ModelSpec, w: Workload, grads: float) -> int:
+    """A training step whose logits tensors are heap-served (each under glibc's 32 MiB ceiling,
+    so from the second step on, once the threshold has risen past them) and larger than the
+    late blocks of the backward and the step (the head's and the embedding's gradients, a tied
+    table's sum, AdamW's temporaries, each the size of the head): a late block lands in a freed
+    logits hole and splits it, and the next step's logits no longer fit there, so the heap grows
+    by one more logits tensor. (Measured on generated configs, ``benchmarks/plan_accuracy.py``:
+    a 27 MiB logits chain with a 9 MiB head left 31 MiB of heap beyond the tensors.)"""
+    each = w.tokens * spec.vocab * 4
+    head = spec.vocab * spec.hidden * 4
+    if w.task != "train" or not grads or spec.encoder:
+        return 0
+    return int(each) if head < each <= GLIBC_MMAP_MAX else 0
+
+
 def cpu_allocator_bytes(spec: ModelSpec, w: Workload, m: Memory, learned: dict[str, float], copies: int = 0) -> int:
     """glibc's default malloc at the peak, beyond the tensors alive then.
 
@@ -540,7 +555,7 @@ def cpu_allocator_bytes(spec: ModelSpec, w: Workload, m: Memory, learned: dict[s
         # the heap never shrinks: from the second step on, its high-water mark is under every
         # phase, the forward's mapped logits included
         rss = max(fm, sm) + h3
-        retained = rss - max(fh + fm, sh + sm) + CPU_HEAP_FRAGMENTATION * act_heap
+        retained = rss - max(fh + fm, sh + sm) + CPU_HEAP_FRAGMENTATION * act_heap + split_logits_hole(spec, w, grads)
         m.allocator_basis_bytes = int(retained)
         return int(fraction * retained)
     a = _act_bytes(w)
