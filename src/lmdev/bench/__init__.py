@@ -141,11 +141,12 @@ def _allreduce_worker(rank: int, world: int, init: str, nbytes: int, reps: int, 
 
 def allreduce(torch: Any, world: int, nbytes: int, reps: int) -> dict[str, Any]:
     """NCCL all-reduce across the GPUs; bus bandwidth as nccl-tests define it: size/time x 2(n-1)/n."""
-    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import spawn
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        mp.spawn(_allreduce_worker, args=(world, f"file://{tmp}/init", nbytes, reps, out), nprocs=world, join=True)
+        spawn(_allreduce_worker, args=(world, f"file://{tmp}/init", nbytes, reps, out), nprocs=world,  # type: ignore[no-untyped-call]
+              join=True)
         sec = json.loads(Path(out).read_text())["seconds"]
     algbw = nbytes / sec
     return {"devices": world, "size_bytes": nbytes, "seconds": sec, "algorithm_bandwidth_bytes_s": algbw,
@@ -237,9 +238,10 @@ def save(result: dict[str, Any]) -> Path:
 
 def load_latest() -> dict[str, Any] | None:
     try:
-        return json.loads((bench_dir() / "latest.json").read_text("utf-8"))
+        result = json.loads((bench_dir() / "latest.json").read_text("utf-8"))
     except (OSError, ValueError):
         return None
+    return result if isinstance(result, dict) else None
 
 
 def peak_table(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -88,14 +87,6 @@ def lmdev_home() -> Path:
     return Path(os.environ.get("LMDEV_HOME") or ".lmdev")
 
 
-def load_bench() -> dict[str, Any] | None:
-    """The latest `lmdev bench` results of this machine, if saved."""
-    try:
-        return json.loads((lmdev_home() / "bench" / "latest.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _best_matmul(device: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for dtype, rows in (device.get("matmul") or {}).items():
@@ -112,7 +103,9 @@ def this_machine(facts: Any = None, bench: dict[str, Any] | None = None) -> Hard
 
         facts = collect()
     if bench is None:
-        bench = load_bench()
+        from lmdev.bench import load_latest
+
+        bench = load_latest()
     gpus_found = list(facts.accelerators.gpus or [])
     if gpus_found:
         g0 = gpus_found[0]

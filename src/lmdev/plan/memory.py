@@ -158,7 +158,7 @@ class Memory:
 
     @property
     def total_bytes(self) -> int:
-        return sum(getattr(self, f"{p}_bytes") for p in self.PARTS) - self.overlap_bytes
+        return sum(int(getattr(self, f"{p}_bytes")) for p in self.PARTS) - self.overlap_bytes
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
