@@ -1026,3 +1026,14 @@ def test_load_average_is_read_from_proc():
 
     assert load_average("0.52 1.58 2.59 1/467 12345\n") == [0.52, 1.58, 2.59]
     assert load_average("") is None and load_average(None) is None and load_average("a b c") is None
+
+
+def test_the_html_report_shows_the_bench_beside_the_peaks():
+    from lmdev.diagnose.report import Report, bench_beside_peaks, to_html
+
+    bench = {"created": "2026-12-03T09:00:00+00:00", "cpu": {"peak_flops": {"fp32": 4e11},
+                                                             "matmul": {"fp32": [{"size": 512, "flops": 1e11}]}}}
+    page = to_html(Report(healthy(), [], bench=bench_beside_peaks(bench)))
+    assert "Bench beside the peaks" in page and "100.00 GFLOP/s" in page and "400.00 GFLOP/s" in page
+    assert "25%" in page
+    assert "run <code>lmdev bench</code>" in to_html(Report(healthy(), []))
