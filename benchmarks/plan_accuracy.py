@@ -117,9 +117,10 @@ def accelerate_estimate(spec: ModelSpec, w: Workload) -> int | None:
 
 def predict(spec: ModelSpec, w: Workload, measured: dict[str, Any]) -> dict[str, Any]:
     """The planner's memory (no calibration) and its time for the anchor measured with the run."""
-    mem = estimate_memory(spec, w, device="cpu")
+    kind = "gpu" if str(measured.get("device", "cpu")).startswith("cuda") else "cpu"
+    mem = estimate_memory(spec, w, device=kind)
     t = step_time(spec, w, matmul_flops=measured.get("anchor_matmul_flops"),
-                  bandwidth_bytes_s=measured.get("anchor_bandwidth_bytes_s"), device="cpu")
+                  bandwidth_bytes_s=measured.get("anchor_bandwidth_bytes_s"), device=kind)
     if w.training or not w.new_tokens:
         pred_t, meas_t = t.step_seconds, measured["step_seconds"]
     else:  # generation: the time per generated token is what a user waits for
@@ -243,6 +244,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads in the worker (default 1: on a shared machine, OpenMP threads spinning "
                     "against other jobs make step times meaningless)")
+    ap.add_argument("--steps", type=int, default=3,
+                    help="steps per config (default 3: glibc's heap reaches its steady state on the third "
+                    "training step, once the mmap threshold has risen past the logits)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the configs are measured")
     ap.add_argument("--save", help="write the measurements and predictions to this JSON file")
     ap.add_argument("--rescore", help="re-predict the measurements saved in this file (runs nothing)")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
@@ -258,7 +263,7 @@ def main() -> int:
         rows = []
         for i in range(n):
             name, spec, w = draw_config(rng, i)
-            measured = run_worker(spec, w, device="cpu", steps=2, threads=args.threads, anchor=True)
+            measured = run_worker(spec, w, device=args.device, steps=args.steps, threads=args.threads, anchor=True)
             if measured["params"] != param_count(spec):
                 raise SystemExit(f"{name}: planner counts {param_count(spec)} parameters, the model has "
                                  f"{measured['params']}")

@@ -157,3 +157,28 @@ def test_demo_runs_doctor_then_trains_and_tracks_two_models(tmp_path):
         for r in runs.values():
             assert f"lmdev runs show {r.id}" in res.stdout
             assert "val/loss" in store.metrics(r, ["val/loss"])
+
+
+@pytest.mark.integration
+def test_oversubscription_and_the_saved_bench(tmp_path):
+    """More ranks and threads than this machine has cores are flagged with a fix; the latest
+    `lmdev bench` (saved under LMDEV_HOME) is shown beside its peaks, in JSON and on screen."""
+    bench = {"schema": "lmdev.bench/1", "created": "2026-12-03T09:00:00+00:00", "quick": True, "hostname": "h",
+             "cpu": {"peak_flops": {"fp32": 2e11}, "matmul": {"fp32": [{"size": 512, "flops": 5e10}]},
+                     "memory_bandwidth_bytes_s": 1e10}, "gpus": []}
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "latest.json").write_text(json.dumps(bench))
+    env = {"LMDEV_HOME": str(tmp_path), "OMP_NUM_THREADS": "4096"}
+    res = run_lmdev("doctor", "--json", "--nproc", "4096", env=env)
+    doc = json.loads(res.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    ids = {f["id"]: f for f in doc["findings"]}
+    assert "OMP_NUM_THREADS=" in ids["cpu.threads_oversubscribed"]["fix"]
+    assert ids["cpu.ranks_over_cores"]["title"].startswith("4096 training ranks on ")
+    assert doc["facts"]["host"]["cpu"]["ranks"] == 4096
+    (row,) = [r for r in doc["bench"]["rows"] if r["dtype"] == "fp32"]
+    assert row["measured_flops"] == 5e10 and row["peak_flops"] == 2e11 and row["percent"] == 25.0
+    text = run_lmdev("doctor", env={"LMDEV_HOME": str(tmp_path)}).stdout
+    assert "Bench beside the peaks" in text and "50.00 GFLOP/s" in text and "25%" in text
+    bad = run_lmdev("doctor", "--nproc", "0")
+    assert bad.returncode == 2 and "--nproc" in bad.stderr

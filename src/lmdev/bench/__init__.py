@@ -141,11 +141,12 @@ def _allreduce_worker(rank: int, world: int, init: str, nbytes: int, reps: int, 
 
 def allreduce(torch: Any, world: int, nbytes: int, reps: int) -> dict[str, Any]:
     """NCCL all-reduce across the GPUs; bus bandwidth as nccl-tests define it: size/time x 2(n-1)/n."""
-    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import spawn
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        mp.spawn(_allreduce_worker, args=(world, f"file://{tmp}/init", nbytes, reps, out), nprocs=world, join=True)
+        spawn(_allreduce_worker, args=(world, f"file://{tmp}/init", nbytes, reps, out), nprocs=world,  # type: ignore[no-untyped-call]
+              join=True)
         sec = json.loads(Path(out).read_text())["seconds"]
     algbw = nbytes / sec
     return {"devices": world, "size_bytes": nbytes, "seconds": sec, "algorithm_bandwidth_bytes_s": algbw,
@@ -237,6 +238,31 @@ def save(result: dict[str, Any]) -> Path:
 
 def load_latest() -> dict[str, Any] | None:
     try:
-        return json.loads((bench_dir() / "latest.json").read_text("utf-8"))
+        result = json.loads((bench_dir() / "latest.json").read_text("utf-8"))
     except (OSError, ValueError):
         return None
+    return result if isinstance(result, dict) else None
+
+
+def peak_table(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The best measured matmul of each device and dtype of a saved bench, beside the datasheet
+    (GPU catalog) or ISA (CPU) peak: rows ``device, dtype, measured_flops, peak_flops, percent``,
+    then one ``memory`` row per device (bytes/s; ``percent`` where the catalog has a bandwidth)."""
+    devices = [("cpu", result.get("cpu") or {})]
+    devices += [(f"gpu{g.get('index', i)} {g.get('name', '')}".strip(), g)
+                for i, g in enumerate(result.get("gpus") or [])]
+    rows: list[dict[str, Any]] = []
+    for name, dev in devices:
+        peaks = dev.get("peak_flops") or {}
+        for dtype, measured in (dev.get("matmul") or {}).items():
+            best = max((r["flops"] for r in measured if r.get("flops")), default=None)
+            if best is None:
+                continue
+            peak = peaks.get(dtype)
+            rows.append({"device": name, "dtype": dtype, "measured_flops": best, "peak_flops": peak,
+                         "percent": _pct(best, peak)})
+        bw = dev.get("memory_bandwidth_bytes_s")
+        if bw:
+            rows.append({"device": name, "dtype": "memory", "measured_flops": None, "peak_flops": None,
+                         "measured_bytes_s": bw, "percent": dev.get("memory_bandwidth_percent_of_peak")})
+    return rows

@@ -17,7 +17,7 @@ def cpu_clock_ghz(cpuinfo: str | None = None) -> float | None:
 
         freq = psutil.cpu_freq()
         if freq and (freq.max or freq.current):
-            return (freq.max or freq.current) / 1000.0
+            return float(freq.max or freq.current) / 1000.0
     except Exception:  # noqa: BLE001, S110 - some VMs expose no frequency at all
         pass
     text = cpuinfo

@@ -32,7 +32,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="also save everything doctor read as a snapshot file (for a bug report)")
     p.add_argument("--from", dest="snapshot", metavar="PATH",
                    help="diagnose a snapshot saved with --record instead of this machine")
+    p.add_argument("--nproc", type=_ranks, default=None, metavar="N",
+                   help="training processes you mean to run here: checked against the cores and thread settings")
     return p
+
+
+def _ranks(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def _positive(text: str) -> float:
@@ -48,6 +56,7 @@ def _positive(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     if args.rules:
         return _list_rules()
+    from lmdev.bench import load_latest
     from lmdev.diagnose.report import doctor, to_html
     from lmdev.errors import LmdevError
     from lmdev.fsutil import atomic_write_text, check_target
@@ -67,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.deep and not args.json:
         print("Running deep checks (importing each framework in its own process)...", file=sys.stderr)
     try:
-        report = doctor(src, deep=args.deep, deep_timeout=args.deep_timeout)
+        report = doctor(src, deep=args.deep, deep_timeout=args.deep_timeout, ranks=args.nproc,
+                        bench=None if args.snapshot else load_latest())
     except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
         if not args.snapshot:
             raise
@@ -227,6 +237,8 @@ def render(report: Any) -> None:
             else:
                 console.print(f"{d.framework} [red]{escape(d.error or 'failed')}[/]")
 
+    _render_bench(console, report.bench)
+
     console.rule("[bold]Findings", align="left")
     if not report.findings:
         console.print("[green]No findings: this machine looks right.[/]")
@@ -239,3 +251,21 @@ def render(report: Any) -> None:
     summary = f"{c['error']} error(s), {c['warning']} warning(s), {c['info']} info"
     colour = {"errors": "red", "warnings": "yellow", "ok": "green"}[report.status]
     console.print(f"\n[bold {colour}]{report.status.upper()}[/] — {summary}")
+
+
+def _render_bench(console: Any, bench: dict[str, Any] | None) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from lmdev.diagnose.report import bench_cells
+
+    console.rule("[bold]Bench beside the peaks", align="left")
+    if bench is None:
+        console.print("[dim]no saved bench: `lmdev bench` measures matmul and memory bandwidth[/]")
+        return
+    console.print(f"[dim]lmdev bench of {escape(str(bench['created']))}"
+                  + (" (--quick)" if bench["quick"] else "") + "[/]")
+    table = Table("device", "what", "measured", "peak", "% of peak", box=None)
+    for row in bench["rows"]:
+        table.add_row(*(escape(c) for c in bench_cells(row)))
+    console.print(table)

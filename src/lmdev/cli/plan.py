@@ -57,7 +57,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "--concurrency sequences of --context tokens")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "fp8", "int8", "int4"], default=None,
                    help="train: fp32 or bf16/fp16 mixed precision; infer/serve: weight precision (default bf16, "
-                   "fp16 where the hardware has no bf16)")
+                   "fp16 where the hardware has no bf16, fp32 on a CPU without native bf16)")
     p.add_argument("--optimizer", choices=["adamw", "adam", "sgd", "adamw8bit"], default="adamw")
     p.add_argument("--batch", type=_int_arg, default=1, metavar="B", help="micro-batch per device (default 1)")
     p.add_argument("--seq", type=_int_arg, default=None, metavar="T",

@@ -1,7 +1,8 @@
 """The text checks, one streaming pass over a corpus's lines (a sample is a line): empty and
 overlong samples, bytes that are not UTF-8, the token-length histogram, exact duplicates (a
-hash of the bytes) and near duplicates (a hash of the text normalised: case folded, only letters
-and digits, single spaces)."""
+hash of the bytes), near duplicates (a hash of the text normalised: case folded, only letters
+and digits, single spaces) and fuzzy near duplicates (MinHash of word 3-grams, Jaccard >= 0.8,
+on the first ``minhash.SAMPLE`` samples of each split: :mod:`lmdev.data.minhash`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lmdev.data import hashing
+from lmdev.data import hashing, minhash
 from lmdev.data.read import TextSource
 from lmdev.data.types import Finding
 
@@ -43,7 +44,8 @@ def tiktoken_counter() -> Callable[[bytes], int] | None:
 
 
 class TextScan:
-    def __init__(self, src: TextSource, max_tokens: int, count: Callable[[bytes], int] = byte_tokens) -> None:
+    def __init__(self, src: TextSource, max_tokens: int, count: Callable[[bytes], int] = byte_tokens,
+                 minhash_sample: int = minhash.SAMPLE) -> None:
         self.src, self.max_tokens, self.count = src, max_tokens, count
         self.n = 0
         self.exact, self.near = array("Q"), array("Q")
@@ -52,6 +54,7 @@ class TextScan:
         self.counts = {"empty": 0, "overlong": 0, "non_utf8": 0}
         self.histogram: dict[int, int] = {}  # bucket b: token lengths in [2^(b-1), 2^b)
         self.longest = 0
+        self.fuzzy = minhash.Signatures(minhash.MinHasher(), minhash_sample)
 
     def run(self) -> TextScan:
         for i, line in enumerate(self.src.lines()):
@@ -77,6 +80,7 @@ class TextScan:
         self.exact.append(_h64(line))
         self.near.append(_h64(normalise(text).encode()))
         self.rows.append(i)
+        self.fuzzy.add(i, text)
 
     def _mark(self, kind: str, rows: array, i: int) -> None:
         self.counts[kind] += 1
@@ -133,7 +137,26 @@ def duplicate_findings(scan: TextScan) -> list[Finding]:
                            f"{len(near):,} samples of {name} equal an earlier one up to case, spacing and "
                            "punctuation", "deduplicate on normalised text", name, len(near),
                            scan.row_numbers(near).tolist()))
+    sigs, rows = scan.fuzzy.arrays()
+    pos, _first = minhash.near_duplicates(sigs)
+    fuzzy = np.setdiff1d(rows[pos], scan.row_numbers(np.union1d(dup, near)))
+    if len(fuzzy):
+        out.append(Finding("rows.fuzzy_duplicate", "info",
+                           f"{len(fuzzy):,} samples of {name} share at least {minhash.THRESHOLD:.0%} of their "
+                           f"word 3-grams with an earlier sample{_sampled(scan)}",
+                           "deduplicate with a near-duplicate filter (MinHash), not only exact matches", name,
+                           len(fuzzy), fuzzy.tolist(), data=_fuzzy_data(scan)))
     return out
+
+
+def _sampled(scan: TextScan) -> str:
+    return f" (MinHash over the first {scan.fuzzy.limit:,} samples)" if scan.fuzzy.sampled else " (MinHash)"
+
+
+def _fuzzy_data(scan: TextScan) -> dict[str, object]:
+    return {"method": f"MinHash, {minhash.PERMUTATIONS} permutations, {minhash.BANDS} bands, word "
+                      f"{minhash.SHINGLE}-grams", "threshold": minhash.THRESHOLD,
+            "samples_compared": len(scan.fuzzy.arrays()[1]), "sampled": scan.fuzzy.sampled}
 
 
 def overlap_findings(train: TextScan, other: TextScan) -> list[Finding]:
@@ -151,4 +174,12 @@ def overlap_findings(train: TextScan, other: TextScan) -> list[Finding]:
                            f"{len(near):,} samples of {name} equal a train sample up to case, spacing and "
                            "punctuation", f"remove them from {name}", name, len(near),
                            other.row_numbers(near).tolist()))
+    sigs, rows = other.fuzzy.arrays()
+    fuzzy = np.setdiff1d(rows[minhash.near_matches(sigs, train.fuzzy.arrays()[0])],
+                         other.row_numbers(np.union1d(exact, near)))
+    if len(fuzzy):
+        out.append(Finding("split.fuzzy_overlap", "warn",
+                           f"{len(fuzzy):,} samples of {name} share at least {minhash.THRESHOLD:.0%} of their word "
+                           f"3-grams with a train sample{_sampled(other)}: its loss is optimistic",
+                           f"remove them from {name}", name, len(fuzzy), fuzzy.tolist(), data=_fuzzy_data(other)))
     return out

@@ -27,6 +27,7 @@ class Report:
     duration_seconds: float = 0.0
     lmdev_version: str = __version__
     counts: dict[str, int] = field(default_factory=dict)
+    bench: dict[str, Any] | None = None  # the latest `lmdev bench` beside the peaks: created, rows
 
     def __post_init__(self) -> None:
         self.counts = {s: sum(1 for f in self.findings if f.severity == s)
@@ -50,23 +51,39 @@ class Report:
                         "warnings": self.counts["warning"], "infos": self.counts["info"]},
             "facts": self.facts.to_dict(),
             "findings": [dataclasses.asdict(f) for f in self.findings],
+            "bench": self.bench,
         }
 
 
-def doctor(src: Source | None = None, deep: bool = False, deep_timeout: float = 120.0) -> Report:
-    """Collect the facts (and, with ``deep``, ask each framework in a subprocess), apply the rules."""
+def doctor(src: Source | None = None, deep: bool = False, deep_timeout: float = 120.0,
+           ranks: int | None = None, bench: dict[str, Any] | None = None) -> Report:
+    """Collect the facts (and, with ``deep``, ask each framework in a subprocess), apply the rules.
+    ``ranks``: training processes meant for this machine; ``bench``: a saved `lmdev bench` result
+    to show beside the peaks."""
     from lmdev.probe.collect import collect
 
     t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc)
     facts = collect(src)
+    if ranks:
+        facts.host.cpu.ranks = ranks
     if deep:
         from lmdev.probe.deep import frameworks_to_check, run_deep
 
         facts.deep = run_deep(frameworks_to_check(facts.software), timeout=deep_timeout)
     findings = diagnose(facts)
     return Report(facts, findings, collected_at=started.isoformat(timespec="seconds"),
-                  duration_seconds=time.perf_counter() - t0)
+                  duration_seconds=time.perf_counter() - t0, bench=bench_beside_peaks(bench))
+
+
+def bench_beside_peaks(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The saved bench's best matmul per device and dtype with its peak, or None without one."""
+    if not result:
+        return None
+    from lmdev.bench import peak_table
+
+    return {"created": result.get("created"), "quick": bool(result.get("quick")),
+            "hostname": result.get("hostname"), "rows": peak_table(result)}
 
 
 # --------------------------------------------------------------------------- HTML
@@ -129,6 +146,15 @@ def to_html(report: Report) -> str:
             f"{e(x.title)}</h3><p class='muted'>{e(x.evidence)}</p>"
             f"<p><b>Fix:</b> <code>{e(x.fix)}</code></p><p class='muted'><small>{e(x.id)}</small></p></div>"
         )
+    parts.append("<h2>Bench beside the peaks</h2>")
+    if report.bench is None:
+        parts.append("<p class='muted'>No saved bench: run <code>lmdev bench</code>.</p>")
+    else:
+        parts.append(f"<p class='muted'>lmdev bench of {e(str(report.bench['created']))}</p><table>"
+                     "<tr><th>device</th><th>what</th><th>measured</th><th>peak</th><th>% of peak</th></tr>")
+        for r in report.bench["rows"]:
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in bench_cells(r)) + "</tr>")
+        parts.append("</table>")
     cpu, mem = h.cpu, h.memory
     parts += [
         "<h2>Host</h2><table>",
@@ -194,3 +220,21 @@ def to_html(report: Report) -> str:
         parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _rate(value: float | None, unit: str) -> str:
+    if not value:
+        return "—"
+    for prefix, size in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if value >= size:
+            return f"{value / size:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}"
+
+
+def bench_cells(row: dict[str, Any]) -> list[str]:
+    """A bench row as text: device, dtype (or memory), measured, peak, percent of the peak."""
+    if row["dtype"] == "memory":
+        measured, peak = _rate(row.get("measured_bytes_s"), "B/s"), "—"
+    else:
+        measured, peak = _rate(row["measured_flops"], "FLOP/s"), _rate(row["peak_flops"], "FLOP/s")
+    return [row["device"], row["dtype"], measured, peak, "—" if row["percent"] is None else f"{row['percent']:g}%"]

@@ -35,6 +35,11 @@ def rule(id: str, severity: Severity, summary: str) -> Callable[[Check], Check]:
     return register
 
 
+def _unknown(value: object, unit: str = "") -> str:
+    """A measured value with its unit, or '?' when it could not be read."""
+    return "?" if value is None else f"{value}{unit}"
+
+
 def _gib(n: int | None) -> str:
     return "?" if n is None else f"{n / GiB:.1f} GiB"
 
@@ -161,7 +166,8 @@ def throttled(f: Facts) -> Iterator[Hit]:
         if reasons:
             yield Hit(
                 f"GPU {g.index} is throttled: {', '.join(reasons)}",
-                f"{g.name}: temperature {g.temperature_c} °C, power {g.power_w} W of {g.power_limit_w} W",
+                f"{g.name}: temperature {_unknown(g.temperature_c, ' °C')}, power {_unknown(g.power_w, ' W')} "
+                f"of {_unknown(g.power_limit_w, ' W')}",
                 "Check cooling (fans, airflow, dust) and the power supply cables; "
                 "`nvidia-smi -q -d PERFORMANCE` shows the reasons live.",
             )
@@ -330,10 +336,11 @@ def nvcc_mismatch(f: Facts) -> Iterator[Hit]:
     t, tk = f.software.torch, f.software.cuda_toolkit
     if not (t and t.cuda and tk.cuda_version):
         return
+    torch = f"torch {t.version}" if t.version else "torch"
     if _major(tk.cuda_version) != _major(t.cuda):
         yield Hit(
             f"nvcc is CUDA {tk.cuda_version} but PyTorch was built with CUDA {t.cuda}",
-            f"{tk.nvcc_path}: CUDA {tk.cuda_version}; torch {t.version}: CUDA {t.cuda}; building "
+            f"{tk.nvcc_path or 'nvcc'}: CUDA {tk.cuda_version}; {torch}: CUDA {t.cuda}; building "
             "CUDA extensions (flash-attn, apex, custom ops) stops with 'The detected CUDA version "
             "mismatches the version that was used to compile PyTorch'",
             f"Install the CUDA {t.cuda} toolkit and point CUDA_HOME at it "
@@ -343,7 +350,7 @@ def nvcc_mismatch(f: Facts) -> Iterator[Hit]:
     elif version_tuple(tk.cuda_version)[:2] != version_tuple(t.cuda)[:2]:
         yield Hit(
             f"nvcc is CUDA {tk.cuda_version}, PyTorch CUDA {t.cuda} (same major: extensions build, with a warning)",
-            f"{tk.nvcc_path}: CUDA {tk.cuda_version}; torch {t.version}: CUDA {t.cuda}",
+            f"{tk.nvcc_path or 'nvcc'}: CUDA {tk.cuda_version}; {torch}: CUDA {t.cuda}",
             f"For identical builds use the CUDA {t.cuda} toolkit (export CUDA_HOME=/usr/local/cuda-{t.cuda}).",
             severity="info",
         )
@@ -498,6 +505,79 @@ def cpu_quota(f: Facts) -> Iterator[Hit]:
         )
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def usable_cores(f: Facts) -> int | None:
+    """The cores this process may use: the cgroup quota when one is set, else the logical CPUs."""
+    cpu = f.host.cpu
+    counts = [int(c) for c in (cpu.threads or cpu.cores,) if c]
+    if cpu.quota_cores:
+        counts.append(max(1, int(cpu.quota_cores)))
+    return min(counts) if counts else None
+
+
+def planned_ranks(f: Facts) -> int | None:
+    """Training processes meant for this machine: ``doctor --nproc``, else a launcher's LOCAL_WORLD_SIZE."""
+    if f.host.cpu.ranks:
+        return f.host.cpu.ranks
+    text = f.software.env.get("LOCAL_WORLD_SIZE", "")
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def threads_fix(cores: int, ranks: int) -> str:
+    n = max(1, cores // ranks)
+    return f"export OMP_NUM_THREADS={n} MKL_NUM_THREADS={n}" + (f" (cores / {ranks} ranks)" if ranks > 1 else "")
+
+
+@rule("cpu.overloaded", "warning", "The load average exceeds the usable cores")
+def cpu_overloaded(f: Facts) -> Iterator[Hit]:
+    load, cores = f.host.cpu.load_average, usable_cores(f)
+    if not load or not cores or load[0] <= cores:
+        return
+    yield Hit(
+        f"The CPU is oversubscribed: load {load[0]:.1f} on {cores} usable core(s)",
+        f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min) on {cores} core(s): "
+        "runnable threads wait for a core, and OpenMP threads that spin while waiting slow every job down",
+        f"Run fewer jobs at once (see `top`), and give each process fewer threads: {threads_fix(cores, 1)}"
+        if load[0] <= 2 * cores else
+        f"Wait for other jobs or move them; meanwhile run each process with one thread: {threads_fix(1, 1)}",
+    )
+
+
+@rule("cpu.threads_oversubscribed", "warning", "Thread settings ask for more threads than the usable cores")
+def threads_oversubscribed(f: Facts) -> Iterator[Hit]:
+    cores, ranks = usable_cores(f), planned_ranks(f) or 1
+    if not cores:
+        return
+    for var in THREAD_VARS:
+        text = f.software.env.get(var, "").strip()
+        if not text.isdigit() or int(text) * ranks <= cores:
+            continue
+        per = f" x {ranks} ranks = {int(text) * ranks}" if ranks > 1 else ""
+        yield Hit(
+            f"{var}={text}{per} threads on {cores} usable core(s)",
+            f"{var}={text}{per}; usable cores: {cores}"
+            + (f" (cgroup quota {f.host.cpu.quota_cores:g})" if f.host.cpu.quota_cores else "")
+            + "; each thread pool sized beyond the cores makes threads wait for each other (a step can "
+            "run many times slower)",
+            threads_fix(cores, ranks),
+        )
+
+
+@rule("cpu.ranks_over_cores", "warning", "More training ranks than cores")
+def ranks_over_cores(f: Facts) -> Iterator[Hit]:
+    cores, ranks = usable_cores(f), planned_ranks(f)
+    if not cores or not ranks or ranks <= cores:
+        return
+    yield Hit(
+        f"{ranks} training ranks on {cores} usable core(s)",
+        f"{ranks} ranks ({'--nproc' if f.host.cpu.ranks else 'LOCAL_WORLD_SIZE'}) but {cores} core(s): every "
+        "rank needs at least one core for its compute and its collectives",
+        f"lmdev train CONFIG --nproc {cores}, and {threads_fix(cores, cores)}",
+    )
+
+
 @rule("host.wsl_memory", "info", "WSL2 gives Linux only part of the Windows RAM")
 def wsl_memory(f: Facts) -> Iterator[Hit]:
     if f.host.wsl:
@@ -543,7 +623,7 @@ def deep_gpu(f: Facts) -> Iterator[Hit]:
         if d.ok and d.cuda_available is False:
             yield Hit(
                 f"{d.framework} sees no GPU, but {len(_nvidia(f))} NVIDIA GPU(s) are installed",
-                f"{d.framework} {d.version}: devices {', '.join(d.devices) or 'none'}",
+                f"{d.framework} {_unknown(d.version)}: devices {', '.join(d.devices) or 'none'}",
                 "Check the findings above (CPU-only build, driver too old, CUDA_VISIBLE_DEVICES), "
                 f"then reinstall {d.framework} for this driver's CUDA in a fresh virtual environment.",
             )

@@ -156,7 +156,10 @@ def max_seq(spec: ModelSpec, w: Workload, hw: Hardware, overhead: dict[str, floa
 
 
 def default_precision(hw: Hardware) -> str:
-    """bf16 where the hardware has it, else fp16 (Turing, Volta)."""
+    """bf16 where the hardware has it, else fp16 (Turing, Volta); fp32 on a CPU that would
+    emulate bf16 (no AVX512-BF16 / AMX)."""
+    if hw.kind == "cpu" and "bf16" in hw.slow:
+        return "fp32"
     return "bf16" if hw.supports("bf16")[0] else "fp16"
 
 
@@ -197,6 +200,9 @@ def _precision_candidates(w: Workload, hw: Hardware, excluded: list[Excluded]) -
         if w.precision == "fp32":
             for p, tradeoff in (("bf16", "faster on tensor cores"), ("fp16", "needs loss scaling")):
                 ok, why = hw.supports(p)
+                if ok and p in hw.slow:
+                    excluded.append(Excluded(f"{p} mixed precision", hw.slow[p]))
+                    continue
                 if ok:
                     out.append((1, p, f"{p} mixed precision", {"precision": p}, tradeoff))
                     break
@@ -430,6 +436,8 @@ def make_plan(spec: ModelSpec, w: Workload, hws: list[Hardware], *, source: str 
     fits = mem.total_bytes <= hw.available_bytes
     if hw.kind == "cpu" and w.precision in ("fp16",) and w.training:
         warnings.append("fp16 training on a CPU is slow and unusual; bf16 or fp32 is the norm")
+    if w.precision in hw.slow:
+        warnings.append(f"{w.precision} is slow here: {hw.slow[w.precision]}")
     comp = throughput_for(spec, w, hw, mfu, token_budget, mem)
     st = plan_step_time(spec, w, hw, mfu, calibration)
     plan = Plan(model=spec, model_source=source, workload=w, hardware=hw, memory=mem, compute=comp, fits=fits,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ class Hardware:
     catalog: str | None = None  # the catalog entry it matched
     vendor: str | None = None
     unsupported: dict[str, str] = field(default_factory=dict)  # dtype -> why the chip has no path for it
+    slow: dict[str, str] = field(default_factory=dict)  # dtype -> why it runs, but emulated (CPU without units)
 
     def supports(self, dtype: str) -> tuple[bool, str]:
         """Whether a precision can be planned here, and why not (catalog rule, with its source)."""
@@ -62,6 +62,20 @@ CPU_UNSUPPORTED = {"fp8": "CPUs have no fp8 matmul path in PyTorch (fp8 needs Ad
                           "tensor cores)"}
 
 
+def cpu_slow_dtypes(features: list[str] | set[str], architecture: str = "x86_64") -> dict[str, str]:
+    """Half precisions this CPU runs without matmul units for them: PyTorch converts to fp32 and
+    back (oneDNN's reference path), several times slower than fp32. x86: bf16 needs AVX512-BF16
+    or AMX-BF16, fp16 AVX512-FP16 or AMX-FP16; Arm: the BF16 / FP16 (fphp, asimdhp) extensions."""
+    f = {x.lower() for x in features}
+    arm = architecture in ("aarch64", "arm64")
+    native = {"bf16": {"bf16", "sve_bf16", "svebf16"} if arm else {"avx512_bf16", "amx_bf16"},
+              "fp16": {"fphp", "asimdhp"} if arm else {"avx512_fp16", "amx_fp16"}}
+    names = {"bf16": "BF16" if arm else "AVX512-BF16 or AMX-BF16", "fp16": "FP16 (asimdhp)" if arm else
+             "AVX512-FP16 or AMX-FP16"}
+    return {d: f"this CPU has no {names[d]}: {d} matmuls are emulated, several times slower than fp32 "
+               f"(plan fp32, or measure with `lmdev bench`)" for d, units in native.items() if not f & units}
+
+
 def from_catalog(g: GpuSpec) -> Hardware:
     limits = {d: why for d in PLANNED_DTYPES for ok, why in [g.supports(d)] if not ok}
     return Hardware(name=g.name, label=g.label, kind="gpu", memory_bytes=g.memory_bytes,
@@ -71,14 +85,6 @@ def from_catalog(g: GpuSpec) -> Hardware:
 
 def lmdev_home() -> Path:
     return Path(os.environ.get("LMDEV_HOME") or ".lmdev")
-
-
-def load_bench() -> dict[str, Any] | None:
-    """The latest `lmdev bench` results of this machine, if saved."""
-    try:
-        return json.loads((lmdev_home() / "bench" / "latest.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _best_matmul(device: dict[str, Any]) -> dict[str, float]:
@@ -97,7 +103,9 @@ def this_machine(facts: Any = None, bench: dict[str, Any] | None = None) -> Hard
 
         facts = collect()
     if bench is None:
-        bench = load_bench()
+        from lmdev.bench import load_latest
+
+        bench = load_latest()
     gpus_found = list(facts.accelerators.gpus or [])
     if gpus_found:
         g0 = gpus_found[0]
@@ -126,7 +134,8 @@ def this_machine(facts: Any = None, bench: dict[str, Any] | None = None) -> Hard
     peak = cpu_peak_flops(cores, cpu_clock_ghz(), cpu.features, cpu.architecture) or {}
     hw = Hardware(name="cpu", label=f"{cpu.model or 'CPU'} ({cores} cores) + {total / 1e9:.0f} GB RAM (this machine)",
                   kind="cpu", memory_bytes=total, used_bytes=used, count=1, peak_flops=dict(peak),
-                  this_machine=True, unsupported=dict(CPU_UNSUPPORTED))
+                  this_machine=True, unsupported=dict(CPU_UNSUPPORTED),
+                  slow=cpu_slow_dtypes(cpu.features or [], cpu.architecture or "x86_64"))
     if bench and bench.get("cpu"):
         hw.measured_flops = _best_matmul(bench["cpu"])
         bw = bench["cpu"].get("memory_bandwidth_bytes_s")

@@ -87,6 +87,9 @@ def run_worker(spec: ModelSpec, w: Workload, device: str = "cpu", steps: int = 2
         if "transformers" in msg and "No module" in msg:
             raise LmdevError("--measure needs transformers", "pip install 'lmdev[plan]'")
         raise LmdevError(f"the measurement failed: {msg}", "try a smaller shape")
+    if not isinstance(result, dict):
+        raise LmdevError("the measurement worker answered with something other than a JSON object",
+                         "run `lmdev plan --measure` again")
     return result
 
 

@@ -116,7 +116,17 @@ def _cpu_linux(src: Source) -> CpuFacts:
     else:
         cpu.features = [f for f in _X86_FEATURES if f in flags]
     cpu.quota_cores = _cgroup_cpu_quota(src)
+    cpu.load_average = load_average(src.read_text("/proc/loadavg"))
     return cpu
+
+
+def load_average(text: str | None) -> list[float] | None:
+    """The 1, 5 and 15 minute load averages of ``/proc/loadavg`` ("0.52 0.58 0.59 1/467 12345")."""
+    try:
+        values = [float(x) for x in (text or "").split()[:3]]
+    except ValueError:
+        return None
+    return values if len(values) == 3 else None
 
 
 def _cgroup_cpu_quota(src: Source) -> float | None:

@@ -6,7 +6,7 @@ import json
 import posixpath
 import re
 
-from lmdev.probe.source import Source, guarded, normalise
+from lmdev.probe.source import RELEVANT_ENV, Source, guarded, normalise
 from lmdev.probe.types import ProbeError, SoftwareFacts, TorchBuild, ToolkitFacts
 
 # The distributions doctor reports (when installed), in display order.
@@ -19,13 +19,6 @@ FRAMEWORKS = [
 # NVIDIA runtime wheels: both the CUDA-12 names (nvidia-cudnn-cu12) and the CUDA-13 ones.
 NVIDIA_WHEEL = re.compile(r"^nvidia-(cudnn|nccl|cublas|cuda-runtime|cuda-nvrtc|cusparselt|nvshmem)(-cu\d+)?$")
 
-RELEVANT_ENV = [
-    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH",
-    "PYTORCH_CUDA_ALLOC_CONF", "KERAS_BACKEND", "KERAS_HOME", "HF_HOME", "HF_HUB_CACHE",
-    "TORCH_HOME", "XDG_CACHE_HOME", "PIP_CACHE_DIR", "VIRTUAL_ENV", "CONDA_PREFIX",
-    "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "TPU_NAME", "OMP_NUM_THREADS", "LMDEV_HOME",
-    "WSL_DISTRO_NAME", "NCCL_P2P_DISABLE", "NCCL_IB_DISABLE", "TF_CPP_MIN_LOG_LEVEL",
-]
 
 _SYSTEM_LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64",
                     "/usr/local/cuda/lib64", "/usr/lib"]

@@ -22,6 +22,16 @@ from typing import Any, Protocol
 
 from lmdev.probe.types import PythonFacts
 
+# the environment variables probes read and snapshots keep
+RELEVANT_ENV = [
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH",
+    "PYTORCH_CUDA_ALLOC_CONF", "KERAS_BACKEND", "KERAS_HOME", "HF_HOME", "HF_HUB_CACHE",
+    "TORCH_HOME", "XDG_CACHE_HOME", "PIP_CACHE_DIR", "VIRTUAL_ENV", "CONDA_PREFIX",
+    "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "TPU_NAME", "OMP_NUM_THREADS", "LMDEV_HOME",
+    "WSL_DISTRO_NAME", "NCCL_P2P_DISABLE", "NCCL_IB_DISABLE", "TF_CPP_MIN_LOG_LEVEL",
+    "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LOCAL_WORLD_SIZE",
+]
+
 
 @dataclass
 class CommandResult:
@@ -511,8 +521,6 @@ class RecordingSource:
     @property
     def env(self) -> dict[str, str]:
         env = self._inner.env
-        from lmdev.probe.software import RELEVANT_ENV
-
         self.record["environ"] = {
             k: v for k, v in env.items() if k in RELEVANT_ENV or k in ("HOME", "PATH")
         }

@@ -31,6 +31,8 @@ class CpuFacts:
     threads: int | None = None  # logical processors
     quota_cores: float | None = None  # cgroup CPU limit, when one is set
     features: list[str] = field(default_factory=list)  # avx2, avx512f, amx_bf16, neon, sve ...
+    load_average: list[float] | None = None  # runnable tasks averaged over 1, 5 and 15 minutes
+    ranks: int | None = None  # training processes meant for this machine (doctor --nproc, LOCAL_WORLD_SIZE)
 
 
 @dataclass
@@ -107,12 +109,6 @@ class AcceleratorFacts:
     gpus: list[GpuFacts] = field(default_factory=list)
     # topology[i][j]: "X", "NV18", "PIX", "PXB", "PHB", "NODE", "SYS" (nvidia-smi topo -m labels)
     topology: list[list[str]] | None = None
-
-
-@dataclass
-class PackageFacts:
-    name: str
-    version: str
 
 
 @dataclass
