@@ -179,7 +179,7 @@ def _from_checkpoint(path: Path, ref: str, run_id: str | None, data_spec: str | 
     problem = ckpt.verify(path)
     if problem:
         raise LmdevError(f"checkpoint {path} is corrupt: {problem}", "give an earlier checkpoint")
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    state = ckpt.read_state(path)  # decrypted when the checkpoint is encrypted
     if "config" not in state:
         raise LmdevError(f"checkpoint {path} does not record its config", "it was not written by lmdev train")
     if ckpt.is_sharded(path):
@@ -189,12 +189,11 @@ def _from_checkpoint(path: Path, ref: str, run_id: str | None, data_spec: str | 
     data = load_eval_data(cfg.data, cfg.seed, base_dir)
     spec = lmdev_spec(cfg.model.model_dump(mode="json"), data.shape)
     model = spec.build()
-    from safetensors.torch import load_file
 
     from lmdev.secure import require_safe
 
     require_safe(path, what="compress the checkpoint")
-    weights = load_file(str(path / "model.safetensors"))
+    weights = ckpt.read_tensors(path / "model.safetensors")
     _load_state(model, weights, path)
     return Source(ref, "checkpoint", model.eval(), spec, data, cfg, run_id, path,
                   (path / "model.safetensors").stat().st_size)

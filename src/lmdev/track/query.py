@@ -22,20 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from lmdev.track.store import STALE_AFTER_S, DamagedRun, Store, hostname
+from lmdev.track.metric_names import higher_is_better
+from lmdev.track.store import DamagedRun, Store, run_alive
 from lmdev.track.types import Artifact, Event, MetricSummary, RunInfo
 
 # metrics shown in the runs table, and which way is "best"
 _KEY_METRIC = re.compile(r"(loss|acc|accuracy|perplexity|ppl|f1|bleu|rouge|auc|reward|tokens_per_s|mfu)",
                          re.IGNORECASE)
-_HIGHER_IS_BETTER = re.compile(r"(acc|accuracy|f1|bleu|rouge|auc|reward|tokens_per_s|throughput|mfu|precision|recall)",
-                               re.IGNORECASE)
 MAX_TABLE_KEYS = 8  # key metrics per run in the runs table
 COMPRESS_TAG = "lmdev-compress"  # the tag `lmdev compress` puts on the variants it records as runs
-
-
-def higher_is_better(key: str) -> bool:
-    return bool(_HIGHER_IS_BETTER.search(key.rsplit("/", 1)[-1]))
 
 
 def is_key_metric(key: str) -> bool:
@@ -136,10 +131,7 @@ def live_status(run: RunInfo, now: float | None = None) -> str:
     if run.status != "running":
         return run.status
     now = time.time() if now is None else now
-    if run.host == hostname():
-        return "running" if Store.process_alive(run.pid, None) else "killed"
-    beat = run.heartbeat or run.start_time
-    return "running" if now - beat < STALE_AFTER_S else "killed"
+    return "running" if run_alive(run.host, run.pid, None, run.heartbeat or run.start_time, now) else "killed"
 
 
 class Query:

@@ -273,6 +273,16 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
+def run_alive(host: str, pid: int | None, pid_start: float | None, last_seen: float, now: float,
+              stale_after: float = STALE_AFTER_S) -> bool:
+    """The one liveness rule: a run on this host lives while its process does (same pid, same
+    start time when known); a run on another host while its heartbeat (``last_seen``) is newer
+    than ``stale_after`` seconds."""
+    if host == hostname():
+        return _pid_alive(pid, pid_start)
+    return now - last_seen < stale_after
+
+
 def _pid_alive(pid: int | None, pid_start: float | None) -> bool:
     if not pid:
         return False
@@ -503,18 +513,13 @@ class Store:
         if self.read_only:
             return []  # a read-only store: report the runs as they are
         now = time.time() if now is None else now
-        me = hostname()
         with self._reading():
             rows = self.conn.execute(
                 "SELECT rid, id, host, pid, pid_start, heartbeat, start_time FROM runs "
                 "WHERE status = 'running'").fetchall()
         dead = []
         for rid, run_id, host, pid, pid_start, beat, start in rows:
-            if host == me:
-                alive = _pid_alive(pid, pid_start)
-            else:
-                alive = now - (beat or start) < stale_after
-            if not alive:
+            if not run_alive(host, pid, pid_start, beat or start, now, stale_after):
                 dead.append((rid, run_id, beat or start))
         if dead:
             try:

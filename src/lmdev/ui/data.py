@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from lmdev.errors import LmdevError
-from lmdev.track.query import KeyMetric, Lineage, Query, higher_is_better, live_status
+from lmdev.track.metric_names import higher_is_better
+from lmdev.track.query import KeyMetric, Lineage, Query, live_status
 from lmdev.track.store import DB_NAME, DamagedRun, Store
 from lmdev.track.types import RunInfo
 

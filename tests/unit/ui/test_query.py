@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from lmdev import track
-from lmdev.track.query import Query, higher_is_better, live_status
+from lmdev.track.metric_names import higher_is_better
+from lmdev.track.query import Query, live_status
 from lmdev.track.store import Store
 
 
