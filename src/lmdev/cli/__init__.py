@@ -50,7 +50,7 @@ SUMMARY = {
     "setup": "plan, install, lock and verify the framework environment for this machine",
     "init": "create a project: pyproject, lock, starter training config and script, README",
     "demo": "walk through lmdev on this machine with bundled data",
-    "remote": "work on an SSH host: add, check, doctor, plan, train, attach, stop, pull, ui",
+    "remote": "work on an SSH host: add, check, doctor, setup, plan, train, attach, stop, pull, ui",
     "cluster": "several SSH hosts as one: create, check (all-reduce, versions, clocks), train",
     "compress": "quantise, prune or distil a model, and measure whether it pays on this machine",
     "secure": "scan model files for code, encrypt, sign, audit log, security posture",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from hashlib import blake2b
+
 import numpy as np
 
 PERMUTATIONS = 64
@@ -39,7 +41,9 @@ class MinHasher:
         if not words:
             return None
         grams = [" ".join(words[i:i + SHINGLE]) for i in range(max(1, len(words) - SHINGLE + 1))]
-        h = np.fromiter((hash(g) for g in set(grams)), dtype=np.int64).view(np.uint64)
+        # a stable hash (Python's hash() of a str changes with every process: PYTHONHASHSEED)
+        h = np.fromiter((int.from_bytes(blake2b(g.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+                         for g in set(grams)), dtype=np.uint64)
         with np.errstate(over="ignore"):
             mixed = (h[None, :] * self.a[:, None] + self.b[:, None]) >> np.uint64(32)  # multiply-shift hashing
         return mixed.min(axis=1).astype(np.uint32)

@@ -20,10 +20,10 @@ LOADER_MODULES = {"torch", "pickle", "np", "numpy", "joblib", "dcp", "keras", "A
 # (file relative to src/lmdev, function) -> why it needs no scan
 EXEMPT = {
     ("train/models.py", "build_hf"): "AutoConfig.from_pretrained reads config.json only (from_config)",
-    ("train/checkpoint.py", "load_sharded_into"): "dcp.load of the checkpoint train/components/checkpointer.py got from "
-                                                    "ckpt.load / load_latest, which scanned the folder",
     ("compress/formats.py", "read_torch"): "the model.safetensors lmdev compress wrote in its own output folder",
     ("compress/formats.py", "read_int8"): "the model.safetensors lmdev compress wrote in its own output folder",
+    ("compress/formats.py", "read_int4"): "the model.safetensors lmdev compress wrote in its own output folder",
+    ("compress/memprobe.py", "probe"): "the inputs.safetensors its parent lmdev compress process just wrote for it",
     ("explain/model.py", "checkpoint_weights"): "loads through checkpoint.load / export_safetensors (both scan), "
                                                 "then the safetensors file export wrote in this process",
     ("train/dcp_safe.py", "load_bytes"): "torch.load(weights_only=True) of a DCP bytes entry",
