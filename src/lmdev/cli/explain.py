@@ -46,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
     opts = ExplainOptions(method=args.method, inputs=args.inputs, count=args.count,
                           data_dir=Path(args.data_dir) if args.data_dir else None)
     exp = explain_run(args.run, opts)
-    recorded = record_explanation(exp) if args.record else None
+    recorded = None
+    if args.record:
+        try:
+            recorded = record_explanation(exp)
+        except LmdevError as exc:  # the explanation is still printed; only keeping it failed
+            print(f"lmdev explain: not kept with the run: {exc}", file=sys.stderr)
     if args.html:
         atomic_write_text(args.html, to_html(exp))
     if args.json:

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from lmdev.errors import LmdevError
 from lmdev.explain.types import Explanation
 from lmdev.fsutil import atomic_write_text, sha256_file
 
@@ -28,7 +29,11 @@ def record_explanation(exp: Explanation, home: str | Path | None = None) -> Path
     try:
         info = store.get_run(exp.run_id)
         path = explanation_path(run_dir(store.home, info.id), exp.step, exp.method)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LmdevError(f"cannot write into the run's folder: {exc}",
+                             "check that LMDEV_HOME is writable, or pass --no-record") from None
         atomic_write_text(path, json.dumps(exp.to_dict(), indent=1, allow_nan=False) + "\n")
         rid, now = store.rid(info.id), time.time()
         data = {"step": exp.step, "method": exp.method, "kind": exp.kind, "inputs": len(exp.items),
