@@ -29,12 +29,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "(default: the folder of the config the run was started with)")
     p.add_argument("--json", action="store_true", help="print one JSON document (docs/schemas/explain.md)")
     p.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report to PATH")
+    p.add_argument("--no-record", dest="record", action="store_false",
+                   help="do not keep the result with the run (default: its folder's explain/STEP-METHOD.json, "
+                   "shown in the dashboard's Explanations tab)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from lmdev.errors import LmdevError
-    from lmdev.explain import ExplainOptions, explain_run
+    from lmdev.explain import ExplainOptions, explain_run, record_explanation
     from lmdev.explain.report import to_html
     from lmdev.fsutil import atomic_write_text
 
@@ -43,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
     opts = ExplainOptions(method=args.method, inputs=args.inputs, count=args.count,
                           data_dir=Path(args.data_dir) if args.data_dir else None)
     exp = explain_run(args.run, opts)
+    recorded = None
+    if args.record:
+        try:
+            recorded = record_explanation(exp)
+        except LmdevError as exc:  # the explanation is still printed; only keeping it failed
+            print(f"lmdev explain: not kept with the run: {exc}", file=sys.stderr)
     if args.html:
         atomic_write_text(args.html, to_html(exp))
     if args.json:
@@ -52,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         render(exp)
         if args.html:
             print(f"HTML report written to {args.html}")
+        if recorded is not None:
+            print(f"kept with the run: {recorded}")
     return 0
 
 

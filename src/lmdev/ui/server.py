@@ -61,6 +61,8 @@ MAX_COMPARE = 50
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}  # never SVG (it can hold script)
 MAX_COMPARE_KEYS = 12
 MAX_ANCESTORS = 16
+MAX_EXPLANATIONS = 50  # stored explanations one run's Explanations tab lists
+MAX_EXPLANATION_BYTES = 4 << 20  # a larger explain/*.json is skipped, not read
 
 
 STREAM_CHECK_S = 0.5  # how often a live stream looks for news
@@ -601,6 +603,29 @@ def create_app(home: str | os.PathLike[str] | None = None, token: str | None = N
 
     _add_plan_routes(app)
 
+    @app.get("/api/runs/{ref}/explanations")
+    def run_explanations(ref: str) -> dict[str, Any]:
+        """The explanations `lmdev explain` kept with the run (explain/<step>-<method>.json in its
+        folder), parsed; a file too large, unreadable or of another schema is listed as skipped."""
+        from lmdev.explain.record import FOLDER
+
+        with reader.query() as q:
+            info = q.run(ref)
+        folder = _run_folder(info.id)
+        sub = folder / FOLDER if folder is not None else None
+        if folder is None or sub is None or not sub.is_dir() or not _inside(sub, folder) or not _inside(sub, root):
+            return {"id": info.id, "explanations": [], "skipped": []}
+        files = sorted((p for p in sub.glob("*.json") if _inside(p, sub)), key=_explanation_order)
+        items, skipped = [], []
+        for p in files[:MAX_EXPLANATIONS]:
+            doc, problem = _read_explanation(p)
+            if doc is None:
+                skipped.append({"file": p.name, "problem": problem})
+            else:
+                items.append(dict(doc, file=p.name))
+        skipped += [{"file": p.name, "problem": "more than the dashboard shows"} for p in files[MAX_EXPLANATIONS:]]
+        return {"id": info.id, "explanations": items, "skipped": skipped}
+
     @app.get("/api/{rest:path}", include_in_schema=False)
     def api_404(rest: str) -> Response:
         return _error(404, f"no API endpoint /api/{rest}", None, "not_found")
@@ -773,3 +798,26 @@ def _add_plan_routes(app: FastAPI) -> None:
         w = Workload(task=task, precision=precision, optimizer=optimizer, batch=batch, seq=seq, devices=devices,
                      activation_checkpointing=activation_checkpointing)
         return make_plan(spec, w, hws, source=source).to_dict()
+
+
+def _explanation_order(path: Path) -> tuple[int, str]:
+    """explain/<step>-<method>.json by step, then method."""
+    step, _, method = path.stem.partition("-")
+    return (int(step) if step.isdigit() else -1, method)
+
+
+def _read_explanation(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """A stored explanation (schema lmdev.explain/1), or None and why it was not read."""
+    try:
+        if path.stat().st_size > MAX_EXPLANATION_BYTES:
+            return None, f"larger than {MAX_EXPLANATION_BYTES >> 20} MiB"
+        doc = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, f"unreadable: {exc}"
+    if not isinstance(doc, dict) or doc.get("schema") != "lmdev.explain/1" or not isinstance(doc.get("items"), list):
+        return None, "not an lmdev.explain/1 document"
+    return doc, ""
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} in JSON")

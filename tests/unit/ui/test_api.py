@@ -336,3 +336,40 @@ def test_a_fork_continues_its_parent_up_to_its_fork_step(tmp_path):
         assert lin["parent"]["id"] == fork.id and lin["parent"]["step"] == 5 and lin["parent"]["kind"] == "fork"
         d = c.get("/api/compare", params={"runs": f"{base.id},{grand.id}", "keys": "loss", "lineage": 1}).json()
         assert d["runs"][1]["fork_step"] == 5 and list(d["inherited"]["loss"]) == [grand.id]
+
+
+def test_explanations_endpoint_lists_what_explain_kept(tmp_path):
+    from lmdev import track
+    from lmdev.explain import Attribution, Explanation, record_explanation
+
+    home = tmp_path / ".lmdev"
+    run = track.init("explained", home=home, telemetry=False)
+    run.log({"loss": 1.0}, step=0)
+    run.finish()
+    with TestClient(create_app(home, doctor=lambda: {}), base_url=BASE) as c:
+        assert c.get(f"/api/runs/{run.id}/explanations").json()["explanations"] == []
+    names = ["age", "<b>speed</b>"]
+    for step, method in ((20, "saliency"), (10, "integrated-gradients")):
+        exp = Explanation(run.id, "explained", step, "mlp", "table", method, names,
+                          items=[Attribution("val row 3", "1", [0.1, float("nan")], "1", values=[0.5, 2.0])],
+                          importance=[("<b>speed</b>", 2.5), ("age", 0.1)], sample=64)
+        path = record_explanation(exp, home)
+        assert path == home / "runs" / run.id / "explain" / f"{step}-{method}.json"
+    (path.parent / "99-broken.json").write_text("{not json")
+    with TestClient(create_app(home, doctor=lambda: {}), base_url=BASE) as c:
+        d = c.get(f"/api/runs/{run.id}/explanations").json()
+        assert [(x["step"], x["method"], x["file"]) for x in d["explanations"]] == \
+            [(10, "integrated-gradients", "10-integrated-gradients.json"), (20, "saliency", "20-saliency.json")]
+        first = d["explanations"][0]
+        assert first["schema"] == "lmdev.explain/1" and first["importance"][0] == {"feature": "<b>speed</b>", "score": 2.5}
+        assert first["items"][0]["scores"] == [0.1, None]  # NaN is stored as null
+        assert [s["file"] for s in d["skipped"]] == ["99-broken.json"]
+        # recorded on the run without reopening it
+        state = c.get(f"/api/runs/{run.id}").json()
+        assert state["status"] == "finished"
+        arts = c.get(f"/api/runs/{run.id}/artifacts").json()["artifacts"]
+        assert [(a["kind"], a["download"].rsplit("/", 1)[-1]) for a in arts] == \
+            [("explanation", "20-saliency.json"), ("explanation", "10-integrated-gradients.json")]
+        events = [e["message"] for e in c.get(f"/api/runs/{run.id}/events").json()["events"]]
+        assert "explained step 10 with integrated-gradients (1 input(s))" in events
+        assert c.get("/api/runs/nope/explanations").status_code == 404

@@ -445,6 +445,63 @@
         : el("p", { class: "muted", text: "No findings: the data looks sound." }));
   }
 
+  // -- explanations ----------------------------------------------------------------------------
+
+  // the explanations `lmdev explain` kept with a run (docs/schemas/explain.md), newest step first
+  function attrColour(score, scale) {
+    const a = scale > 0 ? Math.min(1, Math.abs(score) / scale) : 0;
+    return score >= 0 ? `rgba(248, 81, 73, ${(0.85 * a).toFixed(3)})` : `rgba(90, 169, 255, ${(0.85 * a).toFixed(3)})`;
+  }
+  function barList(rows, cls) {  // rows: [name, score]; the bar's length is |score| against the largest
+    const scale = Math.max(0, ...rows.map(([, s]) => Math.abs(Number(s) || 0)));
+    return el("div", { class: "xbars " + (cls || "") }, rows.map(([name, s]) => {
+      const v = Number(s) || 0;
+      const bar = el("span", { class: "xbar-fill" + (v < 0 ? " neg" : "") });
+      bar.style.width = (scale > 0 ? (100 * Math.abs(v) / scale) : 0).toFixed(1) + "%";
+      return el("div", { class: "xbar", "data-name": String(name) }, el("span", { class: "xbar-name mono small", text: String(name), title: String(name) }),
+        el("span", { class: "xbar-track" }, bar), el("span", { class: "num small", text: fmtNum(v) }));
+    }));
+  }
+  function explainItem(x, it) {
+    const scores = (it.scores || []).map((v) => Number(v) || 0);
+    const scale = Math.max(0, ...scores.map(Math.abs));
+    const head = el("div", { class: "small" }, el("b", { text: x.kind === "tokens" ? "text" : String(it.input) }), " — predicted ",
+      el("b", { class: "mono", text: x.kind === "tokens" ? JSON.stringify(it.target) : String(it.target) }),
+      it.label !== null && it.label !== undefined ? [", label ", el("b", { text: String(it.label) })] : null,
+      it.delta !== null && it.delta !== undefined ? el("span", { class: "muted", text: ` (completeness gap ${fmtNum(it.delta)})` }) : null);
+    let body;
+    if (x.kind === "tokens") {
+      body = el("div", { class: "xtokens mono" }, (it.tokens || []).map((t, j) => {
+        const s = el("span", { class: "xtoken", text: String(t).replace(/\n/g, "⏎"), title: `${JSON.stringify(t)} @${j}: ${fmtNum(scores[j])}` });
+        s.style.background = attrColour(scores[j] || 0, scale);
+        return s;
+      }));
+    } else if (x.kind === "image" && (x.image_shape || []).length === 2) {
+      const [h, w] = x.image_shape.map(Number);
+      body = el("div", { class: "xgrid" }, scores.slice(0, h * w).map((v, j) => {
+        const c = el("span", { class: "xcell", title: `${(x.features || [])[j] || j}: ${fmtNum(v)}` });
+        c.style.background = attrColour(v, scale);
+        return c;
+      }));
+      body.style.gridTemplateColumns = `repeat(${w}, 14px)`;
+    } else {
+      const order = scores.map((_, j) => j).sort((a, b) => Math.abs(scores[b]) - Math.abs(scores[a])).slice(0, 10);
+      body = barList(order.map((j) => [(x.features || [])[j] || "f" + j, scores[j]]));
+    }
+    return el("div", { class: "xitem" }, head, body);
+  }
+  function renderExplanations(pane, d) {
+    const list = (d.explanations || []).slice().reverse();
+    pane.replaceChildren(el("p", { class: "muted small", text: "Kept by `lmdev explain RUN[@STEP]`; red pushes towards the prediction, blue against it." }),
+      ...list.map((x) => el("div", { class: "card explanation", "data-file": String(x.file) },
+        el("h2", null, el("span", { class: "xmethod", text: String(x.method) }), ` at step ${Number(x.step)}`,
+          el("span", { class: "muted small", text: ` · ${x.model} · ${x.kind} · ${x.file}` })),
+        (x.importance || []).length ? [el("h3", { text: `Feature importance (mean |attribution| over ${Number(x.sample) || 0} rows)` }),
+          barList(x.importance.slice(0, 15).map((f) => [f.feature, f.score]), "importance")] : null,
+        (x.items || []).map((it) => explainItem(x, it)))),
+      ...(d.skipped || []).map((s) => el("p", { class: "muted small", text: `skipped ${s.file}: ${s.problem}` })));
+  }
+
   // -- runs page -------------------------------------------------------------------------------
 
   async function runsPage(view) {
@@ -585,14 +642,14 @@
       el("label", null, "Smoothing", slider, sliderVal), el("label", null, "X axis", xSel),
       el("label", null, logBox, "log scale"), keySearch, el("span", { id: "live", class: "muted small" }));
 
-    const tabs = ["Metrics", "Media", "System", "Config", "Events", "Artifacts", "Output", "Data check"];
+    const tabs = ["Metrics", "Media", "System", "Config", "Events", "Artifacts", "Output", "Data check", "Explanations"];
     const panes = {};
     const tabBar = el("div", { class: "tabs" });
     for (const t of tabs) {
       panes[t] = el("section", { id: "pane-" + t.toLowerCase().replace(" ", "-"), hidden: t !== "Metrics" });
-      // Media and Data check only when the run has some
+      // Media, Data check and Explanations only when the run has some
       const b = el("button", { type: "button", text: t, "data-tab": t, class: t === "Metrics" ? "active" : "",
-        hidden: (t === "Media" && !(run.media_keys || []).length) || t === "Data check" });
+        hidden: (t === "Media" && !(run.media_keys || []).length) || t === "Data check" || t === "Explanations" });
       b.addEventListener("click", () => {
         tabBar.querySelectorAll("button").forEach((x) => x.classList.toggle("active", x === b));
         for (const k of tabs) panes[k].hidden = k !== t;
@@ -739,6 +796,15 @@
           renderDataCheck(panes["Data check"], await api(check.download));
           tabBar.querySelector('button[data-tab="Data check"]').hidden = false;
         } catch (e) { delete panes["Data check"].dataset.loaded; }
+      }
+      // what `lmdev explain` kept with the run (artifacts of kind explanation): reload when they change
+      const explained = d.artifacts.filter((a) => a.kind === "explanation").map((a) => a.sha256).join(",");
+      if (explained && panes.Explanations.dataset.loaded !== explained) {
+        panes.Explanations.dataset.loaded = explained;
+        try {
+          renderExplanations(panes.Explanations, await api(`/api/runs/${encodeURIComponent(run.id)}/explanations`));
+          tabBar.querySelector('button[data-tab="Explanations"]').hidden = false;
+        } catch (e) { delete panes.Explanations.dataset.loaded; }
       }
     }
     let media = null;
