@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if distributed and not _inside_worker():
         return _launch(cfg, args)
 
-    if _inside_worker() and os.environ.get("RANK", "0") != "0":  # rank 0 speaks for all
+    if _inside_worker() and not _is_rank_zero():  # rank 0 speaks for all
         result = train_session(cfg, resume=args.resume, fork=args.fork, base_dir=base_dir, telemetry=not args.no_telemetry)
         return exit_code(result)
     if args.json:
@@ -128,8 +128,16 @@ def exit_code(result: Any) -> int:
     return 1
 
 
+def _is_rank_zero() -> bool:
+    from lmdev.train.launch import worker_place
+
+    return worker_place(os.environ).rank == 0
+
+
 def _inside_worker() -> bool:
-    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from lmdev.train.launch import worker_place
+
+    return worker_place(os.environ).launched
 
 
 def _worker_args(args: argparse.Namespace) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from lmdev.errors import LmdevError
 from lmdev.train.config import TrainConfig
+from lmdev.train.launch import worker_place
 from lmdev.train.trainer import SignalLatch, Trainer, TrainResult
 from lmdev.train.trainer import TrainProgress as Progress
 
@@ -156,7 +157,7 @@ def _session(cfg: TrainConfig, origin: Origin | None, base_dir: Path | None,
         run.finish("failed")
         raise LmdevError("the run store cannot be written, so this run has nowhere to keep its checkpoints",
                          "set LMDEV_HOME to a writable folder (see lmdev doctor)")
-    if resume_path is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0 and run.dir:
+    if resume_path is None and worker_place(os.environ).restart > 0 and run.dir:
         # torchrun restarted this worker (--max-restarts): the launch's run continues from its
         # own checkpoint (the engine rewinds what the failed worker logged past it)
         from lmdev.train.checkpoint import list_checkpoints
