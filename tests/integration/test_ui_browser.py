@@ -338,24 +338,50 @@ def _x_scale(pg, key: str) -> list[float]:
                        "return [s.x.min, s.x.max, s.y.min, s.y.max]; })()")
 
 
+class LiveWriter:
+    """A run logged by another process: steps 0-99 of ``key`` at once, ``more`` steps after
+    ``advance()``, finished after a second ``advance()``."""
+
+    def __init__(self, home: Path, name: str, key: str, more: int, project: str = "default") -> None:
+        self.child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import sys, lmdev.track as t
+            run = t.init({name!r}, project={project!r}, home={str(home)!r}, telemetry=False)
+            for i in range(100):
+                run.log({{{key!r}: 1.0 / (i + 1)}}, step=i)
+            run.flush()
+            print(run.id, flush=True)
+            sys.stdin.readline()
+            for i in range(100, {100 + more}):
+                run.log({{{key!r}: 0.001}}, step=i)
+            run.flush()
+            sys.stdin.readline()
+            run.finish()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.child.stdout is not None and self.child.stdin is not None
+        self.id = self.child.stdout.readline().strip()
+
+    def advance(self) -> None:
+        assert self.child.stdin is not None
+        self.child.stdin.write("\n")
+        self.child.stdin.flush()
+
+    def finish(self) -> None:
+        self.advance()
+        self.child.wait(timeout=30)
+
+    def __enter__(self) -> LiveWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
+
+
 def test_a_drag_zoom_survives_live_updates(page, server, store):
     home, _ = store
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, lmdev.track as t
-        run = t.init("zoom-run", home={str(home)!r}, telemetry=False)
-        for i in range(100):
-            run.log({{"train/loss": 1.0 / (i + 1)}}, step=i)
-        run.flush()
-        print(run.id, flush=True)
-        sys.stdin.readline()
-        for i in range(100, 110):
-            run.log({{"train/loss": 0.001}}, step=i)
-        run.flush()
-        sys.stdin.readline()
-        run.finish()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        run_id = child.stdout.readline().strip()
+    with LiveWriter(home, "zoom-run", "train/loss", more=10) as writer:
+        run_id = writer.id
         open_page(page, f"{server.base}/#/run/{run_id}")
         wait_js(page, "window.lmdev.charts.has('train/loss')")
         full = _x_scale(page, "train/loss")
@@ -368,8 +394,7 @@ def test_a_drag_zoom_survives_live_updates(page, server, store):
         page.mouse.up()
         zoomed = _x_scale(page, "train/loss")
         assert zoomed[0] > full[0] and zoomed[1] < full[1]  # the drag zoomed in
-        child.stdin.write("\n")
-        child.stdin.flush()
+        writer.advance()
         wait_js(page, "(() => { const c = window.lmdev.charts.get('train/loss'); "
                       "return c && Array.from(c.data[0]).includes(109); })()", timeout=10)
         page.wait_for_timeout(200)
@@ -377,13 +402,7 @@ def test_a_drag_zoom_survives_live_updates(page, server, store):
         # a double-click goes back to the whole run, new points included
         page.locator('.card[data-key="train/loss"] .u-over').dblclick()
         assert _x_scale(page, "train/loss")[1] >= 109
-        child.stdin.write("\n")
-        child.stdin.flush()
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        writer.finish()
 
 
 def test_chart_settings_live_in_the_url_and_survive_a_reload(page, server, store):

@@ -6,15 +6,12 @@ final metric. Screenshots go to test-artifacts/ui/."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 import urllib.parse
 
 import pytest
 
 from tests.integration import test_ui_browser as kit
-from tests.integration.test_ui_browser import Server, chart, open_page, wait_js
+from tests.integration.test_ui_browser import LiveWriter, Server, chart, open_page, wait_js
 
 from tests.unit.ui.helpers import make_sweep
 
@@ -108,22 +105,8 @@ def _scales(pg) -> list[float]:
 
 def test_a_compare_zoom_survives_live_updates(page, sweep):
     home, ids, srv = sweep
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, lmdev.track as t
-        run = t.init("live-cmp", project="live", home={str(home)!r}, telemetry=False)
-        for i in range(100):
-            run.log({{"val/loss": 1.0 / (i + 1)}}, step=i)
-        run.flush()
-        print(run.id, flush=True)
-        sys.stdin.readline()
-        for i in range(100, 120):
-            run.log({{"val/loss": 0.001}}, step=i)
-        run.flush()
-        sys.stdin.readline()
-        run.finish()
-    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        live = child.stdout.readline().strip()
+    with LiveWriter(home, "live-cmp", "val/loss", more=20, project="live") as writer:
+        live = writer.id
         open_page(page, f"{srv.base}/#/compare?runs={live},{ids['lr-0.0001']}&keys=val/loss")
         wait_js(page, "window.lmdev.charts.has('compare')")
         box = page.locator('.card[data-key="compare"] .u-over').bounding_box()
@@ -133,18 +116,11 @@ def test_a_compare_zoom_survives_live_updates(page, sweep):
         page.mouse.move(box["x"] + box["width"] * 0.4, y, steps=5)
         page.mouse.up()
         zoomed = _scales(page)
-        child.stdin.write("\n")
-        child.stdin.flush()
+        writer.advance()
         wait_js(page, "Array.from(window.lmdev.charts.get('compare').data[0]).includes(119)", timeout=15)
         page.wait_for_timeout(200)
         assert _scales(page) == zoomed
-        child.stdin.write("\n")
-        child.stdin.flush()
-        child.wait(timeout=30)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        writer.finish()
 
 
 def test_hyper_parameters_against_a_final_metric(page, sweep):
