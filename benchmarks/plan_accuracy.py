@@ -185,15 +185,20 @@ def summarise(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
             "budget_met": ok, "seconds": seconds}
 
 
+def under(worst: float) -> str:
+    """The worst under-estimate as printed: "none" when no prediction was below its measurement."""
+    return f"{worst:+.1%}" if worst < 0 else "none"
+
+
 def print_summary(s: dict[str, Any]) -> None:
     m, t, a = s["memory"], s["time"], s["accelerate"]
     print(f"\nmemory  lmdev: median |error| {m['median_abs']:.1%}, worst {m['worst_abs']:.1%}, "
-          f"worst under-estimate {m['worst_under']:+.1%}   (budget 10% / 20% / -10%: "
+          f"worst under-estimate {under(m['worst_under'])}   (budget 10% / 20% / -10%: "
           f"{'met' if s['budget_met'] else 'MISSED'})")
     for mode, st in s["memory_by_mode"].items():
         if st["median_abs"] is not None:
             print(f"        {mode:9s} median {st['median_abs']:.1%}, worst {st['worst_abs']:.1%}, "
-                  f"worst under {st['worst_under']:+.1%}")
+                  f"worst under {under(st['worst_under'])}")
     if a["median_abs"] is not None:
         print(f"memory  accelerate: median |error| {a['median_abs']:.1%}, worst {a['worst_abs']:.1%}; "
               f"ratio of medians (accelerate / lmdev) {a['median_abs'] / max(m['median_abs'], 1e-9):.1f}x")
@@ -227,7 +232,7 @@ def print_markdown(rows: list[dict[str, Any]], s: dict[str, Any]) -> None:
     for mode, st in s["memory_by_mode"].items():
         if st["median_abs"] is not None:
             print(f"- {mode}: median {st['median_abs']:.1%}, worst {st['worst_abs']:.1%}, "
-                  f"worst under {st['worst_under']:+.1%}")
+                  f"worst under {under(st['worst_under'])}")
     if a["median_abs"] is not None:
         print(f"\naccelerate's estimator: median |error| {a['median_abs']:.1%}, worst {a['worst_abs']:.1%} "
               f"(ratio of medians, accelerate / lmdev: {a['median_abs'] / max(m['median_abs'], 1e-9):.1f}x).")

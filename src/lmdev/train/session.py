@@ -110,13 +110,35 @@ def train_session(
     telemetry: bool = True,
     announce: Callable[[str], None] | None = None,
     home: str | Path | None = None,
+    callbacks: list[Any] | None = None,
 ) -> TrainResult:
+    """Train ``cfg`` as one run of the store (``lmdev train``, ``lmdev.train.fit``): ``resume`` /
+    ``fork`` say where it starts; ``on_progress``, ``announce`` and ``callbacks`` (objects with
+    on_eval / on_checkpoint / on_resume, beside the config's own) watch it."""
     require_store(home)
     latch = SignalLatch.install()  # from here until the run is recorded, a signal never kills mid-write
     try:
-        return _session(cfg, _origin(cfg, resume, fork, home), base_dir, on_progress, telemetry, announce, home)
+        watch = Watchers(on_progress, announce, callbacks)
+        return _session(cfg, _origin(cfg, resume, fork, home), base_dir, watch, _Recording(telemetry, home))
     finally:
         latch.restore()
+
+
+@dataclass
+class Watchers:
+    """What the caller attaches to a training: a progress callback, a line printer, callbacks."""
+
+    on_progress: Callable[[Progress], None] | None = None
+    announce: Callable[[str], None] | None = None
+    callbacks: list[Any] | None = None
+
+
+@dataclass
+class _Recording:
+    """Where the run is recorded, and whether it records telemetry."""
+
+    telemetry: bool
+    home: str | Path | None
 
 
 def _origin(cfg: TrainConfig, resume: str | None, fork: str | None, home: str | Path | None) -> Origin | None:
@@ -145,13 +167,13 @@ def _open_run(cfg: TrainConfig, origin: Origin | None, telemetry: bool, home: st
                       tags=["lmdev-train"], reinit="create_new")
 
 
-def _session(cfg: TrainConfig, origin: Origin | None, base_dir: Path | None,
-             on_progress: Callable[[Progress], None] | None, telemetry: bool,
-             announce: Callable[[str], None] | None, home: str | Path | None) -> TrainResult:
+def _session(cfg: TrainConfig, origin: Origin | None, base_dir: Path | None, watch: Watchers,
+             where: _Recording) -> TrainResult:
     from lmdev.train.preflight import preflight
 
     preflight(cfg, base_dir)  # a config that cannot train leaves nothing behind: no failed run
-    run = _open_run(cfg, origin, telemetry, home)
+    run = _open_run(cfg, origin, where.telemetry, where.home)
+    announce = watch.announce
     resume_path = origin.checkpoint if origin is not None else None
     if run.dir is None:  # the store went away between the check and the run's creation
         run.finish("failed")
@@ -175,7 +197,8 @@ def _session(cfg: TrainConfig, origin: Origin | None, base_dir: Path | None,
         from lmdev.data.check import check_for_training
 
         check_for_training(cfg, run, base_dir, announce)  # data.check: off | warn | fail
-        result = Trainer(cfg, run=run, base_dir=base_dir, on_progress=on_progress).train(resume=resume_path)
+        result = Trainer(cfg, run=run, base_dir=base_dir, on_progress=watch.on_progress,
+                         callbacks=watch.callbacks).train(resume=resume_path)
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             run.event("interrupted", level="error")

@@ -127,3 +127,20 @@ def test_a_custom_step_with_a_second_optimizer_resumes_exactly(tmp_path: Path) -
     for a, b in zip(whole.critic.parameters(), resumed.critic.parameters()):
         assert torch.equal(a, b)  # the critic (weights and Adam state) was checkpointed and restored
     assert example.AuxLossTrainer(cfg, checkpoint_dir=tmp_path / "aux").train().status == "finished"
+
+
+def test_callbacks_given_to_a_tracked_fit_are_called(tmp_path: Path) -> None:
+    """lmdev.train.fit records a run by default; callbacks passed to it reach the trainer."""
+    from lmdev.train import fit
+
+    class Evals:
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+
+        def on_eval(self, trainer: Any, step: int, metrics: dict[str, float]) -> None:
+            self.steps.append(step)
+
+    evals = Evals()
+    result = fit(TINY, callbacks=[evals], home=tmp_path / "home", telemetry=False)
+    assert evals.steps == [10, 20]
+    assert result.run_id
