@@ -199,7 +199,7 @@ class StoredTensors:
         if end > begin:
             with open(self.path, "rb") as f:
                 f.seek(self.start + begin)
-                if f.readinto(t.view(-1).view(torch.uint8).numpy()) != end - begin:
+                if f.readinto(memoryview(t.view(-1).view(torch.uint8).numpy())) != end - begin:
                     raise ValueError(f"{self.path}: {name} is cut short")
         return t
 
@@ -307,11 +307,11 @@ def write_int4(module: nn.Module, folder: Path) -> dict[str, Any]:
 
 
 def read_int4(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
-    tensors = load_file(str(folder / "model.safetensors"))
+    stored = StoredTensors(folder / "model.safetensors")  # plain reads: the packed int4 is not kept
     group = int(load.get("group", INT4_GROUP))
-    state = {k: v for k, v in tensors.items() if not k.endswith((".int4", ".int4_scale"))}
+    state = {k: stored.get(k) for k in stored.keys() if not k.endswith((".int4", ".int4_scale"))}
     for name, shape in load["int4_tensors"].items():
-        state[name] = int4_dequantize(tensors.pop(f"{name}.int4"), tensors.pop(f"{name}.int4_scale"), shape, group)
+        state[name] = int4_dequantize(stored.get(f"{name}.int4"), stored.get(f"{name}.int4_scale"), shape, group)
     with parameters_on_meta():
         model = spec.build()
     load_assigned(model, state)
