@@ -197,9 +197,10 @@ class StoredTensors:
         begin, end = entry["data_offsets"]
         t = torch.empty(entry["shape"], dtype=self.DTYPES[entry["dtype"]])
         if end > begin:
+            buf: Any = t.view(-1).view(torch.uint8).numpy()  # the tensor's own bytes, written in place
             with open(self.path, "rb") as f:
                 f.seek(self.start + begin)
-                if f.readinto(memoryview(t.view(-1).view(torch.uint8).numpy())) != end - begin:
+                if f.readinto(buf) != end - begin:
                     raise ValueError(f"{self.path}: {name} is cut short")
         return t
 
