@@ -36,7 +36,8 @@ def build(small: bool) -> tuple[ModelSpec, torch.nn.Module]:
     from lmdev.train.models import HFCausalLM
 
     transformers.logging.set_verbosity_error()
-    shape = dict(n_layer=4, n_embd=256, n_head=4) if small else dict(n_layer=12, n_embd=768, n_head=12)
+    shape: dict[str, Any] = (dict(n_layer=4, n_embd=256, n_head=4) if small
+                             else dict(n_layer=12, n_embd=768, n_head=12))
     cfg = transformers.GPT2Config(vocab_size=50257, n_positions=1024, **shape)
     torch.manual_seed(0)
     return ModelSpec("hf", cfg.to_dict()), HFCausalLM(transformers.GPT2LMHeadModel(cfg)).eval()
@@ -75,7 +76,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     spec, model = build(args.small)
     ids = torch.randint(0, 50257, (args.batch, args.seq))
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         save_file({"x": ids}, str(work / "x.safetensors"))
