@@ -169,8 +169,35 @@ def read_int8(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
         parent, _, attr = name.rpartition(".")
         setattr(model.get_submodule(parent), attr, make(_linear(model, name), tensors, name))
     if fmt == "torch.ao-int8":
-        transforms.embed_from_int8_heads(model, load.get("embeddings_from_heads") or {})
+        int8_lookups(model, load.get("embeddings_from_heads") or {})
     return ready(model)
+
+
+class Int8Lookup(nn.Module):
+    """An embedding tied to a torch.ao int8 head, read from the head's int8 values: the rows are
+    gathered in int8 and dequantised, so the tied matrix is held in int8 (one byte a value beside
+    the head's packed copy), not again in fp32 (four)."""
+
+    def __init__(self, table: torch.Tensor, scale: float, zero_point: int) -> None:
+        super().__init__()
+        self.register_buffer("table", table.contiguous(), persistent=False)  # the file holds it as the head
+        self.scale, self.zero_point = scale, zero_point
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole table dequantised (for code that reads an embedding's weight; the lookup does not)."""
+        return (self.table.float() - self.zero_point) * self.scale
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return (self.table[ids].float() - self.zero_point) * self.scale
+
+
+def int8_lookups(model: nn.Module, pairs: dict[str, str]) -> None:
+    """Replace each embedding of ``pairs`` ({int8 head: embedding}) by an Int8Lookup of its head."""
+    for head, emb in pairs.items():
+        w = cast("torch.ao.nn.quantized.dynamic.Linear", model.get_submodule(head)).weight()
+        parent, _, attr = emb.rpartition(".")
+        setattr(model.get_submodule(parent), attr, Int8Lookup(w.int_repr(), w.q_scale(), w.q_zero_point()))
 
 
 class StoredTensors:

@@ -128,7 +128,7 @@ def _probe_input(spec: ModelSpec) -> torch.Tensor:
 
 def ao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
     """torch.ao dynamic int8 after Conv1D -> Linear. A head tied to the embedding is quantised once:
-    the embedding reads the head's dequantised int8 weight, so the matrix is stored once, in int8."""
+    the embedding reads the head's int8 values (``formats.Int8Lookup``): the matrix is stored and held once, in int8."""
     tied = transforms.tied_heads(model)
     fp32 = transforms.linearize(copy.deepcopy(model)).eval()
     n_linear = len(transforms.linear_names(fp32))
@@ -138,11 +138,11 @@ def ao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
         q = transforms.torch_ao_int8(fp32)
     except (RuntimeError, AssertionError) as exc:
         raise BackendFailed(f"torch.ao dynamic quantisation failed: {str(exc).splitlines()[0]}") from None
-    transforms.embed_from_int8_heads(q, tied)
+    formats.int8_lookups(q, tied)
     settings: dict[str, Any] = {"dtype": "int8", "layers": n_linear,
                                 "scheme": "per-tensor affine weights, dynamic activations"}
     if tied:
-        settings["embedding"] = "tied to the int8 head (dequantised for the lookup)"
+        settings["embedding"] = "tied to the int8 head (rows read in int8 and dequantised)"
     return Variant("int8 dynamic (torch.ao)", "quantize", "torch.ao-int8", TorchRunner(q),
                    lambda f: formats.write_int8(q, fp32, f, "torch.ao-int8", tied), spec, settings,
                    q, module_bytes(q))

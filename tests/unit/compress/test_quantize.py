@@ -69,9 +69,11 @@ def test_gpt_int8_stores_a_tied_embedding_once_as_int8_and_reads_back(gpt_source
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert f"{emb}.weight" not in keys and f"{head}.weight.int8" in keys  # the matrix once, in int8
-    w = model.get_submodule(emb).weight
-    assert w.dtype == torch.float32 and torch.equal(w, model.get_submodule(head).weight().dequantize())
-    torch.testing.assert_close(w, s.model.get_submodule(emb).weight, atol=0.05, rtol=0)  # int8 of it
+    lookup = model.get_submodule(emb)  # read from the head's int8 values, not held again in fp32
+    assert isinstance(lookup, formats.Int8Lookup) and lookup.table.dtype == torch.int8
+    assert torch.equal(lookup.table, model.get_submodule(head).weight().int_repr())
+    ids = torch.arange(8).view(2, 4)
+    torch.testing.assert_close(lookup(ids), s.model.get_submodule(emb)(ids), atol=0.05, rtol=0)  # int8 of it
     x = _x(s, 4)
     torch.testing.assert_close(v.runner(x), model(x), atol=0, rtol=0)
     gpt2 = pytest.importorskip("transformers")
