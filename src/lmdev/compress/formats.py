@@ -298,7 +298,7 @@ def int4_dequantize(packed: torch.Tensor, scale: torch.Tensor, shape: list[int],
     """The fp32 tensor of ``shape`` that ``int4_quantize`` packed (exactly what was measured)."""
     rows, cols = shape
     u = torch.stack([packed & 0x0F, packed >> 4], dim=-1).view(rows, -1, group)
-    w = (u.to(torch.float32) - 8.0) * scale.float().unsqueeze(-1)
+    w = u.to(torch.float32).sub_(8.0).mul_(scale.float().unsqueeze(-1))  # in place: one fp32 copy at a time
     return w.view(rows, -1)[:, :cols].contiguous()
 
 
