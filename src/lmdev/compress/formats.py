@@ -178,6 +178,8 @@ class Int8Lookup(nn.Module):
     gathered in int8 and dequantised, so the tied matrix is held in int8 (one byte a value beside
     the head's packed copy), not again in fp32 (four)."""
 
+    table: torch.Tensor  # int8 [vocabulary, width], a buffer
+
     def __init__(self, table: torch.Tensor, scale: float, zero_point: int) -> None:
         super().__init__()
         self.register_buffer("table", table.contiguous(), persistent=False)  # the file holds it as the head

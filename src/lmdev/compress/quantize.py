@@ -139,13 +139,14 @@ def ao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
     except (RuntimeError, AssertionError) as exc:
         raise BackendFailed(f"torch.ao dynamic quantisation failed: {str(exc).splitlines()[0]}") from None
     formats.int8_lookups(q, tied)
+    lookups = sum(m.table.numel() for m in q.modules() if isinstance(m, formats.Int8Lookup))  # not in state_dict
     settings: dict[str, Any] = {"dtype": "int8", "layers": n_linear,
                                 "scheme": "per-tensor affine weights, dynamic activations"}
     if tied:
         settings["embedding"] = "tied to the int8 head (rows read in int8 and dequantised)"
     return Variant("int8 dynamic (torch.ao)", "quantize", "torch.ao-int8", TorchRunner(q),
                    lambda f: formats.write_int8(q, fp32, f, "torch.ao-int8", tied), spec, settings,
-                   q, module_bytes(q))
+                   q, module_bytes(q) + lookups)
 
 
 def torchao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
