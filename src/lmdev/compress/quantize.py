@@ -225,6 +225,7 @@ def _onnx_int8(fp32_file: Path, tmp: Path, path: Path) -> None:
     finally:
         ctx.__exit__(None, None, None)
     onnxshare.lookup_from_quantized(tmp, path)
+    tmp.unlink()
 
 
 def int4_weights(spec: ModelSpec, model: nn.Module) -> Variant:
