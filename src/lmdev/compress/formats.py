@@ -1,16 +1,25 @@
 """How each kind of variant is stored and read back. Weights are safetensors (or ONNX); no pickle.
 
 format        files               read back by
-torch         model.safetensors   build the architecture, cast to dtype, load the weights
-torch.ao-int8 model.safetensors   build, linearize, load fp32 parts, quantize_dynamic, set the stored int8 weights
-torchao-int8  model.safetensors   build, linearize, load fp32 parts, torchao quantize_, set the stored int8 weights
-int4-weights  model.safetensors   build, load the fp32 parts, unpack and dequantise the int4 groups
+torch         model.safetensors   build the architecture without weights, take the stored tensors as its weights
+torch.ao-int8 model.safetensors   build without weights, linearize, put a torch.ao int8 Linear with the stored
+                                  int8 weight in each quantised layer's place, take the fp32 rest as stored
+torchao-int8  model.safetensors   the same, each layer quantised by torchao one at a time, its int8 data set
+int4-weights  model.safetensors   build without weights, unpack and dequantise the int4 groups as its weights
 onnx          model.onnx          onnxruntime.InferenceSession
+
+"Without weights": the architecture is built with its parameters on torch's ``meta`` device (no
+memory, no random initialisation; buffers such as causal masks are built as usual), so loading a
+variant never holds a full fp32 model beside the one it returns: an int8 variant peaks at its own
+size plus one layer in fp32, not at fp32 plus int8.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,8 +56,59 @@ def write_torch(module: nn.Module, folder: Path) -> dict[str, Any]:
 
 
 def read_torch(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
-    model = spec.build().to(DTYPES[load.get("dtype", "float32")])
-    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    with parameters_on_meta():
+        model = spec.build()
+    state = load_file(str(folder / "model.safetensors"))
+    dtype = DTYPES[load.get("dtype", "float32")]
+    load_assigned(model, {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()})
+    model.to(dtype)  # buffers built as usual (masks, rotary tables) follow the weights
+    return ready(model)
+
+
+@contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Build modules whose parameters are placeholders on the ``meta`` device: no memory, no random
+    initialisation. Buffers are made as usual: a checkpoint need not hold them (causal masks, rotary
+    tables). Fill the placeholders with ``load_assigned``."""
+    register = nn.Module.register_parameter
+
+    def on_meta(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+        register(self, name, param)
+
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def load_assigned(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Take ``state``'s tensors as ``model``'s parameters and buffers (no copy); parameters that were
+    one (a head tied to its embedding, stored once) are one again."""
+    tied: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(p), []).append(name)
+    model.load_state_dict(state, strict=False, assign=True)
+    for names in tied.values():
+        stored = next((n for n in names if n in state), None)
+        if stored is None or len(names) < 2:
+            continue
+        param = model.get_parameter(stored)
+        for n in names:
+            parent, _, attr = n.rpartition(".")
+            setattr(model.get_submodule(parent), attr, param)
+
+
+def ready(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode, once every parameter holds stored values (none left on ``meta``)."""
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        from lmdev.errors import LmdevError
+
+        raise LmdevError(f"the variant's weights lack {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}",
+                         "write the variant again with lmdev compress")
     return model.eval()
 
 
@@ -93,37 +153,114 @@ def _int8_tensors(model: nn.Module, fmt: str) -> dict[str, torch.Tensor]:
 
 
 def read_int8(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
+    """The int8 model, built layer by layer from the stored int8 weights: no fp32 model first, and
+    each stored matrix read, turned into its int8 layer and dropped before the next is read."""
     fmt = load["format"]
-    tensors = load_file(str(folder / "model.safetensors"))
-    model = transforms.linearize(spec.build())
+    stored = StoredTensors(folder / "model.safetensors")
     layers = load["quantized_layers"]
-    fp32 = {k: v for k, v in tensors.items() if k.rsplit(".", 2)[0] not in layers or ".weight." not in k}
-    with torch.no_grad():
-        for name in layers:
-            lin = _linear(model, name)
-            lin.weight.copy_(_dequant(tensors, name, fmt).view_as(lin.weight))
-            if f"{name}.weight.bias" in tensors:
-                lin.bias.copy_(tensors[f"{name}.weight.bias"])
-    model.load_state_dict(fp32, strict=False)
-    model.eval()
+    with parameters_on_meta():
+        model = transforms.linearize(spec.build())
+    parts = ("int8", "scale", "zero_point", "bias")
+    int8_keys = {f"{name}.weight.{part}" for name in layers for part in parts}
+    load_assigned(model, {k: stored.get(k) for k in stored.keys() if k not in int8_keys})  # the fp32 rest
+    make = _ao_int8_linear if fmt == "torch.ao-int8" else _torchao_int8_linear
+    for name in layers:  # each quantised layer (still a meta placeholder) replaced by its int8 one
+        tensors = {k: stored.get(k) for k in (f"{name}.weight.{part}" for part in parts) if k in stored.header}
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr, make(_linear(model, name), tensors, name))
     if fmt == "torch.ao-int8":
-        model = transforms.torch_ao_int8(model)
-        for name in layers:
-            m = cast("torch.ao.nn.quantized.dynamic.Linear", model.get_submodule(name))  # torch_ao_int8 made it one
-            scale = float(tensors[f"{name}.weight.scale"][0])
-            zp = int(tensors[f"{name}.weight.zero_point"][0])
-            q = torch.quantize_per_tensor(_dequant(tensors, name, fmt), scale, zp, torch.qint8)
-            m.set_weight_bias(q, tensors.get(f"{name}.weight.bias"))
-        transforms.embed_from_int8_heads(model, load.get("embeddings_from_heads") or {})
-    else:
-        model = transforms.torchao_int8(model)
-        with torch.no_grad():
-            for name in layers:
-                qw: Any = _linear(model, name).weight  # a torchao quantised tensor subclass
-                qw.qdata.copy_(tensors[f"{name}.weight.int8"])
-                qw.scale.copy_(tensors[f"{name}.weight.scale"])
-                qw.zero_point.copy_(tensors[f"{name}.weight.zero_point"])
-    return model.eval()
+        int8_lookups(model, load.get("embeddings_from_heads") or {})
+    return ready(model)
+
+
+class Int8Lookup(nn.Module):
+    """An embedding tied to a torch.ao int8 head, read from the head's int8 values: the rows are
+    gathered in int8 and dequantised, so the tied matrix is held in int8 (one byte a value beside
+    the head's packed copy), not again in fp32 (four)."""
+
+    table: torch.Tensor  # int8 [vocabulary, width], a buffer
+
+    def __init__(self, table: torch.Tensor, scale: float, zero_point: int) -> None:
+        super().__init__()
+        self.register_buffer("table", table.contiguous(), persistent=False)  # the file holds it as the head
+        self.scale, self.zero_point = scale, zero_point
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The whole table dequantised (for code that reads an embedding's weight; the lookup does not)."""
+        return (self.table.float() - self.zero_point) * self.scale
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return (self.table[ids].float() - self.zero_point) * self.scale
+
+
+def int8_lookups(model: nn.Module, pairs: dict[str, str]) -> None:
+    """Replace each embedding of ``pairs`` ({int8 head: embedding}) by an Int8Lookup of its head."""
+    for head, emb in pairs.items():
+        w = cast("torch.ao.nn.quantized.dynamic.Linear", model.get_submodule(head)).weight()
+        parent, _, attr = emb.rpartition(".")
+        setattr(model.get_submodule(parent), attr, Int8Lookup(w.int_repr(), w.q_scale(), w.q_zero_point()))
+
+
+class StoredTensors:
+    """A safetensors file read one tensor at a time with plain reads, not a memory map: a tensor read
+    and dropped leaves nothing resident (a mapped file keeps every page it touched resident until the
+    last tensor of the file is gone), so the int8 loader holds one stored layer at a time."""
+
+    DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool}
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            self.header: dict[str, Any] = json.loads(f.read(n))
+        self.header.pop("__metadata__", None)
+        self.path, self.start = path, 8 + n
+
+    def keys(self) -> list[str]:
+        return list(self.header)
+
+    def get(self, name: str) -> torch.Tensor:
+        entry = self.header[name]
+        begin, end = entry["data_offsets"]
+        t = torch.empty(entry["shape"], dtype=self.DTYPES[entry["dtype"]])
+        if end > begin:
+            buf: Any = t.view(-1).view(torch.uint8).numpy()  # the tensor's own bytes, written in place
+            with open(self.path, "rb") as f:
+                f.seek(self.start + begin)
+                if f.readinto(buf) != end - begin:
+                    raise ValueError(f"{self.path}: {name} is cut short")
+        return t
+
+
+def _ao_int8_linear(lin: nn.Linear, tensors: dict[str, torch.Tensor], name: str) -> nn.Module:
+    """A torch.ao dynamic int8 Linear holding the stored int8 weight of layer ``name``, as
+    ``quantize_dynamic`` made it (the dequantised weight quantised again gives the same int8)."""
+    scale = float(tensors[f"{name}.weight.scale"][0])
+    zp = int(tensors[f"{name}.weight.zero_point"][0])
+    q = torch.quantize_per_tensor(_dequant(tensors, name, "torch.ao-int8"), scale, zp, torch.qint8)
+    m = torch.ao.nn.quantized.dynamic.Linear(lin.in_features, lin.out_features, bias_=lin.bias is not None,
+                                             dtype=torch.qint8)
+    m.set_weight_bias(q, tensors.get(f"{name}.weight.bias"))
+    return m
+
+
+def _torchao_int8_linear(lin: nn.Linear, tensors: dict[str, torch.Tensor], name: str) -> nn.Module:
+    """One Linear quantised by torchao from the dequantised stored weight, its int8 data then set to
+    the stored values exactly."""
+    real = torch.nn.utils.skip_init(nn.Linear, lin.in_features, lin.out_features, bias=lin.bias is not None)
+    with torch.no_grad():
+        real.weight.copy_(_dequant(tensors, name, "torchao-int8").view_as(real.weight))
+        if real.bias is not None:
+            real.bias.copy_(tensors[f"{name}.weight.bias"])
+    transforms.torchao_int8(real)
+    with torch.no_grad():
+        qw: Any = real.weight  # a torchao quantised tensor subclass
+        qw.qdata.copy_(tensors[f"{name}.weight.int8"])
+        qw.scale.copy_(tensors[f"{name}.weight.scale"])
+        qw.zero_point.copy_(tensors[f"{name}.weight.zero_point"])
+    return real.eval()
 
 
 def _linear(model: nn.Module, name: str) -> nn.Linear:
@@ -136,8 +273,8 @@ def _dequant(tensors: dict[str, torch.Tensor], name: str, fmt: str) -> torch.Ten
     q = tensors[f"{name}.weight.int8"].float()
     scale, zp = tensors[f"{name}.weight.scale"], tensors[f"{name}.weight.zero_point"]
     if fmt == "torch.ao-int8":
-        return (q - float(zp[0])) * float(scale[0])
-    return (q - zp.float()) * scale.float()
+        return q.sub_(float(zp[0])).mul_(float(scale[0]))  # in place: one fp32 copy of the layer at a time
+    return q.sub_(zp.float()).mul_(scale.float())
 
 
 # --------------------------------------------------------------------------- int4 storage
@@ -163,7 +300,7 @@ def int4_dequantize(packed: torch.Tensor, scale: torch.Tensor, shape: list[int],
     """The fp32 tensor of ``shape`` that ``int4_quantize`` packed (exactly what was measured)."""
     rows, cols = shape
     u = torch.stack([packed & 0x0F, packed >> 4], dim=-1).view(rows, -1, group)
-    w = (u.to(torch.float32) - 8.0) * scale.float().unsqueeze(-1)
+    w = u.to(torch.float32).sub_(8.0).mul_(scale.float().unsqueeze(-1))  # in place: one fp32 copy at a time
     return w.view(rows, -1)[:, :cols].contiguous()
 
 
@@ -200,14 +337,15 @@ def write_int4(module: nn.Module, folder: Path) -> dict[str, Any]:
 
 
 def read_int4(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
-    tensors = load_file(str(folder / "model.safetensors"))
+    stored = StoredTensors(folder / "model.safetensors")  # plain reads: the packed int4 is not kept
     group = int(load.get("group", INT4_GROUP))
-    state = {k: v for k, v in tensors.items() if not k.endswith((".int4", ".int4_scale"))}
+    state = {k: stored.get(k) for k in stored.keys() if not k.endswith((".int4", ".int4_scale"))}
     for name, shape in load["int4_tensors"].items():
-        state[name] = int4_dequantize(tensors[f"{name}.int4"], tensors[f"{name}.int4_scale"], shape, group)
-    model = spec.build()
-    model.load_state_dict(state, strict=False)
-    return model.eval()
+        state[name] = int4_dequantize(stored.get(f"{name}.int4"), stored.get(f"{name}.int4_scale"), shape, group)
+    with parameters_on_meta():
+        model = spec.build()
+    load_assigned(model, state)
+    return ready(model)
 
 
 # --------------------------------------------------------------------------- onnx

@@ -5,10 +5,12 @@ high-water mark of resident memory (VmHWM) at each stage.
 A fresh process per variant, because a process's peak cannot be taken back: measured in the
 ``lmdev compress`` process, every variant would carry the peaks of those made before it. The
 figures are above the process's resident memory once Python, torch (and ONNX Runtime for ONNX
-variants) are imported, so they are what the variant itself costs:
+variants, or the modules the architecture needs for torch variants: it is built once without
+weights first) are imported, so they are what the variant itself costs:
 
-- ``load_peak_bytes``: the peak while reading the folder and building the model (an int8 torch
-  variant is built in fp32 first, so its load peak is above its running size);
+- ``load_peak_bytes``: the peak while reading the folder and building the model (torch weights
+  stored as they run are memory-mapped, so they count when first touched, i.e. in the run's
+  figure);
 - ``run_peak_bytes``: the peak while running the large batch, the load's peak forgotten
   (memory freed while loading handed back with ``malloc_trim``, then ``/proc/self/clear_refs``),
   i.e. the weights held plus activations and workspace;
@@ -95,14 +97,16 @@ def probe(request: dict[str, Any]) -> dict[str, int]:
 
     torch.set_num_threads(int(request["threads"]))
     load = request["load"]
+    spec = ModelSpec.from_dict(request["spec"])
     if load["format"] == "onnx":
         import onnxruntime  # noqa: F401  imported before the baseline: its import is not the variant's cost
-    elif request["spec"].get("kind") == "hf":
-        import transformers  # noqa: F401
+    else:  # the architecture built once without weights: the modules it imports are not the variant's cost
+        with formats.parameters_on_meta():
+            spec.build()
     x = load_file(request["inputs"])["x"]
     _reset_peak()
     base = _status_kb("VmRSS")
-    model = formats.read_any(Path(request["folder"]), ModelSpec.from_dict(request["spec"]), load)
+    model = formats.read_any(Path(request["folder"]), spec, load)
     load_peak = _status_kb("VmHWM")
     _release_freed()
     _reset_peak()

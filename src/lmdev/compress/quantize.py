@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmdev.compress import formats, transforms
+from lmdev.compress import formats, onnxshare, transforms
 from lmdev.compress.source import ModelSpec
 from lmdev.compress.variant import TorchRunner, Variant, module_bytes
 from lmdev.errors import LmdevError
@@ -127,7 +128,7 @@ def _probe_input(spec: ModelSpec) -> torch.Tensor:
 
 def ao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
     """torch.ao dynamic int8 after Conv1D -> Linear. A head tied to the embedding is quantised once:
-    the embedding reads the head's dequantised int8 weight, so the matrix is stored once, in int8."""
+    the embedding reads the head's int8 values (``formats.Int8Lookup``): the matrix is stored and held once, in int8."""
     tied = transforms.tied_heads(model)
     fp32 = transforms.linearize(copy.deepcopy(model)).eval()
     n_linear = len(transforms.linear_names(fp32))
@@ -137,14 +138,15 @@ def ao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
         q = transforms.torch_ao_int8(fp32)
     except (RuntimeError, AssertionError) as exc:
         raise BackendFailed(f"torch.ao dynamic quantisation failed: {str(exc).splitlines()[0]}") from None
-    transforms.embed_from_int8_heads(q, tied)
+    formats.int8_lookups(q, tied)
+    lookups = sum(m.table.numel() for m in q.modules() if isinstance(m, formats.Int8Lookup))  # not in state_dict
     settings: dict[str, Any] = {"dtype": "int8", "layers": n_linear,
                                 "scheme": "per-tensor affine weights, dynamic activations"}
     if tied:
-        settings["embedding"] = "tied to the int8 head (dequantised for the lookup)"
+        settings["embedding"] = "tied to the int8 head (rows read in int8 and dequantised)"
     return Variant("int8 dynamic (torch.ao)", "quantize", "torch.ao-int8", TorchRunner(q),
                    lambda f: formats.write_int8(q, fp32, f, "torch.ao-int8", tied), spec, settings,
-                   q, module_bytes(q))
+                   q, module_bytes(q) + lookups)
 
 
 def torchao_int8(spec: ModelSpec, model: nn.Module) -> Variant:
@@ -181,24 +183,18 @@ def onnx_variant(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workd
     fp32_file = workdir / "fp32.onnx"
     if not fp32_file.exists():
         try:
-            export_onnx(transforms.export_friendly(transforms.linearize(copy.deepcopy(model))), example[:1], fp32_file)
+            export_onnx(transforms.export_friendly(transforms.linearize(copy.deepcopy(model))), example[:1],
+                        workdir / "export.onnx")
         except Exception as exc:  # the exporter fails in many ways on unsupported operators
             raise BackendFailed(f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+        try:
+            onnxshare.share_weights(workdir / "export.onnx", fp32_file)  # a tied head's matrix once
+        except Exception:  # onnx could not rewrite it: the export as it is (larger, still right)
+            shutil.copyfile(workdir / "export.onnx", fp32_file)
     path = fp32_file
     if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         path = workdir / "int8.onnx"
-        ctx = transforms.quiet()
-        import logging
-
-        logging.getLogger().setLevel(logging.ERROR)
-        try:
-            quantize_dynamic(str(fp32_file), str(path), weight_type=QuantType.QInt8)
-        except Exception as exc:
-            raise BackendFailed(f"ONNX Runtime int8 quantisation failed: {str(exc).splitlines()[0][:200]}") from None
-        finally:
-            ctx.__exit__(None, None, None)
+        _onnx_int8(fp32_file, workdir / "int8-quantiser.onnx", path)
     try:
         session = formats.OnnxModel(path)
         session(example[:1])
@@ -210,6 +206,26 @@ def onnx_variant(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workd
     return Variant(f"ONNX Runtime {label}", "quantize" if int8 else "export", f"onnxruntime-{label}", session,
                    partial(formats.write_onnx, path, load=load), spec,
                    {"dtype": label, "opset": 17}, None, path.stat().st_size)
+
+
+def _onnx_int8(fp32_file: Path, tmp: Path, path: Path) -> None:
+    """ONNX Runtime's dynamic int8 quantiser, the lookups of a shared matrix left to
+    ``onnxshare.lookup_from_quantized`` (which points them at the head's int8 copy)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    ctx = transforms.quiet()
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(fp32_file), str(tmp), weight_type=QuantType.QInt8,
+                         nodes_to_exclude=onnxshare.shared_lookups(fp32_file))
+    except Exception as exc:
+        raise BackendFailed(f"ONNX Runtime int8 quantisation failed: {str(exc).splitlines()[0][:200]}") from None
+    finally:
+        ctx.__exit__(None, None, None)
+    onnxshare.lookup_from_quantized(tmp, path)
+    tmp.unlink()
 
 
 def int4_weights(spec: ModelSpec, model: nn.Module) -> Variant:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -68,9 +69,11 @@ def test_gpt_int8_stores_a_tied_embedding_once_as_int8_and_reads_back(gpt_source
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert f"{emb}.weight" not in keys and f"{head}.weight.int8" in keys  # the matrix once, in int8
-    w = model.get_submodule(emb).weight
-    assert w.dtype == torch.float32 and torch.equal(w, model.get_submodule(head).weight().dequantize())
-    torch.testing.assert_close(w, s.model.get_submodule(emb).weight, atol=0.05, rtol=0)  # int8 of it
+    lookup = model.get_submodule(emb)  # read from the head's int8 values, not held again in fp32
+    assert isinstance(lookup, formats.Int8Lookup) and lookup.table.dtype == torch.int8
+    assert torch.equal(lookup.table, model.get_submodule(head).weight().int_repr())
+    ids = torch.arange(8).view(2, 4)
+    torch.testing.assert_close(lookup(ids), s.model.get_submodule(emb)(ids), atol=0.05, rtol=0)  # int8 of it
     x = _x(s, 4)
     torch.testing.assert_close(v.runner(x), model(x), atol=0, rtol=0)
     gpt2 = pytest.importorskip("transformers")
@@ -157,3 +160,40 @@ def test_half_precision_is_refused_up_front_where_its_matmul_is_slow(digits_sour
         quantize.cast(digits_source.spec, digits_source.model, torch.float16)
     monkeypatch.setattr(quantize, "matmul_slowdown", lambda dtype, n=256: 0.5)
     assert quantize.cast(digits_source.spec, digits_source.model, torch.float16).backend == "torch-fp16"
+
+
+def _gpt2_tiny(vocab=4096):
+    transformers = pytest.importorskip("transformers")
+    from lmdev.compress.source import ModelSpec
+    from lmdev.train.models import HFCausalLM
+
+    transformers.logging.set_verbosity_error()
+    cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=16, n_embd=64, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    return ModelSpec("hf", cfg.to_dict()), HFCausalLM(transformers.GPT2LMHeadModel(cfg)).eval()
+
+
+def test_onnx_variants_store_a_tied_embedding_once_with_the_same_outputs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    spec, model = _gpt2_tiny()
+    ids = torch.randint(0, 4096, (3, 8))
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())  # the tied matrix counted once
+    fp32 = quantize.onnx_variant(spec, model, ids[:1], tmp_path, int8=False)
+    int8 = quantize.onnx_variant(spec, model, ids[:1], tmp_path, int8=True)
+
+    def big(path):  # initializers holding at least half the tied matrix's values
+        return [i.name for i in onnx.load(str(path)).graph.initializer if math.prod(i.dims) >= 4096 * 64 // 2]
+
+    assert len(big(tmp_path / "export.onnx")) == 2  # what the exporter writes: embedding + transposed head
+    assert len(big(tmp_path / "fp32.onnx")) == 1 and len(big(tmp_path / "int8.onnx")) == 1
+    assert (tmp_path / "fp32.onnx").stat().st_size < 1.1 * fp32_bytes
+    assert (tmp_path / "int8.onnx").stat().st_size < 0.3 * fp32_bytes
+    exported = ort.InferenceSession(str(tmp_path / "export.onnx"), providers=["CPUExecutionProvider"])
+    before = torch.from_numpy(exported.run(None, {"x": ids.numpy()})[0])
+    torch.testing.assert_close(fp32.runner(ids), before, atol=0, rtol=0)  # bit for bit
+    with torch.no_grad():
+        ref = model(ids)
+    torch.testing.assert_close(fp32.runner(ids), ref, atol=1e-4, rtol=1e-4)
+    err = (int8.runner(ids) - ref).norm() / ref.norm()
+    assert err < 0.05
