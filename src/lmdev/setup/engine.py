@@ -232,14 +232,19 @@ def _lock_tool(plan: SetupPlan, env: EnvPlan, python: str, platform: str | None)
 
 
 def _resolve_env(opts: SetupOptions, env: EnvPlan, target: inst.Target, sources: Sources) -> Lock:
+    """Resolve the environment's requirements; the pinned index's pages of the torch family are
+    read while the resolver works, and every torch-family file of the result checked against them."""
     pinned = next((r.pinned_index for r in env.requirements if r.pinned_index), None)
+    pages = None
+    if pinned:
+        from lmdev.setup.pinning import check_pinned, prefetch
+
+        pages = prefetch(pinned, [r.name for r in env.requirements if r.pinned_index])
     lock = inst.resolve(opts.installer, target, [r.spec for r in env.requirements],
                         sources.with_torch_index(pinned))
-    if pinned:
-        from lmdev.setup.pinning import check_pinned
-
+    if pinned and pages:
         check_pinned(lock, pinned, next(iter(env.backends.values()), "?") if "torch" not in env.backends
-                     else env.backends["torch"])
+                     else env.backends["torch"], pages())
     return lock
 
 
