@@ -152,7 +152,8 @@ def measure(case: Case, repeat: int) -> dict[str, float]:
 
     timed(pip_cmd(fresh_venv(root, "warm-pip")), root)  # warm every cache once
     timed([*uv, py(fresh_venv(root, "warm-uv"))], root)
-    for name in ("warm-pip", "warm-uv"):
+    timed([*LM, "setup", "--venv", str(fresh_venv(root, "warm-lm")), "--no-verify"], proj)  # files by the lock's URLs
+    for name in ("warm-pip", "warm-uv", "warm-lm"):
         shutil.rmtree(root / name, ignore_errors=True)
     t: dict[str, list[float]] = {k: [] for k in ("pip", "uv", "lm", "lm_lock", "uv_sync", "noop", "noop_uv",
                                                   "noop_uv_sync", "dry")}
