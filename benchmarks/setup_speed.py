@@ -1,13 +1,16 @@
 """`lmdev setup` speed, side by side with the anchors (`uv pip install`, `pip install`), in one run.
 
-    PYTHONPATH=src python benchmarks/setup_speed.py [--repeat 5] [--real-repeat 3] [--packages 30] [--no-real]
+    PYTHONPATH=src python benchmarks/setup_speed.py [--repeat 5] [--real-repeat 3] [--packages 30]
+                                                    [--no-real] [--real-indexes]
 
 Two package sets, each installed by every tool from the same sources with the same arguments:
   - tiny: generated wheels (torch, torchvision, filelock and --packages small packages torch requires)
     from file:// indexes;
   - real: the real PyTorch CPU wheel and its torchvision from this machine's package source, found and
     served exactly as tests/integration/test_setup_real.py does (a PEP 503 index on http://127.0.0.1 as
-    the torch index), everything else (numpy, sympy, ...) from the machine's own local indexes.
+    the torch index), everything else (numpy, sympy, ...) from the machine's own pip configuration
+    (its local indexes and find-links folder); with --real-indexes the same once more without the
+    find-links folder (which here holds the torch wheel too: a hashed lock has uv hash it each resolve).
 For each set (medians of the repeats; warm installer caches, each install into a fresh venv made by
 `uv venv`; Python's bytecode cache on, as for an installed lmdev):
   - install: `pip install`, `uv pip install`, `lmdev setup --no-verify` with no lock yet (resolve, pin
@@ -112,9 +115,10 @@ def tiny_case(root: Path, n: int) -> Case:
 
 
 @contextmanager
-def real_case(root: Path) -> Iterator[Case | None]:
+def real_case(root: Path, find_links: bool = True) -> Iterator[Case | None]:
     """The real torch CPU wheel and its torchvision on an http://127.0.0.1 torch index; the rest from
-    this machine's local indexes (None where the machine has no such wheel)."""
+    this machine's local indexes and (``find_links``) its find-links folders, as the machine's pip
+    configuration has them (None where the machine has no such wheel)."""
     try:
         torch, tv = real_torch_pair()
         index = local_index()
@@ -124,9 +128,12 @@ def real_case(root: Path) -> Iterator[Case | None]:
         return
     machine = load_sources(Path.cwd(), environ=os.environ)
     extras = [u for u in machine.extra_index_urls if u != index]
-    with serve(real_torch_index(root / "realtorch", [torch, tv])) as base:
-        yield Case("real", f"real: {torch.name}, {tv.name} and their requirements", root,
-                   project(root, "real", f"{base}/simple", index, extras, machine.find_links))
+    links = machine.find_links if find_links else []
+    key = "real" if find_links else "real-indexes"
+    label = f"{key}: {torch.name}, {tv.name} and their requirements; " + (
+        f"find-links {', '.join(links)} too" if links else "indexes only (no find-links folder)")
+    with serve(real_torch_index(root / key, [torch, tv])) as base:
+        yield Case(key, label, root, project(root, key, f"{base}/simple", index, extras, links))
 
 
 def fresh_venv(root: Path, name: str) -> Path:
@@ -136,8 +143,8 @@ def fresh_venv(root: Path, name: str) -> Path:
     return path
 
 
-def measure(case: Case, repeat: int) -> dict[str, float]:
-    """Medians (seconds) of every installer on this package set."""
+def measure(case: Case, repeat: int, pip: bool = True) -> dict[str, float]:
+    """Medians (seconds) of every installer on this package set (``pip``: pip's install too)."""
     case.prepare()
     root, proj = case.root, case.proj
     lock = proj / "pylock.toml"
@@ -150,7 +157,8 @@ def measure(case: Case, repeat: int) -> dict[str, float]:
     def pip_cmd(v: Path) -> list[str]:
         return [sys.executable, "-m", "pip", "--python", py(v), "install", "-q", "-r", str(case.reqs), *case.pip_src]
 
-    timed(pip_cmd(fresh_venv(root, "warm-pip")), root)  # warm every cache once
+    if pip:  # warm every cache once
+        timed(pip_cmd(fresh_venv(root, "warm-pip")), root)
     timed([*uv, py(fresh_venv(root, "warm-uv"))], root)
     timed([*LM, "setup", "--venv", str(fresh_venv(root, "warm-lm")), "--no-verify"], proj)  # files by the lock's URLs
     for name in ("warm-pip", "warm-uv", "warm-lm"):
@@ -158,8 +166,8 @@ def measure(case: Case, repeat: int) -> dict[str, float]:
     t: dict[str, list[float]] = {k: [] for k in ("pip", "uv", "lm", "lm_lock", "uv_sync", "noop", "noop_uv",
                                                   "noop_uv_sync", "dry")}
     for _ in range(repeat):
-        v = fresh_venv(root, "v-pip")
-        t["pip"].append(timed(pip_cmd(v), root))
+        if pip:
+            t["pip"].append(timed(pip_cmd(fresh_venv(root, "v-pip")), root))
         v = fresh_venv(root, "v-uv")
         t["uv"].append(timed([*uv, py(v)], root))
         v = fresh_venv(root, "v-lm")
@@ -175,7 +183,7 @@ def measure(case: Case, repeat: int) -> dict[str, float]:
         t["uv_sync"].append(timed([*sync, py(v)], root))
         for name in ("v-pip", "v-uv", "v-lm", "v-lm2", "v-uvsync"):
             shutil.rmtree(root / name, ignore_errors=True)
-    return {k: statistics.median(v) for k, v in t.items()}
+    return {k: statistics.median(v) for k, v in t.items() if v}
 
 
 def plan_in_process(repeat: int) -> float:
@@ -196,10 +204,11 @@ def report(case: Case, m: dict[str, float]) -> None:
     print(f"plan alone, CLI (lmdev setup --dry-run --json): {m['dry']:.3f} s   budget < 0.3 s")
     print(f"no-op on a satisfied environment: lmdev setup {m['noop']:.3f} s (budget < 1 s); "
           f"uv pip install -r {m['noop_uv']:.3f} s; uv pip sync pylock.toml {m['noop_uv_sync']:.3f} s")
-    print(f"install into a fresh venv: pip {m['pip']:.3f} s, uv pip install {m['uv']:.3f} s, "
+    pip = f"pip {m['pip']:.3f} s, " if "pip" in m else ""
+    print(f"install into a fresh venv: {pip}uv pip install {m['uv']:.3f} s, "
           f"lmdev (no lock: resolve + pin check + lock + install) {m['lm']:.3f} s")
-    print(f"lmdev / pip = {m['lm'] / m['pip']:.2f}x (budget <= 0.5x); lmdev / uv = {m['lm'] / m['uv']:.2f}x "
-          "(budget <= 1.2x)")
+    vs_pip = f"lmdev / pip = {m['lm'] / m['pip']:.2f}x (budget <= 0.5x); " if "pip" in m else ""
+    print(f"{vs_pip}lmdev / uv = {m['lm'] / m['uv']:.2f}x (budget <= 1.2x)")
     print(f"from the lock: lmdev {m['lm_lock']:.3f} s, uv pip sync pylock.toml {m['uv_sync']:.3f} s: "
           f"{m['lm_lock'] / m['uv_sync']:.2f}x; lmdev from the lock / uv pip install = {m['lm_lock'] / m['uv']:.2f}x")
 
@@ -210,6 +219,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="repeats on the tiny set")
     ap.add_argument("--real-repeat", type=int, default=3, help="repeats on the real torch set")
     ap.add_argument("--no-real", action="store_true", help="only the tiny set")
+    ap.add_argument("--real-indexes", action="store_true",
+                    help="also the real set from the indexes alone (no find-links folder; pip left out)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="lmdev-setup-bench-"))
     try:
@@ -222,6 +233,10 @@ def main() -> None:
             with real_case(root) as real:
                 if real is not None:
                     report(real, measure(real, args.real_repeat))
+        if args.real_indexes:
+            with real_case(root, find_links=False) as real:
+                if real is not None:
+                    report(real, measure(real, args.real_repeat, pip=False))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
