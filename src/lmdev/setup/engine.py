@@ -399,6 +399,7 @@ def run_frozen(opts: SetupOptions, say: Say = _quiet) -> SetupResult:
     for env in plan.environments:
         lock_path = opts.project / lock_name(env.name)
         lock = read_lock(lock_path)
+        refuse_other_python(lock, lock_path, opts.python)
         prefix = env_prefix(opts, env)
         python = python_of(prefix) if not opts.system else sys.executable
         if not opts.system and not (prefix / "pyvenv.cfg").is_file():
@@ -413,6 +414,17 @@ def run_frozen(opts: SetupOptions, say: Say = _quiet) -> SetupResult:
             result.verification = verify_env(python, env, plan, opts.verify_timeout)
         results.append(result)
     return SetupResult(plan, results)
+
+
+def refuse_other_python(lock: Lock, lock_path: Path, asked: str | None) -> None:
+    """--frozen with --python: the lock decides the Python; asking for another one is an error."""
+    made_for = lock.tool.get("python")
+    if not asked or not made_for or not asked.replace(".", "").isdigit():
+        return
+    if ".".join(asked.split(".")[:2]) != made_for:
+        raise LmdevError(f"{lock_path.name} was made for Python {made_for}; --python asks for {asked}",
+                         f"drop --python (a new environment gets Python {made_for}), or re-lock with "
+                         f"`lmdev setup --python {asked}`")
 
 
 def _install_exactly(opts: SetupOptions, lock: Lock, lock_path: Path, target: inst.Target, say: Say) -> EnvResult:
