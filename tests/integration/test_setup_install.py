@@ -311,3 +311,35 @@ def test_a_satisfied_environment_reuses_the_verification_saved_for_its_very_lock
     (proj / "setup-plan.json").write_text(json.dumps(record))
     ran = setup(proj, "--json", env=env)
     assert ran.returncode == 1 and not json.loads(ran.stdout)["environments"][0]["verified_before"]
+
+
+def test_frozen_with_the_pip_installer_makes_the_environment_exactly_the_lock(indexes):
+    import subprocess
+
+    from lmdev.setup.installer import uv_binary
+    from lmdev.setup.state import compare, installed_dists
+
+    root, torch_simple, general = indexes
+    env = isolated_env(root)
+    proj = project(root, torch_simple.as_uri(), general.as_uri())
+    assert setup(proj, "--no-verify", env=env).returncode == 0
+    v2 = root / "v2"  # a stray package, and filelock of the lock's version installed from a path
+    subprocess.run([uv_binary(), "venv", "-q", "--no-config", str(v2)], check=True)
+    subprocess.run([uv_binary(), "pip", "install", "-q", "--no-config", "--python", str(v2 / "bin/python"),
+                    str(make_wheel(root / "stray", "stray-pkg", "1.0")), str(next((general / "filelock").glob("*.whl")))],
+                   check=True)
+    frozen = setup(proj, "--frozen", "--installer", "pip", "--no-verify", "--venv", str(v2), "--json", env=env)
+    assert frozen.returncode == 0, frozen.stderr
+    doc = json.loads(frozen.stdout)["environments"][0]
+    assert doc["action"] == "frozen" and {d["package"] for d in doc["differences"]} >= {"stray-pkg", "filelock", "torch"}
+    lock = read_lock(proj / "pylock.toml")
+    assert compare(lock, installed_dists(v2)) == []  # exactly the lock: versions, files, sources; no stray
+    assert installed(v2) == installed(proj / ".venv")
+
+    wheel = torch_simple / "torch" / "torch-2.9.1+cpu-py3-none-any.whl"
+    wheel.write_bytes(wheel.read_bytes() + b"\0")  # the index now serves a different file: pip refuses it too
+    subprocess.run([uv_binary(), "venv", "-q", "--no-config", str(root / "v3")], check=True)  # (faster than venv)
+    tampered = setup(proj, "--frozen", "--installer", "pip", "--no-verify", "--venv", str(root / "v3"), env=env)
+    assert tampered.returncode == 2, tampered.stdout + tampered.stderr
+    assert "sha256" in tampered.stderr and "Traceback" not in tampered.stderr
+    assert "torch" not in installed(root / "v3")

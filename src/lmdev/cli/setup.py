@@ -158,15 +158,21 @@ def _setup_while_showing(args: argparse.Namespace, opts: Any) -> int:
 
     worker = threading.Thread(target=work, name="lmdev-setup")
     worker.start()
+    early: list[str] = []  # the worker says what it does just before it starts the installer:
+    while worker.is_alive() and not early:  # only then load the display (one GIL for both)
+        try:
+            early.append(messages.get(timeout=0.02))
+        except queue.Empty:
+            continue
     from rich.console import Console
 
     if plan is not None:
         render_plan(plan)
     err = Console(stderr=True, highlight=False)
     with err.status("lmdev setup", spinner="dots") as status:
-        while worker.is_alive() or not messages.empty():
+        while early or worker.is_alive() or not messages.empty():
             try:
-                text = messages.get(timeout=0.05)
+                text = early.pop(0) if early else messages.get(timeout=0.05)
             except queue.Empty:
                 continue
             status.update(_escape(text))

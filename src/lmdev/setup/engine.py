@@ -232,14 +232,19 @@ def _lock_tool(plan: SetupPlan, env: EnvPlan, python: str, platform: str | None)
 
 
 def _resolve_env(opts: SetupOptions, env: EnvPlan, target: inst.Target, sources: Sources) -> Lock:
+    """Resolve the environment's requirements; the pinned index's pages of the torch family are
+    read while the resolver works, and every torch-family file of the result checked against them."""
     pinned = next((r.pinned_index for r in env.requirements if r.pinned_index), None)
+    pages = None
+    if pinned:
+        from lmdev.setup.pinning import check_pinned, prefetch
+
+        pages = prefetch(pinned, [r.name for r in env.requirements if r.pinned_index])
     lock = inst.resolve(opts.installer, target, [r.spec for r in env.requirements],
                         sources.with_torch_index(pinned))
-    if pinned:
-        from lmdev.setup.pinning import check_pinned
-
+    if pinned and pages:
         check_pinned(lock, pinned, next(iter(env.backends.values()), "?") if "torch" not in env.backends
-                     else env.backends["torch"])
+                     else env.backends["torch"], pages())
     return lock
 
 
@@ -394,6 +399,7 @@ def run_frozen(opts: SetupOptions, say: Say = _quiet) -> SetupResult:
     for env in plan.environments:
         lock_path = opts.project / lock_name(env.name)
         lock = read_lock(lock_path)
+        refuse_other_python(lock, lock_path, opts.python)
         prefix = env_prefix(opts, env)
         python = python_of(prefix) if not opts.system else sys.executable
         if not opts.system and not (prefix / "pyvenv.cfg").is_file():
@@ -408,6 +414,17 @@ def run_frozen(opts: SetupOptions, say: Say = _quiet) -> SetupResult:
             result.verification = verify_env(python, env, plan, opts.verify_timeout)
         results.append(result)
     return SetupResult(plan, results)
+
+
+def refuse_other_python(lock: Lock, lock_path: Path, asked: str | None) -> None:
+    """--frozen with --python: the lock decides the Python; asking for another one is an error."""
+    made_for = lock.tool.get("python")
+    if not asked or not made_for or not asked.replace(".", "").isdigit():
+        return
+    if ".".join(asked.split(".")[:2]) != made_for:
+        raise LmdevError(f"{lock_path.name} was made for Python {made_for}; --python asks for {asked}",
+                         f"drop --python (a new environment gets Python {made_for}), or re-lock with "
+                         f"`lmdev setup --python {asked}`")
 
 
 def _install_exactly(opts: SetupOptions, lock: Lock, lock_path: Path, target: inst.Target, say: Say) -> EnvResult:

@@ -68,17 +68,32 @@ def installer_env() -> dict[str, str]:
     return env
 
 
-def run_tool(cmd: list[str], what: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+def run_tool(cmd: list[str], what: str, timeout: float = 3600,
+             meanwhile: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run an installer command; ``meanwhile`` runs in this process while the command works (its
+    exception, if any, is raised once the command has finished)."""
     try:
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=installer_env(),
-                              timeout=timeout)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=installer_env(), stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise LmdevError(f"cannot run {cmd[0]}", "pip install uv, or pass --installer pip") from None
+    failed: BaseException | None = None
+    if meanwhile is not None:
+        try:
+            meanwhile()
+        except BaseException as exc:  # the command still runs to its end before this is raised
+            failed = exc
+    try:
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         raise LmdevError(f"{what} did not finish in {timeout:.0f} s", "check the index is reachable") from None
     if proc.returncode != 0:
-        raise installer_error(what, proc.stderr + proc.stdout)
-    return proc
+        raise installer_error(what, err + out)
+    if failed is not None:
+        raise failed
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def installer_error(what: str, output: str) -> LmdevError:
@@ -192,9 +207,12 @@ def install_lock(installer: str, target: Target, lock_path: Path, reinstall: lis
         if reinstall:
             run_tool([sys.executable, "-m", "pip", "--python", target.python, "uninstall", "--yes",
                       "--quiet", *reinstall], "removing packages to reinstall")
-    from lmdev.secure import audit  # the audit record of this install
-    audit.record("setup.install", installer=installer, python=target.python, lock=str(lock_path.absolute()))
-    run_tool(cmd, "installing")
+    def record() -> None:  # the audit record of this install, written while the installer works
+        from lmdev.secure import audit
+
+        audit.record("setup.install", installer=installer, python=target.python, lock=str(lock_path.absolute()))
+
+    run_tool(cmd, "installing", meanwhile=record)
 
 
 def sync_lock(installer: str, target: Target, lock_path: Path, reinstall: list[str] | None = None) -> None:

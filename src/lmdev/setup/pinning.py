@@ -12,9 +12,10 @@ the pinned index's URL for it, so the lock installs from that index everywhere.
 from __future__ import annotations
 
 import html.parser
-import urllib.error
+import os
+import threading
 import urllib.parse
-import urllib.request
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from lmdev.catalog.frameworks import TORCH_FAMILY
@@ -34,16 +35,28 @@ class _Links(html.parser.HTMLParser):
                 self.hrefs.append(href)
 
 
+def _file_path(url: str) -> Path:
+    """The local path of a file:// URL (urllib.request, slow to import, only where Windows needs it)."""
+    if os.name == "nt":
+        from urllib.request import url2pathname
+
+        return Path(url2pathname(urllib.parse.urlparse(url).path))
+    return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+
+
 def _read(url: str, timeout: float) -> str | None:
     """The page at ``url``; None when the project is not on the index (404 / no such folder)."""
     if url.startswith("file://"):
-        path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+        path = _file_path(url)
         page = path / "index.html" if path.is_dir() else path
         if not page.is_file():
             if path.parent.is_dir():
                 return None
             raise LmdevError(f"index unreachable: {url}", "check the torch-index setting")
         return page.read_text(encoding="utf-8", errors="replace")
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.read().decode("utf-8", errors="replace")
@@ -85,13 +98,39 @@ def _filename(entry: dict) -> str:
     return str(entry.get("name") or urllib.parse.unquote(str(entry.get("url") or entry.get("path", "")).rsplit("/", 1)[-1]))
 
 
-def check_pinned(lock: Lock, index: str, backend: str) -> None:
-    """Raise unless every torch-family file of ``lock`` is listed on ``index`` with its hash."""
+Listing = dict[str, tuple[str | None, str]]
+
+
+def prefetch(index: str, projects: list[str]) -> Callable[[], dict[str, Listing | None]]:
+    """Read the project pages of ``index`` in a thread (while the resolver works); the function
+    returned waits for them. A page that could not be read is left out (read again when needed)."""
+    pages: dict[str, Listing | None] = {}
+
+    def fetch() -> None:
+        for project in projects:
+            try:
+                pages[normalise(project)] = index_links(index, project)
+            except LmdevError:
+                pass
+
+    thread = threading.Thread(target=fetch, name="lmdev-pin-prefetch", daemon=True)
+    thread.start()
+
+    def wait() -> dict[str, Listing | None]:
+        thread.join()
+        return pages
+
+    return wait
+
+
+def check_pinned(lock: Lock, index: str, backend: str, pages: Mapping[str, Listing | None] | None = None) -> None:
+    """Raise unless every torch-family file of ``lock`` is listed on ``index`` with its hash
+    (``pages``: project pages of ``index`` already read, see :func:`prefetch`)."""
     for pkg in lock.packages:
         name = normalise(pkg["name"])
         if name not in TORCH_FAMILY:
             continue
-        listed = index_links(index, name)
+        listed = pages[name] if pages is not None and name in pages else index_links(index, name)
         for entry in [*pkg.get("wheels", []), *([pkg["sdist"]] if pkg.get("sdist") else [])]:
             fname, sha = _filename(entry), entry.get("hashes", {}).get("sha256")
             where = entry.get("url") or entry.get("path")

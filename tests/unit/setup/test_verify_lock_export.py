@@ -50,3 +50,21 @@ def test_exports_fit_the_backend():
     assert "#SBATCH --gres=gpu:1" in sbatch(plan)
     lock = Lock([{"name": "torch", "version": "2.9.1+cu126", "wheels": [{"url": "u", "hashes": {"sha256": "cd" * 32}}]}], "")
     assert requirements(lock).splitlines()[1:] == ["torch==2.9.1+cu126 \\", f"    --hash=sha256:{'cd' * 32}"]
+
+
+def test_frozen_refuses_a_python_the_lock_was_not_made_for(tmp_path):
+    import json
+
+    import pytest
+
+    from lmdev.errors import LmdevError
+    from lmdev.setup.engine import SetupOptions, run_frozen
+
+    plan = make_plan(PROFILES["cpu-only"], ["torch"])
+    (tmp_path / "setup-plan.json").write_text(json.dumps({"plan": plan.to_dict(), "verification": {}}))
+    write_lock(tmp_path / "pylock.toml", Lock([], "==3.11.*", {"environment": "main", "python": "3.11"}))
+    venv = tmp_path / "v"
+    with pytest.raises(LmdevError, match=r"made for Python 3\.11; --python asks for 3\.10") as err:
+        run_frozen(SetupOptions(project=tmp_path, venv=venv, python="3.10", frozen=True, verify=False))
+    assert "lmdev setup --python 3.10" in (err.value.hint or "")
+    assert not venv.exists()  # refused before any environment was made
