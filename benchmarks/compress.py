@@ -259,9 +259,24 @@ def gpt_pruning(src: Any, args: argparse.Namespace, opts: dict[str, Any], report
     chosen = choose(rep.variants, "latency", None)
     rep.chosen = chosen.backend if chosen else None
     show(f"GPT-2 shape{' (small)' if args.small else ' (124M)'}: structured pruning, {args.finetune_steps} "
-         "fine-tune steps", rep, [])
+         "fine-tune steps", rep, [anchor_finetuned_only(src, args.finetune_steps, args.gpt_batch)])
     reports["gpt2-prune"] = json.loads(render_json(rep))
     return _gpt_budgets(rep)
+
+
+def anchor_finetuned_only(src: Any, steps: int, batch: int) -> dict[str, Any]:
+    """fp32 given the same fine-tune as the pruned variants, without pruning: how much of a pruned
+    variant's perplexity change is the extra training rather than the pruning."""
+    from lmdev.compress.finetune import finetune_lm
+
+    m = copy.deepcopy(src.model)
+    finetune_lm(m, src.data.train, steps)
+    ev = ms.make_eval_set(src, batch)
+    base = ms.quality(ms.outputs(TorchRunner(src.model), ev), ev, None)
+    q = ms.quality(ms.outputs(TorchRunner(m), ev), ev, ms.outputs(TorchRunner(src.model), ev))
+    change = (q.value / base.value - 1) * 100 if q.value and base.value else float("nan")
+    return {"name": f"fp32 + the same {steps} fine-tune steps, not pruned (perplexity {change:+.2f}%)",
+            "weights_ratio": 1.0, "latency_ratio": [], "metric": q.value, "rel_logit_error": q.rel_logit_error}
 
 
 def _finish(args: argparse.Namespace, reports: dict[str, Any], results: list[bool]) -> int:
