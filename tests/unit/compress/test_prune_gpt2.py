@@ -70,13 +70,15 @@ def test_a_config_asking_for_more_heads_than_exist_is_refused():
 
 @pytest.fixture
 def hf_source(tmp_path):
-    """A tiny GPT-2 saved as a transformers folder, read as hf:PATH with the bundled text."""
+    """A tiny GPT-2 saved as a transformers folder, read as hf:PATH with a small byte-level text."""
     import transformers
 
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(vocab_size=256, n_positions=32, n_embd=64, n_layer=2, n_head=4)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "hf", safe_serialization=True)
-    return resolve(f"hf:{tmp_path / 'hf'}", data="synthetic")
+    corpus = tmp_path / "corpus.txt"  # 300 training and 75 held-out sequences of 32 bytes
+    corpus.write_text("".join(f"{a} + {b} = {a + b}\n" for a in range(40) for b in range(25)))
+    return resolve(f"hf:{tmp_path / 'hf'}", data=f"text:{corpus}")
 
 
 def test_pruned_and_int8_variants_reload_to_identical_logits(hf_source, tmp_path):
@@ -107,3 +109,16 @@ def test_hf_pruning_without_data_is_refused(hf_source):
 def test_head_pruning_of_an_lmdev_gpt_is_refused(gpt_source):
     with pytest.raises(LmdevError, match="transformers GPT-2"):
         prune.check(gpt_source, 0.5, "heads")
+
+
+def test_auto_offers_the_pruned_int8_variant_of_an_hf_gpt2_and_judges_it(hf_source):
+    from lmdev.compress.core import Options, compress_source
+
+    report = compress_source(hf_source, Options(method="auto", backend=prune.PRUNED_INT8, steps=2, batch=2,
+                                                budget_s=0.02, memory=False, record=False, max_drop=1.0),
+                             lambda _m: None)
+    (v,) = report.variants
+    assert v.backend == prune.PRUNED_INT8 and v.method == "prune" and v.settings["heads_per_layer"] == 2
+    assert v.measurement.quality.perplexity is not None and v.quality_drop is not None
+    assert v.within_drop == (v.quality_drop <= 1.0)  # the verdict follows the measured drop
+    assert ("quality drop beyond 1" in v.verdict) == (not v.within_drop)
