@@ -128,9 +128,10 @@ def check(source: Source, ratio: float, parts: str = "both") -> None:
         raise LmdevError(f"structured pruning supports lmdev mlp and gpt models with their training config and "
                          f"transformers GPT-2 (hf:), not {kind}", "use --method quantize")
     if parts == "heads":
-        raise LmdevError("attention-head pruning is built for transformers GPT-2 (hf:) only: an lmdev gpt's config "
-                         "ties the head width to n_embd / n_head, so fewer heads cannot be described by it",
-                         "use --prune mlp (or both: the MLP channels of an lmdev gpt)")
+        why = "an lmdev mlp has no attention" if source.spec.config["type"] == "mlp" else \
+            "an lmdev gpt's config ties the head width to n_embd / n_head, so fewer heads cannot be described by it"
+        raise LmdevError(f"attention-head pruning is built for transformers GPT-2 (hf:) only: {why}",
+                         "use --prune mlp (or both: the MLP channels)")
     model: Any = source.model
     if source.spec.config["type"] == "mlp":
         for lin in [m for m in model if isinstance(m, nn.Linear)][:-1]:
