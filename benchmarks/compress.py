@@ -37,8 +37,15 @@ from lmdev.compress.source import from_config, resolve
 from lmdev.compress.variant import TorchRunner, module_bytes
 
 
-def gpt2_source(small: bool, steps: int, folder: Path) -> Any:
-    """The GPT-2 shape, trained ``steps`` steps and saved to ``folder`` (reused when already there)."""
+def gpt2_source(small: bool, steps: int, folder: Path, warm_steps: int = 0) -> Any:
+    """The GPT-2 shape, trained ``steps`` steps and saved to ``folder`` (reused when already there).
+
+    ``warm_steps``: first train the same blocks with a head over the data's 256 byte values only
+    (the 50,257-row head is most of a training step, so such a step is several times cheaper),
+    then put those blocks, positions and the 256 used embedding rows into the full-vocabulary model
+    (the other rows keep their initialisation) and train ``steps`` full steps, which push the
+    unused rows down. A model this small sits at the corpus's unigram entropy (2.66 nats) for the
+    first hundreds of steps; the warm start gets it past that in minutes."""
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -46,14 +53,30 @@ def gpt2_source(small: bool, steps: int, folder: Path) -> Any:
         print(f"  reusing the model saved in {folder}", file=sys.stderr)
         return resolve(f"hf:{folder}", data="synthetic")
     shape = dict(n_layer=4, n_embd=256, n_head=4) if small else dict(n_layer=12, n_embd=768, n_head=12)
-    cfg = transformers.GPT2Config(vocab_size=50257, n_positions=1024, **shape)
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(cfg)
     from lmdev.train.config import DataConfig
-    from lmdev.train.data import Batches, load_data
+    from lmdev.train.data import load_data
 
     data = load_data(DataConfig(type="synthetic", seq_len=64, batch_size=8, n_examples=20000), 0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3 if small else 6e-4)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=50257, n_positions=1024, **shape))
+    lr = 1e-3 if small else 6e-4
+    if warm_steps:
+        torch.manual_seed(0)
+        warm = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=256, n_positions=1024, **shape))
+        _train_lm(warm, data, warm_steps, lr, "warm start (256-row head)")
+        state = {k: v for k, v in warm.state_dict().items() if "wte" not in k and "lm_head" not in k}
+        model.load_state_dict(state, strict=False)
+        with torch.no_grad():
+            model.transformer.wte.weight[:256] = warm.transformer.wte.weight
+    _train_lm(model, data, steps, lr, "full vocabulary")
+    model.eval().save_pretrained(folder, safe_serialization=True)
+    return resolve(f"hf:{folder}", data="synthetic")
+
+
+def _train_lm(model: nn.Module, data: Any, steps: int, lr: float, what: str) -> None:
+    from lmdev.train.data import Batches
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
     order = Batches(len(data.train), 8, 0)
     model.train()
     t0 = time.perf_counter()
@@ -65,11 +88,10 @@ def gpt2_source(small: bool, steps: int, folder: Path) -> Any:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step % 10 == 0:
-            print(f"  step {step}: loss {loss.item():.3f}", file=sys.stderr, flush=True)
-    print(f"  trained {steps} steps in {time.perf_counter() - t0:.0f} s, last loss {loss.item():.3f}", file=sys.stderr)
-    model.eval().save_pretrained(folder, safe_serialization=True)
-    return resolve(f"hf:{folder}", data="synthetic")
+        if step % 25 == 0:
+            print(f"  {what} step {step}: loss {loss.item():.3f}", file=sys.stderr, flush=True)
+    print(f"  {what}: {steps} steps in {time.perf_counter() - t0:.0f} s, last loss {loss.item():.3f}",
+          file=sys.stderr)
 
 
 def anchor_torch_ao_as_called(source: Any, ev: ms.EvalSet, budget: float) -> dict[str, Any]:
@@ -149,12 +171,18 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=1.0, help="timing seconds per variant and batch")
     ap.add_argument("--gpt-steps", type=int, default=None, help="training steps of the GPT-2 shape")
+    ap.add_argument("--gpt-warm-steps", type=int, default=0,
+                    help="warm-start training steps with a 256-row head before the full-vocabulary steps")
     ap.add_argument("--gpt-batch", type=int, default=8, help="the GPT-2 shape's large latency batch (sequences)")
     ap.add_argument("--skip-gpt", action="store_true", help="only the MLPs")
     ap.add_argument("--skip-mlp", action="store_true", help="only the GPT-2 shape")
     ap.add_argument("--json", metavar="PATH", help="write every report here")
     ap.add_argument("--gpt-dir", metavar="DIR", help="save the trained GPT-2 shape here, or reuse the one saved there")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes (a process per variant)")
+    ap.add_argument("--prune-gpt", action="store_true",
+                    help="the GPT-2 shape's structured-pruning table (25%% and 50%% of heads and MLP channels, "
+                         "+ int8) beside fp32, torch.ao-int8 and onnxruntime-int8, instead of its quantisation table")
+    ap.add_argument("--finetune-steps", type=int, default=60, help="--prune-gpt: fine-tune steps after pruning")
     ap.add_argument("--skip-backend", action="append", default=[], metavar="NAME",
                     help="leave a quantisation backend out (e.g. torchao-int8, many times slower on CPUs)")
     args = ap.parse_args()
@@ -169,7 +197,11 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             print("GPT-2 shape: training", file=sys.stderr)
             src = gpt2_source(args.small, 60 if args.gpt_steps is None and args.small else
-                              12 if args.gpt_steps is None else args.gpt_steps, Path(args.gpt_dir or tmp))
+                              12 if args.gpt_steps is None else args.gpt_steps, Path(args.gpt_dir or tmp),
+                              args.gpt_warm_steps)
+            if args.prune_gpt:
+                results += gpt_pruning(src, args, opts, reports)
+                return _finish(args, reports, results)
             rep = compress_source(src, Options(method="quantize", max_drop=2.0, batch=args.gpt_batch, **opts), _say)
             ev = ms.make_eval_set(src, args.gpt_batch)
             show("GPT-2 shape" + (" (small)" if args.small else " (124M)"), rep,
@@ -202,6 +234,49 @@ def main() -> int:
     show("wide MLP 64-1024-1024-10, quantisation", rep, [])
     reports["wide-quantize"] = json.loads(render_json(rep))
     return _finish(args, reports, results)
+
+
+PRUNE_ANCHORS = ("torch.ao-int8", "onnxruntime-int8")  # the quantisation rows the pruning table is set beside
+
+
+def gpt_pruning(src: Any, args: argparse.Namespace, opts: dict[str, Any], reports: dict[str, Any]) -> list[bool]:
+    """Structured pruning of the GPT-2 shape (heads + MLP channels) at 25% and 50%, each fine-tuned
+    and each also int8-quantised, in one table with fp32, torch.ao-int8 and onnxruntime-int8. Each
+    row's ratios are to fp32 timed in alternation with that row."""
+    from lmdev.compress import prune, quantize
+    from lmdev.compress.report import choose
+
+    _skip_backends(set(quantize.BACKENDS) - set(PRUNE_ANCHORS))
+    common = dict(max_drop=2.0, batch=args.gpt_batch, steps=args.finetune_steps, prune="both", **opts)
+    rep = compress_source(src, Options(method="auto", ratio=0.25, **common), _say)
+    half = compress_source(src, Options(method="prune", ratio=0.5, backend=prune.PRUNED_INT8, **common), _say)
+    for v in rep.variants:
+        if v.method == "prune":
+            v.backend = f"{v.backend} 25%"
+    for v in half.variants:
+        v.backend = f"{v.backend} 50%"
+    rep.variants += half.variants
+    chosen = choose(rep.variants, "latency", None)
+    rep.chosen = chosen.backend if chosen else None
+    show(f"GPT-2 shape{' (small)' if args.small else ' (124M)'}: structured pruning, {args.finetune_steps} "
+         "fine-tune steps", rep, [anchor_finetuned_only(src, args.finetune_steps, args.gpt_batch)])
+    reports["gpt2-prune"] = json.loads(render_json(rep))
+    return _gpt_budgets(rep)
+
+
+def anchor_finetuned_only(src: Any, steps: int, batch: int) -> dict[str, Any]:
+    """fp32 given the same fine-tune as the pruned variants, without pruning: how much of a pruned
+    variant's perplexity change is the extra training rather than the pruning."""
+    from lmdev.compress.finetune import finetune_lm
+
+    m = copy.deepcopy(src.model)
+    finetune_lm(m, src.data.train, steps)
+    ev = ms.make_eval_set(src, batch)
+    base = ms.quality(ms.outputs(TorchRunner(src.model), ev), ev, None)
+    q = ms.quality(ms.outputs(TorchRunner(m), ev), ev, ms.outputs(TorchRunner(src.model), ev))
+    change = (q.value / base.value - 1) * 100 if q.value and base.value else float("nan")
+    return {"name": f"fp32 + the same {steps} fine-tune steps, not pruned (perplexity {change:+.2f}%)",
+            "weights_ratio": 1.0, "latency_ratio": [], "metric": q.value, "rel_logit_error": q.rel_logit_error}
 
 
 def _finish(args: argparse.Namespace, reports: dict[str, Any], results: list[bool]) -> int:

@@ -25,10 +25,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=1.0, metavar="PCT",
                    help="allowed quality loss: accuracy points, or percent of perplexity/loss (default 1)")
     p.add_argument("--backend", metavar="NAME", help="force one backend: torch-bf16, torch-fp16, torch.ao-int8, "
-                   "torchao-int8, onnxruntime-fp32, onnxruntime-int8, int4-weights, pruned, distilled "
+                   "torchao-int8, onnxruntime-fp32, onnxruntime-int8, int4-weights, pruned, pruned+torch.ao-int8, distilled "
                    "(torch-fp8 and sparse-2:4 need a GPU)")
     p.add_argument("-o", "--out", metavar="OUT", help="write the chosen variant here (safetensors/ONNX + manifest)")
     p.add_argument("--ratio", type=float, default=0.5, help="prune: fraction of hidden channels removed (default 0.5)")
+    p.add_argument("--prune", choices=["both", "mlp", "heads"], default="both",
+                   help="prune: MLP channels, attention heads (transformers GPT-2), or both (default)")
     p.add_argument("--steps", type=int, metavar="N", help="prune: fine-tune steps; distill: training steps")
     p.add_argument("--batch", type=int, metavar="N", help="the large latency batch (default 256 rows, 8 sequences)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for every variant (default torch's)")
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = Options(method=args.method, target=args.target, max_drop=args.max_drop, backend=args.backend,
                    out=Path(args.out) if args.out else None, batch=args.batch, budget_s=args.budget,
-                   threads=args.threads, ratio=args.ratio, steps=args.steps, data=args.data, home=args.home,
+                   threads=args.threads, ratio=args.ratio, prune=args.prune, steps=args.steps, data=args.data, home=args.home,
                    record=not args.no_record, memory=not args.no_memory)
     report = compress(args.source, opts, progress=None if args.json else _progress)
     return _render(report, args, wanted_out=opts.out is not None)

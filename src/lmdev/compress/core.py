@@ -33,6 +33,7 @@ class Options:
     budget_s: float = 1.0  # timing budget per variant and batch
     threads: int | None = None
     ratio: float = 0.5  # prune: the fraction of channels removed
+    prune: str = "both"  # prune: "mlp" channels, attention "heads" (hf: GPT-2), or "both"
     steps: int | None = None  # prune / distill: fine-tune or training steps
     data: str | None = None  # evaluation data for hf: sources (a data type, e.g. text:PATH)
     home: str | None = None
@@ -95,8 +96,9 @@ def _makers(source: Source, opts: Options, ev: ms.EvalSet, work: Path) -> list[t
         from lmdev.compress import prune
 
         if opts.method == "prune" or prune.applies(source):
-            prune.check(source, opts.ratio)
-            out.append(("pruned", lambda: prune.prune_variant(source, opts.ratio, opts.steps)))
+            prune.check(source, opts.ratio, opts.prune)
+            out += prune.candidates(source, opts.ratio, opts.steps, opts.prune,
+                                    opts.method == "auto" or opts.backend == prune.PRUNED_INT8)
     if opts.method == "distill":
         from lmdev.compress import distill
 

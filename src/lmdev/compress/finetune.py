@@ -49,3 +49,31 @@ def finetune(model: nn.Module, source: Any, steps: int, loss_hook: LossHook | No
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
     model.eval()
+
+
+LM_LR = 3e-4  # AdamW learning rate of the fine-tune of a model without a training config (hf:)
+LM_BATCH = 8  # sequences per step
+LM_STEPS = 100  # default steps of that fine-tune
+
+
+def finetune_lm(model: nn.Module, split: Any, steps: int, lr: float = LM_LR, seed: int = 0) -> None:
+    """Train a causal LM (called on token ids, returning logits) in place for ``steps`` batches of
+    ``split`` (a token split of lmdev.train.data) with a plain next-token cross-entropy, AdamW and
+    gradient clipping at 1: the fine-tune of an hf: source, which brings no training config."""
+    from lmdev.train.data import Batches
+
+    if len(split) == 0:
+        raise LmdevError("the fine-tune has no training text", "give a larger --data")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    order = Batches(len(split), min(LM_BATCH, len(split)), seed + 1)
+    torch.manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        x, y = split.batch(order.indices(step))
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    model.eval()

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
+from lmdev.compress import prune_gpt2
+from lmdev.compress.prune_gpt2 import is_gpt2
 from lmdev.compress.source import ModelSpec, Source
 from lmdev.compress.variant import TorchRunner, Variant, module_bytes
 from lmdev.errors import LmdevError
@@ -24,14 +26,16 @@ if TYPE_CHECKING:
 
 
 def applies(source: Source) -> bool:
+    if is_gpt2(source.spec):
+        return source.data is not None and source.method is None
     return source.spec.kind == "lmdev" and source.spec.config.get("type") in ("mlp", "gpt") \
         and source.spec.shape.get("kind") != "sparse" and source.train_config is not None
 
 
-def keep_count(width: int, ratio: float) -> int:
+def keep_count(width: int, ratio: float, what: str = "channels") -> int:
     keep = int(round(width * (1 - ratio)))
     if not 0 < ratio < 1 or keep < 1:
-        raise LmdevError(f"pruning {ratio:.0%} of a layer of {width} channels leaves {keep}: at least one must stay",
+        raise LmdevError(f"pruning {ratio:.0%} of a layer of {width} {what} leaves {keep}: at least one must stay",
                          "lower --ratio")
     return keep
 
@@ -112,12 +116,22 @@ def pruned_spec(spec: ModelSpec, widths: Any) -> ModelSpec:
     return ModelSpec(spec.kind, cfg, spec.shape)
 
 
-def check(source: Source, ratio: float) -> None:
+def check(source: Source, ratio: float, parts: str = "both") -> None:
     """Raise LmdevError when pruning ``source`` by ``ratio`` cannot be done (before any work)."""
+    prune_gpt2.check_parts(parts)
+    if is_gpt2(source.spec):
+        _check_gpt2(source, ratio, parts)
+        return
     if not applies(source):
-        kind = source.spec.config.get("type", source.spec.kind) if source.spec.kind == "lmdev" else "hf"
-        raise LmdevError(f"structured pruning supports lmdev mlp and gpt models with their training config, not {kind}",
-                         "use --method quantize")
+        kind = source.spec.config.get("type", source.spec.kind) if source.spec.kind == "lmdev" else \
+            f"hf {source.spec.config.get('model_type', '?')}"
+        raise LmdevError(f"structured pruning supports lmdev mlp and gpt models with their training config and "
+                         f"transformers GPT-2 (hf:), not {kind}", "use --method quantize")
+    if parts == "heads":
+        why = "an lmdev mlp has no attention" if source.spec.config["type"] == "mlp" else \
+            "an lmdev gpt's config ties the head width to n_embd / n_head, so fewer heads cannot be described by it"
+        raise LmdevError(f"attention-head pruning is built for transformers GPT-2 (hf:) only: {why}",
+                         "use --prune mlp (or both: the MLP channels)")
     model: Any = source.model
     if source.spec.config["type"] == "mlp":
         for lin in [m for m in model if isinstance(m, nn.Linear)][:-1]:
@@ -126,8 +140,25 @@ def check(source: Source, ratio: float) -> None:
         keep_count(model.blocks[0].mlp.down.in_features, ratio)
 
 
-def prune_variant(source: Source, ratio: float, steps: int | None) -> Variant:
-    check(source, ratio)
+def _check_gpt2(source: Source, ratio: float, parts: str) -> None:
+    from lmdev.compress.transforms import has_int8
+
+    if has_int8(source.model):
+        raise LmdevError("the model is int8: prune its fp32 source", "then quantise the pruned variant")
+    if source.data is None:
+        raise LmdevError("pruning an hf: model needs text to score its heads and channels on and to fine-tune "
+                         "with", "give --data text:PATH (or --data synthetic)")
+    first: Any = prune_gpt2.blocks(source.model)[0]
+    if parts in ("both", "heads"):
+        keep_count(prune_gpt2.n_heads(first.attn), ratio, "attention heads")
+    if parts in ("both", "mlp"):
+        keep_count(prune_gpt2.mlp_width(first.mlp), ratio, "MLP channels")
+
+
+def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = "both") -> Variant:
+    check(source, ratio, parts)
+    if is_gpt2(source.spec):
+        return gpt2_variant(source, ratio, steps, parts)
     model: nn.Module
     widths: list[int] | int
     if source.spec.config["type"] == "mlp":
@@ -141,10 +172,78 @@ def prune_variant(source: Source, ratio: float, steps: int | None) -> Variant:
 
     n = steps if steps is not None else default_steps(source)
     finetune(rebuilt, source, n)
+    settings: dict[str, Any] = {"ratio": ratio, "widths": widths, "finetune_steps": n,
+                                "importance": "L2 in x L2 out", "parts": ["mlp"]}
+    notes = ["attention heads of an lmdev gpt are not pruned (its config cannot describe fewer heads)"] \
+        if source.spec.config["type"] == "gpt" and parts == "both" else []
+    return _variant(f"pruned {ratio:.0%} channels", rebuilt, spec, settings, notes)
+
+
+def _variant(name: str, model: nn.Module, spec: ModelSpec, settings: dict[str, Any], notes: list[str]) -> Variant:
     from lmdev.compress import formats
 
-    rebuilt.eval()
-    return Variant(f"pruned {ratio:.0%} channels", "prune", "pruned", TorchRunner(rebuilt),
-                   lambda f: formats.write_torch(rebuilt, f), spec,
-                   {"ratio": ratio, "widths": widths, "finetune_steps": n, "importance": "L2 in x L2 out"},
-                   rebuilt, module_bytes(rebuilt))
+    model.eval()
+    return Variant(name, "prune", "pruned", TorchRunner(model), lambda f: formats.write_torch(model, f), spec,
+                   settings, model, module_bytes(model), notes)
+
+
+SCORE_BATCHES = 4  # training batches the heads and channels of an hf: GPT-2 are scored on
+
+
+def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) -> Variant:
+    """Prune a transformers GPT-2, then fine-tune it on the training split of the source's --data
+    (a plain causal-LM loss: an hf: source brings no training config)."""
+    from lmdev.compress.finetune import LM_BATCH, LM_LR, LM_STEPS, finetune_lm
+    from lmdev.train.data import Batches
+
+    split = source.data.train
+    order = Batches(len(split), min(LM_BATCH, len(split)), 12345)
+    batches = [split.batch(order.indices(i))[0] for i in range(min(SCORE_BATCHES, order.per_epoch))]
+    model = copy.deepcopy(source.model)
+    heads, chans = prune_gpt2.prune(model, ratio, parts, batches)
+    spec = ModelSpec("hf", prune_gpt2.pruned_config(source.spec.config, heads, chans), source.spec.shape)
+    rebuilt = spec.build()  # the pruned model is exactly the model of the pruned config
+    rebuilt.load_state_dict(model.state_dict())
+    n = steps if steps is not None else LM_STEPS
+    finetune_lm(rebuilt, split, n)
+    what = {"both": "heads + MLP channels", "heads": "heads", "mlp": "MLP channels"}[parts]
+    settings: dict[str, Any] = {
+        "ratio": ratio, "parts": ["heads", "mlp"] if parts == "both" else [parts],
+        "heads_per_layer": prune_gpt2.current_heads(spec.config), "mlp_channels": prune_gpt2.current_channels(
+            spec.config), "finetune_steps": n, "finetune": f"causal LM, AdamW lr {LM_LR:g}, batch {LM_BATCH}, "
+        f"the --data training split ({len(split)} sequences)",
+        "importance": f"mean norm of each unit's contribution to the residual stream on {len(batches)} "
+                      "training batches"}
+    return _variant(f"pruned {ratio:.0%} {what}", rebuilt, spec, settings, [])
+
+
+def pruned_int8_variant(pruned: Variant) -> Variant:
+    """The pruned model quantised with torch.ao dynamic int8 (Conv1D -> Linear, tied head stored once)."""
+    from lmdev.compress.quantize import ao_int8
+
+    assert pruned.module is not None
+    v = ao_int8(pruned.spec, pruned.module)
+    v.name, v.method, v.backend = f"{pruned.name} + int8 (torch.ao)", "prune", PRUNED_INT8
+    v.settings = {**pruned.settings, **v.settings}
+    v.notes = list(pruned.notes)
+    return v
+
+
+PRUNED_INT8 = "pruned+torch.ao-int8"
+
+
+def candidates(source: Source, ratio: float, steps: int | None, parts: str,
+               with_int8: bool) -> list[tuple[str, Any]]:
+    """("pruned", factory) and, with ``with_int8``, the pruned model quantised to int8; the pruning
+    and its fine-tune run once for both."""
+    made: dict[str, Variant] = {}
+
+    def pruned() -> Variant:
+        if "v" not in made:
+            made["v"] = prune_variant(source, ratio, steps, parts)
+        return made["v"]
+
+    out: list[tuple[str, Any]] = [("pruned", pruned)]
+    if with_int8:
+        out.append((PRUNED_INT8, lambda: pruned_int8_variant(pruned())))
+    return out

@@ -98,9 +98,15 @@ def build_hf_from_config(config: dict[str, Any]) -> nn.Module:
     model_type = cfg.pop("model_type", None)
     if not model_type:
         raise LmdevError("the transformers config.json has no model_type")
+    heads = cfg.pop("lmdev_heads_per_layer", None)  # a GPT-2 whose heads lmdev pruned (compress.prune_gpt2)
     hf_cfg = AutoConfig.for_model(model_type, **{k: v for k, v in cfg.items()
                                                  if k not in ("transformers_version", "architectures")})
-    return HFCausalLM(AutoModelForCausalLM.from_config(hf_cfg))
+    model = HFCausalLM(AutoModelForCausalLM.from_config(hf_cfg))
+    if heads is not None:
+        from lmdev.compress.prune_gpt2 import set_heads
+
+        set_heads(model, int(heads))
+    return model
 
 
 def resolve(ref: str, *, home: str | Path | None = None, data: str | None = None,

@@ -1,0 +1,124 @@
+"""Structured pruning of transformers GPT-2: fewer heads and MLP channels, the same outputs when the
+removed units were dead, a variant that is written and read back to identical logits, and bad
+ratios refused."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lmdev.compress import prune, prune_gpt2
+from lmdev.compress.output import load, write_variant
+from lmdev.compress.source import ModelSpec, resolve
+from lmdev.errors import LmdevError
+
+TINY = {"model_type": "gpt2", "vocab_size": 100, "n_positions": 32, "n_embd": 64, "n_layer": 2, "n_head": 4}
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    return ModelSpec("hf", dict(TINY)).build().eval()
+
+
+def tokens(n: int = 3, vocab: int = 100) -> torch.Tensor:
+    return torch.randint(0, vocab, (n, 16), generator=torch.Generator().manual_seed(1))
+
+
+def test_pruning_dead_heads_and_channels_keeps_the_outputs(tiny):
+    with torch.no_grad():  # heads 0 and 2 and MLP channels 128.. write nothing to the residual stream
+        for b in prune_gpt2.blocks(tiny):
+            b.attn.c_proj.weight[0:16] = 0
+            b.attn.c_proj.weight[32:48] = 0
+            b.mlp.c_proj.weight[128:] = 0
+    x = tokens()
+    before = tiny(x)
+    pruned = copy.deepcopy(tiny)
+    heads, channels = prune_gpt2.prune(pruned, 0.5, "both", [x])
+    assert (heads, channels) == (2, 128)
+    for b in prune_gpt2.blocks(pruned):
+        assert prune_gpt2.n_heads(b.attn) == 2 and b.attn.c_attn.weight.shape == (64, 3 * 32)
+        assert b.mlp.c_fc.weight.shape == (64, 128) and b.mlp.c_proj.weight.shape == (128, 64)
+    torch.testing.assert_close(pruned(x), before, atol=1e-5, rtol=1e-5)  # the live heads and channels kept
+    # the pruned model is the model its pruned config builds
+    rebuilt = ModelSpec("hf", prune_gpt2.pruned_config(TINY, heads, channels)).build().eval()
+    rebuilt.load_state_dict(pruned.state_dict())
+    torch.testing.assert_close(rebuilt(x), before, atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in rebuilt.parameters()) < sum(p.numel() for p in tiny.parameters())
+
+
+def test_heads_only_leaves_the_mlp_alone(tiny):
+    heads, channels = prune_gpt2.prune(tiny, 0.25, "heads", [tokens()])
+    assert (heads, channels) == (3, None)
+    assert prune_gpt2.mlp_width(prune_gpt2.blocks(tiny)[0].mlp) == 256
+    assert tiny(tokens()).shape == (3, 16, 100)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.9, 1.5])
+def test_pruning_all_heads_or_more_is_refused(tiny, ratio):
+    with pytest.raises(LmdevError, match="4 attention heads .*at least one must stay"):
+        prune_gpt2.prune(tiny, ratio, "heads", [tokens()])
+    assert prune_gpt2.n_heads(prune_gpt2.blocks(tiny)[0].attn) == 4  # untouched
+
+
+def test_a_config_asking_for_more_heads_than_exist_is_refused():
+    with pytest.raises(LmdevError, match="asks for 5 attention heads"):
+        ModelSpec("hf", {**TINY, prune_gpt2.HEADS_KEY: 5}).build()
+
+
+@pytest.fixture
+def hf_source(tmp_path):
+    """A tiny GPT-2 saved as a transformers folder, read as hf:PATH with a small byte-level text."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=256, n_positions=32, n_embd=64, n_layer=2, n_head=4)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "hf", safe_serialization=True)
+    corpus = tmp_path / "corpus.txt"  # 300 training and 75 held-out sequences of 32 bytes
+    corpus.write_text("".join(f"{a} + {b} = {a + b}\n" for a in range(40) for b in range(25)))
+    return resolve(f"hf:{tmp_path / 'hf'}", data=f"text:{corpus}")
+
+
+def test_pruned_and_int8_variants_reload_to_identical_logits(hf_source, tmp_path):
+    (name, make), (name8, make8) = prune.candidates(hf_source, 0.5, 3, "both", with_int8=True)
+    assert (name, name8) == ("pruned", prune.PRUNED_INT8)
+    v, v8 = make(), make8()
+    assert v.settings["heads_per_layer"] == 2 and v.settings["mlp_channels"] == 128
+    assert v.settings["finetune_steps"] == 3
+    x = hf_source.data.val.batch(torch.arange(2))[0]
+    for variant, folder in ((v, "pruned"), (v8, "pruned-int8")):
+        out = write_variant(variant, tmp_path / folder, hf_source)
+        again = load(out)
+        assert prune_gpt2.blocks(again)[0].attn.num_heads == 2  # int8 layers too: the shape survives
+        with torch.inference_mode():
+            torch.testing.assert_close(again(x), variant.runner(x), atol=0, rtol=0)
+    assert (tmp_path / "pruned-int8/model.safetensors").stat().st_size < \
+        0.5 * (tmp_path / "pruned/model.safetensors").stat().st_size
+
+
+def test_hf_pruning_without_data_is_refused(hf_source):
+    bare = copy.copy(hf_source)
+    bare.data = None
+    assert not prune.applies(bare)  # so --method auto leaves pruning out
+    with pytest.raises(LmdevError, match="needs text"):
+        prune.check(bare, 0.5)
+
+
+def test_head_pruning_of_an_lmdev_gpt_is_refused(gpt_source):
+    with pytest.raises(LmdevError, match="transformers GPT-2"):
+        prune.check(gpt_source, 0.5, "heads")
+
+
+def test_auto_offers_the_pruned_int8_variant_of_an_hf_gpt2_and_judges_it(hf_source):
+    from lmdev.compress.core import Options, compress_source
+
+    report = compress_source(hf_source, Options(method="auto", backend=prune.PRUNED_INT8, steps=2, batch=2,
+                                                budget_s=0.02, memory=False, record=False, max_drop=1.0),
+                             lambda _m: None)
+    (v,) = report.variants
+    assert v.backend == prune.PRUNED_INT8 and v.method == "prune" and v.settings["heads_per_layer"] == 2
+    assert v.measurement.quality.perplexity is not None and v.quality_drop is not None
+    assert v.within_drop == (v.quality_drop <= 1.0)  # the verdict follows the measured drop
+    assert ("quality drop beyond 1" in v.verdict) == (not v.within_drop)
