@@ -267,17 +267,22 @@ def _from_hf(ref: str, data_spec: str | None, base_dir: Path | None) -> Source:
     if missing or unexpected:
         raise LmdevError(f"the weights in {path} do not fit its config.json "
                          f"(missing {missing[:3]}, unexpected {list(unexpected)[:3]})")
-    data = None
-    if data_spec:
-        from lmdev.train.config import DataConfig
-
-        seq = int(config.get("n_positions") or config.get("max_position_embeddings") or 128)
-        data = load_eval_data(DataConfig(type=data_spec, seq_len=min(64, seq)), 0, base_dir)
-        vocab = inner.get_input_embeddings().num_embeddings
-        if data.shape.n_outputs > vocab:
-            raise LmdevError(f"the data's vocabulary ({data.shape.n_outputs}) is larger than the model's ({vocab})")
+    data = hf_data(config, inner, data_spec, base_dir) if data_spec else None
     return Source(ref, "hf", model.eval(), spec, data, None, None, path,
                   sum(w.stat().st_size for w in weights))
+
+
+def hf_data(config: dict[str, Any], inner: nn.Module, data_spec: str, base_dir: Path | None) -> Any:
+    """The --data of a transformers model (an hf: folder or an hf variant): sequences no longer
+    than the model's positions, with a vocabulary that fits its embedding."""
+    from lmdev.train.config import DataConfig
+
+    seq = int(config.get("n_positions") or config.get("max_position_embeddings") or 128)
+    data = load_eval_data(DataConfig(type=data_spec, seq_len=min(64, seq)), 0, base_dir)
+    vocab = cast(Any, inner).get_input_embeddings().num_embeddings
+    if data.shape.n_outputs > vocab:
+        raise LmdevError(f"the data's vocabulary ({data.shape.n_outputs}) is larger than the model's ({vocab})")
+    return data
 
 
 def _hf_inner(model: nn.Module) -> PreTrainedModel:
@@ -304,6 +309,8 @@ def _from_variant(path: Path, ref: str, data_spec: str | None, base_dir: Path | 
     model = loaded.model if isinstance(loaded.model, nn.Module) else None
     if model is None:
         raise LmdevError(f"{path} is an ONNX variant", "compress the source it was made from instead")
+    if data is None and data_spec and spec.kind == "hf":  # an hf variant has no training config
+        data = hf_data(spec.config, _hf_inner(model), data_spec, base_dir)
     return Source(ref, "variant", model.eval(), spec, data, cfg, manifest.get("run_id"), path,
                   sum(f["bytes"] for f in manifest["files"].values()), manifest.get("method"))
 

@@ -44,17 +44,6 @@ def tied_heads(model: nn.Module) -> dict[str, str]:
             if isinstance(m, nn.Linear) and id(m.weight) in embeddings}
 
 
-def embed_from_int8_heads(model: nn.Module, pairs: dict[str, str]) -> None:
-    """Tie each embedding back to its torch.ao int8 head: the embedding's weight becomes the head's
-    dequantised int8 weight, so the file stores the matrix once (int8) and lookup and head agree."""
-    with torch.no_grad():
-        for head, emb in pairs.items():
-            q = cast("torch.ao.nn.quantized.dynamic.Linear", model.get_submodule(head))
-            embedding = cast(nn.Embedding, model.get_submodule(emb))
-            embedding.weight = nn.Parameter(q.weight().dequantize().reshape(embedding.weight.shape),
-                                            requires_grad=False)
-
-
 def _conv1d_params(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """(weight [in, out], bias) of a GPT-2-style 2-D ``Conv1D`` layer; None for any other module."""
     if type(module).__name__ != "Conv1D" or not hasattr(module, "nf"):

@@ -122,3 +122,13 @@ def test_auto_offers_the_pruned_int8_variant_of_an_hf_gpt2_and_judges_it(hf_sour
     assert v.measurement.quality.perplexity is not None and v.quality_drop is not None
     assert v.within_drop == (v.quality_drop <= 1.0)  # the verdict follows the measured drop
     assert ("quality drop beyond 1" in v.verdict) == (not v.within_drop)
+
+
+def test_a_pruned_hf_variant_takes_data_and_can_be_pruned_again(hf_source, tmp_path):
+    (_, make), = prune.candidates(hf_source, 0.5, 1, "heads", with_int8=False)
+    out = write_variant(make(), tmp_path / "once", hf_source)
+    corpus = tmp_path / "corpus.txt"
+    again = resolve(str(out), data=f"text:{corpus}")
+    assert again.data is not None and again.kind == "variant"  # --data is read for an hf variant too
+    twice = prune.prune_variant(again, 0.5, 1, "heads")
+    assert twice.settings["heads_per_layer"] == 1
