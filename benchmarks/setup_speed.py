@@ -1,7 +1,7 @@
 """`lmdev setup` speed, side by side with the anchors (`uv pip install`, `pip install`), in one run.
 
     PYTHONPATH=src python benchmarks/setup_speed.py [--repeat 5] [--real-repeat 3] [--packages 30]
-                                                    [--no-real] [--real-indexes]
+                                                    [--no-real] [--real-indexes] [--real-file-index]
 
 Two package sets, each installed by every tool from the same sources with the same arguments:
   - tiny: generated wheels (torch, torchvision, filelock and --packages small packages torch requires)
@@ -136,6 +136,23 @@ def real_case(root: Path, find_links: bool = True) -> Iterator[Case | None]:
         yield Case(key, label, root, project(root, key, f"{base}/simple", index, extras, links))
 
 
+def real_file_case(root: Path) -> Case | None:
+    """The real set with the torch index as a file:// folder and no find-links folder: every source
+    local, no HTTP server in the timing (the test server of ``real_case`` answers uv's 404 queries for
+    every non-torch project, and some of them stall about a second)."""
+    try:
+        torch, tv = real_torch_pair()
+        index = local_index()
+    except pytest.skip.Exception as exc:
+        sys.stderr.write(f"real-file set skipped: {exc}\n")
+        return None
+    machine = load_sources(Path.cwd(), environ=os.environ)
+    extras = [u for u in machine.extra_index_urls if u != index]
+    simple = real_torch_index(root / "real-file", [torch, tv]) / "simple"
+    return Case("real-file", f"real-file: {torch.name}, {tv.name} and their requirements; the torch index "
+                "a file:// folder, indexes only", root, project(root, "real-file", simple.as_uri(), index, extras, []))
+
+
 def fresh_venv(root: Path, name: str) -> Path:
     path = root / name
     shutil.rmtree(path, ignore_errors=True)
@@ -221,6 +238,8 @@ def main() -> None:
     ap.add_argument("--no-real", action="store_true", help="only the tiny set")
     ap.add_argument("--real-indexes", action="store_true",
                     help="also the real set from the indexes alone (no find-links folder; pip left out)")
+    ap.add_argument("--real-file-index", action="store_true",
+                    help="also the real set with a file:// torch index (no HTTP server; pip left out)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="lmdev-setup-bench-"))
     try:
@@ -237,6 +256,8 @@ def main() -> None:
             with real_case(root, find_links=False) as real:
                 if real is not None:
                     report(real, measure(real, args.real_repeat, pip=False))
+        if args.real_file_index and (local := real_file_case(root)) is not None:
+            report(local, measure(local, args.real_repeat, pip=False))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
