@@ -114,43 +114,57 @@ def tiny_case(root: Path, n: int) -> Case:
                 project(root, "tiny", tidx.as_uri(), general.as_uri(), [], []))
 
 
+@dataclass
+class RealSources:
+    """The real torch CPU wheel and its torchvision, and this machine's own package sources."""
+
+    torch: Path
+    torchvision: Path
+    index: str
+    extras: list[str]
+    find_links: list[str]
+
+    @staticmethod
+    def find(key: str) -> RealSources | None:
+        try:
+            torch, tv = real_torch_pair()
+            index = local_index()
+        except pytest.skip.Exception as exc:
+            sys.stderr.write(f"{key} set skipped: {exc}\n")
+            return None
+        machine = load_sources(Path.cwd(), environ=os.environ)
+        return RealSources(torch, tv, index, [u for u in machine.extra_index_urls if u != index], machine.find_links)
+
+    def label(self, key: str, where: str) -> str:
+        return f"{key}: {self.torch.name}, {self.torchvision.name} and their requirements; {where}"
+
+
 @contextmanager
 def real_case(root: Path, find_links: bool = True) -> Iterator[Case | None]:
     """The real torch CPU wheel and its torchvision on an http://127.0.0.1 torch index; the rest from
     this machine's local indexes and (``find_links``) its find-links folders, as the machine's pip
     configuration has them (None where the machine has no such wheel)."""
-    try:
-        torch, tv = real_torch_pair()
-        index = local_index()
-    except pytest.skip.Exception as exc:
-        sys.stderr.write(f"real set skipped: {exc}\n")
+    key = "real" if find_links else "real-indexes"
+    real = RealSources.find(key)
+    if real is None:
         yield None
         return
-    machine = load_sources(Path.cwd(), environ=os.environ)
-    extras = [u for u in machine.extra_index_urls if u != index]
-    links = machine.find_links if find_links else []
-    key = "real" if find_links else "real-indexes"
-    label = f"{key}: {torch.name}, {tv.name} and their requirements; " + (
-        f"find-links {', '.join(links)} too" if links else "indexes only (no find-links folder)")
-    with serve(real_torch_index(root / key, [torch, tv])) as base:
-        yield Case(key, label, root, project(root, key, f"{base}/simple", index, extras, links))
+    links = real.find_links if find_links else []
+    label = real.label(key, f"find-links {', '.join(links)} too" if links else "indexes only (no find-links folder)")
+    with serve(real_torch_index(root / key, [real.torch, real.torchvision])) as base:
+        yield Case(key, label, root, project(root, key, f"{base}/simple", real.index, real.extras, links))
 
 
 def real_file_case(root: Path) -> Case | None:
     """The real set with the torch index as a file:// folder and no find-links folder: every source
     local, no HTTP server in the timing (the test server of ``real_case`` answers uv's 404 queries for
     every non-torch project, and some of them stall about a second)."""
-    try:
-        torch, tv = real_torch_pair()
-        index = local_index()
-    except pytest.skip.Exception as exc:
-        sys.stderr.write(f"real-file set skipped: {exc}\n")
+    real = RealSources.find("real-file")
+    if real is None:
         return None
-    machine = load_sources(Path.cwd(), environ=os.environ)
-    extras = [u for u in machine.extra_index_urls if u != index]
-    simple = real_torch_index(root / "real-file", [torch, tv]) / "simple"
-    return Case("real-file", f"real-file: {torch.name}, {tv.name} and their requirements; the torch index "
-                "a file:// folder, indexes only", root, project(root, "real-file", simple.as_uri(), index, extras, []))
+    simple = real_torch_index(root / "real-file", [real.torch, real.torchvision]) / "simple"
+    return Case("real-file", real.label("real-file", "the torch index a file:// folder, indexes only"), root,
+                project(root, "real-file", simple.as_uri(), real.index, real.extras, []))
 
 
 def fresh_venv(root: Path, name: str) -> Path:
