@@ -29,6 +29,7 @@ from torch import nn
 
 from lmdev.compress import transforms
 from lmdev.compress.source import ModelSpec
+from lmdev.errors import LmdevError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -105,8 +106,6 @@ def ready(model: nn.Module) -> nn.Module:
     """``model`` in eval mode, once every parameter holds stored values (none left on ``meta``)."""
     missing = [n for n, p in model.named_parameters() if p.is_meta]
     if missing:
-        from lmdev.errors import LmdevError
-
         raise LmdevError(f"the variant's weights lack {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}",
                          "write the variant again with lmdev compress")
     return model.eval()
@@ -212,11 +211,30 @@ class StoredTensors:
               "BOOL": torch.bool}
 
     def __init__(self, path: Path) -> None:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            self.header: dict[str, Any] = json.loads(f.read(n))
-        self.header.pop("__metadata__", None)
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                n = int.from_bytes(f.read(8), "little")
+                if not 0 < n <= size - 8:
+                    raise ValueError("header length out of the file")
+                self.header: dict[str, Any] = json.loads(f.read(n))
+            self.header.pop("__metadata__", None)
+            for name, entry in self.header.items():
+                self._check(name, entry, size - 8 - n)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LmdevError(f"{path} is not a valid safetensors file ({exc})",
+                             "write the variant again with lmdev compress") from None
         self.path, self.start = path, 8 + n
+
+    def _check(self, name: str, entry: dict[str, Any], data_bytes: int) -> None:
+        """A tensor's entry must name a known dtype and fill exactly its bytes inside the file."""
+        dtype = self.DTYPES[entry["dtype"]]
+        begin, end = (int(x) for x in entry["data_offsets"])
+        count = 1
+        for dim in entry["shape"]:
+            count *= int(dim)
+        if not 0 <= begin <= end <= data_bytes or count * dtype.itemsize != end - begin:
+            raise ValueError(f"tensor {name!r} does not match its bytes")
 
     def keys(self) -> list[str]:
         return list(self.header)
@@ -230,7 +248,7 @@ class StoredTensors:
             with open(self.path, "rb") as f:
                 f.seek(self.start + begin)
                 if f.readinto(buf) != end - begin:
-                    raise ValueError(f"{self.path}: {name} is cut short")
+                    raise LmdevError(f"{self.path}: {name} is cut short", "write the variant again with lmdev compress")
         return t
 
 

@@ -332,6 +332,7 @@ def _resolve_and_install(opts: SetupOptions, plan: SetupPlan, env: EnvPlan, sour
         return EnvResult(env.name, str(prefix), str(lock_path), "installed",
                          diff(before, inst.installed(prefix)), from_lock=True)
     say(f"{env.name}: resolving {len(env.requirements)} requirement(s) with {opts.installer}")
+    inst.prepare_audit()  # the install's audit record is written before it runs: its imports overlap the resolve
     lock = _resolve_env(opts, env, target, sources)
     lock.tool = {**_lock_tool(plan, env, plan.python, None), "sources": sources.digest()}
     lock.requires_python = f"=={plan.python}.*"

@@ -68,32 +68,25 @@ def installer_env() -> dict[str, str]:
     return env
 
 
-def run_tool(cmd: list[str], what: str, timeout: float = 3600,
-             meanwhile: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run an installer command; ``meanwhile`` runs in this process while the command works (its
-    exception, if any, is raised once the command has finished)."""
+def run_tool(cmd: list[str], what: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=installer_env(), stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=installer_env(),
+                              timeout=timeout, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise LmdevError(f"cannot run {cmd[0]}", "pip install uv, or pass --installer pip") from None
-    failed: BaseException | None = None
-    if meanwhile is not None:
-        try:
-            meanwhile()
-        except BaseException as exc:  # the command still runs to its end before this is raised
-            failed = exc
-    try:
-        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
         raise LmdevError(f"{what} did not finish in {timeout:.0f} s", "check the index is reachable") from None
     if proc.returncode != 0:
-        raise installer_error(what, err + out)
-    if failed is not None:
-        raise failed
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        raise installer_error(what, proc.stderr + proc.stdout)
+    return proc
+
+
+def prepare_audit() -> None:
+    """Import the audit log's module in a thread now (while the resolver works), so that recording
+    an install just before it starts costs no import time on the way to the installer."""
+    import threading
+
+    threading.Thread(target=lambda: __import__("lmdev.secure.audit"), name="lmdev-audit-import", daemon=True).start()
 
 
 def installer_error(what: str, output: str) -> LmdevError:
@@ -207,12 +200,10 @@ def install_lock(installer: str, target: Target, lock_path: Path, reinstall: lis
         if reinstall:
             run_tool([sys.executable, "-m", "pip", "--python", target.python, "uninstall", "--yes",
                       "--quiet", *reinstall], "removing packages to reinstall")
-    def record() -> None:  # the audit record of this install, written while the installer works
-        from lmdev.secure import audit
+    from lmdev.secure import audit  # the audit record of this install, written before it runs
 
-        audit.record("setup.install", installer=installer, python=target.python, lock=str(lock_path.absolute()))
-
-    run_tool(cmd, "installing", meanwhile=record)
+    audit.record("setup.install", installer=installer, python=target.python, lock=str(lock_path.absolute()))
+    run_tool(cmd, "installing")
 
 
 def sync_lock(installer: str, target: Target, lock_path: Path, reinstall: list[str] | None = None) -> None:

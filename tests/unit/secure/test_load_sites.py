@@ -21,8 +21,6 @@ LOADER_MODULES = {"torch", "pickle", "np", "numpy", "joblib", "dcp", "keras", "A
 EXEMPT = {
     ("train/models.py", "build_hf"): "AutoConfig.from_pretrained reads config.json only (from_config)",
     ("compress/formats.py", "read_torch"): "the model.safetensors lmdev compress wrote in its own output folder",
-    ("compress/formats.py", "read_int8"): "the model.safetensors lmdev compress wrote in its own output folder",
-    ("compress/formats.py", "read_int4"): "the model.safetensors lmdev compress wrote in its own output folder",
     ("compress/memprobe.py", "probe"): "the inputs.safetensors its parent lmdev compress process just wrote for it",
     ("explain/model.py", "checkpoint_weights"): "loads through checkpoint.load / export_safetensors (both scan), "
                                                 "then the safetensors file export wrote in this process",
