@@ -127,6 +127,14 @@ def check(source: Source, ratio: float, parts: str = "both") -> None:
             f"hf {source.spec.config.get('model_type', '?')}"
         raise LmdevError(f"structured pruning supports lmdev mlp and gpt models with their training config and "
                          f"transformers GPT-2 (hf:), not {kind}", "use --method quantize")
+    if parts == "layers":
+        if source.spec.config["type"] != "gpt":
+            raise LmdevError("layer pruning removes transformer blocks: an lmdev mlp has none",
+                             "use --prune mlp")
+        from lmdev.compress import prune_layers
+
+        prune_layers.check(source, ratio)
+        return
     if parts == "heads":
         why = "an lmdev mlp has no attention" if source.spec.config["type"] == "mlp" else \
             "an lmdev gpt's config ties the head width to n_embd / n_head, so fewer heads cannot be described by it"
@@ -148,6 +156,11 @@ def _check_gpt2(source: Source, ratio: float, parts: str) -> None:
     if source.data is None:
         raise LmdevError("pruning an hf: model needs text to score its heads and channels on and to fine-tune "
                          "with", "give --data text:PATH (or --data synthetic)")
+    if parts == "layers":
+        from lmdev.compress import prune_layers
+
+        prune_layers.check(source, ratio)
+        return
     first: Any = prune_gpt2.blocks(source.model)[0]
     if parts in ("both", "heads"):
         keep_count(prune_gpt2.n_heads(first.attn), ratio, "attention heads")
@@ -157,6 +170,10 @@ def _check_gpt2(source: Source, ratio: float, parts: str) -> None:
 
 def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = "both") -> Variant:
     check(source, ratio, parts)
+    if parts == "layers":
+        from lmdev.compress.prune_layers import layer_variant
+
+        return layer_variant(source, ratio, steps)
     if is_gpt2(source.spec):
         return gpt2_variant(source, ratio, steps, parts)
     model: nn.Module
@@ -176,15 +193,17 @@ def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = 
                                 "importance": "L2 in x L2 out", "parts": ["mlp"]}
     notes = ["attention heads of an lmdev gpt are not pruned (its config cannot describe fewer heads)"] \
         if source.spec.config["type"] == "gpt" and parts == "both" else []
-    return _variant(f"pruned {ratio:.0%} channels", rebuilt, spec, settings, notes)
+    return variant_of(f"pruned {ratio:.0%} channels", rebuilt, spec, settings, notes)
 
 
-def _variant(name: str, model: nn.Module, spec: ModelSpec, settings: dict[str, Any], notes: list[str]) -> Variant:
+def variant_of(name: str, model: nn.Module, spec: ModelSpec, settings: dict[str, Any],
+               notes: list[str] | None = None) -> Variant:
+    """The pruned ``model`` (of ``spec``) as a variant of backend ``pruned``."""
     from lmdev.compress import formats
 
     model.eval()
     return Variant(name, "prune", "pruned", TorchRunner(model), lambda f: formats.write_torch(model, f), spec,
-                   settings, model, module_bytes(model), notes)
+                   settings, model, module_bytes(model), notes or [])
 
 
 SCORE_BATCHES = 4  # training batches the heads and channels of an hf: GPT-2 are scored on
@@ -214,7 +233,7 @@ def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) ->
         f"the --data training split ({len(split)} sequences)",
         "importance": f"mean norm of each unit's contribution to the residual stream on {len(batches)} "
                       "training batches"}
-    return _variant(f"pruned {ratio:.0%} {what}", rebuilt, spec, settings, [])
+    return variant_of(f"pruned {ratio:.0%} {what}", rebuilt, spec, settings, [])
 
 
 def pruned_int8_variant(pruned: Variant) -> Variant:
