@@ -209,8 +209,6 @@ def _prune_lmdev_gpt(source: Source, ratio: float,
     if parts in ("both", "heads") and prune_heads.grouped(spec.config):
         notes.append("attention heads of a grouped-query gpt are not pruned (they share key/value heads)")
     elif parts in ("both", "heads"):
-        from lmdev.compress.prune_layers import score_batches
-
         model = copy.deepcopy(model)
         k = keep_count(prune_heads.attentions(model)[0].n_head, ratio, "attention heads")
         batches = score_batches(source, source.train_config.data.batch_size)
@@ -240,18 +238,25 @@ def variant_of(name: str, model: nn.Module, spec: ModelSpec, settings: dict[str,
                    settings, model, module_bytes(model), notes or [])
 
 
-SCORE_BATCHES = 4  # training batches the heads and channels of an hf: GPT-2 are scored on
+SCORE_BATCHES = 4  # training batches the heads, channels (hf: GPT-2) and blocks are scored on
+
+
+def score_batches(source: Source, batch_size: int) -> list[torch.Tensor]:
+    """The inputs of up to SCORE_BATCHES training batches (a fixed order) to score units on."""
+    from lmdev.train.data import Batches
+
+    split = source.data.train
+    order = Batches(len(split), min(batch_size, len(split)), 12345)
+    return [split.batch(order.indices(i))[0] for i in range(min(SCORE_BATCHES, order.per_epoch))]
 
 
 def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) -> Variant:
     """Prune a transformers GPT-2, then fine-tune it on the training split of the source's --data
     (a plain causal-LM loss: an hf: source brings no training config)."""
     from lmdev.compress.finetune import LM_BATCH, LM_LR, LM_STEPS, finetune_lm
-    from lmdev.train.data import Batches
 
     split = source.data.train
-    order = Batches(len(split), min(LM_BATCH, len(split)), 12345)
-    batches = [split.batch(order.indices(i))[0] for i in range(min(SCORE_BATCHES, order.per_epoch))]
+    batches = score_batches(source, LM_BATCH)
     model = copy.deepcopy(source.model)
     heads, chans = prune_gpt2.prune(model, ratio, parts, batches)
     spec = ModelSpec("hf", prune_gpt2.pruned_config(source.spec.config, heads, chans), source.spec.shape)

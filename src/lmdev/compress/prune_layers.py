@@ -28,7 +28,6 @@ from lmdev.compress.source import ModelSpec, Source
 from lmdev.compress.variant import Variant
 from lmdev.errors import LmdevError
 
-SCORE_BATCHES = 4  # training batches the blocks are scored on
 IMPORTANCE = "mean over tokens of ||block(x) - x|| / ||x|| (relative change of the residual stream)"
 
 
@@ -133,19 +132,11 @@ def prune(model: nn.Module, spec: ModelSpec, ratio: float, batches: list[torch.T
     return [i for i in range(len(scores)) if i not in keep], [round(float(s), 6) for s in scores]
 
 
-def score_batches(source: Source, batch_size: int) -> list[torch.Tensor]:
-    from lmdev.train.data import Batches
-
-    split = source.data.train
-    order = Batches(len(split), min(batch_size, len(split)), 12345)
-    return [split.batch(order.indices(i))[0] for i in range(min(SCORE_BATCHES, order.per_epoch))]
-
-
 def layer_variant(source: Source, ratio: float, steps: int | None) -> Variant:
     """Prune whole blocks of ``source`` (lmdev gpt or transformers GPT-2), rebuild the model of the
     smaller config, fine-tune it and return the variant."""
     from lmdev.compress.finetune import LM_BATCH, LM_LR, LM_STEPS, default_steps, finetune, finetune_lm
-    from lmdev.compress.prune import variant_of
+    from lmdev.compress.prune import score_batches, variant_of
 
     check(source, ratio)
     gpt2 = is_gpt2(source.spec)
