@@ -50,3 +50,19 @@ def test_prune_heads_and_channels_of_an_hf_gpt2(gpt2_folder, tmp_path):
     assert attn.c_attn.weight.shape == (64, 3 * 32) and model.inner.transformer.h[0].mlp.c_fc.weight.shape == (64, 128)
     assert model(torch.zeros(1, 8, dtype=torch.long)).shape == (1, 8, 256)
 
+
+
+def test_prune_layers_of_an_hf_gpt2(gpt2_folder, tmp_path):
+    corpus = gpt2_folder.parent / "corpus.txt"
+    r = run_lmdev("compress", f"hf:{gpt2_folder}", "--data", f"text:{corpus}", "--method", "prune", "--prune",
+                  "layers", "--ratio", "0.5", "--steps", "2", "--backend", "pruned", "-o", "out", "--json", *FAST,
+                  cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    (v,) = json.loads(r.stdout)["variants"]
+    assert v["settings"]["parts"] == ["layers"] and v["settings"]["n_layer"] == 1
+    assert len(v["settings"]["layers_removed"]) == 1 and len(v["settings"]["layer_scores"]) == 2
+
+    from lmdev.compress import load
+
+    model = load(tmp_path / "out")
+    assert len(model.inner.transformer.h) == 1 and model.inner.config.n_layer == 1

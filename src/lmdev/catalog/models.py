@@ -302,7 +302,7 @@ def spec_from_lmdev_gpt(model: dict[str, Any], vocab: int | None = None, where: 
         return default if v is None else v
 
     d = {k: model.get(k) for k in ("n_layer", "n_head", "n_embd", "block_size", "n_kv_head", "ffn_hidden",
-                                   "vocab_size")}
+                                   "vocab_size", "head_dim")}
     for key, v in d.items():
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
             raise LmdevError(f"{where}: field 'model.{key}' must be a positive integer, got {v!r}", "fix the value")
@@ -318,7 +318,7 @@ def spec_from_lmdev_gpt(model: dict[str, Any], vocab: int | None = None, where: 
     dropout = float(get("dropout", 0.0))
     return ModelSpec(
         name=str(model.get("name") or "gpt"), family="lmdev-gpt", n_layers=get("n_layer", 4), hidden=h,
-        n_heads=get("n_head", 4), n_kv_heads=d["n_kv_head"],
+        n_heads=get("n_head", 4), n_kv_heads=d["n_kv_head"], head_dim=d["head_dim"],
         ffn=d["ffn_hidden"] or (int(8 * h / 3) if mlp == "swiglu" else 4 * h), vocab=v,
         max_positions=get("block_size", 128), mlp=mlp, activation="silu" if mlp == "swiglu" else "gelu",
         tied_embeddings=bool(get("tie_embeddings", True)), norm=get("norm", "rmsnorm"), norm_bias=bias,

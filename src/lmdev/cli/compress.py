@@ -29,8 +29,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "(torch-fp8 and sparse-2:4 need a GPU)")
     p.add_argument("-o", "--out", metavar="OUT", help="write the chosen variant here (safetensors/ONNX + manifest)")
     p.add_argument("--ratio", type=float, default=0.5, help="prune: fraction of hidden channels removed (default 0.5)")
-    p.add_argument("--prune", choices=["both", "mlp", "heads"], default="both",
-                   help="prune: MLP channels, attention heads (transformers GPT-2), or both (default)")
+    p.add_argument("--prune", choices=["both", "mlp", "heads", "layers"], default="both",
+                   help="prune: MLP channels, attention heads (transformers GPT-2), both (default), or whole layers "
+                   "(--ratio: the fraction of transformer blocks removed)")
     p.add_argument("--steps", type=int, metavar="N", help="prune: fine-tune steps; distill: training steps")
     p.add_argument("--batch", type=int, metavar="N", help="the large latency batch (default 256 rows, 8 sequences)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for every variant (default torch's)")

@@ -33,7 +33,7 @@ class Options:
     budget_s: float = 1.0  # timing budget per variant and batch
     threads: int | None = None
     ratio: float = 0.5  # prune: the fraction of channels removed
-    prune: str = "both"  # prune: "mlp" channels, attention "heads" (hf: GPT-2), or "both"
+    prune: str = "both"  # prune: "mlp" channels, attention "heads" (hf: GPT-2), "both", or whole "layers"
     steps: int | None = None  # prune / distill: fine-tune or training steps
     data: str | None = None  # evaluation data for hf: sources (a data type, e.g. text:PATH)
     home: str | None = None

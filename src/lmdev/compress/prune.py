@@ -2,7 +2,9 @@
 
 Supported: the hidden layers of an lmdev ``mlp`` (each Linear -> activation -> Linear pair) and
 the MLP channels of an lmdev ``gpt`` (``up`` rows, with the gate half for SwiGLU, and ``down``
-columns). A channel's importance is the L2 norm of its incoming weights times the L2 norm of its
+columns); its attention heads (lmdev.compress.prune_heads), whole layers of it and of a
+transformers GPT-2 (lmdev.compress.prune_layers), and GPT-2's heads and channels
+(lmdev.compress.prune_gpt2). A channel's importance is the L2 norm of its incoming weights times the L2 norm of its
 outgoing weights; the least important are removed, then the model is fine-tuned with its run's
 own config (optimizer, loss, data) for a short budget of steps. The pruned model is a plain model
 of a smaller config (``hidden`` / ``ffn_hidden``), so it needs no sparse kernel."""
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
-from lmdev.compress import prune_gpt2
+from lmdev.compress import prune_gpt2, prune_heads
 from lmdev.compress.prune_gpt2 import is_gpt2
 from lmdev.compress.source import ModelSpec, Source
 from lmdev.compress.variant import TorchRunner, Variant, module_bytes
@@ -54,8 +56,8 @@ def prune_mlp(model: nn.Sequential, ratio: float) -> tuple[nn.Sequential, list[i
     for a, b in zip(linears, linears[1:]):
         first, second = _linear_at(m, a), _linear_at(m, b)
         keep = _top(first.weight.norm(dim=1) * second.weight.norm(dim=0), keep_count(first.out_features, ratio))
-        m[a] = _sliced(first, rows=keep)
-        m[b] = _sliced(second, cols=keep)
+        m[a] = sliced(first, rows=keep)
+        m[b] = sliced(second, cols=keep)
         widths.append(len(keep))
     return m, widths
 
@@ -65,7 +67,7 @@ def _linear_at(model: nn.Sequential, i: int) -> nn.Linear:
     return cast(nn.Linear, model[i])
 
 
-def _sliced(lin: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
+def sliced(lin: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
     w = lin.weight.detach()
     b = lin.bias.detach() if lin.bias is not None else None
     if rows is not None:
@@ -94,11 +96,11 @@ def prune_gpt(model: nn.Module, ratio: float) -> tuple[nn.Module, int]:
         if mlp.swiglu:
             score = (up[:hidden].norm(dim=1) + up[hidden:].norm(dim=1)) * down.norm(dim=0)
             keep = _top(score, k)
-            mlp.up = _sliced(mlp.up, rows=torch.cat([keep, keep + hidden]))
+            mlp.up = sliced(mlp.up, rows=torch.cat([keep, keep + hidden]))
         else:
             keep = _top(up.norm(dim=1) * down.norm(dim=0), k)
-            mlp.up = _sliced(mlp.up, rows=keep)
-        mlp.down = _sliced(mlp.down, cols=keep)
+            mlp.up = sliced(mlp.up, rows=keep)
+        mlp.down = sliced(mlp.down, cols=keep)
     return m, k
 
 
@@ -127,16 +129,26 @@ def check(source: Source, ratio: float, parts: str = "both") -> None:
             f"hf {source.spec.config.get('model_type', '?')}"
         raise LmdevError(f"structured pruning supports lmdev mlp and gpt models with their training config and "
                          f"transformers GPT-2 (hf:), not {kind}", "use --method quantize")
-    if parts == "heads":
-        why = "an lmdev mlp has no attention" if source.spec.config["type"] == "mlp" else \
-            "an lmdev gpt's config ties the head width to n_embd / n_head, so fewer heads cannot be described by it"
-        raise LmdevError(f"attention-head pruning is built for transformers GPT-2 (hf:) only: {why}",
-                         "use --prune mlp (or both: the MLP channels)")
+    if parts == "layers":
+        if source.spec.config["type"] != "gpt":
+            raise LmdevError("layer pruning removes transformer blocks: an lmdev mlp has none",
+                             "use --prune mlp")
+        from lmdev.compress import prune_layers
+
+        prune_layers.check(source, ratio)
+        return
     model: Any = source.model
     if source.spec.config["type"] == "mlp":
+        if parts == "heads":
+            raise LmdevError("attention-head pruning needs attention: an lmdev mlp has none", "use --prune mlp")
         for lin in [m for m in model if isinstance(m, nn.Linear)][:-1]:
             keep_count(lin.out_features, ratio)
-    else:
+        return
+    if parts == "heads":
+        prune_heads.check(source.spec.config)
+    if parts in ("both", "heads") and not prune_heads.grouped(source.spec.config):
+        keep_count(model.blocks[0].attn.n_head, ratio, "attention heads")
+    if parts in ("both", "mlp"):
         keep_count(model.blocks[0].mlp.down.in_features, ratio)
 
 
@@ -148,6 +160,11 @@ def _check_gpt2(source: Source, ratio: float, parts: str) -> None:
     if source.data is None:
         raise LmdevError("pruning an hf: model needs text to score its heads and channels on and to fine-tune "
                          "with", "give --data text:PATH (or --data synthetic)")
+    if parts == "layers":
+        from lmdev.compress import prune_layers
+
+        prune_layers.check(source, ratio)
+        return
     first: Any = prune_gpt2.blocks(source.model)[0]
     if parts in ("both", "heads"):
         keep_count(prune_gpt2.n_heads(first.attn), ratio, "attention heads")
@@ -157,48 +174,89 @@ def _check_gpt2(source: Source, ratio: float, parts: str) -> None:
 
 def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = "both") -> Variant:
     check(source, ratio, parts)
+    if parts == "layers":
+        from lmdev.compress.prune_layers import layer_variant
+
+        return layer_variant(source, ratio, steps)
     if is_gpt2(source.spec):
         return gpt2_variant(source, ratio, steps, parts)
-    model: nn.Module
-    widths: list[int] | int
-    if source.spec.config["type"] == "mlp":
-        model, widths = prune_mlp(source.model, ratio)  # type: ignore[arg-type]
+    if source.spec.config["type"] == "gpt":
+        model, spec, settings, notes = _prune_lmdev_gpt(source, ratio, parts)
     else:
-        model, widths = prune_gpt(source.model, ratio)
-    spec = pruned_spec(source.spec, widths)
+        mlp, widths = prune_mlp(source.model, ratio)  # type: ignore[arg-type]
+        model, spec = mlp, pruned_spec(source.spec, widths)
+        settings, notes = {"widths": widths, "importance": "L2 in x L2 out", "parts": ["mlp"]}, []
     rebuilt = spec.build()  # the pruned model is exactly the model of the smaller config
     rebuilt.load_state_dict(model.state_dict())
     from lmdev.compress.finetune import default_steps, finetune
 
     n = steps if steps is not None else default_steps(source)
     finetune(rebuilt, source, n)
-    settings: dict[str, Any] = {"ratio": ratio, "widths": widths, "finetune_steps": n,
-                                "importance": "L2 in x L2 out", "parts": ["mlp"]}
-    notes = ["attention heads of an lmdev gpt are not pruned (its config cannot describe fewer heads)"] \
-        if source.spec.config["type"] == "gpt" and parts == "both" else []
-    return _variant(f"pruned {ratio:.0%} channels", rebuilt, spec, settings, notes)
+    settings = {"ratio": ratio, **settings, "finetune_steps": n}
+    what = "heads + channels" if settings["parts"] == ["heads", "mlp"] else \
+        "heads" if settings["parts"] == ["heads"] else "channels"
+    return variant_of(f"pruned {ratio:.0%} {what}", rebuilt, spec, settings, notes)
 
 
-def _variant(name: str, model: nn.Module, spec: ModelSpec, settings: dict[str, Any], notes: list[str]) -> Variant:
+def _prune_lmdev_gpt(source: Source, ratio: float,
+                     parts: str) -> tuple[nn.Module, ModelSpec, dict[str, Any], list[str]]:
+    """The heads (unless grouped-query) and / or MLP channels of an lmdev gpt pruned: (model,
+    its spec, settings, notes)."""
+    model, spec = source.model, source.spec
+    settings: dict[str, Any] = {"parts": []}
+    notes: list[str] = []
+    importance = []
+    if parts in ("both", "heads") and prune_heads.grouped(spec.config):
+        notes.append("attention heads of a grouped-query gpt are not pruned (they share key/value heads)")
+    elif parts in ("both", "heads"):
+        model = copy.deepcopy(model)
+        k = keep_count(prune_heads.attentions(model)[0].n_head, ratio, "attention heads")
+        batches = score_batches(source, source.train_config.data.batch_size)
+        hd = prune_heads.prune(model, k, batches)
+        spec = ModelSpec(spec.kind, prune_heads.pruned_config(spec.config, k, hd), spec.shape)
+        settings.update(heads_per_layer=k, head_dim=hd)
+        settings["parts"].append("heads")
+        importance.append(f"heads: mean norm of each head's contribution to the residual stream on "
+                          f"{len(batches)} training batches")
+    if parts in ("both", "mlp"):
+        model, k = prune_gpt(model, ratio)
+        spec = pruned_spec(spec, k)
+        settings["widths"] = k
+        settings["parts"].append("mlp")
+        importance.append("MLP channels: L2 in x L2 out")
+    settings["importance"] = "; ".join(importance)
+    return model, spec, settings, notes
+
+
+def variant_of(name: str, model: nn.Module, spec: ModelSpec, settings: dict[str, Any],
+               notes: list[str] | None = None) -> Variant:
+    """The pruned ``model`` (of ``spec``) as a variant of backend ``pruned``."""
     from lmdev.compress import formats
 
     model.eval()
     return Variant(name, "prune", "pruned", TorchRunner(model), lambda f: formats.write_torch(model, f), spec,
-                   settings, model, module_bytes(model), notes)
+                   settings, model, module_bytes(model), notes or [])
 
 
-SCORE_BATCHES = 4  # training batches the heads and channels of an hf: GPT-2 are scored on
+SCORE_BATCHES = 4  # training batches the heads, channels (hf: GPT-2) and blocks are scored on
+
+
+def score_batches(source: Source, batch_size: int) -> list[torch.Tensor]:
+    """The inputs of up to SCORE_BATCHES training batches (a fixed order) to score units on."""
+    from lmdev.train.data import Batches
+
+    split = source.data.train
+    order = Batches(len(split), min(batch_size, len(split)), 12345)
+    return [split.batch(order.indices(i))[0] for i in range(min(SCORE_BATCHES, order.per_epoch))]
 
 
 def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) -> Variant:
     """Prune a transformers GPT-2, then fine-tune it on the training split of the source's --data
     (a plain causal-LM loss: an hf: source brings no training config)."""
     from lmdev.compress.finetune import LM_BATCH, LM_LR, LM_STEPS, finetune_lm
-    from lmdev.train.data import Batches
 
     split = source.data.train
-    order = Batches(len(split), min(LM_BATCH, len(split)), 12345)
-    batches = [split.batch(order.indices(i))[0] for i in range(min(SCORE_BATCHES, order.per_epoch))]
+    batches = score_batches(source, LM_BATCH)
     model = copy.deepcopy(source.model)
     heads, chans = prune_gpt2.prune(model, ratio, parts, batches)
     spec = ModelSpec("hf", prune_gpt2.pruned_config(source.spec.config, heads, chans), source.spec.shape)
@@ -214,7 +272,7 @@ def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) ->
         f"the --data training split ({len(split)} sequences)",
         "importance": f"mean norm of each unit's contribution to the residual stream on {len(batches)} "
                       "training batches"}
-    return _variant(f"pruned {ratio:.0%} {what}", rebuilt, spec, settings, [])
+    return variant_of(f"pruned {ratio:.0%} {what}", rebuilt, spec, settings, [])
 
 
 def pruned_int8_variant(pruned: Variant) -> Variant:

@@ -28,7 +28,7 @@ from torch import nn
 from lmdev.errors import LmdevError
 
 HEADS_KEY = "lmdev_heads_per_layer"
-PARTS = ("both", "mlp", "heads")
+PARTS = ("both", "mlp", "heads", "layers")  # layers: lmdev.compress.prune_layers
 
 
 def is_gpt2(spec: Any) -> bool:

@@ -57,6 +57,8 @@ class GPTConfig(_Strict):
     n_head: int = Field(4, ge=1)
     n_kv_head: int | None = Field(None, ge=1, description="grouped-query attention; default n_head")
     n_embd: int = Field(128, ge=1)
+    head_dim: int | None = Field(None, ge=1, description="width of each attention head; default n_embd / n_head "
+                                 "(lmdev compress sets it when it prunes heads)")
     ffn_hidden: int | None = Field(None, ge=1, description="default: 4*n_embd (gelu) or 8/3*n_embd (swiglu)")
     norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
     position: Literal["rope", "learned"] = "rope"
@@ -82,7 +84,11 @@ def gpt_cross_field_errors(m: dict[str, Any]) -> list[str]:
     embd, head, kv = m.get("n_embd", 128), m.get("n_head", 4), m.get("n_kv_head")
     if not all(isinstance(v, int) and v > 0 for v in (embd, head)):
         return out
-    if embd % head:
+    hd = m.get("head_dim")
+    if isinstance(hd, int) and hd > 0:  # an explicit head width: n_head * head_dim need not be n_embd
+        if m.get("position", "rope") == "rope" and hd % 2:
+            out.append(f"rope needs an even head size (head_dim {hd})")
+    elif embd % head:
         out.append(f"n_embd ({embd}) must be divisible by n_head ({head})")
     elif m.get("position", "rope") == "rope" and (embd // head) % 2:
         out.append("rope needs an even head size (n_embd / n_head)")

@@ -134,15 +134,20 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
+def gpt_head_dim(cfg: GPTConfig) -> int:
+    """The width of each attention head: ``head_dim`` when the config gives it, else n_embd / n_head."""
+    return cfg.head_dim or cfg.n_embd // cfg.n_head
+
+
 class Attention(nn.Module):
     """Causal self-attention with grouped-query heads (n_kv_head <= n_head)."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.n_head, self.n_kv = cfg.n_head, cfg.n_kv_head or cfg.n_head
-        self.head_dim = cfg.n_embd // cfg.n_head
+        self.head_dim = gpt_head_dim(cfg)
         self.qkv = nn.Linear(cfg.n_embd, (self.n_head + 2 * self.n_kv) * self.head_dim, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(self.n_head * self.head_dim, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
         self.rope = cfg.position == "rope"
 
@@ -209,7 +214,7 @@ class GPT(nn.Module):
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
         if cfg.position == "rope":
-            cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_theta)
+            cos, sin = rope_tables(gpt_head_dim(cfg), cfg.block_size, cfg.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         else:

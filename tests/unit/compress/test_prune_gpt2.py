@@ -106,9 +106,9 @@ def test_hf_pruning_without_data_is_refused(hf_source):
         prune.check(bare, 0.5)
 
 
-def test_head_pruning_of_an_lmdev_gpt_is_refused(gpt_source):
-    with pytest.raises(LmdevError, match="transformers GPT-2"):
-        prune.check(gpt_source, 0.5, "heads")
+def test_head_pruning_of_an_lmdev_mlp_is_refused(digits_source):
+    with pytest.raises(LmdevError, match="an lmdev mlp has none"):
+        prune.check(digits_source, 0.5, "heads")
 
 
 def test_auto_offers_the_pruned_int8_variant_of_an_hf_gpt2_and_judges_it(hf_source):

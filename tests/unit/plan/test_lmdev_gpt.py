@@ -20,6 +20,7 @@ CASES = [
      "position": "learned", "mlp": "gelu", "bias": True, "dropout": 0.1},
     {"type": "gpt", "vocab_size": 700, "n_layer": 2, "n_head": 4, "n_embd": 96, "norm": "layernorm",
      "mlp": "swiglu", "ffn_hidden": 200, "bias": False},
+    {"type": "gpt", "vocab_size": 256, "n_layer": 2, "n_head": 3, "head_dim": 32, "n_embd": 128},  # heads pruned
 ]
 
 
