@@ -136,16 +136,9 @@ def unit_scores(model: nn.Module, batches: list[torch.Tensor]) -> tuple[list[tor
         attn, mlp = cast(Any, b).attn, cast(Any, b).mlp
         hooks.append(attn.c_proj.register_forward_pre_hook(on_attn(i, head_dim(attn), _weight(attn, "c_proj"))))
         hooks.append(mlp.c_proj.register_forward_pre_hook(on_mlp(i, _weight(mlp, "c_proj"))))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for x in batches:
-                model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    from lmdev.compress.transforms import observe
+
+    observe(model, hooks, batches)
     return heads, chans
 
 

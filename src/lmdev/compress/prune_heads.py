@@ -54,16 +54,9 @@ def head_scores(model: nn.Module, batches: list[torch.Tensor]) -> list[torch.Ten
         return hook
 
     hooks = [a.proj.register_forward_pre_hook(on_proj(i, a)) for i, a in enumerate(atts)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for x in batches:
-                model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    from lmdev.compress.transforms import observe
+
+    observe(model, hooks, batches)
     return scores
 
 

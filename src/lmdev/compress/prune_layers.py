@@ -87,16 +87,9 @@ def block_scores(model: nn.Module, blocks: nn.ModuleList, batches: list[torch.Te
         return hook
 
     hooks = [b.register_forward_hook(on_block(i)) for i, b in enumerate(blocks)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for x in batches:
-                model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    from lmdev.compress.transforms import observe
+
+    observe(model, hooks, batches)
     return scores
 
 

@@ -55,6 +55,21 @@ def _conv1d_params(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None
     return weight, cast("torch.Tensor | None", module.bias)
 
 
+def observe(model: nn.Module, hooks: list[Any], batches: list[torch.Tensor]) -> None:
+    """Run ``model`` (in eval mode, without gradients) on ``batches`` so that its registered
+    ``hooks`` see them; the hooks are removed and the model's mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+
 def linear_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
 
