@@ -41,6 +41,22 @@ def project(root: Path, torch_simple: str, general: str, name: str = "proj") -> 
     return proj
 
 
+def drifted_venv(root: Path, general: Path) -> Path:
+    """Another environment, drifted from the lock: filelock of the lock's version but installed from
+    a path, and a stray package the lock does not list."""
+    import subprocess
+
+    from lmdev.setup.installer import uv_binary
+
+    v2 = root / "v2"
+    subprocess.run([uv_binary(), "venv", "-q", "--no-config", str(v2)], check=True)
+    stray = make_wheel(root / "stray", "stray-pkg", "1.0")
+    filelock = next((general / "filelock").glob("*.whl"))
+    subprocess.run([uv_binary(), "pip", "install", "-q", "--no-config", "--python", str(v2 / "bin/python"),
+                    str(stray), str(filelock)], check=True)
+    return v2
+
+
 def setup(proj: Path, *args: str, env: dict[str, str]):
     return run_lmdev("setup", *args, cwd=proj, env=env, timeout=300)
 
@@ -241,7 +257,6 @@ def test_a_failed_setup_leaves_the_previous_environment_and_lock(indexes):
 
 
 def test_frozen_makes_the_environment_exactly_the_lock_and_names_what_differed(indexes):
-    from lmdev.setup.installer import uv_binary
     from lmdev.setup.lock import read_lock as read
     from lmdev.setup.state import compare, installed_dists
 
@@ -249,15 +264,7 @@ def test_frozen_makes_the_environment_exactly_the_lock_and_names_what_differed(i
     env = isolated_env(root)
     proj = project(root, torch_simple.as_uri(), general.as_uri())
     assert setup(proj, "--no-verify", env=env).returncode == 0
-    # another environment: filelock of the lock's version but installed from a path, and a stray package
-    v2 = root / "v2"
-    import subprocess
-
-    subprocess.run([uv_binary(), "venv", "-q", "--no-config", str(v2)], check=True)
-    stray = make_wheel(root / "stray", "stray-pkg", "1.0")
-    filelock = next((general / "filelock").glob("*.whl"))
-    subprocess.run([uv_binary(), "pip", "install", "-q", "--no-config", "--python", str(v2 / "bin/python"),
-                    str(stray), str(filelock)], check=True)
+    v2 = drifted_venv(root, general)
     assert installed_dists(v2)["filelock"].direct_url  # recorded as a direct install
     frozen = setup(proj, "--frozen", "--no-verify", "--venv", str(v2), "--json", env=env)
     assert frozen.returncode == 0, frozen.stderr
@@ -323,11 +330,7 @@ def test_frozen_with_the_pip_installer_makes_the_environment_exactly_the_lock(in
     env = isolated_env(root)
     proj = project(root, torch_simple.as_uri(), general.as_uri())
     assert setup(proj, "--no-verify", env=env).returncode == 0
-    v2 = root / "v2"  # a stray package, and filelock of the lock's version installed from a path
-    subprocess.run([uv_binary(), "venv", "-q", "--no-config", str(v2)], check=True)
-    subprocess.run([uv_binary(), "pip", "install", "-q", "--no-config", "--python", str(v2 / "bin/python"),
-                    str(make_wheel(root / "stray", "stray-pkg", "1.0")), str(next((general / "filelock").glob("*.whl")))],
-                   check=True)
+    v2 = drifted_venv(root, general)
     frozen = setup(proj, "--frozen", "--installer", "pip", "--no-verify", "--venv", str(v2), "--json", env=env)
     assert frozen.returncode == 0, frozen.stderr
     doc = json.loads(frozen.stdout)["environments"][0]
