@@ -126,7 +126,7 @@ def allreduce(env: dict[str, str], mbytes: float) -> None:
 
 
 def setup_overhead(env: dict[str, str], tmp: Path, runs: int, target: str) -> None:
-    from tests.unit.setup.fakeindex import make_wheel, torch_index, write_index
+    from tests.unit.setup.fakeindex import setup_project
 
     t0 = time.perf_counter()
     r = lmdev(env, "remote", "add", "n3", target, "--accept-new")
@@ -137,12 +137,7 @@ def setup_overhead(env: dict[str, str], tmp: Path, runs: int, target: str) -> No
     iso = dict(env, PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="", PIP_INDEX_URL="", PIP_EXTRA_INDEX_URL="",
                PIP_CONSTRAINT="", VIRTUAL_ENV="")
     base = tmp / "setup"
-    torch_simple = torch_index(base / "torchidx", "cpu")
-    general = write_index(base / "pypi", [make_wheel(base / "b", "filelock", "3.0.0")])
-    proj = base / "proj"
-    proj.mkdir()
-    (proj / "pyproject.toml").write_text(f'[tool.lmdev.setup]\ntorch-index = "{torch_simple.as_uri()}"\n'
-                                         f'index-url = "{general.as_uri()}"\n')
+    proj = setup_project(base)
     tar = base / "bundle.tar"
     for args in (["setup", "--no-verify"], ["setup", "bundle", str(tar)]):
         r = subprocess.run([sys.executable, "-m", "lmdev", *args], cwd=proj, env=dict(os.environ, **iso),

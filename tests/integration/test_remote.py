@@ -187,15 +187,10 @@ def test_remote_doctor_json_matches_the_local_schema(env):
 
 def test_remote_setup_from_a_bundle_without_an_index_then_the_same_from_its_index(lab, env, tmp_path):
     from lmdev.setup.installer import installed
-    from tests.unit.setup.fakeindex import make_wheel, serve, torch_index, write_index
+    from tests.unit.setup.fakeindex import serve, setup_project
 
     assert run_lmdev("remote", "check", "n3", env=env).returncode == 0  # lmdev is there (bootstrapped)
-    torch_simple = torch_index(tmp_path / "torchidx", "cpu")
-    general = write_index(tmp_path / "pypi", [make_wheel(tmp_path / "b", "filelock", "3.0.0")])
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    (proj / "pyproject.toml").write_text(f'[tool.lmdev.setup]\ntorch-index = "{torch_simple.as_uri()}"\n'
-                                         f'index-url = "{general.as_uri()}"\n')
+    proj = setup_project(tmp_path)
     # this machine's indexes are the fake ones only; the remote reaches none (its PIP_INDEX_URL is dead)
     here = dict(env, PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="", PIP_INDEX_URL="", PIP_EXTRA_INDEX_URL="",
                 PIP_CONSTRAINT="", VIRTUAL_ENV="")  # and never the test venv

@@ -102,3 +102,15 @@ def serve(folder: Path) -> Iterator[str]:
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+def setup_project(base: Path) -> Path:
+    """A project folder whose ``[tool.lmdev.setup]`` names two fake file:// indexes under ``base``: a
+    CPU torch index and a general one holding filelock (what the fake torch requires)."""
+    torch_simple = torch_index(base / "torchidx", "cpu")
+    general = write_index(base / "pypi", [make_wheel(base / "b", "filelock", "3.0.0")])
+    proj = base / "proj"
+    proj.mkdir()
+    (proj / "pyproject.toml").write_text(f'[tool.lmdev.setup]\ntorch-index = "{torch_simple.as_uri()}"\n'
+                                         f'index-url = "{general.as_uri()}"\n')
+    return proj
