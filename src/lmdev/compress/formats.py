@@ -211,30 +211,22 @@ class StoredTensors:
               "BOOL": torch.bool}
 
     def __init__(self, path: Path) -> None:
-        size = path.stat().st_size
-        try:
-            with open(path, "rb") as f:
-                n = int.from_bytes(f.read(8), "little")
-                if not 0 < n <= size - 8:
-                    raise ValueError("header length out of the file")
-                self.header: dict[str, Any] = json.loads(f.read(n))
-            self.header.pop("__metadata__", None)
-            for name, entry in self.header.items():
-                self._check(name, entry, size - 8 - n)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise LmdevError(f"{path} is not a valid safetensors file ({exc})",
-                             "write the variant again with lmdev compress") from None
-        self.path, self.start = path, 8 + n
+        from lmdev.secure.formats import scan_safetensors  # the checks safetensors makes before mapping
 
-    def _check(self, name: str, entry: dict[str, Any], data_bytes: int) -> None:
-        """A tensor's entry must name a known dtype and fill exactly its bytes inside the file."""
-        dtype = self.DTYPES[entry["dtype"]]
-        begin, end = (int(x) for x in entry["data_offsets"])
-        count = 1
-        for dim in entry["shape"]:
-            count *= int(dim)
-        if not 0 <= begin <= end <= data_bytes or count * dtype.itemsize != end - begin:
-            raise ValueError(f"tensor {name!r} does not match its bytes")
+        with open(path, "rb") as f:
+            problems = scan_safetensors(f, path.stat().st_size)
+            if problems:
+                raise LmdevError(f"{path} is not a valid safetensors file ({problems[0].message})",
+                                 "write the variant again with lmdev compress")
+            f.seek(0)
+            n = int.from_bytes(f.read(8), "little")
+            self.header: dict[str, Any] = json.loads(f.read(n))
+        self.header.pop("__metadata__", None)
+        odd = sorted({e["dtype"] for e in self.header.values()} - set(self.DTYPES))
+        if odd:
+            raise LmdevError(f"{path} holds tensors of dtype {', '.join(odd)}, which an lmdev variant never writes",
+                             "write the variant again with lmdev compress")
+        self.path, self.start = path, 8 + n
 
     def keys(self) -> list[str]:
         return list(self.header)
