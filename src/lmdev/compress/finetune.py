@@ -21,8 +21,10 @@ def default_steps(source: Any) -> int:
 
 
 def finetune(model: nn.Module, source: Any, steps: int, loss_hook: LossHook | None = None,
-             lr_scale: float = 1.0, train_split: Any = None, seed: int = 0) -> None:
-    """Train ``model`` in place for ``steps`` batches of the source's training split."""
+             lr_scale: float = 1.0, train_split: Any = None, seed: int = 0,
+             after_step: Callable[[], None] | None = None) -> None:
+    """Train ``model`` in place for ``steps`` batches of the source's training split; ``after_step``
+    is called after each optimizer step (e.g. to re-apply a sparsity mask)."""
     from lmdev.train.data import Batches
     from lmdev.train.losses import make_loss
     from lmdev.train.optim import make_optimizer
@@ -48,6 +50,8 @@ def finetune(model: nn.Module, source: Any, steps: int, loss_hook: LossHook | No
         if cfg.train.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
+        if after_step is not None:
+            after_step()
     model.eval()
 
 
@@ -56,10 +60,12 @@ LM_BATCH = 8  # sequences per step
 LM_STEPS = 100  # default steps of that fine-tune
 
 
-def finetune_lm(model: nn.Module, split: Any, steps: int, lr: float = LM_LR, seed: int = 0) -> None:
+def finetune_lm(model: nn.Module, split: Any, steps: int, lr: float = LM_LR, seed: int = 0,
+                after_step: Callable[[], None] | None = None) -> None:
     """Train a causal LM (called on token ids, returning logits) in place for ``steps`` batches of
     ``split`` (a token split of lmdev.train.data) with a plain next-token cross-entropy, AdamW and
-    gradient clipping at 1: the fine-tune of an hf: source, which brings no training config."""
+    gradient clipping at 1: the fine-tune of an hf: source, which brings no training config.
+    ``after_step`` is called after each optimizer step."""
     from lmdev.train.data import Batches
 
     if len(split) == 0:
@@ -76,4 +82,6 @@ def finetune_lm(model: nn.Module, split: Any, steps: int, lr: float = LM_LR, see
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if after_step is not None:
+            after_step()
     model.eval()
