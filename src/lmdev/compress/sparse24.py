@@ -75,14 +75,22 @@ def pack(w: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return values, (nib[0::2] | (nib[1::2] << 4)).contiguous()
 
 
+UNPACK_CHUNK = 1 << 16  # groups rebuilt at a time: the int64 positions scatter needs stay small
+
+
 def unpack(values: torch.Tensor, positions: torch.Tensor, shape: list[int]) -> torch.Tensor:
-    """The dense weight of ``shape`` that ``pack`` stored (exactly the values measured)."""
+    """The dense weight of ``shape`` that ``pack`` stored (exactly the values measured), rebuilt
+    UNPACK_CHUNK groups at a time so that loading holds little beyond the dense weight itself."""
     rows, cols = shape
     n = rows * cols // 4
-    nib = torch.stack([positions & 0x0F, positions >> 4], dim=1).view(-1)[:n]
-    pos = torch.stack([nib & 3, (nib >> 2) & 3], dim=1).long()
     dense = torch.zeros(n, 4, dtype=values.dtype)
-    dense.scatter_(1, pos, values.reshape(n, 2))
+    kept = values.reshape(n, 2)
+    for start in range(0, n, UNPACK_CHUNK):  # an even start: a chunk begins on a byte
+        stop = min(start + UNPACK_CHUNK, n)
+        packed = positions[start // 2:(stop + 1) // 2]
+        nib = torch.stack([packed & 0x0F, packed >> 4], dim=1).view(-1)[:stop - start]
+        pos = torch.stack([nib & 3, (nib >> 2) & 3], dim=1).long()
+        dense[start:stop].scatter_(1, pos, kept[start:stop])
     return dense.view(rows, cols)
 
 
