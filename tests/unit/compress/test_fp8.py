@@ -107,3 +107,29 @@ def test_quantize_rows_scales_each_row_to_the_fp8_range():
     assert q.dtype == torch.float8_e4m3fn and scale.shape == (3,)
     assert float(q.float().abs().amax(1)[0]) == fp8.E4M3_MAX and not torch.isnan(q.float()).any()
     torch.testing.assert_close(q.float() * scale[:, None], w, atol=0, rtol=0.07)
+
+
+def test_gpt2_conv1d_layers_and_its_tied_head_go_fp8_and_read_back(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from lmdev.compress import formats
+    from lmdev.compress.source import ModelSpec
+    from lmdev.train.models import HFCausalLM
+
+    cfg = transformers.GPT2Config(vocab_size=512, n_positions=16, n_embd=64, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    hf = HFCausalLM(transformers.GPT2LMHeadModel(cfg)).eval()
+    spec = ModelSpec("hf", cfg.to_dict())
+    v = fp8.fp8_variant(spec, hf)
+    assert v.settings["layers"] == 5 and "embedding" in v.settings  # c_attn, c_proj, c_fc, mlp.c_proj, lm_head
+    assert not any(type(m).__name__ == "Conv1D" for m in v.module.modules())
+    ids = torch.randint(0, 512, (2, 8))
+    with torch.no_grad():
+        assert _rel(v.runner(ids), hf(ids)) < 0.1
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    load_info = v.write(folder)
+    fp32 = sum(p.numel() * 4 for p in hf.parameters())
+    assert (folder / "model.safetensors").stat().st_size < 0.3 * fp32  # embedding + head: one fp8 matrix
+    model = formats.read_any(folder, spec, load_info)
+    assert isinstance(model.inner.transformer.wte, fp8.Fp8Lookup)
+    torch.testing.assert_close(model(ids), v.runner(ids), atol=0, rtol=0)

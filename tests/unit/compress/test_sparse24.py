@@ -83,3 +83,27 @@ def test_a_model_without_an_eligible_layer_is_refused(tmp_path):
 def test_use_sparse_kernels_does_nothing_without_a_gpu(digits_source, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert sparse24.use_sparse_kernels(digits_source.model) == 0
+
+
+def test_gpt2_conv1d_layers_go_2of4_the_tied_head_stays_dense_and_it_reads_back(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from lmdev.compress import formats
+    from lmdev.compress.source import ModelSpec, Source
+    from lmdev.train.models import HFCausalLM
+
+    cfg = transformers.GPT2Config(vocab_size=512, n_positions=16, n_embd=64, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    hf = HFCausalLM(transformers.GPT2LMHeadModel(cfg)).eval()
+    spec = ModelSpec("hf", cfg.to_dict())
+    v = sparse24.sparse24_variant(Source("hf:x", "hf", hf, spec, None, None), steps=None)
+    assert v.settings["sparse_layers"] == 4 and v.settings["finetune_steps"] == 0  # no --data: no fine-tune
+    inner = v.module.inner
+    assert _exactly_two_of_four(inner.transformer.h[0].mlp.c_fc.weight)
+    assert inner.lm_head.weight is inner.transformer.wte.weight
+    folder = tmp_path / "gpt2"
+    folder.mkdir()
+    load_info = v.write(folder)
+    model = formats.read_any(folder, spec, load_info)
+    assert model.inner.lm_head.weight is model.inner.transformer.wte.weight
+    ids = torch.randint(0, 512, (2, 8))
+    torch.testing.assert_close(model(ids), v.runner(ids), atol=0, rtol=0)
