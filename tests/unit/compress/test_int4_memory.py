@@ -1,5 +1,5 @@
-"""int4 weight storage (size only, read back exactly as measured), peak memory measured in a fresh
-process, and the GPU-only backends refused on a CPU with the reason."""
+"""int4 weight storage (size only, read back exactly as measured), and peak memory measured in a
+fresh process."""
 
 from __future__ import annotations
 
