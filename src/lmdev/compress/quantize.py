@@ -45,6 +45,8 @@ BACKENDS = ["torch-bf16", "torch-fp16", "torch.ao-int8", "torchao-int8", "onnxru
 def check_quantizable(model: nn.Module, method: dict[str, Any] | None) -> None:
     if transforms.has_int8(model) or (method and method.get("dtype") == "int8"):
         raise LmdevError("the model is already quantised to int8", "quantise its fp32 source instead")
+    if method and method.get("dtype") == "fp8-e4m3":
+        raise LmdevError("the model is already quantised to fp8", "quantise its fp32 source instead")
 
 
 def candidates(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workdir: Path,

@@ -47,8 +47,9 @@ def _in_width(module: nn.Module) -> int | None:
 
 def check(source: Source) -> None:
     """Refuse a model with no layer 2:4 sparsity applies to (before any work)."""
-    if transforms.has_int8(source.model):
-        raise LmdevError("the model is int8: make the 2:4 variant from its fp32 source")
+    dtype = (source.method or {}).get("dtype")
+    if transforms.has_int8(source.model) or dtype in ("int8", "fp8-e4m3"):
+        raise LmdevError(f"the model is {dtype or 'int8'}: make the 2:4 variant from its fp32 source")
     tied = transforms.tied_heads(source.model)
     widths = [w for n, m in source.model.named_modules() if n not in tied and (w := _in_width(m)) is not None]
     if not any(w % 4 == 0 for w in widths):

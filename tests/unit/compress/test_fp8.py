@@ -133,3 +133,10 @@ def test_gpt2_conv1d_layers_and_its_tied_head_go_fp8_and_read_back(tmp_path):
     model = formats.read_any(folder, spec, load_info)
     assert isinstance(model.inner.transformer.wte, fp8.Fp8Lookup)
     torch.testing.assert_close(model(ids), v.runner(ids), atol=0, rtol=0)
+
+
+def test_quantising_an_fp8_variant_again_is_refused(wide_source):
+    from lmdev.errors import LmdevError
+
+    with pytest.raises(LmdevError, match="already quantised to fp8"):
+        quantize.check_quantizable(wide_source.model, {"dtype": "fp8-e4m3", "backend": "torch-fp8"})
