@@ -78,9 +78,13 @@ class Fp8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
+        y = None
         if self.kernel == SCALED_MM and _scaled_mm_ok(x2, self.out_features):
-            y = self._fp8_matmul(x2)
-        else:
+            try:
+                y = self._fp8_matmul(x2)
+            except RuntimeError:  # e.g. moved to a GPU whose kernels refuse it: dequantised from now on
+                self.kernel = DEQUANT
+        if y is None:
             y = nn.functional.linear(x2, self.dequantized().to(x2.dtype))
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
@@ -91,9 +95,11 @@ class Fp8Linear(nn.Module):
         xf = x2.float()
         sx = (xf.abs().amax(dim=1, keepdim=True) / E4M3_MAX).clamp_min(1e-12)
         x8 = (xf / sx).clamp(-E4M3_MAX, E4M3_MAX).to(FP8)
-        out_dtype = x2.dtype if x2.dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
-        return torch._scaled_mm(x8, self.weight_fp8.t(), scale_a=sx, scale_b=self.weight_scale[None, :].float(),
-                                out_dtype=out_dtype)
+        # CUDA's row-wise scaled kernels write bf16 (not measured here); the CPU kernel writes fp32
+        out_dtype = torch.bfloat16 if x2.is_cuda else torch.float32
+        y = torch._scaled_mm(x8, self.weight_fp8.t(), scale_a=sx, scale_b=self.weight_scale[None, :].float(),
+                             out_dtype=out_dtype)
+        return y.to(x2.dtype) if x2.is_floating_point() else y
 
     def check_kernel(self) -> str | None:
         """Run one tiny call through ``torch._scaled_mm``; on failure switch this layer to DEQUANT and
