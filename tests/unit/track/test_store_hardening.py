@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lmdev.errors import LmdevWarning
-
 import lmdev
 from lmdev.cli import main
-from lmdev.errors import LmdevError
+from lmdev.errors import LmdevError, LmdevWarning
 from lmdev.track import run as run_mod
 from lmdev.track import store as store_mod
 from lmdev.track.store import Store
