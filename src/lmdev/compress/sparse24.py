@@ -156,13 +156,13 @@ def _finetune(model: nn.Module, source: Source, steps: int | None, after_step: A
         n = steps if steps is not None else ft.LM_STEPS
         if n:
             ft.finetune_lm(model, source.data.train, n, after_step=after_step)
-        return n, f"causal LM, AdamW lr {ft.LM_LR:g}, batch {ft.LM_BATCH}, the --data training split"
+        return n, f"{ft.lm_finetune_text(source.data.train)}; mask re-applied after each step"
     if source.train_config is None or source.data is None:
         return 0, "none (the source has no training config and data)"
     n = steps if steps is not None else ft.default_steps(source)
     if n:
-        ft.finetune(model, source, n, after_step=after_step)
-    return n, "the run's own config (optimizer, loss, data), mask re-applied after each step"
+        ft.finetune(model, source, n, plan=ft.RECOVERY, after_step=after_step)
+    return n, f"the run's own optimizer, loss and data, lr {ft.RECOVERY.describe()}; mask re-applied after each step"
 
 
 # --------------------------------------------------------------------------- storage
