@@ -52,6 +52,7 @@ def main() -> int:
     ap.add_argument("--gpt", action="store_true", help="also the narrow GPT-2 shape")
     ap.add_argument("--gpt-steps", type=int, default=30, help="training steps of the GPT-2 shape")
     ap.add_argument("--gpt-batch", type=int, default=4)
+    ap.add_argument("--gpt-dir", metavar="DIR", help="save the trained GPT-2 shape here, or reuse the one saved there")
     ap.add_argument("--sparse-steps", type=int, default=300, help="fine-tune steps of the MLPs' 2:4 variants")
     ap.add_argument("--no-memory", action="store_true")
     args = ap.parse_args()
@@ -73,7 +74,7 @@ def main() -> int:
         measure("wide MLP 64-1024-1024-10", wide, opts, args.sparse_steps)
     if args.gpt:
         with tempfile.TemporaryDirectory() as tmp:
-            src = gpt2_source(True, args.gpt_steps, Path(tmp))
+            src = gpt2_source(True, args.gpt_steps, Path(args.gpt_dir or tmp))
             measure("GPT-2 shape (small)", src, {**opts, "batch": args.gpt_batch}, 40, max_drop=2.0)
     return 0
 
