@@ -9,7 +9,7 @@ fp32 timed in alternation with the variant (lmdev.compress's own measurement); t
 lmdev's. Figures: docs/figures/compress.md, section "fp8 and 2:4 sparsity".
 
     python benchmarks/compress_lowprec.py --budget 0.3                # the two MLPs, ~1 min
-    python benchmarks/compress_lowprec.py --skip-mlp --gpt --gpt-steps 30 --budget 0.5
+    python benchmarks/compress_lowprec.py --skip-mlp --gpt --gpt-steps 30 --gpt-dir /tmp/gpt --budget 0.5
 """
 
 from __future__ import annotations
