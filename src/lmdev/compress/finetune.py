@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -21,38 +21,47 @@ LossHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  #
 
 @dataclass(frozen=True)
 class LrPlan:
-    """The learning rate over a short training, as multipliers of a base learning rate.
+    """The learning rate over a short training, as multipliers of the run's learning rate.
 
-    ``peak=None`` follows the run's own schedule compressed to the steps (its warm-up shortened in
-    proportion): a student trained from scratch is trained as the run was. A ``peak`` warms up
-    linearly over ``warmup`` of the steps to ``peak`` x the base, then decays to 0 along a cosine:
-    the fine-tune of a pruned model, which starts from trained weights."""
+    - ``schedule``: the run's own schedule compressed to the steps (its warm-up shortened in
+      proportion): a student trained from scratch is trained as the run was;
+    - ``end``: constant at the rate the run's schedule ended with, and at least ``floor`` x its
+      peak (a schedule that decays to 0 would leave nothing to train with): the fine-tune of a
+      pruned model, which starts from the run's converged weights;
+    - ``cosine``: a linear warm-up over ``warmup`` of the steps to ``peak``, then a cosine to 0."""
 
-    peak: float | None = None
+    kind: Literal["schedule", "end", "cosine"] = "schedule"
+    peak: float = 1.0
     warmup: float = 0.1
+    floor: float = 0.1
 
     def factor(self, step: int, steps: int, cfg: Any = None) -> float:
-        """The multiplier at ``step`` of ``steps`` (``cfg``: the run's config, for ``peak=None``)."""
-        if self.peak is None:
-            from lmdev.train.optim import lr_factor
+        """The multiplier at ``step`` of ``steps`` (``cfg``: the run's config, for schedule / end)."""
+        from lmdev.train.optim import lr_factor
 
+        if self.kind == "schedule":
             sched = cfg.schedule
             warm = round(sched.warmup_steps * steps / max(1, cfg.train.max_steps))
             return lr_factor(step, steps, sched.model_copy(update={"warmup_steps": warm}))
+        if self.kind == "end":
+            return max(self.floor, lr_factor(cfg.train.max_steps, cfg.train.max_steps, cfg.schedule))
         warm = max(1, round(self.warmup * steps))
         if step < warm:
             return self.peak * (step + 1) / warm
         progress = (step - warm) / max(1, steps - warm)
         return self.peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def describe(self) -> str:
-        if self.peak is None:
+    def describe(self, cfg: Any = None) -> str:
+        if self.kind == "schedule":
             return "the run's schedule, compressed to the steps"
+        if self.kind == "end":
+            now = f" ({cfg.optimizer.lr * self.factor(0, 1, cfg):g})" if cfg is not None else ""
+            return f"constant at the run's final lr{now}, at least {self.floor:g}x its peak"
         return f"{self.warmup:.0%} warm-up to {self.peak:g}x the lr, then cosine to 0"
 
 
-FROM_SCRATCH = LrPlan()
-RECOVERY = LrPlan(peak=0.3)  # the fine-tune after pruning (measured: docs/figures/compress.md)
+FROM_SCRATCH = LrPlan("schedule")
+RECOVERY = LrPlan("end")  # the fine-tune after pruning (measured: docs/figures/compress.md)
 
 
 SMALL_MODEL = 1_000_000  # parameters below which more threads only wait for each other
@@ -121,11 +130,12 @@ def finetune(model: nn.Module, source: Any, steps: int, loss_hook: LossHook | No
 LM_LR = 3e-4  # AdamW learning rate of the fine-tune of a model without a training config (hf:)
 LM_BATCH = 8  # sequences per step
 LM_STEPS = 100  # default steps of that fine-tune
+LM_PLAN = LrPlan("cosine")  # its schedule: 10% warm-up to LM_LR, cosine to 0
 
 
 def lm_finetune_text(split: Any) -> str:
     """How ``finetune_lm`` trains, for a variant's settings."""
-    return (f"causal LM, AdamW lr {LM_LR:g} ({LrPlan(peak=1.0).describe()}), batch {LM_BATCH}, the --data "
+    return (f"causal LM, AdamW lr {LM_LR:g} ({LM_PLAN.describe()}), batch {LM_BATCH}, the --data "
             f"training split ({len(split)} sequences)")
 
 
@@ -143,10 +153,9 @@ def finetune_lm(model: nn.Module, split: Any, steps: int, lr: float = LM_LR, see
     order = Batches(len(split), min(LM_BATCH, len(split)), seed + 1)
     torch.manual_seed(seed)
     model.train()
-    plan = LrPlan(peak=1.0)  # the lr itself is the peak
     with all_cores(model):
         for step in range(steps):
-            _set_lr(opt, lr, plan.factor(step, steps))
+            _set_lr(opt, lr, LM_PLAN.factor(step, steps))
             x, y = split.batch(order.indices(step))
             logits = model(x)
             loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))

@@ -192,7 +192,7 @@ def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = 
 
     n = steps if steps is not None else default_steps(source)
     finetune(rebuilt, source, n, plan=RECOVERY)
-    settings = {"ratio": ratio, **settings, "finetune_steps": n, "finetune_lr": RECOVERY.describe()}
+    settings = {"ratio": ratio, **settings, "finetune_steps": n, "finetune_lr": RECOVERY.describe(source.train_config)}
     what = "heads + channels" if settings["parts"] == ["heads", "mlp"] else \
         "heads" if settings["parts"] == ["heads"] else "channels"
     return variant_of(f"pruned {ratio:.0%} {what}", rebuilt, spec, settings, notes)

@@ -153,7 +153,7 @@ def layer_variant(source: Source, ratio: float, steps: int | None) -> Variant:
     else:
         n = steps if steps is not None else default_steps(source)
         finetune(rebuilt, source, n, plan=RECOVERY)
-        settings["finetune_lr"] = RECOVERY.describe()
+        settings["finetune_lr"] = RECOVERY.describe(source.train_config)
     settings["finetune_steps"] = n
     what = ", ".join(map(str, removed))
     return variant_of(f"pruned {len(removed)} of {n_before} layers ({what})", rebuilt, spec, settings)

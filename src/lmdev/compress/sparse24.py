@@ -162,7 +162,8 @@ def _finetune(model: nn.Module, source: Source, steps: int | None, after_step: A
     n = steps if steps is not None else ft.default_steps(source)
     if n:
         ft.finetune(model, source, n, plan=ft.RECOVERY, after_step=after_step)
-    return n, f"the run's own optimizer, loss and data, lr {ft.RECOVERY.describe()}; mask re-applied after each step"
+    lr = ft.RECOVERY.describe(source.train_config)
+    return n, f"the run's own optimizer, loss and data, lr {lr}; mask re-applied after each step"
 
 
 # --------------------------------------------------------------------------- storage

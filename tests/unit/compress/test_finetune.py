@@ -27,13 +27,21 @@ def test_a_student_from_scratch_follows_the_runs_schedule_compressed_to_its_step
     assert FROM_SCRATCH.factor(50, 100, _cfg({"type": "constant"})) == 1.0
 
 
-def test_the_recovery_fine_tune_never_reaches_the_runs_peak_and_ends_near_zero():
-    f = [RECOVERY.factor(s, 100) for s in range(100)]
-    assert max(f) == pytest.approx(RECOVERY.peak) and RECOVERY.peak < 1.0
-    assert f[0] < f[9] and f.index(max(f)) == 9  # 10% warm-up
-    assert f[-1] < 0.01 * RECOVERY.peak
-    assert "cosine to 0" in RECOVERY.describe()
-    assert LrPlan(peak=2.0, warmup=0.0).factor(0, 10) == pytest.approx(2.0)
+def test_the_recovery_fine_tune_continues_at_the_rate_the_run_ended_with():
+    cosine = _cfg({"type": "cosine", "warmup_steps": 60, "min_lr_ratio": 0.2})
+    assert [RECOVERY.factor(s, 100, cosine) for s in (0, 50, 99)] == pytest.approx([0.2] * 3)
+    assert RECOVERY.factor(0, 100, _cfg({"type": "constant"})) == 1.0  # a constant run ended at its peak
+    to_zero = _cfg({"type": "linear", "min_lr_ratio": 0.0})
+    assert RECOVERY.factor(0, 100, to_zero) == pytest.approx(RECOVERY.floor) and RECOVERY.floor > 0
+    assert "(0.0002)" in RECOVERY.describe(cosine)  # 0.2 x the default lr, 1e-3
+
+
+def test_a_cosine_plan_warms_up_then_decays_to_zero():
+    plan = LrPlan("cosine", peak=0.5)
+    f = [plan.factor(s, 100) for s in range(100)]
+    assert max(f) == pytest.approx(0.5) and f.index(max(f)) == 9 and f[0] < f[9]  # 10% warm-up
+    assert f[-1] < 0.01 * 0.5
+    assert "cosine to 0" in plan.describe()
 
 
 def test_a_fine_tune_trains_on_every_core_and_leaves_the_timing_pin_in_place():
