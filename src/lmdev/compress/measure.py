@@ -20,7 +20,7 @@ from lmdev.compress.variant import Runner
 
 FASTER = 0.9  # a variant is "faster" when its p50 is below 0.9x the baseline's (beyond timing noise)
 MAX_LOGITS = 16_000_000  # eval outputs kept for the agreement check (floats; at least one batch)
-MAX_EVAL_TOKENS = 4096  # positions a token task's metric is taken over (64 sequences of 64)
+MAX_EVAL_TOKENS = 4096  # positions a large-vocabulary token task's metric is taken over at least
 MAX_EVAL_EXAMPLES = 10_000  # examples any other task's metric is taken over
 
 
@@ -84,10 +84,11 @@ def make_eval_set(source: Any, batch: int | None = None, max_examples: int | Non
     n = len(split)
     width = max(data.shape.n_outputs, int(source.spec.config.get("vocab_size") or 0) if source.spec.kind == "hf" else 0)
     positions = data.shape.input_shape[0] if source.is_tokens else 1
-    limit = MAX_EVAL_TOKENS // positions if source.is_tokens else MAX_EVAL_EXAMPLES
+    fit = MAX_LOGITS // max(1, width * positions)  # examples whose outputs fit MAX_LOGITS
+    limit = max(fit, MAX_EVAL_TOKENS // positions) if source.is_tokens else MAX_EVAL_EXAMPLES
     cap = max(1, min(max_examples or n, n, limit))
     batches = [split.batch(part) for part in torch.arange(cap).split(big)]
-    kept = max(1, MAX_LOGITS // max(1, width * positions * big))  # batches of outputs that fit MAX_LOGITS
+    kept = max(1, fit // big)  # batches of outputs kept for the agreement (at least one)
     first_x = batches[0][0]
     if len(first_x) < big:  # a small split: repeat it to the latency batch
         reps = math.ceil(big / len(first_x))
