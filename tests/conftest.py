@@ -26,6 +26,16 @@ def run_lmdev(*args: str, cwd: Path | None = None, env: dict | None = None, time
     )
 
 
+def train_digits(cwd: Path, steps: int) -> dict:
+    """Train examples/digits_mlp.yaml for ``steps`` in ``cwd`` (its own run store, one checkpoint at
+    the end, no telemetry, one thread); returns the environment the commands on it need."""
+    env = {"LMDEV_HOME": str(cwd / ".lmdev"), "LMDEV_TELEMETRY": "0", "OMP_NUM_THREADS": "1"}
+    r = run_lmdev("train", str(ROOT / "examples/digits_mlp.yaml"), "--set", f"train.max_steps={steps}",
+                  "--set", f"checkpoint.every={steps}", cwd=cwd, env=env)
+    assert r.returncode == 0, r.stderr
+    return env
+
+
 @pytest.fixture
 def lmdev_cli():
     return run_lmdev

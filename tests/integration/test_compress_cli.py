@@ -4,27 +4,21 @@ re-measured and recorded as a run linked to its source; bad input exits 2."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import run_lmdev
+from tests.conftest import run_lmdev, train_digits
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 FAST = ["--threads", "1", "--budget", "0.1"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("compress")
-    env = {"LMDEV_HOME": str(cwd / ".lmdev"), "LMDEV_TELEMETRY": "0", "OMP_NUM_THREADS": "1"}
-    r = run_lmdev("train", str(REPO / "examples/digits_mlp.yaml"), "--set", "train.max_steps=200",
-                  "--set", "checkpoint.every=200", cwd=cwd, env=env)
-    assert r.returncode == 0, r.stderr
-    return cwd, env
+    return cwd, train_digits(cwd, 200)
 
 
 def test_quantise_a_run_write_load_eval_and_record(trained):

@@ -5,27 +5,21 @@ does not apply to exits 2."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import run_lmdev
+from tests.conftest import run_lmdev, train_digits
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 FAST = ["--threads", "1", "--budget", "0.05", "--no-memory", "--json"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("lowprec")
-    env = {"LMDEV_HOME": str(cwd / ".lmdev"), "LMDEV_TELEMETRY": "0", "OMP_NUM_THREADS": "1"}
-    r = run_lmdev("train", str(REPO / "examples/digits_mlp.yaml"), "--set", "train.max_steps=150",
-                  "--set", "checkpoint.every=150", cwd=cwd, env=env)
-    assert r.returncode == 0, r.stderr
-    return cwd, env
+    return cwd, train_digits(cwd, 150)
 
 
 def _digits():

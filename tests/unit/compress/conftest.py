@@ -31,3 +31,15 @@ def digits_source() -> Source:
 def gpt_source() -> Source:
     return make_source({"type": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 16},
                        {"type": "synthetic", "batch_size": 8, "seq_len": 16, "n_examples": 400})
+
+
+def tiny_gpt2(vocab: int = 4096):
+    """(spec, model): a one-block transformers GPT-2 (width 64, two heads, tied head), seeded."""
+    transformers = pytest.importorskip("transformers")
+    from lmdev.compress.source import ModelSpec
+    from lmdev.train.models import HFCausalLM
+
+    transformers.logging.set_verbosity_error()
+    cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=16, n_embd=64, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    return ModelSpec("hf", cfg.to_dict()), HFCausalLM(transformers.GPT2LMHeadModel(cfg)).eval()

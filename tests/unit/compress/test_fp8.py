@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from lmdev.compress import fp8, quantize
 from lmdev.compress.output import load, write_variant
-from tests.unit.compress.conftest import make_source
+from .conftest import make_source, tiny_gpt2
 
 
 @pytest.fixture(scope="module")
@@ -110,15 +110,9 @@ def test_quantize_rows_scales_each_row_to_the_fp8_range():
 
 
 def test_gpt2_conv1d_layers_and_its_tied_head_go_fp8_and_read_back(tmp_path):
-    transformers = pytest.importorskip("transformers")
     from lmdev.compress import formats
-    from lmdev.compress.source import ModelSpec
-    from lmdev.train.models import HFCausalLM
 
-    cfg = transformers.GPT2Config(vocab_size=512, n_positions=16, n_embd=64, n_layer=1, n_head=2)
-    torch.manual_seed(0)
-    hf = HFCausalLM(transformers.GPT2LMHeadModel(cfg)).eval()
-    spec = ModelSpec("hf", cfg.to_dict())
+    spec, hf = tiny_gpt2(512)
     v = fp8.fp8_variant(spec, hf)
     assert v.settings["layers"] == 5 and "embedding" in v.settings  # c_attn, c_proj, c_fc, mlp.c_proj, lm_head
     assert not any(type(m).__name__ == "Conv1D" for m in v.module.modules())

@@ -13,6 +13,8 @@ from lmdev.compress import formats, quantize, transforms
 from lmdev.compress.output import load, write_variant
 from lmdev.errors import LmdevError
 
+from .conftest import tiny_gpt2
+
 
 def _x(source, n=32):
     return source.data.val.batch(torch.arange(n))[0]
@@ -162,21 +164,10 @@ def test_half_precision_is_refused_up_front_where_its_matmul_is_slow(digits_sour
     assert quantize.cast(digits_source.spec, digits_source.model, torch.float16).backend == "torch-fp16"
 
 
-def _gpt2_tiny(vocab=4096):
-    transformers = pytest.importorskip("transformers")
-    from lmdev.compress.source import ModelSpec
-    from lmdev.train.models import HFCausalLM
-
-    transformers.logging.set_verbosity_error()
-    cfg = transformers.GPT2Config(vocab_size=vocab, n_positions=16, n_embd=64, n_layer=1, n_head=2)
-    torch.manual_seed(0)
-    return ModelSpec("hf", cfg.to_dict()), HFCausalLM(transformers.GPT2LMHeadModel(cfg)).eval()
-
-
 def test_onnx_variants_store_a_tied_embedding_once_with_the_same_outputs(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    spec, model = _gpt2_tiny()
+    spec, model = tiny_gpt2()
     ids = torch.randint(0, 4096, (3, 8))
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())  # the tied matrix counted once
     fp32 = quantize.onnx_variant(spec, model, ids[:1], tmp_path, int8=False)

@@ -9,7 +9,7 @@ import torch
 from lmdev.compress import sparse24
 from lmdev.compress.output import load, write_variant
 from lmdev.errors import LmdevError
-from tests.unit.compress.conftest import make_source
+from .conftest import make_source, tiny_gpt2
 
 
 def _x(source, n=32):
@@ -86,15 +86,10 @@ def test_use_sparse_kernels_does_nothing_without_a_gpu(digits_source, monkeypatc
 
 
 def test_gpt2_conv1d_layers_go_2of4_the_tied_head_stays_dense_and_it_reads_back(tmp_path):
-    transformers = pytest.importorskip("transformers")
     from lmdev.compress import formats
-    from lmdev.compress.source import ModelSpec, Source
-    from lmdev.train.models import HFCausalLM
+    from lmdev.compress.source import Source
 
-    cfg = transformers.GPT2Config(vocab_size=512, n_positions=16, n_embd=64, n_layer=1, n_head=2)
-    torch.manual_seed(0)
-    hf = HFCausalLM(transformers.GPT2LMHeadModel(cfg)).eval()
-    spec = ModelSpec("hf", cfg.to_dict())
+    spec, hf = tiny_gpt2(512)
     v = sparse24.sparse24_variant(Source("hf:x", "hf", hf, spec, None, None), steps=None)
     assert v.settings["sparse_layers"] == 4 and v.settings["finetune_steps"] == 0  # no --data: no fine-tune
     inner = v.module.inner
