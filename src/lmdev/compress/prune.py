@@ -144,10 +144,8 @@ def check(source: Source, ratio: float, parts: str = "both") -> None:
         for lin in [m for m in model if isinstance(m, nn.Linear)][:-1]:
             keep_count(lin.out_features, ratio)
         return
-    if parts == "heads":
-        prune_heads.check(source.spec.config)
-    if parts in ("both", "heads") and not prune_heads.grouped(source.spec.config):
-        keep_count(model.blocks[0].attn.n_head, ratio, "attention heads")
+    if parts == "heads" or (parts == "both" and not prune_heads.one_group(source.spec.config)):
+        prune_heads.check(source.spec.config, ratio, alone=parts == "heads")
     if parts in ("both", "mlp"):
         keep_count(model.blocks[0].mlp.down.in_features, ratio)
 
@@ -200,23 +198,35 @@ def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = 
 
 def _prune_lmdev_gpt(source: Source, ratio: float,
                      parts: str) -> tuple[nn.Module, ModelSpec, dict[str, Any], list[str]]:
-    """The heads (unless grouped-query) and / or MLP channels of an lmdev gpt pruned: (model,
-    its spec, settings, notes)."""
+    """The attention heads (whole key/value groups) and / or MLP channels of an lmdev gpt pruned:
+    (model, its spec, settings, notes)."""
     model, spec = source.model, source.spec
     settings: dict[str, Any] = {"parts": []}
     notes: list[str] = []
     importance = []
-    if parts in ("both", "heads") and prune_heads.grouped(spec.config):
-        notes.append("attention heads of a grouped-query gpt are not pruned (they share key/value heads)")
+    groups = prune_heads.n_groups(spec.config)
+    k = groups
+    if parts == "both" and prune_heads.one_group(spec.config):
+        notes.append("attention heads not pruned: the gpt has a single key/value group (n_kv_head 1), "
+                     "which every query head shares")
     elif parts in ("both", "heads"):
+        k = prune_heads.check(spec.config, ratio, alone=parts == "heads")
+        if k == groups:
+            units = "key/value groups" if prune_heads.grouped(spec.config) else "heads"
+            notes.append(f"attention heads not pruned: --ratio {ratio:g} of {groups} {units} rounds to none")
+    if k < groups:
         model = copy.deepcopy(model)
-        k = keep_count(prune_heads.attentions(model)[0].n_head, ratio, "attention heads")
         batches = score_batches(source, source.train_config.data.batch_size)
         hd = prune_heads.prune(model, k, batches)
+        per_group = prune_heads.group_size(spec.config)
         spec = ModelSpec(spec.kind, prune_heads.pruned_config(spec.config, k, hd), spec.shape)
-        settings.update(heads_per_layer=k, head_dim=hd)
+        settings.update(heads_per_layer=k * per_group, head_dim=hd)
+        what = "heads"
+        if prune_heads.grouped(source.spec.config):
+            settings.update(kv_groups_per_layer=k, heads_per_group=per_group)
+            what = "key/value groups (a key/value head and its query heads), by the sum over their heads of the"
         settings["parts"].append("heads")
-        importance.append(f"heads: mean norm of each head's contribution to the residual stream on "
+        importance.append(f"{what}: mean norm of each head's contribution to the residual stream on "
                           f"{len(batches)} training batches")
     if parts in ("both", "mlp"):
         model, k = prune_gpt(model, ratio)
