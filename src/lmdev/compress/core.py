@@ -35,6 +35,7 @@ class Options:
     ratio: float = 0.5  # prune: the fraction of channels removed
     prune: str = "both"  # prune: "mlp" channels, attention "heads" (hf: GPT-2), "both", or whole "layers"
     steps: int | None = None  # prune / distill: fine-tune or training steps
+    layout: str = "uniform"  # prune: the same share of every block, or "global" (ranked across blocks)
     data: str | None = None  # evaluation data for hf: sources (a data type, e.g. text:PATH)
     home: str | None = None
     record: bool = True
@@ -96,9 +97,9 @@ def _makers(source: Source, opts: Options, ev: ms.EvalSet, work: Path) -> list[t
         from lmdev.compress import prune
 
         if opts.method == "prune" or prune.applies(source):
-            prune.check(source, opts.ratio, opts.prune)
+            prune.check(source, opts.ratio, opts.prune, opts.layout)
             out += prune.candidates(source, opts.ratio, opts.steps, opts.prune,
-                                    opts.method == "auto" or opts.backend == prune.PRUNED_INT8)
+                                    opts.method == "auto" or opts.backend == prune.PRUNED_INT8, opts.layout)
     if opts.method == "distill":
         from lmdev.compress import distill
 

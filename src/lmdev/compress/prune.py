@@ -118,9 +118,10 @@ def pruned_spec(spec: ModelSpec, widths: Any) -> ModelSpec:
     return ModelSpec(spec.kind, cfg, spec.shape)
 
 
-def check(source: Source, ratio: float, parts: str = "both") -> None:
+def check(source: Source, ratio: float, parts: str = "both", layout: str = "uniform") -> None:
     """Raise LmdevError when pruning ``source`` by ``ratio`` cannot be done (before any work)."""
     prune_gpt2.check_parts(parts)
+    _check_layout(source, parts, layout)
     if is_gpt2(source.spec):
         _check_gpt2(source, ratio, parts)
         return
@@ -150,6 +151,21 @@ def check(source: Source, ratio: float, parts: str = "both") -> None:
         keep_count(model.blocks[0].mlp.down.in_features, ratio)
 
 
+def _check_layout(source: Source, parts: str, layout: str) -> None:
+    from lmdev.compress.layout import check_layout
+
+    check_layout(layout)
+    if layout == "uniform":
+        return
+    if parts == "layers":
+        raise LmdevError("--prune-layout global ranks heads and channels across blocks; --prune layers removes "
+                         "whole blocks", "leave out --prune-layout, or prune heads / mlp")
+    if not is_gpt2(source.spec):
+        raise LmdevError("--prune-layout global needs per-block head and channel counts, which only a transformers "
+                         "GPT-2 variant can describe (an lmdev model's config has one width for every block)",
+                         "use --prune-layout uniform")
+
+
 def _check_gpt2(source: Source, ratio: float, parts: str) -> None:
     from lmdev.compress.transforms import has_int8
 
@@ -163,21 +179,22 @@ def _check_gpt2(source: Source, ratio: float, parts: str) -> None:
 
         prune_layers.check(source, ratio)
         return
-    first: Any = prune_gpt2.blocks(source.model)[0]
+    blocks: list[Any] = prune_gpt2.blocks(source.model)
     if parts in ("both", "heads"):
-        keep_count(prune_gpt2.n_heads(first.attn), ratio, "attention heads")
+        keep_count(min(prune_gpt2.n_heads(b.attn) for b in blocks), ratio, "attention heads")
     if parts in ("both", "mlp"):
-        keep_count(prune_gpt2.mlp_width(first.mlp), ratio, "MLP channels")
+        keep_count(min(prune_gpt2.mlp_width(b.mlp) for b in blocks), ratio, "MLP channels")
 
 
-def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = "both") -> Variant:
-    check(source, ratio, parts)
+def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = "both",
+                  layout: str = "uniform") -> Variant:
+    check(source, ratio, parts, layout)
     if parts == "layers":
         from lmdev.compress.prune_layers import layer_variant
 
         return layer_variant(source, ratio, steps)
     if is_gpt2(source.spec):
-        return gpt2_variant(source, ratio, steps, parts)
+        return gpt2_variant(source, ratio, steps, parts, layout)
     if source.spec.config["type"] == "gpt":
         model, spec, settings, notes = _prune_lmdev_gpt(source, ratio, parts)
     else:
@@ -260,7 +277,7 @@ def score_batches(source: Source, batch_size: int) -> list[torch.Tensor]:
     return [split.batch(order.indices(i))[0] for i in range(min(SCORE_BATCHES, order.per_epoch))]
 
 
-def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) -> Variant:
+def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str, layout: str = "uniform") -> Variant:
     """Prune a transformers GPT-2, then fine-tune it on the training split of the source's --data
     (a plain causal-LM loss: an hf: source brings no training config)."""
     from lmdev.compress.finetune import LM_BATCH, LM_LR, LM_STEPS, finetune_lm
@@ -268,7 +285,7 @@ def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) ->
     split = source.data.train
     batches = score_batches(source, LM_BATCH)
     model = copy.deepcopy(source.model)
-    heads, chans = prune_gpt2.prune(model, ratio, parts, batches)
+    heads, chans = prune_gpt2.prune(model, ratio, parts, batches, layout)
     spec = ModelSpec("hf", prune_gpt2.pruned_config(source.spec.config, heads, chans), source.spec.shape)
     rebuilt = spec.build()  # the pruned model is exactly the model of the pruned config
     rebuilt.load_state_dict(model.state_dict())
@@ -281,7 +298,11 @@ def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) ->
             spec.config), "finetune_steps": n, "finetune": f"causal LM, AdamW lr {LM_LR:g}, batch {LM_BATCH}, "
         f"the --data training split ({len(split)} sequences)",
         "importance": f"mean norm of each unit's contribution to the residual stream on {len(batches)} "
-                      "training batches"}
+                      "training batches", "layout": layout}
+    if layout == "global":
+        settings["importance"] += " (each token's contribution over the norm of the stream the block reads), " \
+                                  "ranked across blocks"
+        what += ", global layout"
     return variant_of(f"pruned {ratio:.0%} {what}", rebuilt, spec, settings, [])
 
 
@@ -301,14 +322,14 @@ PRUNED_INT8 = "pruned+torch.ao-int8"
 
 
 def candidates(source: Source, ratio: float, steps: int | None, parts: str,
-               with_int8: bool) -> list[tuple[str, Any]]:
+               with_int8: bool, layout: str = "uniform") -> list[tuple[str, Any]]:
     """("pruned", factory) and, with ``with_int8``, the pruned model quantised to int8; the pruning
     and its fine-tune run once for both."""
     made: dict[str, Variant] = {}
 
     def pruned() -> Variant:
         if "v" not in made:
-            made["v"] = prune_variant(source, ratio, steps, parts)
+            made["v"] = prune_variant(source, ratio, steps, parts, layout)
         return made["v"]
 
     out: list[tuple[str, Any]] = [("pruned", pruned)]

@@ -37,7 +37,7 @@ def test_pruning_dead_heads_and_channels_keeps_the_outputs(tiny):
     before = tiny(x)
     pruned = copy.deepcopy(tiny)
     heads, channels = prune_gpt2.prune(pruned, 0.5, "both", [x])
-    assert (heads, channels) == (2, 128)
+    assert (heads, channels) == ([2, 2], [128, 128])
     for b in prune_gpt2.blocks(pruned):
         assert prune_gpt2.n_heads(b.attn) == 2 and b.attn.c_attn.weight.shape == (64, 3 * 32)
         assert b.mlp.c_fc.weight.shape == (64, 128) and b.mlp.c_proj.weight.shape == (128, 64)
@@ -51,7 +51,7 @@ def test_pruning_dead_heads_and_channels_keeps_the_outputs(tiny):
 
 def test_heads_only_leaves_the_mlp_alone(tiny):
     heads, channels = prune_gpt2.prune(tiny, 0.25, "heads", [tokens()])
-    assert (heads, channels) == (3, None)
+    assert (heads, channels) == ([3, 3], None)
     assert prune_gpt2.mlp_width(prune_gpt2.blocks(tiny)[0].mlp) == 256
     assert tiny(tokens()).shape == (3, 16, 100)
 
@@ -132,3 +132,54 @@ def test_a_pruned_hf_variant_takes_data_and_can_be_pruned_again(hf_source, tmp_p
     assert again.data is not None and again.kind == "variant"  # --data is read for an hf variant too
     twice = prune.prune_variant(again, 0.5, 1, "heads")
     assert twice.settings["heads_per_layer"] == 1
+
+
+def quiet_block(model, i: int, factor: float = 0.01) -> None:
+    """Block ``i`` writes almost nothing to the residual stream: its attention and MLP outputs scaled down."""
+    with torch.no_grad():
+        b = prune_gpt2.blocks(model)[i]
+        for conv in (b.attn.c_proj, b.mlp.c_proj):
+            conv.weight *= factor
+            conv.bias *= factor
+
+
+def test_global_layout_takes_more_from_the_quiet_block_and_the_same_total(tiny):
+    quiet_block(tiny, 1)
+    x = tokens()
+    heads, channels = prune_gpt2.prune(tiny, 0.5, "both", [x], layout="global")
+    assert heads == [3, 1] and channels == [230, 26]  # block 1 keeps its floor: 1 head, a tenth of 256
+    assert sum(heads) == 4 and sum(channels) == 256  # what the uniform layout keeps in all
+    cfg = prune_gpt2.pruned_config(TINY, heads, channels)
+    assert cfg[prune_gpt2.HEADS_KEY] == [3, 1] and cfg[prune_gpt2.CHANNELS_KEY] == [230, 26]
+    rebuilt = ModelSpec("hf", cfg).build().eval()  # per-layer counts build from the config
+    rebuilt.load_state_dict(tiny.state_dict())
+    torch.testing.assert_close(rebuilt(x), tiny(x), atol=0, rtol=0)
+
+
+def test_global_variant_reloads_identically_and_records_its_counts(hf_source, tmp_path):
+    quiet_block(hf_source.model, 0)
+    v = prune.prune_variant(hf_source, 0.5, 1, "both", layout="global")
+    assert v.settings["layout"] == "global" and "global" in v.name
+    heads, chans = v.settings["heads_per_layer"], v.settings["mlp_channels"]
+    assert heads[0] < heads[1] and chans[0] < chans[1]  # the quiet block lost more
+    x = hf_source.data.val.batch(torch.arange(2))[0]
+    out = write_variant(v, tmp_path / "global", hf_source)
+    again = load(out)
+    assert [prune_gpt2.n_heads(b.attn) for b in prune_gpt2.blocks(again)] == heads
+    assert [prune_gpt2.mlp_width(b.mlp) for b in prune_gpt2.blocks(again)] == chans
+    with torch.inference_mode():
+        torch.testing.assert_close(again(x), v.runner(x), atol=0, rtol=0)
+    # a per-layer variant can lose whole layers: its per-layer counts follow the kept blocks
+    from lmdev.compress.prune_layers import layer_variant
+
+    shallow = layer_variant(resolve(str(out), data=f"text:{tmp_path / 'corpus.txt'}"), 0.5, 1)
+    kept = shallow.settings["layers_kept"]
+    assert shallow.spec.config[prune_gpt2.HEADS_KEY] == [heads[i] for i in kept]
+    assert [prune_gpt2.mlp_width(b.mlp) for b in prune_gpt2.blocks(shallow.module)] == [chans[i] for i in kept]
+
+
+def test_global_layout_is_refused_where_a_config_cannot_hold_per_layer_counts(gpt_source, hf_source):
+    with pytest.raises(LmdevError, match="only a transformers GPT-2"):
+        prune.check(gpt_source, 0.5, "both", "global")
+    with pytest.raises(LmdevError, match="whole blocks"):
+        prune.check(hf_source, 0.5, "layers", "global")
