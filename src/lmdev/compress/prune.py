@@ -238,13 +238,13 @@ def _prune_lmdev_gpt(source: Source, ratio: float,
         per_group = prune_heads.group_size(spec.config)
         spec = ModelSpec(spec.kind, prune_heads.pruned_config(spec.config, k, hd), spec.shape)
         settings.update(heads_per_layer=k * per_group, head_dim=hd)
-        what = "heads"
+        what = f"heads: mean norm of each head's contribution to the residual stream on {len(batches)} training batches"
         if prune_heads.grouped(source.spec.config):
             settings.update(kv_groups_per_layer=k, heads_per_group=per_group)
-            what = "key/value groups (a key/value head and its query heads), by the sum over their heads of the"
+            what = f"key/value groups (a key/value head and its {per_group} query heads): the sum over its query " \
+                   f"{what}"
         settings["parts"].append("heads")
-        importance.append(f"{what}: mean norm of each head's contribution to the residual stream on "
-                          f"{len(batches)} training batches")
+        importance.append(what)
     if parts in ("both", "mlp"):
         model, k = prune_gpt(model, ratio)
         spec = pruned_spec(spec, k)
