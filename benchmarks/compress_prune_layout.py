@@ -54,7 +54,7 @@ def perplexity(fn: Any, ev: ms.EvalSet, base: list[torch.Tensor] | None = None) 
         return ms.quality(ms.outputs(fn, ev), ev, base)
 
 
-def layouts(src: Any, finetune: int) -> list[dict[str, Any]]:
+def layouts(src: Any, finetune: int, budget: float) -> list[dict[str, Any]]:
     ev = ms.make_eval_set(src)
     with torch.inference_mode():
         base = ms.outputs(src.model, ev)
@@ -65,22 +65,26 @@ def layouts(src: Any, finetune: int) -> list[dict[str, Any]]:
     tuned = perplexity(twin, ev).perplexity
     print(f"\nGPT-2 4x128: fp32 perplexity {fp32:.3f} ({tuned:.3f} after the same {finetune}-step fine-tune); "
           f"heads + MLP channels pruned, fine-tune {finetune} steps")
-    print(f"{'ratio':>6} {'layout':>8} {'ppl pruned':>11} {'ppl tuned':>10} {'vs fp32':>8} {'heads':>14} "
-          f"{'channels':>22}")
+    print(f"{'ratio':>6} {'layout':>8} {'ppl pruned':>11} {'ppl tuned':>10} {'vs fp32':>8} {'b=1 lat':>8} "
+          f"{'heads':>14} {'channels':>22}")
     for ratio in (0.25, 0.5):
         got = {}
         for layout in ("uniform", "global"):
             raw = prune.prune_variant(src, ratio, 0, "both", layout)
             tuned = prune.prune_variant(src, ratio, finetune, "both", layout)
             q0, q = perplexity(raw.runner, ev), perplexity(tuned.runner, ev, base)
-            got[layout] = (q0.perplexity, q.perplexity)
+            with torch.inference_mode():
+                tb, tv = ms.paired_latency(src.model, tuned.runner, ev.latency_inputs[0], budget)
+            got[layout] = (q0.perplexity, q.perplexity, tv.p50_ms / tb.p50_ms)
             s = tuned.settings
             print(f"{ratio:>6.0%} {layout:>8} {q0.perplexity:>11.3f} {q.perplexity:>10.3f} "
-                  f"{q.perplexity / fp32:>7.3f}x {str(s['heads_per_layer']):>14} {str(s['mlp_channels']):>22}")
+                  f"{q.perplexity / fp32:>7.3f}x {tv.p50_ms / tb.p50_ms:>7.2f}x {str(s['heads_per_layer']):>14} "
+                  f"{str(s['mlp_channels']):>22}")
             rows.append({"ratio": ratio, "layout": layout, "ppl0": q0.perplexity, "ppl": q.perplexity,
                          "heads": s["heads_per_layer"], "channels": s["mlp_channels"]})
-        (u0, u), (g0, g) = got["uniform"], got["global"]
-        print(f"{ratio:>6.0%} {'global/uniform':>8}: {g0 / u0:.3f}x after pruning, {g / u:.3f}x after the fine-tune")
+        (u0, u, ul), (g0, g, gl) = got["uniform"], got["global"]
+        print(f"{ratio:>6.0%} global/uniform: perplexity {g0 / u0:.3f}x after pruning, {g / u:.3f}x after the "
+              f"fine-tune; batch-1 latency {gl / ul:.2f}x")
     return rows
 
 
@@ -97,8 +101,12 @@ def gqa(steps: int, finetune: int, budget: float) -> None:
         base = ms.outputs(src.model, ev)
     fp32 = ms.quality(base, ev, None).perplexity
     params = sum(p.numel() for p in src.model.parameters())
-    print(f"\narithmetic_gpt (GQA 4:2), trained {steps} steps: fp32 perplexity {fp32:.3f}, {params:,} parameters; "
-          f"fine-tune {finetune} steps")
+    from lmdev.compress.finetune import finetune as tune
+
+    twin = copy.deepcopy(src.model)
+    tune(twin, src, finetune)  # fp32 given the same fine-tune: what it alone is worth
+    print(f"\narithmetic_gpt (GQA 4:2), trained {steps} steps: fp32 perplexity {fp32:.3f} "
+          f"({perplexity(twin, ev).perplexity:.3f} after the same {finetune}-step fine-tune), {params:,} parameters")
     print(f"{'--prune':>8} {'n_head:kv':>9} {'params':>8} {'ppl pruned':>11} {'ppl tuned':>10} {'vs fp32':>8} "
           f"{'top-1 agree':>11} {'b=1 latency':>12}")
     for parts in ("heads", "both"):
@@ -130,7 +138,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
     if not args.skip_layout:
         with tempfile.TemporaryDirectory() as tmp:
-            layouts(small_gpt2(Path(tmp) / "gpt2", args.gpt2_steps, args.seed), args.finetune)
+            layouts(small_gpt2(Path(tmp) / "gpt2", args.gpt2_steps, args.seed), args.finetune, args.budget)
     if not args.skip_gqa:
         gqa(args.gqa_steps, args.finetune, args.budget)
     return 0
