@@ -53,7 +53,7 @@ def test_heads_of_the_grouped_query_example_lose_whole_groups(gqa_run):
     assert len([line for line in again.stderr.splitlines() if line.strip()]) <= 2  # the message and its hint
 
 
-def test_global_layout_of_a_gpt2_through_the_cli(tmp_path):
+def test_a_gpt2_is_pruned_in_the_global_layout_by_default(tmp_path):
     import transformers
 
     torch.manual_seed(0)
@@ -66,11 +66,12 @@ def test_global_layout_of_a_gpt2_through_the_cli(tmp_path):
     (tmp_path / "corpus.txt").write_text("".join(f"{a} + {b} = {a + b}\n" for a in range(40) for b in range(25)))
     env = {"LMDEV_HOME": str(tmp_path / ".lmdev"), "LMDEV_TELEMETRY": "0", "OMP_NUM_THREADS": "1"}
     r = run_lmdev("compress", f"hf:{tmp_path / 'hf'}", "--data", f"text:{tmp_path / 'corpus.txt'}", "--method",
-                  "prune", "--prune-layout", "global", "--backend", "pruned", "--no-record", "-o", "out", *FAST,
+                  "prune", "--backend", "pruned", "--no-record", "-o", "out", *FAST,
                   cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     (v,) = json.loads(r.stdout)["variants"]
     heads, chans = v["settings"]["heads_per_layer"], v["settings"]["mlp_channels"]
+    assert v["settings"]["layout"] == "global"  # the default for a GPT-2
     assert heads[1] < heads[0] and chans[1] < chans[0] and sum(heads) == 4 and sum(chans) == 256
 
     from lmdev.compress import load

@@ -32,9 +32,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--prune", choices=["both", "mlp", "heads", "layers"], default="both",
                    help="prune: MLP channels, attention heads (transformers GPT-2), both (default), or whole layers "
                    "(--ratio: the fraction of transformer blocks removed)")
-    p.add_argument("--prune-layout", choices=["uniform", "global"], default="uniform",
-                   help="prune heads / channels: the same share of every block (default), or ranked across "
-                   "blocks so that less important blocks lose more (transformers GPT-2)")
+    p.add_argument("--prune-layout", choices=["uniform", "global"],
+                   help="prune heads / channels: the same share of every block, or ranked across blocks so that "
+                   "less important blocks lose more (transformers GPT-2 only; its default; uniform elsewhere)")
     p.add_argument("--steps", type=int, metavar="N", help="prune: fine-tune steps; distill: training steps")
     p.add_argument("--batch", type=int, metavar="N", help="the large latency batch (default 256 rows, 8 sequences)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for every variant (default torch's)")

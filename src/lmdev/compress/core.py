@@ -35,7 +35,7 @@ class Options:
     ratio: float = 0.5  # prune: the fraction of channels removed
     prune: str = "both"  # prune: "mlp" channels, attention "heads" (hf: GPT-2), "both", or whole "layers"
     steps: int | None = None  # prune / distill: fine-tune or training steps
-    layout: str = "uniform"  # prune: the same share of every block, or "global" (ranked across blocks)
+    layout: str | None = None  # prune: "uniform" share of every block, "global" (ranked across blocks); None: by model
     data: str | None = None  # evaluation data for hf: sources (a data type, e.g. text:PATH)
     home: str | None = None
     record: bool = True

@@ -118,10 +118,10 @@ def pruned_spec(spec: ModelSpec, widths: Any) -> ModelSpec:
     return ModelSpec(spec.kind, cfg, spec.shape)
 
 
-def check(source: Source, ratio: float, parts: str = "both", layout: str = "uniform") -> None:
+def check(source: Source, ratio: float, parts: str = "both", layout: str | None = None) -> None:
     """Raise LmdevError when pruning ``source`` by ``ratio`` cannot be done (before any work)."""
     prune_gpt2.check_parts(parts)
-    _check_layout(source, parts, layout)
+    _check_layout(source, parts, resolve_layout(source, parts, layout))
     if is_gpt2(source.spec):
         _check_gpt2(source, ratio, parts)
         return
@@ -149,6 +149,15 @@ def check(source: Source, ratio: float, parts: str = "both", layout: str = "unif
         prune_heads.check(source.spec.config, ratio, alone=parts == "heads")
     if parts in ("both", "mlp"):
         keep_count(model.blocks[0].mlp.down.in_features, ratio)
+
+
+def resolve_layout(source: Source, parts: str, layout: str | None) -> str:
+    """The layout asked for, or by default ``global`` where the pruned model can hold per-block
+    counts (a transformers GPT-2, heads and / or channels; measured better than ``uniform`` at the
+    same sparsity, docs/figures/compress.md) and ``uniform`` elsewhere."""
+    if layout is not None:
+        return layout
+    return "global" if is_gpt2(source.spec) and parts != "layers" else "uniform"
 
 
 def _check_layout(source: Source, parts: str, layout: str) -> None:
@@ -187,8 +196,9 @@ def _check_gpt2(source: Source, ratio: float, parts: str) -> None:
 
 
 def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = "both",
-                  layout: str = "uniform") -> Variant:
+                  layout: str | None = None) -> Variant:
     check(source, ratio, parts, layout)
+    layout = resolve_layout(source, parts, layout)
     if parts == "layers":
         from lmdev.compress.prune_layers import layer_variant
 
@@ -322,7 +332,7 @@ PRUNED_INT8 = "pruned+torch.ao-int8"
 
 
 def candidates(source: Source, ratio: float, steps: int | None, parts: str,
-               with_int8: bool, layout: str = "uniform") -> list[tuple[str, Any]]:
+               with_int8: bool, layout: str | None = None) -> list[tuple[str, Any]]:
     """("pruned", factory) and, with ``with_int8``, the pruned model quantised to int8; the pruning
     and its fine-tune run once for both."""
     made: dict[str, Variant] = {}

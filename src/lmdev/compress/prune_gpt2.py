@@ -1,6 +1,7 @@
 """Structured pruning of transformers GPT-2 (``GPT2LMHeadModel``: ``Conv1D`` layers, head tied to
 the embedding): whole attention heads and whole MLP channels removed, the same number in every
-block, so the result is a plain dense GPT-2 of a smaller shape.
+block or ranked across blocks (``global``, the default of lmdev.compress.prune), so the result is a
+plain dense GPT-2 of a smaller shape.
 
 Importance. A unit (a head, an MLP channel) is scored by the mean L2 norm of what it adds to the
 residual stream on a few batches of training text: for a head, its attention output through its
@@ -10,7 +11,7 @@ how much it contributes, and a head with large weights can still attend to nothi
 "sink" head on the first token adds almost nothing); its measured contribution captures both.
 The cost is a few forward passes, and the fine-tune needs the same text anyway.
 
-Layout. ``uniform`` (default) removes the same number of heads and channels in every block;
+Layout. ``uniform`` removes the same number of heads and channels in every block;
 ``global`` ranks the units of all blocks together and removes the lowest (lmdev.compress.layout),
 so a block that matters less loses more. For that ranking a unit's contribution is measured
 relative to the residual stream the block reads (per token, ``||contribution|| / ||x||``): the

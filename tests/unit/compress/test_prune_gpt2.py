@@ -82,7 +82,8 @@ def hf_source(tmp_path):
 
 
 def test_pruned_and_int8_variants_reload_to_identical_logits(hf_source, tmp_path):
-    (name, make), (name8, make8) = prune.candidates(hf_source, 0.5, 3, "both", with_int8=True)
+    (name, make), (name8, make8) = prune.candidates(hf_source, 0.5, 3, "both", with_int8=True,
+                                                          layout="uniform")
     assert (name, name8) == ("pruned", prune.PRUNED_INT8)
     v, v8 = make(), make8()
     assert v.settings["heads_per_layer"] == 2 and v.settings["mlp_channels"] == 128
@@ -114,7 +115,7 @@ def test_head_pruning_of_an_lmdev_mlp_is_refused(digits_source):
 def test_auto_offers_the_pruned_int8_variant_of_an_hf_gpt2_and_judges_it(hf_source):
     from lmdev.compress.core import Options, compress_source
 
-    report = compress_source(hf_source, Options(method="auto", backend=prune.PRUNED_INT8, steps=2, batch=2,
+    report = compress_source(hf_source, Options(method="auto", backend=prune.PRUNED_INT8, steps=2, batch=2, layout="uniform",
                                                 budget_s=0.02, memory=False, record=False, max_drop=1.0),
                              lambda _m: None)
     (v,) = report.variants
@@ -125,12 +126,12 @@ def test_auto_offers_the_pruned_int8_variant_of_an_hf_gpt2_and_judges_it(hf_sour
 
 
 def test_a_pruned_hf_variant_takes_data_and_can_be_pruned_again(hf_source, tmp_path):
-    (_, make), = prune.candidates(hf_source, 0.5, 1, "heads", with_int8=False)
+    (_, make), = prune.candidates(hf_source, 0.5, 1, "heads", with_int8=False, layout="uniform")
     out = write_variant(make(), tmp_path / "once", hf_source)
     corpus = tmp_path / "corpus.txt"
     again = resolve(str(out), data=f"text:{corpus}")
     assert again.data is not None and again.kind == "variant"  # --data is read for an hf variant too
-    twice = prune.prune_variant(again, 0.5, 1, "heads")
+    twice = prune.prune_variant(again, 0.5, 1, "heads", layout="uniform")
     assert twice.settings["heads_per_layer"] == 1
 
 
@@ -183,3 +184,6 @@ def test_global_layout_is_refused_where_a_config_cannot_hold_per_layer_counts(gp
         prune.check(gpt_source, 0.5, "both", "global")
     with pytest.raises(LmdevError, match="whole blocks"):
         prune.check(hf_source, 0.5, "layers", "global")
+    # by default: global where the config can hold per-block counts, uniform elsewhere
+    assert [prune.resolve_layout(hf_source, "both", None), prune.resolve_layout(hf_source, "layers", None),
+            prune.resolve_layout(gpt_source, "both", None)] == ["global", "uniform", "uniform"]
