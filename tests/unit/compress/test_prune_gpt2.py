@@ -159,7 +159,12 @@ def test_global_layout_takes_more_from_the_quiet_block_and_the_same_total(tiny):
 
 def test_global_variant_reloads_identically_and_records_its_counts(hf_source, tmp_path):
     quiet_block(hf_source.model, 0)
-    v = prune.prune_variant(hf_source, 0.5, 1, "both", layout="global")
+    (_, make), (_, make8) = prune.candidates(hf_source, 0.5, 1, "both", with_int8=True, layout="global")
+    v, v8 = make(), make8()
+    x8 = hf_source.data.val.batch(torch.arange(2))[0]
+    again8 = load(write_variant(v8, tmp_path / "global-int8", hf_source))  # int8 layers of uneven widths too
+    with torch.inference_mode():
+        torch.testing.assert_close(again8(x8), v8.runner(x8), atol=0, rtol=0)
     assert v.settings["layout"] == "global" and "global" in v.name
     heads, chans = v.settings["heads_per_layer"], v.settings["mlp_channels"]
     assert heads[0] < heads[1] and chans[0] < chans[1]  # the quiet block lost more
