@@ -121,7 +121,7 @@ def _anchor(name: str, source: Any, model: nn.Module, ev: ms.EvalSet, budget: fl
     for x in ev.latency_inputs:
         b, v = ms.paired_latency(base, run, x, budget)
         ratios.append(v.p50_ms / b.p50_ms)
-    q = ms.quality(ms.outputs(run, ev), ev, ms.outputs(base, ev))
+    q, _ = ms.evaluate(run, ev, ms.evaluate(base, ev)[1])
     return {"name": name, "weights_ratio": module_bytes(model) / module_bytes(source.model), "latency_ratio": ratios,
             "metric": q.value, "rel_logit_error": q.rel_logit_error}
 
@@ -186,6 +186,7 @@ def main() -> int:
     ap.add_argument("--skip-backend", action="append", default=[], metavar="NAME",
                     help="leave a quantisation backend out (e.g. torchao-int8, many times slower on CPUs)")
     args = ap.parse_args()
+    cores = torch.get_num_threads()  # training uses every core, as a user's would; timing is pinned
     torch.set_num_threads(args.threads)
     if args.skip_backend:
         _skip_backends(set(args.skip_backend))
@@ -196,9 +197,11 @@ def main() -> int:
     if not args.skip_gpt:
         with tempfile.TemporaryDirectory() as tmp:
             print("GPT-2 shape: training", file=sys.stderr)
+            torch.set_num_threads(cores)
             src = gpt2_source(args.small, 60 if args.gpt_steps is None and args.small else
                               12 if args.gpt_steps is None else args.gpt_steps, Path(args.gpt_dir or tmp),
                               args.gpt_warm_steps)
+            torch.set_num_threads(args.threads)
             if args.prune_gpt:
                 results += gpt_pruning(src, args, opts, reports)
                 return _finish(args, reports, results)
@@ -272,8 +275,8 @@ def anchor_finetuned_only(src: Any, steps: int, batch: int) -> dict[str, Any]:
     m = copy.deepcopy(src.model)
     finetune_lm(m, src.data.train, steps)
     ev = ms.make_eval_set(src, batch)
-    base = ms.quality(ms.outputs(TorchRunner(src.model), ev), ev, None)
-    q = ms.quality(ms.outputs(TorchRunner(m), ev), ev, ms.outputs(TorchRunner(src.model), ev))
+    base, base_outs = ms.evaluate(TorchRunner(src.model), ev)
+    q, _ = ms.evaluate(TorchRunner(m), ev, base_outs)
     change = (q.value / base.value - 1) * 100 if q.value and base.value else float("nan")
     return {"name": f"fp32 + the same {steps} fine-tune steps, not pruned (perplexity {change:+.2f}%)",
             "weights_ratio": 1.0, "latency_ratio": [], "metric": q.value, "rel_logit_error": q.rel_logit_error}

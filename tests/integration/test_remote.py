@@ -237,9 +237,14 @@ def _read_until(proc: subprocess.Popen, needle: str, timeout: float = 120) -> st
 
 
 def test_train_detached_survives_a_dropped_connection_and_pulls_bit_for_bit(lab, env, project, tmp_path):
-    r = run_lmdev("remote", "train", "n1", str(project / "cfg.yaml"), "--sync", str(project), "--detach", env=env)
+    # the remote job pauses 2 s at each of its 4 evaluations (a callback: the losses are unchanged),
+    # so it cannot finish before the connection is dropped after its first loss line
+    (project / "pause.py").write_text("import time\n\n\nclass Pause:\n"
+                                      "    def on_eval(self, trainer, step, metrics):\n        time.sleep(2)\n")
+    (project / "slow.yaml").write_text((project / "cfg.yaml").read_text() + "callbacks: [pause:Pause]\n")
+    r = run_lmdev("remote", "train", "n1", str(project / "slow.yaml"), "--sync", str(project), "--detach", env=env)
     assert r.returncode == 0, r.stderr
-    assert "sent 2 changed file(s) of 2" in r.stderr  # cfg.yaml and .gitignore, not ignored.bin
+    assert "sent 4 changed file(s) of 4" in r.stderr  # the configs, pause.py and .gitignore, not ignored.bin
     job = r.stdout.strip().splitlines()[-1]
     attach = subprocess.Popen([sys.executable, "-m", "lmdev", "remote", "attach", "n1", job], text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, **env))

@@ -25,13 +25,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float, default=1.0, metavar="PCT",
                    help="allowed quality loss: accuracy points, or percent of perplexity/loss (default 1)")
     p.add_argument("--backend", metavar="NAME", help="force one backend: torch-bf16, torch-fp16, torch.ao-int8, "
-                   "torchao-int8, onnxruntime-fp32, onnxruntime-int8, int4-weights, pruned, pruned+torch.ao-int8, distilled "
-                   "(torch-fp8 and sparse-2:4 need a GPU)")
+                   "torchao-int8, onnxruntime-fp32, onnxruntime-int8, int4-weights, torch-fp8, pruned, pruned+torch.ao-int8, "
+                   "sparse-2:4, distilled")
     p.add_argument("-o", "--out", metavar="OUT", help="write the chosen variant here (safetensors/ONNX + manifest)")
     p.add_argument("--ratio", type=float, default=0.5, help="prune: fraction of hidden channels removed (default 0.5)")
-    p.add_argument("--prune", choices=["both", "mlp", "heads", "layers"], default="both",
+    p.add_argument("--prune", choices=["both", "mlp", "heads", "layers", "2:4"], default="both",
                    help="prune: MLP channels, attention heads (transformers GPT-2), both (default), or whole layers "
-                   "(--ratio: the fraction of transformer blocks removed)")
+                   "(--ratio: the fraction of transformer blocks removed); 2:4: semi-structured sparsity (2 of "
+                   "every 4 weights zero, --ratio not used)")
     p.add_argument("--prune-layout", choices=["uniform", "global"],
                    help="prune heads / channels: the same share of every block, or ranked across blocks so that "
                    "less important blocks lose more (transformers GPT-2 only; its default; uniform elsewhere)")

@@ -33,7 +33,7 @@ class Options:
     budget_s: float = 1.0  # timing budget per variant and batch
     threads: int | None = None
     ratio: float = 0.5  # prune: the fraction of channels removed
-    prune: str = "both"  # prune: "mlp" channels, attention "heads" (hf: GPT-2), "both", or whole "layers"
+    prune: str = "both"  # prune: "mlp" channels, attention "heads" (hf: GPT-2), "both", whole "layers", or "2:4"
     steps: int | None = None  # prune / distill: fine-tune or training steps
     layout: str | None = None  # prune: "uniform" share of every block, "global" (ranked across blocks); None: by model
     data: str | None = None  # evaluation data for hf: sources (a data type, e.g. text:PATH)
@@ -73,9 +73,9 @@ def compress_source(source: Source, opts: Options, say: Progress) -> Report:
             if variant is not None:
                 made[backend] = variant
         report = assemble(source, opts, base_variant, base_m, reports)
-        if opts.method in ("auto", "quantize") and not torch.cuda.is_available():
-            report.notes.append("fp8 and 2:4 sparsity: not measured (they need a GPU with fp8 / sparse tensor cores; "
-                                "this machine has none)")
+        if opts.method == "auto" and opts.backend is None and not _wants_2of4(opts):
+            report.notes.append("2:4 sparsity is not among auto's candidates (it needs a fine-tune, and only a GPU's "
+                                "sparse tensor cores make it faster): --method prune --prune 2:4 makes and measures it")
         chosen = choose(report.variants, opts.target, opts.backend)
         report.chosen = chosen.backend if chosen else None
         if chosen and opts.out is not None:
@@ -86,14 +86,21 @@ def compress_source(source: Source, opts: Options, say: Progress) -> Report:
 def _makers(source: Source, opts: Options, ev: ms.EvalSet, work: Path) -> list[tuple[str, Callable[[], Any]]]:
     from lmdev.compress import quantize
 
-    quantize.check_gpu_only(opts.backend)
     example = ev.latency_inputs[0]
     out: list[tuple[str, Callable[[], Any]]] = []
     if opts.method in ("quantize", "auto"):
         quantize.check_quantizable(source.model, source.method)
         forced = opts.backend if opts.backend in quantize.BACKENDS or opts.method == "quantize" else None
         out += quantize.candidates(source.spec, source.model, example, work, forced)
-    if opts.method in ("prune", "auto"):
+    if opts.method in ("prune", "auto") and _wants_2of4(opts):  # semi-structured: lmdev.compress.sparse24
+        from lmdev.compress import sparse24
+
+        if opts.layout == "global":
+            raise LmdevError("--prune-layout global ranks heads and channels across blocks; 2:4 sparsity zeroes "
+                             "weights inside them", "leave out --prune-layout")
+        sparse24.check(source)
+        out.append((sparse24.BACKEND, lambda: sparse24.sparse24_variant(source, opts.steps)))
+    elif opts.method in ("prune", "auto"):
         from lmdev.compress import prune
 
         if opts.method == "prune" or prune.applies(source):
@@ -111,6 +118,11 @@ def _makers(source: Source, opts: Options, ev: ms.EvalSet, work: Path) -> list[t
     if opts.backend and opts.method == "auto":
         out = [(b, m) for b, m in out if b == opts.backend]
     return out
+
+
+def _wants_2of4(opts: Options) -> bool:
+    """--prune 2:4 or --backend sparse-2:4: 2:4 sparsity instead of structured pruning."""
+    return opts.prune == "2:4" or opts.backend == "sparse-2:4"
 
 
 def baseline_variant(source: Source) -> Variant:

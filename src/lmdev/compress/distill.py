@@ -77,8 +77,7 @@ def kd_loss(teacher: nn.Module, temperature: float, alpha: float, task: str) -> 
 
 def _score(model: nn.Module, split: Any, task: str) -> float:
     xs, ys = split.batch(torch.arange(min(len(split), 512)))
-    with torch.no_grad():
-        q = ms.quality([model.eval()(xs).float()], ms.EvalSet([(xs, ys)], task, []), None)
+    q, _ = ms.evaluate(TorchRunner(model), ms.EvalSet([(xs, ys)], task, []))
     return float(q.value if q.value is not None else float("nan"))
 
 
@@ -116,8 +115,8 @@ def distill_variant(source: Source, steps: int | None) -> Variant:
     chosen = _best(trials, better)
     best_model = models[trials.index(chosen)]
     ev = ms.make_eval_set(source)
-    twin_eval = ms.quality(ms.outputs(TorchRunner(twin), ev), ev, None).value
-    student_eval = ms.quality(ms.outputs(TorchRunner(best_model), ev), ev, None).value
+    twin_eval = ms.evaluate(TorchRunner(twin), ev)[0].value
+    student_eval = ms.evaluate(TorchRunner(best_model), ev)[0].value
     gain = chosen.alpha > 0 and twin_eval is not None and student_eval is not None and \
         better(student_eval, twin_eval) == student_eval and student_eval != twin_eval
     verdict = "distillation helped: the student beats its plainly trained twin" if gain else \

@@ -6,6 +6,10 @@ torch.ao-int8 model.safetensors   build without weights, linearize, put a torch.
                                   int8 weight in each quantised layer's place, take the fp32 rest as stored
 torchao-int8  model.safetensors   the same, each layer quantised by torchao one at a time, its int8 data set
 int4-weights  model.safetensors   build without weights, unpack and dequantise the int4 groups as its weights
+torch-fp8     model.safetensors   build without weights, linearize, an Fp8Linear from the stored float8_e4m3fn
+                                  weight and row scales in each fp8 layer's place (lmdev.compress.fp8)
+sparse-2:4    model.safetensors   build without weights, linearize, each 2:4 weight rebuilt dense from its kept
+                                  values and packed positions (lmdev.compress.sparse24)
 onnx          model.onnx          onnxruntime.InferenceSession
 
 "Without weights": the architecture is built with its parameters on torch's ``meta`` device (no
@@ -208,7 +212,7 @@ class StoredTensors:
 
     DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
               "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-              "BOOL": torch.bool}
+              "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn}
 
     def __init__(self, path: Path) -> None:
         from lmdev.secure.formats import scan_safetensors  # the checks safetensors makes before mapping
@@ -393,6 +397,14 @@ def read_any(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> Any:
         return read_int8(folder, spec, load)
     if fmt == "int4-weights":
         return read_int4(folder, spec, load)
+    if fmt == "torch-fp8":
+        from lmdev.compress.fp8 import read_fp8
+
+        return read_fp8(folder, spec, load)
+    if fmt == "sparse-2:4":
+        from lmdev.compress.sparse24 import read_sparse24
+
+        return read_sparse24(folder, spec, load)
     if fmt == "onnx":
         return OnnxModel(folder / "model.onnx")
     from lmdev.errors import LmdevError

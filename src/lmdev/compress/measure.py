@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from lmdev.compress.variant import Runner
 
 FASTER = 0.9  # a variant is "faster" when its p50 is below 0.9x the baseline's (beyond timing noise)
-MAX_LOGITS = 16_000_000  # eval outputs kept for the agreement check (floats)
+MAX_LOGITS = 16_000_000  # eval outputs kept for the agreement check (floats; at least one batch)
+MAX_EVAL_TOKENS = 4096  # positions a token task's metric is taken over (64 sequences of 64)
+MAX_EVAL_EXAMPLES = 10_000  # examples any other task's metric is taken over
 
 
 @dataclass
@@ -65,6 +67,7 @@ class EvalSet:
     batches: list[tuple[torch.Tensor, torch.Tensor | None]]
     task: str  # classification | regression | language_modeling
     latency_inputs: list[torch.Tensor]
+    kept: int = 0  # the first batches whose outputs are kept to compare variants with (0: all)
 
 
 def make_eval_set(source: Any, batch: int | None = None, max_examples: int | None = None) -> EvalSet:
@@ -80,15 +83,17 @@ def make_eval_set(source: Any, batch: int | None = None, max_examples: int | Non
     split = data.val if len(data.val) else data.train
     n = len(split)
     width = max(data.shape.n_outputs, int(source.spec.config.get("vocab_size") or 0) if source.spec.kind == "hf" else 0)
-    per_example = width * (data.shape.input_shape[0] if source.is_tokens else 1)  # outputs kept per example
-    cap = max(1, min(max_examples or n, n, MAX_LOGITS // max(1, per_example)))
-    idx = torch.arange(cap)
-    batches = [split.batch(part) for part in idx.split(big)]
+    positions = data.shape.input_shape[0] if source.is_tokens else 1
+    limit = MAX_EVAL_TOKENS // positions if source.is_tokens else MAX_EVAL_EXAMPLES
+    cap = max(1, min(max_examples or n, n, limit))
+    batches = [split.batch(part) for part in torch.arange(cap).split(big)]
+    kept = max(1, MAX_LOGITS // max(1, width * positions * big))  # batches of outputs that fit MAX_LOGITS
     first_x = batches[0][0]
     if len(first_x) < big:  # a small split: repeat it to the latency batch
         reps = math.ceil(big / len(first_x))
         first_x = first_x.repeat(reps, *([1] * (first_x.dim() - 1)))[:big]
-    return EvalSet([(x, y) for x, y in batches], data.shape.task, [first_x[:1], first_x[:big]])
+    return EvalSet([(x, y) for x, y in batches], data.shape.task, [first_x[:1], first_x[:big]],
+                   kept if kept < len(batches) else 0)
 
 
 def _hf_vocab_and_len(source: Any) -> tuple[int, int]:
@@ -150,42 +155,66 @@ def paired_latency(base: Runner, fn: Runner, x: torch.Tensor, budget_s: float = 
     return _summary(tb, len(x)), _summary(tv, len(x))
 
 
-def outputs(fn: Runner, ev: EvalSet) -> list[torch.Tensor]:
-    return [fn(x) for x, _ in ev.batches]
-
-
-def quality(outs: list[torch.Tensor], ev: EvalSet, baseline: list[torch.Tensor] | None) -> Quality:
-    """The task metric over the evaluation batches and the agreement with the baseline's outputs."""
-    q = Quality("loss", None)
-    targets = [y for _, y in ev.batches]
-    if all(y is not None for y in targets):
-        q = _task_metric(outs, targets, ev.task)  # type: ignore[arg-type]
-    q.examples = sum(len(o) for o in outs)
+def evaluate(fn: Runner, ev: EvalSet, baseline: list[torch.Tensor] | None = None
+             ) -> tuple[Quality, list[torch.Tensor]]:
+    """The task metric over every evaluation batch, and the agreement with the baseline's kept
+    outputs; returns the quality and this runner's kept outputs (``ev.kept`` first batches)."""
+    total = _MetricSum(ev.task)
+    outs = []
+    for i, (x, y) in enumerate(ev.batches):
+        out = fn(x)
+        total.add(out, y)
+        if not ev.kept or i < ev.kept:
+            outs.append(out)
+    q = total.result()
     if baseline is not None:
-        diff = sum(float((o - b).float().pow(2).sum()) for o, b in zip(outs, baseline))
-        norm = sum(float(b.float().pow(2).sum()) for b in baseline)
-        q.rel_logit_error = _finite(math.sqrt(diff / norm) if norm > 0 else None)
-        if ev.task != "regression":
-            same = sum(int((o.argmax(-1) == b.argmax(-1)).sum()) for o, b in zip(outs, baseline))
-            total = sum(b.argmax(-1).numel() for b in baseline)
-            q.top1_agreement = same / total if total else None
-    return q
+        agreement(q, outs, baseline, ev.task)
+    return q, outs
 
 
-def _task_metric(outs: list[torch.Tensor], targets: list[torch.Tensor], task: str) -> Quality:
-    if task == "regression":
-        loss = sum(float(F.mse_loss(o, y.float().view_as(o), reduction="sum")) for o, y in zip(outs, targets))
-        n = sum(o.numel() for o in outs)
-        return Quality("loss", _finite(loss / n), loss=_finite(loss / n))
-    flat = [(o.reshape(-1, o.shape[-1]), y.reshape(-1)) for o, y in zip(outs, targets)]
-    loss = sum(float(F.cross_entropy(o, y, reduction="sum")) for o, y in flat)
-    n = sum(len(y) for _, y in flat)
-    mean = _finite(loss / n)
-    if task == "language_modeling":
-        ppl = _finite(math.exp(min(mean, 50.0))) if mean is not None else None
-        return Quality("perplexity", ppl, loss=mean, perplexity=ppl)
-    right = sum(int((o.argmax(-1) == y).sum()) for o, y in flat)
-    return Quality("accuracy", right / n, loss=mean, accuracy=right / n)
+def agreement(q: Quality, outs: list[torch.Tensor], baseline: list[torch.Tensor], task: str) -> None:
+    """Fill ``q``'s relative logit error and top-1 agreement with ``baseline``'s outputs."""
+    diff = sum(float((o - b).float().pow(2).sum()) for o, b in zip(outs, baseline))
+    norm = sum(float(b.float().pow(2).sum()) for b in baseline)
+    q.rel_logit_error = _finite(math.sqrt(diff / norm) if norm > 0 else None)
+    if task != "regression":
+        same = sum(int((o.argmax(-1) == b.argmax(-1)).sum()) for o, b in zip(outs, baseline))
+        total = sum(b.argmax(-1).numel() for b in baseline)
+        q.top1_agreement = same / total if total else None
+
+
+class _MetricSum:
+    """The task metric summed batch by batch (no outputs kept): mean squared error for
+    regression, cross-entropy (and perplexity or accuracy) otherwise."""
+
+    def __init__(self, task: str) -> None:
+        self.task, self.loss, self.right, self.n, self.examples, self.targets = task, 0.0, 0, 0, 0, True
+
+    def add(self, out: torch.Tensor, y: torch.Tensor | None) -> None:
+        self.examples += len(out)
+        if y is None:
+            self.targets = False
+            return
+        if self.task == "regression":
+            self.loss += float(F.mse_loss(out, y.float().view_as(out), reduction="sum"))
+            self.n += out.numel()
+            return
+        o, t = out.reshape(-1, out.shape[-1]), y.reshape(-1)
+        self.loss += float(F.cross_entropy(o, t, reduction="sum"))
+        self.right += int((o.argmax(-1) == t).sum())
+        self.n += len(t)
+
+    def result(self) -> Quality:
+        if not self.targets or not self.n:
+            return Quality("loss", None, examples=self.examples)
+        mean = _finite(self.loss / self.n)
+        if self.task == "regression":
+            return Quality("loss", mean, loss=mean, examples=self.examples)
+        if self.task == "language_modeling":
+            ppl = _finite(math.exp(min(mean, 50.0))) if mean is not None else None
+            return Quality("perplexity", ppl, loss=mean, perplexity=ppl, examples=self.examples)
+        acc = self.right / self.n
+        return Quality("accuracy", acc, loss=mean, accuracy=acc, examples=self.examples)
 
 
 def _finite(v: float | None) -> float | None:
@@ -197,8 +226,8 @@ def measure(fn: Runner, ev: EvalSet, file_bytes: int, memory_bytes: int,
             base_fn: Runner | None = None) -> tuple[Measurement, list[torch.Tensor]]:
     """Measure one variant (timed in alternation with ``base_fn`` when given); returns the
     measurement and its outputs (the baseline's are kept to compare the others with)."""
-    outs = outputs(fn, ev)
-    m = Measurement(file_bytes, memory_bytes, quality=quality(outs, ev, baseline))
+    q, outs = evaluate(fn, ev, baseline)
+    m = Measurement(file_bytes, memory_bytes, quality=q)
     for x in ev.latency_inputs:
         if base_fn is None:
             m.latency.append(latency(fn, x, budget_s))

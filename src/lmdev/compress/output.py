@@ -22,6 +22,9 @@ HOW_TO_LOAD = {
     "torch": "lmdev.compress.load(OUT) -> torch.nn.Module",
     "torch.ao-int8": "lmdev.compress.load(OUT) -> torch.nn.Module (torch.ao dynamic int8)",
     "torchao-int8": "lmdev.compress.load(OUT) -> torch.nn.Module (needs torchao)",
+    "torch-fp8": "lmdev.compress.load(OUT) -> torch.nn.Module (float8_e4m3fn weights, torch._scaled_mm)",
+    "sparse-2:4": "lmdev.compress.load(OUT) -> torch.nn.Module (dense on CPU; "
+                  "lmdev.compress.sparse24.use_sparse_kernels(model) after .cuda().half())",
     "onnx": "onnxruntime.InferenceSession('OUT/model.onnx'), or lmdev.compress.load(OUT)",
 }
 

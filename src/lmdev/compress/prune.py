@@ -213,11 +213,11 @@ def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = 
         settings, notes = {"widths": widths, "importance": "L2 in x L2 out", "parts": ["mlp"]}, []
     rebuilt = spec.build()  # the pruned model is exactly the model of the smaller config
     rebuilt.load_state_dict(model.state_dict())
-    from lmdev.compress.finetune import default_steps, finetune
+    from lmdev.compress.finetune import RECOVERY, default_steps, finetune
 
     n = steps if steps is not None else default_steps(source)
-    finetune(rebuilt, source, n)
-    settings = {"ratio": ratio, **settings, "finetune_steps": n}
+    finetune(rebuilt, source, n, plan=RECOVERY)
+    settings = {"ratio": ratio, **settings, "finetune_steps": n, "finetune_lr": RECOVERY.describe()}
     what = "heads + channels" if settings["parts"] == ["heads", "mlp"] else \
         "heads" if settings["parts"] == ["heads"] else "channels"
     return variant_of(f"pruned {ratio:.0%} {what}", rebuilt, spec, settings, notes)
@@ -290,7 +290,7 @@ def score_batches(source: Source, batch_size: int) -> list[torch.Tensor]:
 def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str, layout: str = "uniform") -> Variant:
     """Prune a transformers GPT-2, then fine-tune it on the training split of the source's --data
     (a plain causal-LM loss: an hf: source brings no training config)."""
-    from lmdev.compress.finetune import LM_BATCH, LM_LR, LM_STEPS, finetune_lm
+    from lmdev.compress.finetune import LM_BATCH, LM_STEPS, finetune_lm, lm_finetune_text
 
     split = source.data.train
     batches = score_batches(source, LM_BATCH)
@@ -305,8 +305,7 @@ def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str, la
     settings: dict[str, Any] = {
         "ratio": ratio, "parts": ["heads", "mlp"] if parts == "both" else [parts],
         "heads_per_layer": prune_gpt2.current_heads(spec.config), "mlp_channels": prune_gpt2.current_channels(
-            spec.config), "finetune_steps": n, "finetune": f"causal LM, AdamW lr {LM_LR:g}, batch {LM_BATCH}, "
-        f"the --data training split ({len(split)} sequences)",
+            spec.config), "finetune_steps": n, "finetune": lm_finetune_text(split),
         "importance": f"mean norm of each unit's contribution to the residual stream on {len(batches)} "
                       "training batches", "layout": layout}
     if layout == "global":

@@ -137,7 +137,7 @@ def prune(model: nn.Module, spec: ModelSpec, ratio: float, batches: list[torch.T
 def layer_variant(source: Source, ratio: float, steps: int | None) -> Variant:
     """Prune whole blocks of ``source`` (lmdev gpt or transformers GPT-2), rebuild the model of the
     smaller config, fine-tune it and return the variant."""
-    from lmdev.compress.finetune import LM_BATCH, LM_LR, LM_STEPS, default_steps, finetune, finetune_lm
+    from lmdev.compress.finetune import LM_BATCH, LM_STEPS, RECOVERY, default_steps, finetune, finetune_lm, lm_finetune_text
     from lmdev.compress.prune import score_batches, variant_of
 
     check(source, ratio)
@@ -158,11 +158,11 @@ def layer_variant(source: Source, ratio: float, steps: int | None) -> Variant:
     if gpt2:
         n = steps if steps is not None else LM_STEPS
         finetune_lm(rebuilt, source.data.train, n)
-        settings["finetune"] = f"causal LM, AdamW lr {LM_LR:g}, batch {LM_BATCH}, the --data training split " \
-                               f"({len(source.data.train)} sequences)"
+        settings["finetune"] = lm_finetune_text(source.data.train)
     else:
         n = steps if steps is not None else default_steps(source)
-        finetune(rebuilt, source, n)
+        finetune(rebuilt, source, n, plan=RECOVERY)
+        settings["finetune_lr"] = RECOVERY.describe()
     settings["finetune_steps"] = n
     what = ", ".join(map(str, removed))
     return variant_of(f"pruned {len(removed)} of {n_before} layers ({what})", rebuilt, spec, settings)

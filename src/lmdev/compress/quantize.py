@@ -9,8 +9,10 @@ saying why; the caller measures every one and keeps what pays.
   dynamic quantiser);
 - ``int4-weights``: every weight matrix stored as group-wise int4 in safetensors, dequantised to
   fp32 when loaded: a size-only variant (it runs at fp32 speed, with fp32 memory).
-fp8 and 2:4 semi-structured sparsity are GPU features: asked for on a machine without a GPU they
-are refused with the reason (``check_gpu_only``)."""
+- ``torch-fp8``: float8_e4m3fn weights with per-row scales, per-token fp8 activations,
+  ``torch._scaled_mm`` (lmdev.compress.fp8). Fast only on GPUs with fp8 tensor cores; elsewhere it is
+  made and measured like the others and reported as it is.
+2:4 semi-structured sparsity is a pruning method (``--prune 2:4``, lmdev.compress.sparse24)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from lmdev.compress import formats, onnxshare, transforms
+from lmdev.compress.fp8 import fp8_variant
 from lmdev.compress.source import ModelSpec
 from lmdev.compress.variant import TorchRunner, Variant, module_bytes
 from lmdev.errors import LmdevError
@@ -36,31 +39,14 @@ class BackendFailed(Exception):
 
 
 BACKENDS = ["torch-bf16", "torch-fp16", "torch.ao-int8", "torchao-int8", "onnxruntime-fp32", "onnxruntime-int8",
-            "int4-weights"]
-# backends that need GPU hardware: what they need, and why a CPU cannot stand in
-GPU_ONLY = {
-    "torch-fp8": "fp8 matmuls need a GPU with fp8 tensor cores (NVIDIA Hopper/Ada or newer); CPUs have no fp8 "
-                 "arithmetic, so an fp8 model here would be upcast on every call and only be slower",
-    "sparse-2:4": "2:4 semi-structured sparsity is sped up only by the sparse tensor cores of NVIDIA Ampere or "
-                  "newer GPUs; on a CPU the zeros are multiplied like any other weight",
-}
-
-
-def check_gpu_only(backend: str | None) -> None:
-    """Refuse a GPU-only backend with the reason (there is no GPU, or it is not built for GPUs yet)."""
-    if backend not in GPU_ONLY:
-        return
-    if not torch.cuda.is_available():
-        raise LmdevError(f"{backend} is not available on this machine: {GPU_ONLY[backend]}",
-                         "run lmdev compress on a machine with such a GPU; on this CPU use onnxruntime-int8, "
-                         "torch.ao-int8 or int4-weights")
-    raise LmdevError(f"{backend} is planned for GPUs but not built yet (not measured)",
-                     "use torch.ao-int8, torchao-int8 or onnxruntime-int8")
+            "int4-weights", "torch-fp8"]
 
 
 def check_quantizable(model: nn.Module, method: dict[str, Any] | None) -> None:
     if transforms.has_int8(model) or (method and method.get("dtype") == "int8"):
         raise LmdevError("the model is already quantised to int8", "quantise its fp32 source instead")
+    if method and method.get("dtype") == "fp8-e4m3":
+        raise LmdevError("the model is already quantised to fp8", "quantise its fp32 source instead")
 
 
 def candidates(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workdir: Path,
@@ -74,6 +60,7 @@ def candidates(spec: ModelSpec, model: nn.Module, example: torch.Tensor, workdir
         "onnxruntime-fp32": lambda: onnx_variant(spec, model, example, workdir, int8=False),
         "onnxruntime-int8": lambda: onnx_variant(spec, model, example, workdir, int8=True),
         "int4-weights": lambda: int4_weights(spec, model),
+        "torch-fp8": lambda: fp8_variant(spec, model),
     }
     if backend is not None:
         if backend not in makers:

@@ -53,7 +53,7 @@ def _locked(exc: BaseException) -> bool:
 def create_waiting(store: Store, info: RunInfo, pid_start: float | None) -> int:
     """Create the run's row, waiting as long as another process holds the store's lock.
 
-    After ``FIRST_WAIT_S`` it says once on stderr that it waits; it never gives up on a lock
+    After ``FIRST_WAIT_S`` it warns once (``LmdevWarning``) that it waits; it never gives up on a lock
     (Ctrl-C stops it), so a run is never silently left unrecorded."""
     told = False
     store.conn.execute(f"PRAGMA busy_timeout = {int(FIRST_WAIT_S * 1000)}")
@@ -66,8 +66,8 @@ def create_waiting(store: Store, info: RunInfo, pid_start: float | None) -> int:
                     raise
                 if not told:
                     told = True
-                    print(f"lmdev: the run store {store.path} is locked by another process; waiting "
-                          f"for it to create run {info.id} (nothing logged is lost)", file=sys.stderr, flush=True)
+                    warnings.warn(f"the run store {store.path} is locked by another process; waiting for it "
+                                  f"to create run {info.id} (nothing logged is lost)", LmdevWarning, stacklevel=4)
                     store.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     finally:
         store.conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")

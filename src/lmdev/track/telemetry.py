@@ -22,6 +22,10 @@ Sample = tuple[float, int, str, str, float]
 
 
 def _load_nvml() -> Any | None:
+    from lmdev.nvml import local_driver_present
+
+    if not local_driver_present():  # not even imported: it could only fail, slowly
+        return None
     try:
         import pynvml
 

@@ -52,7 +52,7 @@ def test_pruned_and_finetuned_digits_mlp_stays_accurate(digits_source):
     ev = ms.make_eval_set(digits_source)
     from lmdev.compress.variant import TorchRunner
 
-    base = ms.quality(ms.outputs(TorchRunner(digits_source.model), ev), ev, None).accuracy
-    acc = ms.quality(ms.outputs(v.runner, ev), ev, None).accuracy
+    base = ms.evaluate(TorchRunner(digits_source.model), ev)[0].accuracy
+    acc = ms.evaluate(v.runner, ev)[0].accuracy
     assert v.spec.config["hidden"] == [32, 16]
     assert acc > base - 0.05

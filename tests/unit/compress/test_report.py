@@ -70,12 +70,12 @@ def test_quality_metrics_and_agreement():
     y = torch.tensor([0, 1, 2, 1])
     out = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 2]), 3).float() * 5
     ev = ms.EvalSet([(torch.zeros(4, 1), y)], "classification", [])
-    q = ms.quality([out], ev, [out.clone()])
-    assert q.accuracy == 0.75 and q.top1_agreement == 1.0 and q.rel_logit_error == 0.0
-    q2 = ms.quality([out * 1.1], ev, [out])
+    q, outs = ms.evaluate(lambda x: out, ev, [out.clone()])
+    assert q.accuracy == 0.75 and q.top1_agreement == 1.0 and q.rel_logit_error == 0.0 and q.examples == 4
+    q2, _ = ms.evaluate(lambda x: out * 1.1, ev, outs)
     assert math.isclose(q2.rel_logit_error, 0.1, rel_tol=1e-5)
     lm = ms.EvalSet([(torch.zeros(1, 2), torch.tensor([[0, 1]]))], "language_modeling", [])
-    q3 = ms.quality([torch.zeros(1, 2, 4)], lm, None)
+    q3, _ = ms.evaluate(lambda x: torch.zeros(1, 2, 4), lm)
     assert math.isclose(q3.perplexity, 4.0, rel_tol=1e-5)  # uniform over 4 tokens
 
 
@@ -84,9 +84,13 @@ def test_eval_set_keeps_outputs_bounded_by_the_model_vocabulary(gpt_source):
 
     s = gpt_source  # byte data (256 symbols) read by a model with a 50,257-token head
     hf = Source("hf:x", "hf", s.model, ModelSpec("hf", {"vocab_size": 50257, "n_positions": 64}), s.data, None)
-    ev = ms.make_eval_set(hf)
-    kept = sum(len(x) for x, _ in ev.batches) * 16 * 50257
-    assert kept <= ms.MAX_LOGITS
+    ev = ms.make_eval_set(hf, batch=4)
+    vocab = torch.full((50257,), -1e4)
+    vocab[:256] = 0.0  # the outputs of a model that knows only the bytes, all alike
+    q, outs = ms.evaluate(lambda x: vocab.expand(*x.shape, -1).clone(), ev)
+    assert sum(o.numel() for o in outs) <= ms.MAX_LOGITS  # only this many outputs are held
+    assert q.examples == len(s.data.val) > sum(len(o) for o in outs)  # the metric is over every example
+    assert math.isclose(q.perplexity, 256.0, rel_tol=1e-4)  # uniform over the 256 bytes
 
 
 def test_slower_and_larger_are_said_plainly_and_memory_target_uses_the_peak():

@@ -105,3 +105,23 @@ def test_init_with_telemetry_records_system_metrics(home, interval):
     with Store(home) as s:
         samples = s.system(s.get_run("tele"))
     assert {(x.device, x.key) for x in samples} >= {("host", "cpu_percent"), ("process", "rss_bytes")}
+
+
+def test_a_driverless_machine_never_imports_pynvml(monkeypatch):
+    import sys
+
+    import lmdev.nvml
+
+    seen: list[str] = []
+
+    class Watch:
+        def find_spec(self, name, path=None, target=None):
+            seen.append(name)
+            return None
+
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Watch(), *sys.meta_path])
+    monkeypatch.setattr(lmdev.nvml, "nvidia_driver_present", lambda *a, **k: False)
+    got = by_key(Sampler(lambda x: None).sample())
+    assert "pynvml" not in seen  # not even imported: a failing nvmlInit costs ~0.1-0.2 s
+    assert ("host", "cpu_percent") in got and not any(d.startswith("gpu") for d, _ in got)
