@@ -106,10 +106,11 @@ def gqa(steps: int, finetune: int, budget: float) -> None:
         base = ms.outputs(src.model, ev)
     fp32 = ms.quality(base, ev, None).perplexity
     params = sum(p.numel() for p in src.model.parameters())
+    from lmdev.compress.finetune import RECOVERY
     from lmdev.compress.finetune import finetune as tune
 
     twin = copy.deepcopy(src.model)
-    tune(twin, src, finetune)  # fp32 given the same fine-tune: what it alone is worth
+    tune(twin, src, finetune, plan=RECOVERY)  # fp32 given the pruned models' fine-tune: what it alone is worth
     print(f"\narithmetic_gpt (GQA 4:2), trained {steps} steps: fp32 perplexity {fp32:.3f} "
           f"({perplexity(twin, ev).perplexity:.3f} after the same {finetune}-step fine-tune), {params:,} parameters")
     print(f"{'--prune':>8} {'n_head:kv':>9} {'params':>8} {'ppl pruned':>11} {'ppl tuned':>10} {'vs fp32':>8} "
