@@ -51,14 +51,14 @@ def small_gpt2(folder: Path, steps: int, seed: int) -> Any:
 
 def perplexity(fn: Any, ev: ms.EvalSet, base: list[torch.Tensor] | None = None) -> ms.Quality:
     with torch.inference_mode():
-        return ms.quality(ms.outputs(fn, ev), ev, base)
+        return ms.evaluate(fn, ev, base)[0]
 
 
 def layouts(src: Any, finetune: int, budget: float) -> list[dict[str, Any]]:
     ev = ms.make_eval_set(src)
     with torch.inference_mode():
-        base = ms.outputs(src.model, ev)
-    fp32 = ms.quality(base, ev, None).perplexity
+        q_fp32, base = ms.evaluate(src.model, ev)
+    fp32 = q_fp32.perplexity
     rows = [{"what": "fp32", "ppl0": fp32, "ppl": fp32}]
     twin = copy.deepcopy(src.model)
     finetune_lm(twin, src.data.train, finetune)  # fp32 given the same fine-tune: what it alone is worth
@@ -103,8 +103,8 @@ def gqa(steps: int, finetune: int, budget: float) -> None:
           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     ev = ms.make_eval_set(src)
     with torch.inference_mode():
-        base = ms.outputs(src.model, ev)
-    fp32 = ms.quality(base, ev, None).perplexity
+        q_fp32, base = ms.evaluate(src.model, ev)
+    fp32 = q_fp32.perplexity
     params = sum(p.numel() for p in src.model.parameters())
     from lmdev.compress.finetune import RECOVERY
     from lmdev.compress.finetune import finetune as tune
