@@ -33,7 +33,7 @@ def gpt2_folder(tmp_path_factory):
 def test_prune_heads_and_channels_of_an_hf_gpt2(gpt2_folder, tmp_path):
     corpus = gpt2_folder.parent / "corpus.txt"
     r = run_lmdev("compress", f"hf:{gpt2_folder}", "--data", f"text:{corpus}", "--method", "prune", "--ratio", "0.5",
-                  "--steps", "4", "--backend", "pruned", "-o", "out", "--json", *FAST, cwd=tmp_path,
+                  "--prune-layout", "uniform", "--steps", "4", "--backend", "pruned", "-o", "out", "--json", *FAST, cwd=tmp_path,
                   env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)

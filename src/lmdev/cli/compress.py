@@ -33,6 +33,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="prune: MLP channels, attention heads (transformers GPT-2), both (default), or whole layers "
                    "(--ratio: the fraction of transformer blocks removed); 2:4: semi-structured sparsity (2 of "
                    "every 4 weights zero, --ratio not used)")
+    p.add_argument("--prune-layout", choices=["uniform", "global"],
+                   help="prune heads / channels: the same share of every block, or ranked across blocks so that "
+                   "less important blocks lose more (transformers GPT-2 only; its default; uniform elsewhere)")
     p.add_argument("--steps", type=int, metavar="N", help="prune: fine-tune steps; distill: training steps")
     p.add_argument("--batch", type=int, metavar="N", help="the large latency batch (default 256 rows, 8 sequences)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for every variant (default torch's)")
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     opts = Options(method=args.method, target=args.target, max_drop=args.max_drop, backend=args.backend,
                    out=Path(args.out) if args.out else None, batch=args.batch, budget_s=args.budget,
                    threads=args.threads, ratio=args.ratio, prune=args.prune, steps=args.steps, data=args.data, home=args.home,
+                   layout=args.prune_layout,
                    record=not args.no_record, memory=not args.no_memory)
     report = compress(args.source, opts, progress=None if args.json else _progress)
     return _render(report, args, wanted_out=opts.out is not None)

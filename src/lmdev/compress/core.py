@@ -35,6 +35,7 @@ class Options:
     ratio: float = 0.5  # prune: the fraction of channels removed
     prune: str = "both"  # prune: "mlp" channels, attention "heads" (hf: GPT-2), "both", whole "layers", or "2:4"
     steps: int | None = None  # prune / distill: fine-tune or training steps
+    layout: str | None = None  # prune: "uniform" share of every block, "global" (ranked across blocks); None: by model
     data: str | None = None  # evaluation data for hf: sources (a data type, e.g. text:PATH)
     home: str | None = None
     record: bool = True
@@ -94,15 +95,18 @@ def _makers(source: Source, opts: Options, ev: ms.EvalSet, work: Path) -> list[t
     if opts.method in ("prune", "auto") and _wants_2of4(opts):  # semi-structured: lmdev.compress.sparse24
         from lmdev.compress import sparse24
 
+        if opts.layout == "global":
+            raise LmdevError("--prune-layout global ranks heads and channels across blocks; 2:4 sparsity zeroes "
+                             "weights inside them", "leave out --prune-layout")
         sparse24.check(source)
         out.append((sparse24.BACKEND, lambda: sparse24.sparse24_variant(source, opts.steps)))
     elif opts.method in ("prune", "auto"):
         from lmdev.compress import prune
 
         if opts.method == "prune" or prune.applies(source):
-            prune.check(source, opts.ratio, opts.prune)
+            prune.check(source, opts.ratio, opts.prune, opts.layout)
             out += prune.candidates(source, opts.ratio, opts.steps, opts.prune,
-                                    opts.method == "auto" or opts.backend == prune.PRUNED_INT8)
+                                    opts.method == "auto" or opts.backend == prune.PRUNED_INT8, opts.layout)
     if opts.method == "distill":
         from lmdev.compress import distill
 

@@ -118,9 +118,10 @@ def pruned_spec(spec: ModelSpec, widths: Any) -> ModelSpec:
     return ModelSpec(spec.kind, cfg, spec.shape)
 
 
-def check(source: Source, ratio: float, parts: str = "both") -> None:
+def check(source: Source, ratio: float, parts: str = "both", layout: str | None = None) -> None:
     """Raise LmdevError when pruning ``source`` by ``ratio`` cannot be done (before any work)."""
     prune_gpt2.check_parts(parts)
+    _check_layout(source, parts, resolve_layout(source, parts, layout))
     if is_gpt2(source.spec):
         _check_gpt2(source, ratio, parts)
         return
@@ -144,12 +145,34 @@ def check(source: Source, ratio: float, parts: str = "both") -> None:
         for lin in [m for m in model if isinstance(m, nn.Linear)][:-1]:
             keep_count(lin.out_features, ratio)
         return
-    if parts == "heads":
-        prune_heads.check(source.spec.config)
-    if parts in ("both", "heads") and not prune_heads.grouped(source.spec.config):
-        keep_count(model.blocks[0].attn.n_head, ratio, "attention heads")
+    if parts == "heads" or (parts == "both" and not prune_heads.one_group(source.spec.config)):
+        prune_heads.check(source.spec.config, ratio, alone=parts == "heads")
     if parts in ("both", "mlp"):
         keep_count(model.blocks[0].mlp.down.in_features, ratio)
+
+
+def resolve_layout(source: Source, parts: str, layout: str | None) -> str:
+    """The layout asked for, or by default ``global`` where the pruned model can hold per-block
+    counts (a transformers GPT-2, heads and / or channels; measured better than ``uniform`` at the
+    same sparsity, docs/figures/compress.md) and ``uniform`` elsewhere."""
+    if layout is not None:
+        return layout
+    return "global" if is_gpt2(source.spec) and parts != "layers" else "uniform"
+
+
+def _check_layout(source: Source, parts: str, layout: str) -> None:
+    from lmdev.compress.layout import check_layout
+
+    check_layout(layout)
+    if layout == "uniform":
+        return
+    if parts == "layers":
+        raise LmdevError("--prune-layout global ranks heads and channels across blocks; --prune layers removes "
+                         "whole blocks", "leave out --prune-layout, or prune heads / mlp")
+    if not is_gpt2(source.spec):
+        raise LmdevError("--prune-layout global needs per-block head and channel counts, which only a transformers "
+                         "GPT-2 variant can describe (an lmdev model's config has one width for every block)",
+                         "use --prune-layout uniform")
 
 
 def _check_gpt2(source: Source, ratio: float, parts: str) -> None:
@@ -165,21 +188,23 @@ def _check_gpt2(source: Source, ratio: float, parts: str) -> None:
 
         prune_layers.check(source, ratio)
         return
-    first: Any = prune_gpt2.blocks(source.model)[0]
+    blocks: list[Any] = prune_gpt2.blocks(source.model)
     if parts in ("both", "heads"):
-        keep_count(prune_gpt2.n_heads(first.attn), ratio, "attention heads")
+        keep_count(min(prune_gpt2.n_heads(b.attn) for b in blocks), ratio, "attention heads")
     if parts in ("both", "mlp"):
-        keep_count(prune_gpt2.mlp_width(first.mlp), ratio, "MLP channels")
+        keep_count(min(prune_gpt2.mlp_width(b.mlp) for b in blocks), ratio, "MLP channels")
 
 
-def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = "both") -> Variant:
-    check(source, ratio, parts)
+def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = "both",
+                  layout: str | None = None) -> Variant:
+    check(source, ratio, parts, layout)
+    layout = resolve_layout(source, parts, layout)
     if parts == "layers":
         from lmdev.compress.prune_layers import layer_variant
 
         return layer_variant(source, ratio, steps)
     if is_gpt2(source.spec):
-        return gpt2_variant(source, ratio, steps, parts)
+        return gpt2_variant(source, ratio, steps, parts, layout)
     if source.spec.config["type"] == "gpt":
         model, spec, settings, notes = _prune_lmdev_gpt(source, ratio, parts)
     else:
@@ -200,24 +225,36 @@ def prune_variant(source: Source, ratio: float, steps: int | None, parts: str = 
 
 def _prune_lmdev_gpt(source: Source, ratio: float,
                      parts: str) -> tuple[nn.Module, ModelSpec, dict[str, Any], list[str]]:
-    """The heads (unless grouped-query) and / or MLP channels of an lmdev gpt pruned: (model,
-    its spec, settings, notes)."""
+    """The attention heads (whole key/value groups) and / or MLP channels of an lmdev gpt pruned:
+    (model, its spec, settings, notes)."""
     model, spec = source.model, source.spec
     settings: dict[str, Any] = {"parts": []}
     notes: list[str] = []
     importance = []
-    if parts in ("both", "heads") and prune_heads.grouped(spec.config):
-        notes.append("attention heads of a grouped-query gpt are not pruned (they share key/value heads)")
+    groups = prune_heads.n_groups(spec.config)
+    k = groups
+    if parts == "both" and prune_heads.one_group(spec.config):
+        notes.append("attention heads not pruned: the gpt has a single key/value group (n_kv_head 1), "
+                     "which every query head shares")
     elif parts in ("both", "heads"):
+        k = prune_heads.check(spec.config, ratio, alone=parts == "heads")
+        if k == groups:
+            units = "key/value groups" if prune_heads.grouped(spec.config) else "heads"
+            notes.append(f"attention heads not pruned: --ratio {ratio:g} of {groups} {units} rounds to none")
+    if k < groups:
         model = copy.deepcopy(model)
-        k = keep_count(prune_heads.attentions(model)[0].n_head, ratio, "attention heads")
         batches = score_batches(source, source.train_config.data.batch_size)
         hd = prune_heads.prune(model, k, batches)
+        per_group = prune_heads.group_size(spec.config)
         spec = ModelSpec(spec.kind, prune_heads.pruned_config(spec.config, k, hd), spec.shape)
-        settings.update(heads_per_layer=k, head_dim=hd)
+        settings.update(heads_per_layer=k * per_group, head_dim=hd)
+        what = f"heads: mean norm of each head's contribution to the residual stream on {len(batches)} training batches"
+        if prune_heads.grouped(source.spec.config):
+            settings.update(kv_groups_per_layer=k, heads_per_group=per_group)
+            what = f"key/value groups (a key/value head and its {per_group} query heads): the sum over its query " \
+                   f"{what}"
         settings["parts"].append("heads")
-        importance.append(f"heads: mean norm of each head's contribution to the residual stream on "
-                          f"{len(batches)} training batches")
+        importance.append(what)
     if parts in ("both", "mlp"):
         model, k = prune_gpt(model, ratio)
         spec = pruned_spec(spec, k)
@@ -250,7 +287,7 @@ def score_batches(source: Source, batch_size: int) -> list[torch.Tensor]:
     return [split.batch(order.indices(i))[0] for i in range(min(SCORE_BATCHES, order.per_epoch))]
 
 
-def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) -> Variant:
+def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str, layout: str = "uniform") -> Variant:
     """Prune a transformers GPT-2, then fine-tune it on the training split of the source's --data
     (a plain causal-LM loss: an hf: source brings no training config)."""
     from lmdev.compress.finetune import LM_BATCH, LM_STEPS, finetune_lm, lm_finetune_text
@@ -258,7 +295,7 @@ def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) ->
     split = source.data.train
     batches = score_batches(source, LM_BATCH)
     model = copy.deepcopy(source.model)
-    heads, chans = prune_gpt2.prune(model, ratio, parts, batches)
+    heads, chans = prune_gpt2.prune(model, ratio, parts, batches, layout)
     spec = ModelSpec("hf", prune_gpt2.pruned_config(source.spec.config, heads, chans), source.spec.shape)
     rebuilt = spec.build()  # the pruned model is exactly the model of the pruned config
     rebuilt.load_state_dict(model.state_dict())
@@ -270,7 +307,11 @@ def gpt2_variant(source: Source, ratio: float, steps: int | None, parts: str) ->
         "heads_per_layer": prune_gpt2.current_heads(spec.config), "mlp_channels": prune_gpt2.current_channels(
             spec.config), "finetune_steps": n, "finetune": lm_finetune_text(split),
         "importance": f"mean norm of each unit's contribution to the residual stream on {len(batches)} "
-                      "training batches"}
+                      "training batches", "layout": layout}
+    if layout == "global":
+        settings["importance"] += " (each token's contribution over the norm of the stream the block reads), " \
+                                  "ranked across blocks"
+        what += ", global layout"
     return variant_of(f"pruned {ratio:.0%} {what}", rebuilt, spec, settings, [])
 
 
@@ -290,14 +331,14 @@ PRUNED_INT8 = "pruned+torch.ao-int8"
 
 
 def candidates(source: Source, ratio: float, steps: int | None, parts: str,
-               with_int8: bool) -> list[tuple[str, Any]]:
+               with_int8: bool, layout: str | None = None) -> list[tuple[str, Any]]:
     """("pruned", factory) and, with ``with_int8``, the pruned model quantised to int8; the pruning
     and its fine-tune run once for both."""
     made: dict[str, Variant] = {}
 
     def pruned() -> Variant:
         if "v" not in made:
-            made["v"] = prune_variant(source, ratio, steps, parts)
+            made["v"] = prune_variant(source, ratio, steps, parts, layout)
         return made["v"]
 
     out: list[tuple[str, Any]] = [("pruned", pruned)]

@@ -103,14 +103,23 @@ def drop_blocks(model: nn.Module, spec: ModelSpec, keep: list[int]) -> None:
         cast(Any, model).blocks = kept
 
 
-def pruned_config(config: dict[str, Any], n_layer: int) -> dict[str, Any]:
+def pruned_config(config: dict[str, Any], n_layer: int, kept: list[int] | None = None) -> dict[str, Any]:
     """The config of the model with ``n_layer`` blocks (GPT-2's alias ``num_hidden_layers`` too).
-    Everything else keyed by block is per block and unchanged: lmdev's heads-per-layer key of a
-    head-pruned GPT-2 is one count for every block."""
+    lmdev's per-layer keys of a pruned GPT-2 (heads, MLP channels) keep the entries of the
+    ``kept`` blocks when they are lists; a single count stays one count for every block."""
+    from lmdev.compress.prune_gpt2 import CHANNELS_KEY, HEADS_KEY
+
     cfg = dict(config)
     cfg["n_layer"] = n_layer
     if "num_hidden_layers" in cfg:
         cfg["num_hidden_layers"] = n_layer
+    for key in (HEADS_KEY, CHANNELS_KEY):
+        if isinstance(cfg.get(key), list):
+            if kept is None or len(kept) != n_layer:
+                raise ValueError(f"{key} is per block: the kept blocks are needed")
+            cfg[key] = [cfg[key][i] for i in kept]
+    if isinstance(cfg.get(CHANNELS_KEY), list):
+        cfg["n_inner"] = max(cfg[CHANNELS_KEY])
     return cfg
 
 
@@ -138,12 +147,12 @@ def layer_variant(source: Source, ratio: float, steps: int | None) -> Variant:
     model = copy.deepcopy(source.model)
     n_before = len(block_list(model, source.spec))
     removed, scores = prune(model, source.spec, ratio, batches)
-    spec = ModelSpec(source.spec.kind, pruned_config(source.spec.config, n_before - len(removed)),
-                     source.spec.shape)
+    kept = [i for i in range(n_before) if i not in removed]
+    spec = ModelSpec(source.spec.kind, pruned_config(source.spec.config, len(kept), kept), source.spec.shape)
     rebuilt = spec.build()  # the pruned model is exactly the model of the smaller config
     rebuilt.load_state_dict(model.state_dict())
     settings: dict[str, Any] = {"ratio": ratio, "parts": ["layers"], "layers_removed": removed,
-                                "layers_kept": [i for i in range(n_before) if i not in removed],
+                                "layers_kept": kept,
                                 "n_layer": n_before - len(removed), "layer_scores": scores,
                                 "importance": f"{IMPORTANCE} on {len(batches)} training batches"}
     if gpt2:

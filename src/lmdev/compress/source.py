@@ -99,13 +99,18 @@ def build_hf_from_config(config: dict[str, Any]) -> nn.Module:
     if not model_type:
         raise LmdevError("the transformers config.json has no model_type")
     heads = cfg.pop("lmdev_heads_per_layer", None)  # a GPT-2 whose heads lmdev pruned (compress.prune_gpt2)
+    channels = cfg.pop("lmdev_channels_per_layer", None)  # ... and its MLP channels, per block
     hf_cfg = AutoConfig.for_model(model_type, **{k: v for k, v in cfg.items()
                                                  if k not in ("transformers_version", "architectures")})
     model = HFCausalLM(AutoModelForCausalLM.from_config(hf_cfg))
     if heads is not None:
         from lmdev.compress.prune_gpt2 import set_heads
 
-        set_heads(model, int(heads))
+        set_heads(model, heads if isinstance(heads, list) else int(heads))
+    if channels is not None:
+        from lmdev.compress.prune_gpt2 import set_channels
+
+        set_channels(model, list(channels))
     return model
 
 

@@ -37,7 +37,7 @@ def test_pruning_dead_heads_and_channels_keeps_the_outputs(tiny):
     before = tiny(x)
     pruned = copy.deepcopy(tiny)
     heads, channels = prune_gpt2.prune(pruned, 0.5, "both", [x])
-    assert (heads, channels) == (2, 128)
+    assert (heads, channels) == ([2, 2], [128, 128])
     for b in prune_gpt2.blocks(pruned):
         assert prune_gpt2.n_heads(b.attn) == 2 and b.attn.c_attn.weight.shape == (64, 3 * 32)
         assert b.mlp.c_fc.weight.shape == (64, 128) and b.mlp.c_proj.weight.shape == (128, 64)
@@ -51,7 +51,7 @@ def test_pruning_dead_heads_and_channels_keeps_the_outputs(tiny):
 
 def test_heads_only_leaves_the_mlp_alone(tiny):
     heads, channels = prune_gpt2.prune(tiny, 0.25, "heads", [tokens()])
-    assert (heads, channels) == (3, None)
+    assert (heads, channels) == ([3, 3], None)
     assert prune_gpt2.mlp_width(prune_gpt2.blocks(tiny)[0].mlp) == 256
     assert tiny(tokens()).shape == (3, 16, 100)
 
@@ -82,7 +82,8 @@ def hf_source(tmp_path):
 
 
 def test_pruned_and_int8_variants_reload_to_identical_logits(hf_source, tmp_path):
-    (name, make), (name8, make8) = prune.candidates(hf_source, 0.5, 3, "both", with_int8=True)
+    (name, make), (name8, make8) = prune.candidates(hf_source, 0.5, 3, "both", with_int8=True,
+                                                          layout="uniform")
     assert (name, name8) == ("pruned", prune.PRUNED_INT8)
     v, v8 = make(), make8()
     assert v.settings["heads_per_layer"] == 2 and v.settings["mlp_channels"] == 128
@@ -114,7 +115,7 @@ def test_head_pruning_of_an_lmdev_mlp_is_refused(digits_source):
 def test_auto_offers_the_pruned_int8_variant_of_an_hf_gpt2_and_judges_it(hf_source):
     from lmdev.compress.core import Options, compress_source
 
-    report = compress_source(hf_source, Options(method="auto", backend=prune.PRUNED_INT8, steps=2, batch=2,
+    report = compress_source(hf_source, Options(method="auto", backend=prune.PRUNED_INT8, steps=2, batch=2, layout="uniform",
                                                 budget_s=0.02, memory=False, record=False, max_drop=1.0),
                              lambda _m: None)
     (v,) = report.variants
@@ -125,10 +126,69 @@ def test_auto_offers_the_pruned_int8_variant_of_an_hf_gpt2_and_judges_it(hf_sour
 
 
 def test_a_pruned_hf_variant_takes_data_and_can_be_pruned_again(hf_source, tmp_path):
-    (_, make), = prune.candidates(hf_source, 0.5, 1, "heads", with_int8=False)
+    (_, make), = prune.candidates(hf_source, 0.5, 1, "heads", with_int8=False, layout="uniform")
     out = write_variant(make(), tmp_path / "once", hf_source)
     corpus = tmp_path / "corpus.txt"
     again = resolve(str(out), data=f"text:{corpus}")
     assert again.data is not None and again.kind == "variant"  # --data is read for an hf variant too
-    twice = prune.prune_variant(again, 0.5, 1, "heads")
+    twice = prune.prune_variant(again, 0.5, 1, "heads", layout="uniform")
     assert twice.settings["heads_per_layer"] == 1
+
+
+def quiet_block(model, i: int, factor: float = 0.01) -> None:
+    """Block ``i`` writes almost nothing to the residual stream: its attention and MLP outputs scaled down."""
+    with torch.no_grad():
+        b = prune_gpt2.blocks(model)[i]
+        for conv in (b.attn.c_proj, b.mlp.c_proj):
+            conv.weight *= factor
+            conv.bias *= factor
+
+
+def test_global_layout_takes_more_from_the_quiet_block_and_the_same_total(tiny):
+    quiet_block(tiny, 1)
+    x = tokens()
+    heads, channels = prune_gpt2.prune(tiny, 0.5, "both", [x], layout="global")
+    assert heads == [3, 1] and channels == [230, 26]  # block 1 keeps its floor: 1 head, a tenth of 256
+    assert sum(heads) == 4 and sum(channels) == 256  # what the uniform layout keeps in all
+    cfg = prune_gpt2.pruned_config(TINY, heads, channels)
+    assert cfg[prune_gpt2.HEADS_KEY] == [3, 1] and cfg[prune_gpt2.CHANNELS_KEY] == [230, 26]
+    rebuilt = ModelSpec("hf", cfg).build().eval()  # per-layer counts build from the config
+    rebuilt.load_state_dict(tiny.state_dict())
+    torch.testing.assert_close(rebuilt(x), tiny(x), atol=0, rtol=0)
+
+
+def test_global_variant_reloads_identically_and_records_its_counts(hf_source, tmp_path):
+    quiet_block(hf_source.model, 0)
+    (_, make), (_, make8) = prune.candidates(hf_source, 0.5, 1, "both", with_int8=True, layout="global")
+    v, v8 = make(), make8()
+    x8 = hf_source.data.val.batch(torch.arange(2))[0]
+    again8 = load(write_variant(v8, tmp_path / "global-int8", hf_source))  # int8 layers of uneven widths too
+    with torch.inference_mode():
+        torch.testing.assert_close(again8(x8), v8.runner(x8), atol=0, rtol=0)
+    assert v.settings["layout"] == "global" and "global" in v.name
+    heads, chans = v.settings["heads_per_layer"], v.settings["mlp_channels"]
+    assert heads[0] < heads[1] and chans[0] < chans[1]  # the quiet block lost more
+    x = hf_source.data.val.batch(torch.arange(2))[0]
+    out = write_variant(v, tmp_path / "global", hf_source)
+    again = load(out)
+    assert [prune_gpt2.n_heads(b.attn) for b in prune_gpt2.blocks(again)] == heads
+    assert [prune_gpt2.mlp_width(b.mlp) for b in prune_gpt2.blocks(again)] == chans
+    with torch.inference_mode():
+        torch.testing.assert_close(again(x), v.runner(x), atol=0, rtol=0)
+    # a per-layer variant can lose whole layers: its per-layer counts follow the kept blocks
+    from lmdev.compress.prune_layers import layer_variant
+
+    shallow = layer_variant(resolve(str(out), data=f"text:{tmp_path / 'corpus.txt'}"), 0.5, 1)
+    kept = shallow.settings["layers_kept"]
+    assert shallow.spec.config[prune_gpt2.HEADS_KEY] == [heads[i] for i in kept]
+    assert [prune_gpt2.mlp_width(b.mlp) for b in prune_gpt2.blocks(shallow.module)] == [chans[i] for i in kept]
+
+
+def test_global_layout_is_refused_where_a_config_cannot_hold_per_layer_counts(gpt_source, hf_source):
+    with pytest.raises(LmdevError, match="only a transformers GPT-2"):
+        prune.check(gpt_source, 0.5, "both", "global")
+    with pytest.raises(LmdevError, match="whole blocks"):
+        prune.check(hf_source, 0.5, "layers", "global")
+    # by default: global where the config can hold per-block counts, uniform elsewhere
+    assert [prune.resolve_layout(hf_source, "both", None), prune.resolve_layout(hf_source, "layers", None),
+            prune.resolve_layout(gpt_source, "both", None)] == ["global", "uniform", "uniform"]

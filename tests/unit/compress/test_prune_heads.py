@@ -98,13 +98,60 @@ def test_lmdev_gpt_heads_and_channels_pruned_through_prune_variant_reload(tmp_pa
         torch.testing.assert_close(again(x), v.runner(x), atol=0, rtol=0)
 
 
-def test_grouped_query_heads_are_refused_and_both_prunes_only_the_mlp():
+def test_dead_key_value_groups_are_removed_and_the_outputs_stay():
+    model = build(n_head=4, n_kv_head=2)  # groups: query heads 0-1 read kv head 0, heads 2-3 kv head 1
+    with torch.no_grad():  # group 0 writes nothing: the columns of proj of query heads 0 and 1 are zero
+        for b in model.blocks:
+            b.attn.proj.weight[:, 0:16] = 0
+    x = torch.arange(32).reshape(2, 16) % 50
+    before = model(x)
+    pruned = copy.deepcopy(model)
+    assert prune_heads.prune(pruned, 1, [x]) == 8
+    a = pruned.blocks[0].attn
+    assert (a.n_head, a.n_kv) == (2, 1) and a.qkv.out_features == (2 + 2 * 1) * 8
+    torch.testing.assert_close(pruned(x), before, atol=1e-5, rtol=1e-5)  # group 1 (its k, v, q) kept whole
+    cfg = prune_heads.pruned_config({**BASE, "n_kv_head": 2}, 1, 8)
+    assert (cfg["n_head"], cfg["n_kv_head"], cfg["head_dim"]) == (2, 1, 8)
+    rebuilt = ModelSpec("lmdev", cfg, {"kind": "tokens", "input_shape": [16], "n_outputs": 50,
+                                       "task": "language_modeling"}).build().eval()
+    rebuilt.load_state_dict(pruned.state_dict())
+    torch.testing.assert_close(rebuilt(x), before, atol=1e-5, rtol=1e-5)
+
+
+def test_grouped_query_gpt_loses_whole_groups_and_reloads(tmp_path):
+    src = gpt(n_head=8, n_kv_head=4, n_layer=2)
+    v = prune.prune_variant(src, 0.5, 1, "heads")
+    cfg = v.spec.config
+    assert (cfg["n_head"], cfg["n_kv_head"], cfg["head_dim"]) == (4, 2, 4)  # the 4:1 ratio and width kept
+    assert v.settings["kv_groups_per_layer"] == 2 and v.settings["heads_per_layer"] == 4 and not v.notes
+    assert "key/value groups" in v.settings["importance"]
+    x = src.data.val.batch(torch.arange(2))[0]
+    again = load(write_variant(v, tmp_path / "out", src))
+    assert [(b.attn.n_head, b.attn.n_kv) for b in again.blocks] == [(4, 2), (4, 2)]
+    with torch.inference_mode():
+        torch.testing.assert_close(again(x), v.runner(x), atol=0, rtol=0)
+
+
+def test_both_on_a_grouped_query_gpt_prunes_groups_and_channels():
     src = gpt(n_kv_head=2)
-    with pytest.raises(LmdevError, match="grouped-query"):
+    v = prune.prune_variant(src, 0.5, 1, "both")
+    assert v.settings["parts"] == ["heads", "mlp"]
+    assert (v.spec.config["n_head"], v.spec.config["n_kv_head"]) == (2, 1) and v.spec.config["ffn_hidden"] == 42
+
+
+def test_a_single_key_value_group_is_refused_and_both_prunes_only_the_mlp():
+    src = gpt(n_kv_head=1)
+    with pytest.raises(LmdevError, match="one \\(n_kv_head 1") as e:
         prune.check(src, 0.5, "heads")
+    assert "--prune mlp" in (e.value.hint or "")
     v = prune.prune_variant(src, 0.5, 1, "both")
     assert v.settings["parts"] == ["mlp"] and v.spec.config["n_head"] == 4
-    assert any("grouped-query" in n for n in v.notes)
+    assert any("single key/value group" in n for n in v.notes)
+
+
+def test_a_ratio_that_removes_no_group_is_refused_for_heads():
+    with pytest.raises(LmdevError, match="removes none"):
+        prune.check(gpt(n_kv_head=2), 0.25, "heads")
 
 
 def test_pruning_every_head_is_refused():

@@ -122,7 +122,7 @@ def test_gpt2_layer_variant_and_its_int8_reload_to_identical_logits(hf_source, t
 
 
 def test_head_pruned_gpt2_variant_loses_layers_and_keeps_its_head_count(hf_source, tmp_path):
-    (_, make), = prune.candidates(hf_source, 0.5, 1, "heads", with_int8=False)
+    (_, make), = prune.candidates(hf_source, 0.5, 1, "heads", with_int8=False, layout="uniform")
     heads_out = write_variant(make(), tmp_path / "heads", hf_source)
     again = resolve(str(heads_out), data=f"text:{tmp_path / 'corpus.txt'}")
     v = prune.prune_variant(again, 0.5, 1, "layers")

@@ -21,6 +21,8 @@ CASES = [
     {"type": "gpt", "vocab_size": 700, "n_layer": 2, "n_head": 4, "n_embd": 96, "norm": "layernorm",
      "mlp": "swiglu", "ffn_hidden": 200, "bias": False},
     {"type": "gpt", "vocab_size": 256, "n_layer": 2, "n_head": 3, "head_dim": 32, "n_embd": 128},  # heads pruned
+    {"type": "gpt", "vocab_size": 256, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "head_dim": 16,
+     "n_embd": 128},  # key/value groups pruned
 ]
 
 
