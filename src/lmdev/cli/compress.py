@@ -30,8 +30,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", metavar="OUT", help="write the chosen variant here (safetensors/ONNX + manifest)")
     p.add_argument("--ratio", type=float, default=0.5, help="prune: fraction of hidden channels removed (default 0.5)")
     p.add_argument("--prune", choices=["both", "mlp", "heads", "layers", "2:4"], default="both",
-                   help="prune: MLP channels, attention heads (transformers GPT-2), both (default), or whole layers "
-                   "(--ratio: the fraction of transformer blocks removed); 2:4: semi-structured sparsity (2 of "
+                   help="prune: MLP channels, attention heads (an lmdev gpt: whole key/value groups), both "
+                   "(default), or whole layers (--ratio: the fraction of transformer blocks removed); 2:4: "
+                   "semi-structured sparsity (2 of "
                    "every 4 weights zero, --ratio not used)")
     p.add_argument("--prune-layout", choices=["uniform", "global"],
                    help="prune heads / channels: the same share of every block, or ranked across blocks so that "
