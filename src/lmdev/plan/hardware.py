@@ -58,8 +58,9 @@ class Hardware:
 
 
 PLANNED_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
-CPU_UNSUPPORTED = {"fp8": "CPUs have no fp8 matmul path in PyTorch (fp8 needs Ada Lovelace, Hopper or CDNA 3 "
-                          "tensor cores)"}
+CPU_UNSUPPORTED = {"fp8": "CPUs have no fp8 arithmetic: PyTorch's CPU fp8 matmul (torch._scaled_mm) runs 3-20x "
+                          "slower than fp32 (measured: docs/figures/compress.md); fp8 needs Ada Lovelace, Hopper "
+                          "or CDNA 3 tensor cores"}
 
 
 def cpu_slow_dtypes(features: list[str] | set[str], architecture: str = "x86_64") -> dict[str, str]:
