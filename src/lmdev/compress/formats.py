@@ -102,8 +102,7 @@ def load_assigned(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             continue
         param = model.get_parameter(stored)
         for n in names:
-            parent, _, attr = n.rpartition(".")
-            setattr(model.get_submodule(parent), attr, param)
+            transforms.replace(model, n, param)
 
 
 def ready(model: nn.Module) -> nn.Module:
@@ -169,8 +168,7 @@ def read_int8(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
     make = _ao_int8_linear if fmt == "torch.ao-int8" else _torchao_int8_linear
     for name in layers:  # each quantised layer (still a meta placeholder) replaced by its int8 one
         tensors = {k: stored.get(k) for k in (f"{name}.weight.{part}" for part in parts) if k in stored.header}
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent), attr, make(_linear(model, name), tensors, name))
+        transforms.replace(model, name, make(_linear(model, name), tensors, name))
     if fmt == "torch.ao-int8":
         int8_lookups(model, load.get("embeddings_from_heads") or {})
     return ready(model)
@@ -201,8 +199,7 @@ def int8_lookups(model: nn.Module, pairs: dict[str, str]) -> None:
     """Replace each embedding of ``pairs`` ({int8 head: embedding}) by an Int8Lookup of its head."""
     for head, emb in pairs.items():
         w = cast("torch.ao.nn.quantized.dynamic.Linear", model.get_submodule(head)).weight()
-        parent, _, attr = emb.rpartition(".")
-        setattr(model.get_submodule(parent), attr, Int8Lookup(w.int_repr(), w.q_scale(), w.q_zero_point()))
+        transforms.replace(model, emb, Int8Lookup(w.int_repr(), w.q_scale(), w.q_zero_point()))
 
 
 class StoredTensors:

@@ -138,11 +138,6 @@ class Fp8Lookup(nn.Module):
         return self.table[ids].float() * self.scale[ids][..., None]
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent), attr, module)
-
-
 def to_fp8(model: nn.Module, tied: dict[str, str]) -> tuple[list[str], list[str]]:
     """Replace every nn.Linear of a linearized ``model`` by an Fp8Linear (in place) and each embedding
     of ``tied`` ({head: embedding}) by an Fp8Lookup of its head. Returns (layers, why _scaled_mm
@@ -154,7 +149,7 @@ def to_fp8(model: nn.Module, tied: dict[str, str]) -> tuple[list[str], list[str]
         why = layer.check_kernel()
         if why:
             failures.append(f"{name}: {why}")
-        _replace(model, name, layer)
+        transforms.replace(model, name, layer)
     lookups(model, tied)
     return names, failures
 
@@ -163,7 +158,7 @@ def lookups(model: nn.Module, tied: dict[str, str]) -> None:
     for head, emb in tied.items():
         layer = model.get_submodule(head)
         assert isinstance(layer, Fp8Linear)
-        _replace(model, emb, Fp8Lookup(layer))
+        transforms.replace(model, emb, Fp8Lookup(layer))
 
 
 def fp8_variant(spec: ModelSpec, model: nn.Module) -> Variant:
@@ -222,6 +217,6 @@ def read_fp8(folder: Path, spec: ModelSpec, load: dict[str, Any]) -> nn.Module:
                           DEQUANT if name in dequantized else SCALED_MM)
         if layer.kernel == SCALED_MM:
             layer.check_kernel()
-        _replace(model, name, layer)
+        transforms.replace(model, name, layer)
     lookups(model, load.get("embeddings_from_heads") or {})
     return formats.ready(model)

@@ -37,6 +37,12 @@ def linearize(model: nn.Module) -> nn.Module:
     return model
 
 
+def replace(model: nn.Module, name: str, value: nn.Module | nn.Parameter) -> None:
+    """Put ``value`` in place of ``model``'s submodule or parameter at the dotted ``name``."""
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent), attr, value)
+
+
 def tied_heads(model: nn.Module) -> dict[str, str]:
     """{head Linear's name: the Embedding's name} for every output head sharing an embedding's weight."""
     embeddings = {id(m.weight): n for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
